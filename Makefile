@@ -1,0 +1,36 @@
+# fedmoe — every target creates/uses the local virtualenv in .venv; nothing else is needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fedmoe-installed
+OUT    ?= runs/demo
+
+.PHONY: install demo test test-slow test-all bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default data.
+demo: $(STAMP)
+	$(VENV)/bin/fedmoe demo --out $(OUT)
+
+## The default test suite (slow tests excluded). pytest exits 5 when it collects nothing: that fails.
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m sims.bench.allocator
+	$(PY) -m sims.bench.datagen
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,317 @@
+"""Pydantic (v2) models for every fedmoe configuration, and the TOML loader.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently
+ignored setting. :func:`load_config` turns a validation failure into a
+:class:`ConfigError` whose message is one line per problem, naming the dotted
+field, what is allowed and what was given, e.g.::
+
+    config error: data.num_samples: must be > 0 (got -5)
+
+The command line prints that line and exits with status 2; it never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "gps", "rf")
+"""The sensing modalities fedmoe knows, in canonical order (costliest input first)."""
+
+Modality = Literal["camera", "lidar", "radar", "gps", "rf"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(err)`` is ready to print to a user."""
+
+
+class StrictModel(BaseModel):
+    """Base for all config models: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- wireless
+
+
+class ChannelConfig(StrictModel):
+    """Large- and small-scale channel between devices and the base station (3GPP TR 38.901)."""
+
+    scenario: Literal["umi", "uma"] = Field("umi", description="TR 38.901 scenario: UMi-Street-Canyon or UMa")
+    carrier_ghz: float = Field(28.0, ge=0.5, le=100.0, description="carrier frequency fc in GHz (38.901 range)")
+    bs_height_m: float = Field(10.0, gt=1.0, le=150.0, description="base-station antenna height hBS")
+    ut_height_m: float = Field(1.5, ge=1.0, le=22.5, description="default device antenna height hUT")
+    shadowing: bool = Field(True, description="draw log-normal shadowing (sigma_SF from TR 38.901 Table 7.4.1-1)")
+    fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="small-scale fading of the power gain")
+    rician_k_db: float = Field(9.0, ge=-20.0, le=40.0, description="Rician K-factor for LoS links, dB")
+    noise_psd_dbm_hz: float = Field(-174.0, ge=-200.0, le=-100.0, description="thermal noise PSD N0, dBm/Hz")
+    noise_figure_db: float = Field(9.0, ge=0.0, le=30.0, description="receiver noise figure, dB")
+    num_antennas: int = Field(64, ge=1, le=1024, description="base-station ULA size M")
+    codebook_size: int = Field(64, ge=1, le=4096, description="DFT beam codebook size B")
+
+
+class UplinkConfig(StrictModel):
+    """OFDMA uplink: total bandwidth B split in integer resource blocks of B_min (paper 001, eq. 3-4)."""
+
+    total_bandwidth_hz: float = Field(20e6, gt=0.0, le=1e10, description="total uplink bandwidth B")
+    resource_block_hz: float = Field(200e3, gt=0.0, le=1e10, description="resource-block width B_min")
+
+    @model_validator(mode="after")
+    def _at_least_one_block(self) -> "UplinkConfig":
+        if self.resource_block_hz > self.total_bandwidth_hz:
+            raise ValueError(
+                f"resource_block_hz ({self.resource_block_hz:g}) must be <= total_bandwidth_hz ({self.total_bandwidth_hz:g})"
+            )
+        return self
+
+    @property
+    def num_resource_blocks(self) -> int:
+        """floor(B / B_min): the number of blocks the allocator may hand out."""
+        return int(self.total_bandwidth_hz // self.resource_block_hz)
+
+
+class SensingCostConfig(StrictModel):
+    """Time and power a device spends acquiring one sample of a modality."""
+
+    time_s: float = Field(..., ge=0.0, le=60.0)
+    power_w: float = Field(..., ge=0.0, le=1000.0)
+
+
+def _default_sensing() -> dict[str, SensingCostConfig]:
+    # Orders of magnitude for small embedded sensors; documented in docs/wireless.md.
+    return {
+        "camera": SensingCostConfig(time_s=0.033, power_w=1.5),
+        "lidar": SensingCostConfig(time_s=0.050, power_w=8.0),
+        "radar": SensingCostConfig(time_s=0.010, power_w=3.0),
+        "gps": SensingCostConfig(time_s=0.001, power_w=0.05),
+        "rf": SensingCostConfig(time_s=0.001, power_w=0.1),
+    }
+
+
+class DeviceProfileConfig(StrictModel):
+    """Ranges from which heterogeneous device profiles are drawn (uniformly, per device)."""
+
+    tx_power_dbm: tuple[float, float] = Field((10.0, 23.0), description="transmit power P_k range, dBm")
+    compute_flops: tuple[float, float] = Field((2e9, 2e10), description="compute speed f_k range, FLOP/s")
+    energy_per_flop_j: tuple[float, float] = Field(
+        (1e-10, 1e-9), description="compute energy per FLOP range, J (kappa f^2 per cycle at one FLOP/cycle)"
+    )
+    sensing: dict[Modality, SensingCostConfig] = Field(default_factory=_default_sensing)
+
+    @model_validator(mode="after")
+    def _ordered_ranges(self) -> "DeviceProfileConfig":
+        for name in ("tx_power_dbm", "compute_flops", "energy_per_flop_j"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: lower bound {lo:g} exceeds upper bound {hi:g}")
+        for name in ("compute_flops", "energy_per_flop_j"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"{name}: bounds must be > 0")
+        return self
+
+
+class CellConfig(StrictModel):
+    """Where devices are dropped around the base station."""
+
+    radius_m: float = Field(250.0, gt=0.0, le=10_000.0, description="cell radius")
+    min_distance_m: float = Field(10.0, ge=0.0, le=1_000.0, description="minimum 2-D distance to the BS")
+
+    @model_validator(mode="after")
+    def _min_below_radius(self) -> "CellConfig":
+        if self.min_distance_m >= self.radius_m:
+            raise ValueError(f"min_distance_m ({self.min_distance_m:g}) must be < radius_m ({self.radius_m:g})")
+        return self
+
+
+class WirelessConfig(StrictModel):
+    channel: ChannelConfig = Field(default_factory=ChannelConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    devices: DeviceProfileConfig = Field(default_factory=DeviceProfileConfig)
+    cell: CellConfig = Field(default_factory=CellConfig)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SceneConfig(StrictModel):
+    """Street scene of the synthetic ISAC generator (see fedmoe.data.scene)."""
+
+    street_length_m: float = Field(160.0, gt=10.0, le=2_000.0, description="visible street section along x")
+    street_offset_m: float = Field(8.0, ge=1.0, le=200.0, description="distance from the BS to the nearest lane")
+    num_lanes: int = Field(4, ge=1, le=12)
+    lane_width_m: float = Field(3.5, gt=1.0, le=10.0)
+    num_blockers: int = Field(6, ge=0, le=64, description="large vehicles (trucks, buses) per scene")
+    num_scatterers: int = Field(6, ge=0, le=64, description="static reflectors (poles, facade features) per scene")
+    uav_fraction: float = Field(0.25, ge=0.0, le=1.0, description="share of users that are low-altitude UAVs")
+    uav_height_m: tuple[float, float] = Field((15.0, 60.0), description="UAV altitude range")
+    blockage_loss_db: tuple[float, float] = Field((20.0, 35.0), description="extra loss of a blocked path")
+    scatter_loss_db: tuple[float, float] = Field((4.0, 12.0), description="reflection loss of a scattered path")
+    time_step_s: float = Field(0.5, gt=0.0, le=10.0, description="horizon of the next-position label")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SceneConfig":
+        for name in ("uav_height_m", "blockage_loss_db", "scatter_loss_db"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: lower bound {lo:g} exceeds upper bound {hi:g}")
+        return self
+
+
+class SensorConfig(StrictModel):
+    """Resolution and noise of each synthetic sensor."""
+
+    camera_size: int = Field(32, ge=8, le=512, description="camera raster is 3 x size x size")
+    camera_fov_deg: float = Field(150.0, gt=10.0, le=180.0, description="horizontal field of view")
+    lidar_rays: int = Field(64, ge=4, le=4096, description="rays of the horizontal range scan")
+    lidar_max_range_m: float = Field(120.0, gt=1.0, le=1_000.0)
+    lidar_noise_m: float = Field(0.05, ge=0.0, le=10.0)
+    radar_range_bins: int = Field(16, ge=2, le=512)
+    radar_angle_bins: int = Field(16, ge=2, le=512)
+    radar_noise_db: float = Field(3.0, ge=0.0, le=40.0)
+    gps_noise_m: float = Field(2.0, ge=0.0, le=100.0, description="std of each GPS coordinate")
+    rf_beams: int = Field(8, ge=1, le=256, description="wide beams on which RF power is measured")
+    rf_noise_db: float = Field(1.0, ge=0.0, le=40.0)
+
+
+class DataConfig(StrictModel):
+    """The embedded synthetic dataset."""
+
+    num_samples: int = Field(20_000, gt=0, le=50_000_000)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    scene: SceneConfig = Field(default_factory=SceneConfig)
+    sensors: SensorConfig = Field(default_factory=SensorConfig)
+
+
+class PartitionConfig(StrictModel):
+    """How data is spread over devices (see fedmoe.data.partition)."""
+
+    num_devices: int = Field(10, ge=1, le=100_000)
+    samples_per_device: int = Field(500, ge=1, le=10_000_000, description="mean local dataset size")
+    label_skew: Literal["iid", "dirichlet"] = "iid"
+    dirichlet_alpha: float = Field(0.5, gt=0.0, le=1e6)
+    quantity_skew: Literal["none", "lognormal"] = "none"
+    quantity_sigma: float = Field(1.0, ge=0.0, le=5.0, description="sigma of the log-normal size distribution")
+    modality_availability: dict[Modality, float] = Field(
+        default_factory=lambda: {m: 1.0 for m in MODALITIES},
+        description="probability that a device has each sensor",
+    )
+    degradation_noise: float = Field(0.0, ge=0.0, le=10.0, description="max extra noise std (relative) per sensor")
+    degradation_dropout: float = Field(0.0, ge=0.0, le=1.0, description="max per-sample dropout prob per sensor")
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> "PartitionConfig":
+        for m, p in self.modality_availability.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"modality_availability.{m}: must be in [0, 1] (got {p:g})")
+        return self
+
+
+class FedMoEConfig(StrictModel):
+    """Top-level configuration (a scenario TOML file holds any subset of it)."""
+
+    name: str = Field("default", min_length=1, max_length=128)
+    data: DataConfig = Field(default_factory=DataConfig)
+    wireless: WirelessConfig = Field(default_factory=WirelessConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+
+
+# --------------------------------------------------------------------------- loading and errors
+
+
+def _field_bounds(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """Describe the allowed range of the field at ``loc`` ("> 0 and <= 100"), if it has one."""
+    current: Any = model
+    info = None
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return None
+        current = info.annotation
+    if info is None:
+        return None
+    parts = []
+    for meta in info.metadata:
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if isinstance(meta, getattr(annotated_types, attr.capitalize())):
+                parts.append(f"{sym} {getattr(meta, attr):g}")
+    return " and ".join(parts) or None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: ``field.path: message (allowed: range; got value)``."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in (prefix,) + loc if p != "")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        extra = []
+        bounds = _field_bounds(model, loc)
+        if bounds and e["type"] not in ("extra_forbidden", "missing"):
+            extra.append(f"allowed: {bounds}")
+        if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            extra.append(f"got {e['input']!r}")
+        lines.append(f"{where or '(top level)'}: {msg}" + (f" ({'; '.join(extra)})" if extra else ""))
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], model: type[StrictModel] = FedMoEConfig, source: str = "config") -> Any:
+    """Validate a dict against ``model``; raise :class:`ConfigError` with one line per problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: " + format_validation_error(err, model).replace("\n", f"\n{source}: ")) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FedMoEConfig:
+    """Load a TOML file into :class:`FedMoEConfig` (defaults when ``path`` is None).
+
+    ``overrides`` is a nested dict merged over the file's content (used by the CLI).
+    """
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{p}: not valid TOML: {err}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a UTF-8 text file") from None
+    if overrides:
+        data = deep_merge(data, overrides)
+    return parse_config(data, FedMoEConfig, source)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``update`` merged in recursively (``update`` wins)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dotted_to_nested(assignments: dict[str, Any]) -> dict[str, Any]:
+    """``{"data.num_samples": 5}`` -> ``{"data": {"num_samples": 5}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in assignments.items():
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested

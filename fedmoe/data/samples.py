@@ -1,0 +1,120 @@
+"""The container every fedmoe data source produces: inputs per modality, labels, conditions.
+
+A sample may lack modalities: ``present[i, j]`` says whether sample ``i`` has modality
+``MODALITIES[j]``. An absent modality's array slot holds zeros (never stale data), and
+only modalities a source provides at all appear in ``inputs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedmoe.config import MODALITIES
+
+LABEL_KEYS: tuple[str, ...] = ("beam", "pathloss_db", "next_position")
+"""Task labels: best beam index (classification), path loss in dB and next position in m (regression)."""
+
+
+@dataclass
+class ISACSamples:
+    """A batch of multimodal ISAC samples (struct of arrays, first axis = sample).
+
+    Attributes
+    ----------
+    inputs
+        modality name -> array of shape (N, ...); camera is uint8, the rest float32.
+    present
+        (N, len(MODALITIES)) bool; column order is :data:`fedmoe.config.MODALITIES`.
+    labels
+        ``beam`` (N,) int64, ``pathloss_db`` (N,) float32, ``next_position`` (N, 3) float32.
+    conditions
+        per-sample facts that are not model inputs: ``blocked`` (N,) bool (the LoS path is
+        obstructed), ``is_uav`` (N,) bool, ``position`` (N, 3) float32 (true position, m).
+    bits_per_sample
+        modality name -> uplink size of one sample of that modality, in bits.
+    """
+
+    inputs: dict[str, np.ndarray]
+    present: np.ndarray
+    labels: dict[str, np.ndarray]
+    conditions: dict[str, np.ndarray] = field(default_factory=dict)
+    bits_per_sample: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.present)
+        if self.present.shape != (n, len(MODALITIES)) or self.present.dtype != np.bool_:
+            raise ValueError(f"present must be a bool array of shape (N, {len(MODALITIES)}), got {self.present.shape}")
+        for group, arrays in (("inputs", self.inputs), ("labels", self.labels), ("conditions", self.conditions)):
+            for key, arr in arrays.items():
+                if len(arr) != n:
+                    raise ValueError(f"{group}[{key!r}] has {len(arr)} rows, expected {n}")
+        unknown = set(self.inputs) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}")
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+    def has(self, modality: str) -> np.ndarray:
+        """Per-sample availability of ``modality`` (N,) bool."""
+        return self.present[:, MODALITIES.index(modality)]
+
+    def subset(self, index: np.ndarray | slice) -> "ISACSamples":
+        """Rows ``index`` (an integer array, bool mask or slice) as a new container."""
+        pick = lambda d: {k: v[index] for k, v in d.items()}  # noqa: E731
+        return ISACSamples(pick(self.inputs), self.present[index], pick(self.labels), pick(self.conditions),
+                           dict(self.bits_per_sample))
+
+    @staticmethod
+    def concat(parts: list["ISACSamples"]) -> "ISACSamples":
+        """Stack containers that hold the same keys."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        cat = lambda name: {k: np.concatenate([getattr(p, name)[k] for p in parts]) for k in getattr(parts[0], name)}  # noqa: E731
+        return ISACSamples(cat("inputs"), np.concatenate([p.present for p in parts]), cat("labels"),
+                           cat("conditions"), dict(parts[0].bits_per_sample))
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [*self.inputs.values(), *self.labels.values(), *self.conditions.values(), self.present]
+        return int(sum(a.nbytes for a in arrays))
+
+    def save(self, path: str | Path) -> Path:
+        """Write an uncompressed ``.npz`` (atomically: a temporary file renamed into place)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, np.ndarray] = {"present": self.present}
+        for group in ("inputs", "labels", "conditions"):
+            for key, arr in getattr(self, group).items():
+                payload[f"{group}/{key}"] = arr
+        payload["bits/names"] = np.array(list(self.bits_per_sample), dtype=str)
+        payload["bits/values"] = np.array(list(self.bits_per_sample.values()), dtype=np.int64)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ISACSamples":
+        """Read a file written by :meth:`save`; a wrong or damaged file gives a ValueError naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such dataset file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
+                for key in z.files:
+                    group, _, name = key.partition("/")
+                    if group in groups:
+                        groups[group][name] = z[key]
+                bits = dict(zip(z["bits/names"].tolist(), (int(v) for v in z["bits/values"])))
+                present = z["present"]
+        except (KeyError, ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a fedmoe dataset file ({err})") from None
+        return cls(groups["inputs"], present, groups["labels"], groups["conditions"], bits)

@@ -1,0 +1,1 @@
+"""Wireless and device layer: channel, antennas, OFDMA uplink, latency/energy, allocation."""
