@@ -1,0 +1,48 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from fedmoe.config import MODALITIES
+from fedmoe.data.samples import ISACSamples
+
+
+def random_samples(n: int, rng: np.random.Generator, num_beams: int = 64) -> ISACSamples:
+    """Random (not physical) samples with the synthetic generator's default shapes.
+
+    For tests of code that handles containers (partitioners, I/O, batching), not of the
+    generator's physics.
+    """
+    inputs = {
+        "camera": rng.integers(0, 256, size=(n, 3, 8, 8), dtype=np.uint8),
+        "lidar": rng.random((n, 16), dtype=np.float32),
+        "radar": rng.random((n, 2, 4, 4), dtype=np.float32),
+        "gps": rng.standard_normal((n, 6)).astype(np.float32),
+        "rf": rng.standard_normal((n, 8)).astype(np.float32),
+    }
+    labels = {
+        "beam": rng.integers(0, num_beams, size=n).astype(np.int64),
+        "pathloss_db": rng.uniform(80, 140, size=n).astype(np.float32),
+        "next_position": rng.standard_normal((n, 3)).astype(np.float32),
+    }
+    conditions = {
+        "blocked": rng.random(n) < 0.4,
+        "is_uav": rng.random(n) < 0.25,
+        "position": rng.standard_normal((n, 3)).astype(np.float32),
+    }
+    bits = {m: int(inputs[m][0].size * (8 if m == "camera" else 32)) for m in MODALITIES}
+    return ISACSamples(inputs, np.ones((n, len(MODALITIES)), dtype=bool), labels, conditions, bits)
+
+
+@pytest.fixture
+def make_samples() -> Callable[..., ISACSamples]:
+    """Factory: ``make_samples(n, seed=0, num_beams=64)`` -> random :class:`ISACSamples`."""
+
+    def _make(n: int, seed: int = 0, num_beams: int = 64) -> ISACSamples:
+        return random_samples(n, np.random.default_rng(seed), num_beams)
+
+    return _make
