@@ -140,15 +140,15 @@ class WirelessConfig(StrictModel):
 class SceneConfig(StrictModel):
     """Street scene of the synthetic ISAC generator (see fedmoe.data.scene)."""
 
-    street_length_m: float = Field(160.0, gt=10.0, le=2_000.0, description="visible street section along x")
+    street_length_m: float = Field(100.0, gt=10.0, le=2_000.0, description="visible street section along x")
     street_offset_m: float = Field(8.0, ge=1.0, le=200.0, description="distance from the BS to the nearest lane")
     num_lanes: int = Field(4, ge=1, le=12)
     lane_width_m: float = Field(3.5, gt=1.0, le=10.0)
-    num_blockers: int = Field(6, ge=0, le=64, description="large vehicles (trucks, buses) per scene")
+    num_blockers: int = Field(10, ge=0, le=64, description="large vehicles (trucks, buses) per scene")
     num_scatterers: int = Field(6, ge=0, le=64, description="static reflectors (poles, facade features) per scene")
     uav_fraction: float = Field(0.25, ge=0.0, le=1.0, description="share of users that are low-altitude UAVs")
     uav_height_m: tuple[float, float] = Field((15.0, 60.0), description="UAV altitude range")
-    blockage_loss_db: tuple[float, float] = Field((20.0, 35.0), description="extra loss of a blocked path")
+    blockage_loss_db: tuple[float, float] = Field((25.0, 40.0), description="extra loss of a blocked path")
     scatter_loss_db: tuple[float, float] = Field((4.0, 12.0), description="reflection loss of a scattered path")
     time_step_s: float = Field(0.5, gt=0.0, le=10.0, description="horizon of the next-position label")
 
@@ -170,9 +170,10 @@ class SensorConfig(StrictModel):
     lidar_max_range_m: float = Field(120.0, gt=1.0, le=1_000.0)
     lidar_noise_m: float = Field(0.05, ge=0.0, le=10.0)
     radar_range_bins: int = Field(16, ge=2, le=512)
-    radar_angle_bins: int = Field(16, ge=2, le=512)
+    radar_angle_bins: int = Field(32, ge=2, le=512)
+    radar_max_range_m: float = Field(120.0, gt=1.0, le=10_000.0)
     radar_noise_db: float = Field(3.0, ge=0.0, le=40.0)
-    gps_noise_m: float = Field(2.0, ge=0.0, le=100.0, description="std of each GPS coordinate")
+    gps_noise_m: float = Field(0.5, ge=0.0, le=100.0, description="std of each GPS coordinate")
     rf_beams: int = Field(8, ge=1, le=256, description="wide beams on which RF power is measured")
     rf_noise_db: float = Field(1.0, ge=0.0, le=40.0)
 
