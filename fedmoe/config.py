@@ -145,7 +145,10 @@ class SceneConfig(StrictModel):
     num_lanes: int = Field(4, ge=1, le=12)
     lane_width_m: float = Field(3.5, gt=1.0, le=10.0)
     num_blockers: int = Field(10, ge=0, le=64, description="large vehicles (trucks, buses) per scene")
-    num_scatterers: int = Field(6, ge=0, le=64, description="static reflectors (poles, facade features) per scene")
+    num_scatterers: int = Field(8, ge=0, le=64, description="static reflectors (poles, facade features) per scene")
+    static_site: bool = Field(True, description="reflectors are fixed infrastructure, the same in every sample "
+                              "(drawn once from site_seed); false redraws them per sample")
+    site_seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the fixed reflector layout")
     uav_fraction: float = Field(0.25, ge=0.0, le=1.0, description="share of users that are low-altitude UAVs")
     uav_height_m: tuple[float, float] = Field((15.0, 60.0), description="UAV altitude range")
     blockage_loss_db: tuple[float, float] = Field((25.0, 40.0), description="extra loss of a blocked path")
@@ -172,9 +175,9 @@ class SensorConfig(StrictModel):
     radar_range_bins: int = Field(16, ge=2, le=512)
     radar_angle_bins: int = Field(32, ge=2, le=512)
     radar_max_range_m: float = Field(120.0, gt=1.0, le=10_000.0)
-    radar_noise_db: float = Field(3.0, ge=0.0, le=40.0)
-    gps_noise_m: float = Field(0.5, ge=0.0, le=100.0, description="std of each GPS coordinate")
-    rf_beams: int = Field(8, ge=1, le=256, description="wide beams on which RF power is measured")
+    radar_noise_db: float = Field(6.0, ge=0.0, le=40.0)
+    gps_noise_m: float = Field(0.1, ge=0.0, le=100.0, description="std of each GPS coordinate")
+    rf_beams: int = Field(2, ge=1, le=256, description="wide beams on which RF power is measured")
     rf_noise_db: float = Field(1.0, ge=0.0, le=40.0)
 
 

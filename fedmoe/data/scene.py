@@ -14,7 +14,10 @@ Each sample is an independent snapshot of the scene:
 * ``num_scatterers`` static **reflectors**: half on the far facade (window frames, metal
   panels, 2 m wide, 2–12 m up), half lamp posts on the near sidewalk. Each has a
   reflection loss drawn from ``scatter_loss_db``; low loss means a strong reflector, and
-  the same property makes it bright to the camera and strong to the radar.
+  the same property makes it bright to the camera and strong to the radar. By default
+  (``static_site``) they are the site's fixed infrastructure, drawn once from
+  ``site_seed`` and the same in every sample, as at a real base station; only the user
+  and the vehicles change from sample to sample.
 
 Objects may overlap (no collision avoidance); at the default densities this is rare and
 harmless for the labels. All boxes are axis-aligned: ``lo`` and ``hi`` corners (x, y, z).
@@ -128,19 +131,23 @@ def draw_scene(cfg: SceneConfig, bs_height_m: float, n: int, rng: np.random.Gene
     blk_hi = np.stack([bx + blen / 2, by + 1.25, bh], axis=-1)
     blk_vel = np.stack([dirs[blane] * rng.uniform(3.0, 15.0, (n, b)), np.zeros((n, b)), np.zeros((n, b))], axis=-1)
 
-    # --- scatterers: facade features (far side) and lamp posts (near sidewalk)
+    # --- scatterers: facade features (far side) and lamp posts (near sidewalk); fixed
+    # infrastructure drawn once from the site seed, or redrawn per sample.
     s = cfg.num_scatterers
-    is_pole = np.zeros((n, s), dtype=bool)
+    site_rng, rows = (np.random.default_rng(cfg.site_seed), 1) if cfg.static_site else (rng, n)
+    is_pole = np.zeros((rows, s), dtype=bool)
     is_pole[:, s - s // 2:] = True
-    sx = rng.uniform(-half, half, (n, s))
-    sz = np.where(is_pole, POLE_HEIGHT_M - 1.0, rng.uniform(2.0, 12.0, (n, s)))
+    sx = site_rng.uniform(-half, half, (rows, s))
+    sz = np.where(is_pole, POLE_HEIGHT_M - 1.0, site_rng.uniform(2.0, 12.0, (rows, s)))
+    sc_loss = site_rng.uniform(*cfg.scatter_loss_db, (rows, s))
     sy = np.where(is_pole, cfg.street_offset_m - 1.0, yf)
     sc_pos = np.stack([sx, sy, sz], axis=-1)
     half_w = np.where(is_pole, 0.15, 1.0)
     sc_lo = np.stack([sx - half_w, sy - np.where(is_pole, 0.15, 0.0), np.where(is_pole, 0.0, sz - 1.0)], axis=-1)
     sc_hi = np.stack([sx + half_w, sy + np.where(is_pole, 0.15, 0.4), np.where(is_pole, POLE_HEIGHT_M, sz + 1.0)],
                      axis=-1)
-    sc_loss = rng.uniform(*cfg.scatter_loss_db, (n, s))
+    full = lambda a: np.broadcast_to(a, (n,) + a.shape[1:]).copy()  # noqa: E731
+    is_pole, sc_pos, sc_lo, sc_hi, sc_loss = map(full, (is_pole, sc_pos, sc_lo, sc_hi, sc_loss))
 
     return Scene(np.array([0.0, 0.0, bs_height_m]), user_pos, user_vel, user_acc, is_uav, user_lo, user_hi,
                  blk_lo, blk_hi, blk_vel, sc_pos, sc_lo, sc_hi, sc_loss, is_pole, yf)

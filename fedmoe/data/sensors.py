@@ -21,6 +21,12 @@ from fedmoe.wireless.antenna import beam_gains, dft_codebook
 CAMERA_ELEVATION_DEG = (-60.0, 40.0)
 LIDAR_HEIGHT_M = 1.0
 TX_POWER_DBM = 23.0
+ENV_FLOOR_DB = -80.0
+"""Noise floor of the radar's environment map (radar-equation units)."""
+PILOT_INTEGRATION_DB = 20.0
+"""Coherent integration gain of the pilot map (100 pilot symbols per snapshot)."""
+PILOT_FLOOR_DBM = -174.0 + 80.0 + 9.0 - PILOT_INTEGRATION_DB
+"""Noise floor of the pilot map: -174 dBm/Hz over 100 MHz, 9 dB noise figure, less the integration gain."""
 
 SKY = np.array([135, 190, 235], dtype=np.float32)
 FACADE = np.array([170, 150, 120], dtype=np.float32)
@@ -49,7 +55,7 @@ def _reflectivity(loss_db: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def _objects(scene: Scene, loss_range: tuple[float, float]) -> tuple[np.ndarray, ...]:
     """Boxes, colours and radar cross-sections of everything visible: scatterers, blockers, user.
 
-    Returns lo, hi (N, O, 3), colour (N, O, 3) float32, rcs_dbsm (N, O), velocity (N, O, 3).
+    Returns lo, hi (N, O, 3), colour (N, O, 3) float32, rcs_dbsm (N, O).
     """
     n, s, b = len(scene), scene.sc_pos.shape[1], scene.blk_lo.shape[1]
     refl = _reflectivity(scene.sc_loss_db, *loss_range)
@@ -61,8 +67,7 @@ def _objects(scene: Scene, loss_range: tuple[float, float]) -> tuple[np.ndarray,
     colour = np.concatenate([sc_colour, np.broadcast_to(TRUCK, (n, b, 3)), user_colour[:, None]], axis=1)
     rcs = np.concatenate([5.0 + 10.0 * refl, np.full((n, b), 20.0),
                           np.where(scene.is_uav, -10.0, 10.0)[:, None]], axis=1)
-    vel = np.concatenate([np.zeros((n, s, 3)), scene.blk_vel, scene.user_vel[:, None]], axis=1)
-    return lo, hi, colour.astype(np.float32), rcs, vel
+    return lo, hi, colour.astype(np.float32), rcs
 
 
 def _corner_angles(lo: np.ndarray, hi: np.ndarray, bs: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -97,7 +102,7 @@ def camera(scene: Scene, cfg: SensorConfig, rng: np.random.Generator, loss_range
                           np.where(el_col >= foot_row, FACADE[:, None, None], ROAD[:, None, None]))
     image = np.broadcast_to(background, (n, 3, size, size)).copy()
 
-    lo, hi, colour, _, _ = _objects(scene, loss_range)
+    lo, hi, colour, _ = _objects(scene, loss_range)
     az_min, az_max, el_min, el_max = _corner_angles(lo, hi, scene.bs)
     widen_az = np.maximum(pix_az - (az_max - az_min), 0) / 2
     widen_el = np.maximum(pix_el - (el_max - el_min), 0) / 2
@@ -111,7 +116,7 @@ def camera(scene: Scene, cfg: SensorConfig, rng: np.random.Generator, loss_range
         in_az = (az[None, :] >= az_min[:, k, None]) & (az[None, :] <= az_max[:, k, None])  # (N, S)
         in_el = (el[None, :] >= el_min[:, k, None]) & (el[None, :] <= el_max[:, k, None])  # (N, S)
         mask = in_el[:, :, None] & in_az[:, None, :]
-        image = np.where(mask[:, None], colour[:, k, :, None, None], image)
+        np.copyto(image, colour[:, k, :, None, None], where=mask[:, None])
     image += rng.normal(0.0, 6.0, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -126,7 +131,7 @@ def lidar(scene: Scene, cfg: SensorConfig, rng: np.random.Generator) -> np.ndarr
     half_fov = np.deg2rad(cfg.camera_fov_deg) / 2
     az = np.linspace(-half_fov, half_fov, cfg.lidar_rays)
     dx, dy = np.sin(az), np.cos(az)
-    lo, hi, _, _, _ = _objects(scene, (0.0, 1.0))
+    lo, hi, _, _ = _objects(scene, (0.0, 1.0))
     at_height = (lo[..., 2] <= LIDAR_HEIGHT_M) & (hi[..., 2] >= LIDAR_HEIGHT_M)  # (N, O)
     with np.errstate(divide="ignore", invalid="ignore"):
         tx1, tx2 = lo[..., None, 0] / dx, hi[..., None, 0] / dx  # (N, O, rays)
@@ -147,44 +152,60 @@ def lidar(scene: Scene, cfg: SensorConfig, rng: np.random.Generator) -> np.ndarr
 
 def radar(scene: Scene, mp: Multipath, cfg: SensorConfig, rng: np.random.Generator,
           loss_range: tuple[float, float], blockage_db: float) -> np.ndarray:
-    """Range-angle map (N, 2, R, A) float32 from the BS.
+    """Range-angle maps (N, 2, R, A) float32 (dB) of the BS's monostatic ISAC radar.
 
-    Channel 0: received power in dB (radar equation, RCS - 40 log10 r, minus twice the
-    blockage loss when the line of sight to the target crosses a large vehicle), each
-    target spread as a Gaussian over about one range bin and one angle bin (angle bins
-    uniform in the direction cosine u, like the beam codebook), plus a noise floor and
-    ``radar_noise_db`` Gaussian noise. Channel 1: power-weighted radial velocity (m/s).
+    Channel 0, the environment: reflectors and large vehicles by the radar equation
+    (``RCS - 40 log10 r``, minus twice the blockage loss when the line of sight to the
+    target crosses a large vehicle).
+
+    Channel 1, the user: the range-angle profile of its uplink pilot as the radar's array
+    receiver sees it (bistatic sensing; the user is the transmitter), one peak per
+    propagation path ``p`` at the path's direction ``u_p`` and length ``l_p``, with power
+    ``P_tx + g_p + 10 log10 M`` dBm (``g_p`` the path gain of
+    :class:`~fedmoe.data.multipath.Multipath`, ``M`` the array gain) over a noise floor of
+    ``-174 + 10 log10(100 MHz) + 9 - 20`` dBm (20 dB: coherent integration of 100 pilots). This is the ISAC premise: the radar senses
+    through the same channel as the uplink. When a truck blocks the direct path, its peak
+    fades and the paths via the reflectors show where the strongest remaining one comes
+    from — a cheap GPS fix cannot tell that.
+
+    Each target is spread as a Gaussian over about one range bin and one angle bin (angle
+    bins uniform in the direction cosine ``u``, like the beam codebook), plus
+    ``radar_noise_db`` Gaussian noise on both channels.
     """
-    lo, hi, _, rcs, vel = _objects(scene, loss_range)
+    lo, hi, _, rcs = _objects(scene, loss_range)
+    lo, hi, rcs = lo[:, :-1], hi[:, :-1], rcs[:, :-1]  # the user has its own channel
     centre = (lo + hi) / 2
-    n, o = rcs.shape
-    # Reflectors are seen at their reflection point, the user at its antenna.
-    centre[:, : scene.sc_pos.shape[1]] = scene.sc_pos
-    centre[:, -1] = scene.user_pos
-    rel = centre - scene.bs
-    r = np.linalg.norm(rel, axis=-1)
-    u = direction_cosine(centre, scene.bs)
+    centre[:, : scene.sc_pos.shape[1]] = scene.sc_pos  # reflectors are seen at their reflection point
+    r = np.linalg.norm(centre - scene.bs, axis=-1)
     blocked = segments_blocked(np.broadcast_to(scene.bs, centre.shape), centre, scene.blk_lo, scene.blk_hi)
     # A blocker's centre lies inside its own box, which would count as blocking: trucks are
     # never marked blocked (one truck hidden behind another keeps its full return).
     b0 = scene.sc_pos.shape[1]
     blocked[:, b0:b0 + scene.blk_lo.shape[1]] = False
-    power_db = rcs - 40.0 * np.log10(np.maximum(r, 1.0)) - 2.0 * blockage_db * blocked
-    radial_v = np.sum(vel * rel, axis=-1) / np.maximum(r, 1e-6)
+    env_db = rcs - 40.0 * np.log10(np.maximum(r, 1.0)) - 2.0 * blockage_db * blocked
 
+    user = scene.user_pos
+    length = np.concatenate([np.linalg.norm(user - scene.bs, axis=-1)[:, None],
+                             np.linalg.norm(scene.sc_pos - scene.bs, axis=-1)
+                             + np.linalg.norm(user[:, None, :] - scene.sc_pos, axis=-1)], axis=1)
+    user_dbm = TX_POWER_DBM + mp.gain_db + 10.0 * np.log10(mp.h.shape[1])
+
+    maps = [_range_angle_map(r, direction_cosine(centre, scene.bs), env_db, ENV_FLOOR_DB, cfg, rng),
+            _range_angle_map(length, mp.u, user_dbm, PILOT_FLOOR_DBM, cfg, rng)]
+    return np.stack(maps, axis=1).astype(np.float32)
+
+
+def _range_angle_map(r: np.ndarray, u: np.ndarray, power_db: np.ndarray, floor_db: float, cfg: SensorConfig,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Targets (N, O) at range ``r``, direction cosine ``u``, power ``power_db`` -> (N, R, A) dB map."""
     r_edges = np.linspace(0.0, cfg.radar_max_range_m, cfg.radar_range_bins + 1)
     r_centres, r_step = (r_edges[:-1] + r_edges[1:]) / 2, r_edges[1] - r_edges[0]
     u_centres = -1.0 + (2.0 * np.arange(cfg.radar_angle_bins) + 1.0) / cfg.radar_angle_bins
     u_step = 2.0 / cfg.radar_angle_bins
     w_r = np.exp(-0.5 * ((r[..., None] - r_centres) / (0.7 * r_step)) ** 2)  # (N, O, R)
     w_u = np.exp(-0.5 * ((u[..., None] - u_centres) / (0.7 * u_step)) ** 2)  # (N, O, A)
-    p_lin = 10.0 ** (power_db / 10.0)
-    power = np.einsum("no,nor,noa->nra", p_lin, w_r, w_u)
-    vel_map = np.einsum("no,nor,noa->nra", p_lin * radial_v, w_r, w_u) / np.maximum(power, 1e-30)
-    noise_floor = 10.0 ** (-80.0 / 10.0)
-    power_db_map = 10.0 * np.log10(power + noise_floor) + rng.normal(0.0, cfg.radar_noise_db, power.shape)
-    vel_map = np.where(power > noise_floor, vel_map, 0.0) + rng.normal(0.0, 0.3, power.shape)
-    return np.stack([power_db_map, vel_map], axis=1).astype(np.float32)
+    power = np.einsum("no,nor,noa->nra", 10.0 ** (power_db / 10.0), w_r, w_u)
+    return 10.0 * np.log10(power + 10.0 ** (floor_db / 10.0)) + rng.normal(0.0, cfg.radar_noise_db, power.shape)
 
 
 def gps(scene: Scene, cfg: SensorConfig, rng: np.random.Generator, dt: float) -> np.ndarray:
