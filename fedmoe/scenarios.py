@@ -1,0 +1,42 @@
+"""Scenarios by name: TOML files that hold any subset of :class:`fedmoe.config.FedMoEConfig`.
+
+The built-in scenarios are the ``*.toml`` files of ``sims/scenarios/``; a user adds one
+by dropping a file there or, from code, with ``SCENARIOS.register(name, path)``. The
+command line accepts either a scenario name or a path to a TOML file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedmoe.config import ConfigError, FedMoEConfig, load_config
+from fedmoe.registry import Registry
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "sims" / "scenarios"
+"""Folder of the built-in scenario files (``sims/scenarios`` of the distribution)."""
+
+SCENARIOS: Registry[Path] = Registry("scenario")
+"""Scenario name -> TOML path."""
+
+for _path in sorted(SCENARIO_DIR.glob("*.toml")):
+    SCENARIOS.register(_path.stem, _path)
+
+
+def resolve_scenario(name_or_path: str | Path) -> Path:
+    """The TOML file of a scenario given by registered name or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"{candidate}: no such config file")
+        return candidate
+    if str(name_or_path) in SCENARIOS.names():
+        return SCENARIOS.get(str(name_or_path))
+    raise ConfigError(f"unknown scenario {str(name_or_path)!r} (known: {', '.join(SCENARIOS.names()) or 'none'}; "
+                      "or give a path to a .toml file)")
+
+
+def load_scenario(name_or_path: str | Path | None = "default", overrides: dict[str, Any] | None = None) -> FedMoEConfig:
+    """Load a scenario (name or path; ``None`` = built-in defaults) with optional nested overrides."""
+    path = None if name_or_path is None else resolve_scenario(name_or_path)
+    return load_config(path, overrides)

@@ -1,0 +1,119 @@
+"""The ``fedmoe`` command line: help, one-line config errors, data make/stats, demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fedmoe.cli import main, parse_assignment
+from fedmoe.config import ConfigError
+from fedmoe.data.samples import ISACSamples
+
+TINY = ["--num-samples", "400", "--quiet"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed entry point in a fresh interpreter, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "fedmoe.cli", *args], capture_output=True, text=True, timeout=240)
+
+
+def test_help_lists_the_subcommands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for word in ("demo", "data", "scenarios"):
+        assert word in proc.stdout
+    proc = run_cli("data", "--help")
+    assert proc.returncode == 0 and "make" in proc.stdout and "stats" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("data.num_samples=-5", "data.num_samples: Input should be greater than 0 (allowed: > 0 and <= 5e+07; got -5)"),
+        ("wireless.channel.carrier_ghz=500", "wireless.channel.carrier_ghz"),
+        ("data.scene.num_blockerz=3", "data.scene.num_blockerz: unknown field"),
+        ("wireless.channel.scenario='rma'", "wireless.channel.scenario"),
+    ],
+)
+def test_bad_config_value_is_one_line_and_exit_2(setting, expected):
+    proc = run_cli("data", "make", "--out", "unused.npz", "--set", setting)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_bad_toml_file_and_unknown_scenario(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data]\nnum_samples = = 3\n")
+    proc = run_cli("data", "make", "--out", str(tmp_path / "x.npz"), "--scenario", str(bad))
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("data", "make", "--out", str(tmp_path / "x.npz"), "--scenario", "atlantis")
+    assert proc.returncode == 2 and "unknown scenario 'atlantis'" in proc.stderr and "default" in proc.stderr
+
+
+def test_parse_assignment_reads_toml_values():
+    assert parse_assignment("data.seed=3") == ("data.seed", 3)
+    assert parse_assignment("wireless.channel.scenario=uma") == ("wireless.channel.scenario", "uma")
+    assert parse_assignment("data.scene.uav_height_m=[20.0, 30.0]") == ("data.scene.uav_height_m", [20.0, 30.0])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_assignment("novalue")
+
+
+def test_data_make_writes_a_loadable_dataset(tmp_path, capsys):
+    out = tmp_path / "d.npz"
+    assert main(["data", "make", "--out", str(out), "--seed", "4", *TINY]) == 0
+    assert "wrote 400 samples" in capsys.readouterr().out
+    s = ISACSamples.load(out)
+    assert len(s) == 400 and set(s.inputs) == {"camera", "lidar", "radar", "gps", "rf"}
+
+
+def test_data_stats_reports_baselines_by_condition(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    main(["data", "make", "--out", str(data), *TINY])
+    out = tmp_path / "stats"
+    code = main(["data", "stats", "--input", str(data), "--out", str(out), "--epochs", "1", "--quiet",
+                 "--set", "data.test_fraction=0.25"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "top-1 LoS" in printed and "top-1 blk" in printed
+    report = json.loads((out / "stats.json").read_text())
+    assert report["summary"]["num_samples"] == 400
+    assert report["baselines"]["test_samples"] == 100
+    groups = {r["group"]: r for r in report["baselines"]["results"]}
+    assert {"camera", "gps", "rf", "all"} <= set(groups)
+    for r in groups.values():
+        assert set(r["top1"]) == {"all", "los", "blocked"}
+        assert all(0.0 <= v <= 1.0 for v in r["top1"].values() if not np.isnan(v))
+    for png in ("labels.png", "examples.png", "baselines.png"):
+        assert (out / png).stat().st_size > 5_000
+
+
+def test_demo_runs_end_to_end_without_baselines(tmp_path):
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "0", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "400 samples" in proc.stdout
+    assert (tmp_path / "demo" / "stats.json").is_file() and (tmp_path / "demo" / "examples.png").is_file()
+
+
+def test_missing_input_file_is_one_line(tmp_path):
+    proc = run_cli("data", "stats", "--input", str(tmp_path / "nope.npz"), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "no such dataset file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scenarios_by_name_or_path(tmp_path):
+    from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
+
+    assert "default" in SCENARIOS.names()
+    assert load_scenario("default").name == "default"
+    own = tmp_path / "mine.toml"
+    own.write_text('name = "mine"\n[partition]\nnum_devices = 3\n')
+    cfg = load_scenario(str(own), {"partition": {"num_devices": 4}})
+    assert cfg.name == "mine" and cfg.partition.num_devices == 4  # --set wins over the file
+    assert load_scenario(None).name == "default"  # built-in defaults, no file
+    with pytest.raises(ConfigError, match="no such config file"):
+        resolve_scenario(tmp_path / "absent.toml")
