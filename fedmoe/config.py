@@ -35,6 +35,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def check_ordered(model: BaseModel, names: tuple[str, ...]) -> None:
+    """Raise if any ``(lo, hi)`` range field among ``names`` has ``lo > hi``."""
+    for name in names:
+        lo, hi = getattr(model, name)
+        if lo > hi:
+            raise ValueError(f"{name}: lower bound {lo:g} exceeds upper bound {hi:g}")
+
+
 # --------------------------------------------------------------------------- wireless
 
 
@@ -104,10 +112,7 @@ class DeviceProfileConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ordered_ranges(self) -> "DeviceProfileConfig":
-        for name in ("tx_power_dbm", "compute_flops", "energy_per_flop_j"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}: lower bound {lo:g} exceeds upper bound {hi:g}")
+        check_ordered(self, ("tx_power_dbm", "compute_flops", "energy_per_flop_j"))
         for name in ("compute_flops", "energy_per_flop_j"):
             if getattr(self, name)[0] <= 0:
                 raise ValueError(f"{name}: bounds must be > 0")
@@ -157,10 +162,7 @@ class SceneConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> "SceneConfig":
-        for name in ("uav_height_m", "blockage_loss_db", "scatter_loss_db"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}: lower bound {lo:g} exceeds upper bound {hi:g}")
+        check_ordered(self, ("uav_height_m", "blockage_loss_db", "scatter_loss_db"))
         return self
 
 
