@@ -1,0 +1,98 @@
+"""Per-device cost vector ``C(E_i)`` of the resource-aware loss (paper 001, eq. 9).
+
+For device ``k`` and expert ``i`` (which reads modalities ``M_i``, costs ``F_i`` FLOPs per
+sample and needs ``b_i`` uplink bits for its input), using the device layer
+(:mod:`fedmoe.wireless.devices`):
+
+* latency  ``T_ki = Σ_{m∈M_i} T_sense,km + F_i / f_k + b_i / R_k``,
+* energy   ``E_ki = Σ_{m∈M_i} E_sense,km + e_k F_i + P_k b_i / R_k``,
+
+and the cost the gate sees and the loss charges is the normalised mix
+
+    C_ki = β T_ki / T_ref + (1 − β) E_ki / E_ref,
+
+with ``T_ref`` and ``E_ref`` the largest finite latency and energy over all devices and
+experts of the batch of devices given (so ``C ∈ [0, 1]``; an expert a device cannot
+afford at all, ``R_k = 0``, costs 1). Because ``R_k`` depends on the device's channel,
+the same expert is cheap on a strong link and costly on a weak one: that is what lets one
+gate, fed this vector, serve devices with different channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from fedmoe.config import MODALITIES
+from fedmoe.wireless.devices import DeviceProfiles, device_energy, device_latency
+
+
+@dataclass(frozen=True)
+class ExpertFootprint:
+    """What an expert costs wherever it runs: FLOPs per sample, input bits, modalities read."""
+
+    flops: float
+    bits: float
+    modalities: tuple[str, ...]
+
+
+@dataclass
+class CostMatrices:
+    """Per device and expert (K, E): latency (s), energy (J) and the normalised cost ``C``."""
+
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    cost: np.ndarray
+
+
+def expert_cost_matrices(footprints: Sequence[ExpertFootprint], profiles: DeviceProfiles, rate_bps: np.ndarray,
+                         latency_weight: float = 0.5) -> CostMatrices:
+    """Latency, energy and normalised cost of every expert on every device (module docstring).
+
+    Parameters
+    ----------
+    footprints
+        One :class:`ExpertFootprint` per expert.
+    profiles
+        ``K`` device profiles.
+    rate_bps
+        Uplink rate ``R_k`` of each device (K,), e.g. from its resource-block allocation.
+    latency_weight
+        ``β`` in ``[0, 1]``: share of latency (vs energy) in the cost.
+    """
+    if not 0.0 <= latency_weight <= 1.0:
+        raise ValueError(f"latency_weight must be in [0, 1], got {latency_weight}")
+    if not footprints:
+        raise ValueError("no experts given")
+    k = len(profiles)
+    rate = np.broadcast_to(np.asarray(rate_bps, dtype=np.float64), (k,))
+    lat = np.empty((k, len(footprints)))
+    eng = np.empty_like(lat)
+    for i, fp in enumerate(footprints):
+        unknown = set(fp.modalities) - set(profiles.modalities)
+        if unknown:
+            raise ValueError(f"expert {i} reads unknown modalities {sorted(unknown)}; known: {list(profiles.modalities)}")
+        used = np.zeros((k, len(profiles.modalities)), dtype=bool)
+        used[:, [profiles.modalities.index(m) for m in fp.modalities]] = True
+        flops, bits = np.full(k, fp.flops), np.full(k, fp.bits)
+        lat[:, i] = device_latency(profiles, flops, bits, rate, used)
+        eng[:, i] = device_energy(profiles, flops, bits, rate, used)
+    cost = latency_weight * _normalised(lat) + (1.0 - latency_weight) * _normalised(eng)
+    return CostMatrices(lat, eng, cost)
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(x)
+    ref = x[finite].max() if finite.any() else 1.0
+    ref = ref if ref > 0 else 1.0
+    return np.where(finite, x / ref, 1.0)
+
+
+def modality_index(modalities: Sequence[str]) -> list[int]:
+    """Column indices of ``modalities`` in :data:`fedmoe.config.MODALITIES` (clear error if unknown)."""
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
+    return [MODALITIES.index(m) for m in modalities]
