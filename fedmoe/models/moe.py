@@ -1,0 +1,197 @@
+"""The multimodal mixture of experts: standardise, gate, compute only the selected experts, fuse, heads.
+
+Forward pass for a batch (DESIGN.md, "The model"; papers 000 and 001):
+
+1. inputs are standardised per feature with statistics fitted on training data
+   (:meth:`MoE.fit_standardiser`); an absent modality (``present`` False) is zero;
+2. the gate reads the cheap *gate modalities* (GPS and RF by default), the presence flags
+   and, when given, each sample's cost vector ``C`` (paper 001 eq. 9) and link quality
+   (paper 004); experts whose modalities a sample lacks are unavailable to it;
+3. only the (sample, expert) pairs the gate selects are computed — each expert runs on
+   the sub-batch of samples that selected it, so an unselected expert costs nothing;
+4. fusion ``z = Σ_d w_d z_d`` over the selected experts, then the task heads.
+
+``MoEOutput.expert_samples`` counts, per expert, the samples it was computed on; the
+FLOPs actually spent are ``Σ_e expert_samples[e] * flops[e]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedmoe.config import MODALITIES
+from fedmoe.data.samples import ISACSamples
+from fedmoe.models.device_costs import modality_index
+from fedmoe.models.heads import TaskHeads, TaskOutputs
+
+DEFAULT_GATE_MODALITIES: tuple[str, ...] = ("gps", "rf")
+
+
+@dataclass
+class MoEOutput:
+    tasks: TaskOutputs
+    gate: object  # fedmoe.models.gates.GateOutput
+    expert_samples: torch.Tensor  # (E,) int64: samples each expert was computed on
+
+
+class Standardiser(nn.Module):
+    """Per-feature ``(x − mean) / std`` for each modality; statistics are buffers (saved with the model)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.modalities = tuple(shapes)
+        for m, shape in shapes.items():
+            self.register_buffer(f"mean_{m}", torch.zeros(shape))
+            self.register_buffer(f"std_{m}", torch.ones(shape))
+
+    def fit(self, samples: ISACSamples) -> None:
+        """Fit mean and std on the samples that have each modality."""
+        for m in self.modalities:
+            rows = samples.has(m)
+            if not rows.any():
+                continue
+            x = samples.inputs[m][rows].astype(np.float32)
+            getattr(self, f"mean_{m}").copy_(torch.from_numpy(x.mean(0)))
+            getattr(self, f"std_{m}").copy_(torch.from_numpy(x.std(0) + 1e-6))
+
+    def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for m in self.modalities:
+            if m not in inputs:
+                continue
+            expected = tuple(getattr(self, f"mean_{m}").shape)
+            if tuple(inputs[m].shape[1:]) != expected:
+                raise ValueError(f"input {m!r} has shape {tuple(inputs[m].shape[1:])} per sample, expected {expected}")
+            x = (inputs[m].float() - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            mask = present[:, MODALITIES.index(m)].view(-1, *([1] * (x.dim() - 1)))
+            out[m] = x * mask
+        return out
+
+
+class MoE(nn.Module):
+    """Experts + gate + fusion + task heads.
+
+    Parameters
+    ----------
+    experts
+        The modality experts (``fedmoe.models.experts.Expert``): each has ``modalities``,
+        ``out_dim`` and ``forward(dict) -> (B, out_dim)``; all must share ``out_dim``.
+    gate
+        A gate (``fedmoe.models.gates``) built for ``gate_in_dim(...)`` inputs and
+        ``len(experts)`` experts.
+    shapes
+        Input shape per modality (without the batch axis).
+    num_beams
+        Size of the beam codebook (classes of the beam head).
+    gate_modalities
+        Modalities whose (standardised) inputs the gate reads; they should be cheap.
+    """
+
+    def __init__(self, experts: Sequence[nn.Module], gate: nn.Module, shapes: dict[str, tuple[int, ...]],
+                 num_beams: int, gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES) -> None:
+        super().__init__()
+        if not experts:
+            raise ValueError("a mixture needs at least one expert")
+        dims = {int(e.out_dim) for e in experts}
+        if len(dims) != 1:
+            raise ValueError(f"all experts must have the same out_dim, got {sorted(dims)}")
+        missing = sorted(({m for e in experts for m in e.modalities} | set(gate_modalities)) - set(shapes))
+        if missing:
+            raise ValueError(f"no input shape given for modalities {missing}")
+        self.experts = nn.ModuleList(experts)
+        self.gate = gate
+        self.gate_modalities = tuple(gate_modalities)
+        self.standardiser = Standardiser({m: tuple(s) for m, s in shapes.items()})
+        self.heads = TaskHeads(dims.pop(), num_beams)
+        cols = [modality_index(e.modalities) for e in experts]
+        needs = torch.zeros(len(experts), len(MODALITIES), dtype=torch.bool)
+        for i, c in enumerate(cols):
+            needs[i, c] = True
+        self.register_buffer("expert_needs", needs)  # (E, M)
+
+    @staticmethod
+    def gate_in_dim(shapes: dict[str, tuple[int, ...]], gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES) -> int:
+        """Width of the gate's feature input (before the cost vector the gate appends itself)."""
+        return int(sum(np.prod(shapes[m]) for m in gate_modalities)) + len(MODALITIES)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.experts)
+
+    def fit_standardiser(self, samples: ISACSamples) -> None:
+        self.standardiser.fit(samples)
+
+    def available(self, present: torch.Tensor) -> torch.Tensor:
+        """(B, E) bool: the sample has every modality the expert reads."""
+        return ~((~present[:, None, :]) & self.expert_needs[None]).any(dim=2)
+
+    def gate_features(self, x: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        parts = [x[m].flatten(1) for m in self.gate_modalities] + [present.float()]
+        return torch.cat(parts, dim=1)
+
+    def _prepare(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if present.dim() != 2 or present.shape[1] != len(MODALITIES):
+            raise ValueError(f"present must have shape (B, {len(MODALITIES)}), got {tuple(present.shape)}")
+        present = present.bool()
+        x = self.standardiser(inputs, present)
+        for e in self.experts:
+            for m in e.modalities:
+                if m not in x:
+                    raise ValueError(f"expert {e.name!r} needs modality {m!r}, which the inputs lack")
+        return x, present
+
+    def fuse(self, x: dict[str, torch.Tensor], weights: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z = Σ_d w_d z_d`` computing expert ``d`` only on the rows that selected it.
+
+        Returns ``z`` (B, D) and the number of rows each expert was computed on (E,).
+        """
+        batch = selected.shape[0]
+        z = torch.zeros(batch, self.heads.beam.in_features, dtype=torch.float32, device=selected.device)
+        counts = torch.zeros(self.num_experts, dtype=torch.int64)
+        for i, expert in enumerate(self.experts):
+            rows = torch.nonzero(selected[:, i], as_tuple=False).squeeze(1)
+            if rows.numel() == 0:
+                continue  # selected by no sample: not computed at all
+            out = expert({m: x[m].index_select(0, rows) for m in expert.modalities})
+            z = z.index_add(0, rows, weights.index_select(0, rows)[:, i:i + 1] * out)
+            counts[i] = rows.numel()
+        return z, counts
+
+    def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor, costs: torch.Tensor | None = None,
+                link_quality: torch.Tensor | None = None) -> MoEOutput:
+        x, present = self._prepare(inputs, present)
+        gate_out = self.gate(self.gate_features(x, present), costs=costs, available=self.available(present),
+                             link_quality=link_quality)
+        z, counts = self.fuse(x, gate_out.weights, gate_out.selected)
+        return MoEOutput(self.heads(z), gate_out, counts)
+
+    def forward_uniform(self, inputs: dict[str, torch.Tensor], present: torch.Tensor,
+                        active: torch.Tensor | None = None) -> tuple[TaskOutputs, torch.Tensor]:
+        """Stage-I pass without the gate: equal weights over the ``active`` available experts.
+
+        ``active`` (B, E) bool defaults to every available expert; rows left with no active
+        expert fall back to all their available ones.
+        """
+        x, present = self._prepare(inputs, present)
+        avail = self.available(present)
+        sel = avail if active is None else (active.bool() & avail)
+        sel = torch.where(sel.any(dim=1, keepdim=True), sel, avail)
+        if not sel.any(dim=1).all():
+            raise ValueError("some samples have no available expert (every modality missing?)")
+        weights = sel.float() / sel.sum(dim=1, keepdim=True)
+        z, counts = self.fuse(x, weights, sel)
+        return self.heads(z), counts
+
+
+def batch_tensors(samples: ISACSamples, index: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor,
+                                                                                  dict[str, torch.Tensor]]:
+    """Inputs, presence and labels of ``samples`` (rows ``index``) as tensors."""
+    s = samples if index is None else samples.subset(index)
+    inputs = {m: torch.from_numpy(np.ascontiguousarray(a)) for m, a in s.inputs.items()}
+    labels = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.labels.items()}
+    return inputs, torch.from_numpy(s.present), labels
