@@ -1,0 +1,218 @@
+"""Resource-aware, two-stage training of the mixture of experts (paper 001) with diagnostics.
+
+Loss (paper 001, eq. 9, with the auxiliary router losses of paper 003)::
+
+    L = L_task + λ · mean_b Σ_i g_bi C_bi + β_z · L_z + β_lb · L_lb
+
+``L_task`` the weighted multi-task loss (:mod:`fedmoe.models.heads`), ``g_bi`` the gate's
+softmax probability of expert ``i`` for sample ``b`` (the differentiable stand-in for the
+selection), ``C_bi`` the sample's device cost of the expert
+(:mod:`fedmoe.models.device_costs`), ``L_z`` the router z-loss and ``L_lb`` the
+load-balancing loss.
+
+Two stages (paper 001, Sec. "training"):
+
+* **stage I** trains the experts and heads without the gate: each sample averages a
+  random subset of its available experts (each kept with probability ``keep_prob``), so
+  every expert learns to be useful alone and in company;
+* **stage II** trains the gate (and fine-tunes everything) with the loss above while the
+  gate temperature anneals from ``tau_start`` to ``tau_end``.
+
+Diagnostics after every epoch (paper 000's failure signatures): gate entropy, per-expert
+usage, a collapse warning when one expert takes more than ``collapse_share`` of the
+selections, accuracy, mean selected cost, and accuracy under modality dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from fedmoe.config import MODALITIES, StrictModel
+from fedmoe.data.samples import ISACSamples
+from fedmoe.models.heads import TaskWeights, task_loss
+from fedmoe.models.moe import MoE, batch_tensors
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(StrictModel):
+    """Centralised two-stage training."""
+
+    stage1_epochs: int = Field(6, ge=0, le=1000)
+    stage2_epochs: int = Field(6, ge=0, le=1000)
+    batch_size: int = Field(256, ge=1, le=65536)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss (paper 001 eq. 9)")
+    z_loss_weight: float = Field(1e-3, ge=0.0, le=10.0)
+    balance_weight: float = Field(0.0, ge=0.0, le=10.0)
+    keep_prob: float = Field(0.7, gt=0.0, le=1.0, description="stage I: chance an available expert is active")
+    tau_start: float = Field(2.0, gt=0.0, le=100.0)
+    tau_end: float = Field(0.2, gt=0.0, le=100.0)
+    collapse_share: float = Field(0.9, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0)
+    tasks: TaskWeights = Field(default_factory=TaskWeights)
+
+
+def resource_aware_loss(task: torch.Tensor, probs: torch.Tensor, costs: torch.Tensor | None, lam: float,
+                        aux: dict[str, torch.Tensor], z_weight: float, balance_weight: float) -> torch.Tensor:
+    """``L_task + λ mean_b Σ_i g_bi C_bi + β_z L_z + β_lb L_lb`` (module docstring)."""
+    total = task
+    if lam > 0 and costs is not None:
+        if costs.shape != probs.shape:
+            raise ValueError(f"costs have shape {tuple(costs.shape)}, gate probabilities {tuple(probs.shape)}")
+        total = total + lam * (torch.nan_to_num(probs) * costs).sum(dim=1).mean()
+    if z_weight > 0 and "z_loss" in aux:
+        total = total + z_weight * aux["z_loss"]
+    if balance_weight > 0 and "load_balance" in aux:
+        total = total + balance_weight * aux["load_balance"]
+    return total
+
+
+@dataclass
+class EpochReport:
+    stage: int
+    epoch: int
+    loss: float
+    accuracy: float
+    gate_entropy: float = float("nan")
+    usage: list[float] = field(default_factory=list)
+    mean_cost: float = float("nan")
+    collapsed: bool = False
+    dropout_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator, shuffle: bool = True) -> list[np.ndarray]:
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+def _costs_for(costs: np.ndarray | None, rows: np.ndarray) -> torch.Tensor | None:
+    return None if costs is None else torch.from_numpy(costs[rows].astype(np.float32))
+
+
+@torch.no_grad()
+def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, batch_size: int = 1024) -> dict:
+    """Beam accuracy, gate statistics and the computed (sample, expert) pairs on ``samples``."""
+    model.eval()
+    correct, entropy, usage, spent, cost_sum = 0, 0.0, torch.zeros(model.num_experts), 0, 0.0
+    selected_all = []
+    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+        inputs, present, labels = batch_tensors(samples, rows)
+        c = _costs_for(costs, rows)
+        out = model(inputs, present, c)
+        correct += int((out.tasks.beam_logits.argmax(1) == labels["beam"]).sum())
+        p = torch.nan_to_num(out.gate.probs)
+        entropy += float(-(p * torch.log(p.clamp_min(1e-12))).sum(1).sum())
+        usage += out.gate.selected.float().sum(0)
+        spent += int(out.expert_samples.sum())
+        if c is not None:
+            cost_sum += float((out.gate.selected.float() * c).sum())
+        selected_all.append(out.gate.selected)
+    n = len(samples)
+    return {"accuracy": correct / n, "gate_entropy": entropy / n, "usage": (usage / n).tolist(),
+            "expert_evaluations_per_sample": spent / n, "mean_cost": cost_sum / n if costs is not None else float("nan"),
+            "selected": torch.cat(selected_all).numpy()}
+
+
+def accuracy_under_dropout(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy when each modality in turn is removed from every sample (paper 000's robustness check)."""
+    out = {}
+    for j, m in enumerate(MODALITIES):
+        if m not in samples.inputs:
+            continue
+        reduced = samples.subset(slice(None))
+        reduced.present = samples.present.copy()
+        reduced.present[:, j] = False
+        if not reduced.present.any(axis=1).all() or not model.available(torch.from_numpy(reduced.present)).any(1).all():
+            continue  # some sample would have no expert left
+        out[m] = evaluate(model, reduced, costs)["accuracy"]
+    return out
+
+
+def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarray | None = None,
+          val_set: ISACSamples | None = None, val_costs: np.ndarray | None = None,
+          schedule=None, progress: bool = False) -> list[EpochReport]:
+    """Two-stage training (module docstring); returns one report per epoch.
+
+    ``costs`` is the (N, E) cost vector of each training sample (its device's row of the
+    cost matrix); ``schedule(step) -> τ`` sets the gate temperature in stage II (default:
+    exponential from ``tau_start`` to ``tau_end``).
+    """
+    from tqdm.auto import tqdm
+
+    if costs is not None and costs.shape != (len(train_set), model.num_experts):
+        raise ValueError(f"costs must have shape ({len(train_set)}, {model.num_experts}), got {costs.shape}")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model.fit_standardiser(train_set)
+    val_set = val_set if val_set is not None else train_set
+    val_costs = val_costs if val_set is not train_set or val_costs is not None else costs
+    reports: list[EpochReport] = []
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    total_steps2 = max(1, cfg.stage2_epochs * steps_per_epoch)
+    if schedule is None:
+        ratio = cfg.tau_end / cfg.tau_start
+        schedule = lambda step: cfg.tau_start * ratio ** min(1.0, step / total_steps2)  # noqa: E731
+    bar = tqdm(total=(cfg.stage1_epochs + cfg.stage2_epochs) * steps_per_epoch, desc="training",
+               disable=not progress, leave=False)
+
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("gate.")], lr=cfg.lr)
+    for epoch in range(cfg.stage1_epochs):
+        model.train()
+        total = 0.0
+        for rows in _batches(len(train_set), cfg.batch_size, rng):
+            inputs, present, labels = batch_tensors(train_set, rows)
+            active = torch.from_numpy(rng.random((len(rows), model.num_experts)) < cfg.keep_prob)
+            out, _ = model.forward_uniform(inputs, present, active)
+            loss, _ = task_loss(out, labels, cfg.tasks)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+            bar.update(1)
+        model.eval()
+        with torch.no_grad():
+            inputs, present, labels = batch_tensors(val_set)
+            out, _ = model.forward_uniform(inputs, present)
+            acc = float((out.beam_logits.argmax(1) == labels["beam"]).float().mean())
+        reports.append(EpochReport(1, epoch, total / len(train_set), acc))
+        log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = 0
+    for epoch in range(cfg.stage2_epochs):
+        model.train()
+        total = 0.0
+        for rows in _batches(len(train_set), cfg.batch_size, rng):
+            model.gate.temperature = float(schedule(step))
+            inputs, present, labels = batch_tensors(train_set, rows)
+            c = _costs_for(costs, rows)
+            out = model(inputs, present, c)
+            task, _ = task_loss(out.tasks, labels, cfg.tasks)
+            loss = resource_aware_loss(task, out.gate.probs, c, cfg.cost_weight, out.gate.aux,
+                                       cfg.z_loss_weight, cfg.balance_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+            step += 1
+            bar.update(1)
+        ev = evaluate(model, val_set, val_costs)
+        usage = np.asarray(ev["usage"])
+        share = usage / max(usage.sum(), 1e-12)
+        collapsed = bool(share.max() > cfg.collapse_share) and model.num_experts > 1
+        if collapsed:
+            log.warning("gate collapse: expert %d takes %.0f%% of the selections", int(share.argmax()), 100 * share.max())
+        reports.append(EpochReport(2, epoch, total / len(train_set), ev["accuracy"], ev["gate_entropy"],
+                                   ev["usage"], ev["mean_cost"], collapsed,
+                                   accuracy_under_dropout(model, val_set, val_costs)))
+        log.info("stage II epoch %d: loss %.4f, accuracy %.3f, entropy %.3f", epoch, reports[-1].loss,
+                 ev["accuracy"], ev["gate_entropy"])
+    bar.close()
+    return reports
