@@ -217,6 +217,44 @@ class PartitionConfig(StrictModel):
         return self
 
 
+class TaskWeights(StrictModel):
+    """Weights α_t of the multi-task loss."""
+
+    beam: float = Field(1.0, ge=0.0, le=1e3)
+    pathloss: float = Field(0.0, ge=0.0, le=1e3, description="weight of the path-loss Huber loss (dB / 10)")
+    next_position: float = Field(0.0, ge=0.0, le=1e3, description="weight of the next-position Huber loss (m)")
+
+
+class TrainConfig(StrictModel):
+    """Centralised two-stage training."""
+
+    stage1_epochs: int = Field(6, ge=0, le=1000)
+    stage2_epochs: int = Field(6, ge=0, le=1000)
+    batch_size: int = Field(256, ge=1, le=65536)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss (paper 001 eq. 9)")
+    z_loss_weight: float = Field(1e-3, ge=0.0, le=10.0)
+    balance_weight: float = Field(0.0, ge=0.0, le=10.0)
+    keep_prob: float = Field(0.7, gt=0.0, le=1.0, description="stage I: chance an available expert is active")
+    tau_start: float = Field(2.0, gt=0.0, le=100.0)
+    tau_end: float = Field(0.2, gt=0.0, le=100.0)
+    collapse_share: float = Field(0.9, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0)
+    tasks: TaskWeights = Field(default_factory=TaskWeights)
+
+
+class ModelConfig(StrictModel):
+    """The mixture of experts (see fedmoe.models and docs/models.md)."""
+
+    experts_per_modality: int = Field(3, ge=1, le=3, description="paper 000: 3 per modality, 15 in all")
+    expert_dim: int = Field(32, ge=4, le=1024, description="width of every expert's output z_d")
+    gate: str = Field("gumbel_hard", description="a name in fedmoe.models.gates.GATES")
+    top_n: int = Field(5, ge=1, le=64, description="experts per sample of the topn gate")
+    use_costs: bool = Field(True, description="the gate sees each sample's cost vector")
+    gate_modalities: tuple[Modality, ...] = Field(("gps", "rf"), description="inputs the gate reads (cheap ones)")
+    latency_weight: float = Field(0.5, ge=0.0, le=1.0, description="share of latency (vs energy) in the cost C")
+
+
 class FedMoEConfig(StrictModel):
     """Top-level configuration (a scenario TOML file holds any subset of it)."""
 
@@ -224,6 +262,8 @@ class FedMoEConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     wireless: WirelessConfig = Field(default_factory=WirelessConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------- loading and errors

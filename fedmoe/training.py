@@ -31,32 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from fedmoe.config import MODALITIES, StrictModel
+from fedmoe.config import MODALITIES, TrainConfig
 from fedmoe.data.samples import ISACSamples
-from fedmoe.models.heads import TaskWeights, task_loss
+from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE, batch_tensors
 
 log = logging.getLogger(__name__)
-
-
-class TrainConfig(StrictModel):
-    """Centralised two-stage training."""
-
-    stage1_epochs: int = Field(6, ge=0, le=1000)
-    stage2_epochs: int = Field(6, ge=0, le=1000)
-    batch_size: int = Field(256, ge=1, le=65536)
-    lr: float = Field(2e-3, gt=0.0, le=1.0)
-    cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss (paper 001 eq. 9)")
-    z_loss_weight: float = Field(1e-3, ge=0.0, le=10.0)
-    balance_weight: float = Field(0.0, ge=0.0, le=10.0)
-    keep_prob: float = Field(0.7, gt=0.0, le=1.0, description="stage I: chance an available expert is active")
-    tau_start: float = Field(2.0, gt=0.0, le=100.0)
-    tau_end: float = Field(0.2, gt=0.0, le=100.0)
-    collapse_share: float = Field(0.9, gt=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
-    tasks: TaskWeights = Field(default_factory=TaskWeights)
 
 
 def resource_aware_loss(task: torch.Tensor, probs: torch.Tensor, costs: torch.Tensor | None, lam: float,
@@ -101,12 +82,14 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
     """Beam accuracy, gate statistics and the computed (sample, expert) pairs on ``samples``."""
     model.eval()
     correct, entropy, usage, spent, cost_sum = 0, 0.0, torch.zeros(model.num_experts), 0, 0.0
-    selected_all = []
+    selected_all, hits = [], []
     for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         c = _costs_for(costs, rows)
         out = model(inputs, present, c)
-        correct += int((out.tasks.beam_logits.argmax(1) == labels["beam"]).sum())
+        hit = out.tasks.beam_logits.argmax(1) == labels["beam"]
+        correct += int(hit.sum())
+        hits.append(hit)
         p = torch.nan_to_num(out.gate.probs)
         entropy += float(-(p * torch.log(p.clamp_min(1e-12))).sum(1).sum())
         usage += out.gate.selected.float().sum(0)
@@ -117,7 +100,7 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
     n = len(samples)
     return {"accuracy": correct / n, "gate_entropy": entropy / n, "usage": (usage / n).tolist(),
             "expert_evaluations_per_sample": spent / n, "mean_cost": cost_sum / n if costs is not None else float("nan"),
-            "selected": torch.cat(selected_all).numpy()}
+            "selected": torch.cat(selected_all).numpy(), "correct": torch.cat(hits).numpy()}
 
 
 def accuracy_under_dropout(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None) -> dict[str, float]:
@@ -216,3 +199,33 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
                  ev["accuracy"], ev["gate_entropy"])
     bar.close()
     return reports
+
+
+COSTLY_MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar")
+
+
+def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice) -> dict:
+    """Test metrics of a trained mixture: accuracy by condition, and the cost of what the gate chose.
+
+    ``final`` is :func:`evaluate`'s output on ``test_set``; ``costs`` a
+    :class:`fedmoe.models.builder.SampleCosts` whose samples ``rows`` are the test set.
+    Per-sample latency and energy are the sums over the selected experts of their latency
+    and energy on the sample's device.
+    """
+    selected, correct = final["selected"], final["correct"]
+    blocked = test_set.conditions.get("blocked", np.zeros(len(test_set), bool))
+    flops = np.array([c.flops_per_sample for c in costs.experts], dtype=np.float64)
+    device = costs.device[rows]
+    latency = (selected * costs.matrices.latency_s[device]).sum(1)
+    energy = (selected * costs.matrices.energy_j[device]).sum(1)
+    costly = np.array([any(m in COSTLY_MODALITIES for m in e.modalities) for e in model.experts])
+    uses_costly = (selected & costly).any(1)
+
+    def by_condition(values: np.ndarray) -> dict[str, float]:
+        return {"all": float(values.mean()), "los": float(values[~blocked].mean()) if (~blocked).any() else float("nan"),
+                "blocked": float(values[blocked].mean()) if blocked.any() else float("nan")}
+
+    return {"accuracy": by_condition(correct.astype(float)), "mean_flops": float((selected @ flops).mean()),
+            "mean_latency_s": float(latency.mean()), "mean_energy_j": float(energy.mean()),
+            "costly_rate": by_condition(uses_costly.astype(float)), "usage": final["usage"],
+            "expert_evaluations_per_sample": final["expert_evaluations_per_sample"]}

@@ -11,18 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from fedmoe.config import StrictModel
-
-
-class TaskWeights(StrictModel):
-    """Weights α_t of the multi-task loss."""
-
-    beam: float = Field(1.0, ge=0.0, le=1e3)
-    pathloss: float = Field(0.0, ge=0.0, le=1e3, description="weight of the path-loss Huber loss (dB / 10)")
-    next_position: float = Field(0.0, ge=0.0, le=1e3, description="weight of the next-position Huber loss (m)")
+from fedmoe.config import TaskWeights
 
 
 @dataclass
