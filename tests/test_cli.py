@@ -117,3 +117,22 @@ def test_scenarios_by_name_or_path(tmp_path):
     assert load_scenario(None).name == "default"  # built-in defaults, no file
     with pytest.raises(ConfigError, match="no such config file"):
         resolve_scenario(tmp_path / "absent.toml")
+
+
+def test_train_writes_a_report_and_diagnostics(tmp_path, capsys):
+    out = tmp_path / "train"
+    code = main(["train", "--out", str(out), "--num-samples", "600", "--quiet",
+                 "--set", "train.stage1_epochs=1", "--set", "train.stage2_epochs=1",
+                 "--set", "model.experts_per_modality=1", "--set", "partition.num_devices=5"])
+    assert code == 0
+    assert "test accuracy" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    s = report["summary"]
+    assert set(s["accuracy"]) == {"all", "los", "blocked"} and s["mean_flops"] > 0 and s["mean_latency_s"] > 0
+    assert len(s["usage"]) == 5 and [e["stage"] for e in report["epochs"]] == [1, 2]
+    assert (out / "diagnostics.png").stat().st_size > 5_000
+
+
+def test_train_rejects_an_unknown_gate(tmp_path):
+    proc = run_cli("train", "--out", str(tmp_path), "--num-samples", "200", "--set", "model.gate='sparse'")
+    assert proc.returncode == 2 and "gate 'sparse'" in proc.stderr and "Traceback" not in proc.stderr

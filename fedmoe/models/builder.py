@@ -1,0 +1,61 @@
+"""Build a mixture from the config, and give every sample the cost vector of its device.
+
+:func:`build_moe` instantiates experts (:mod:`fedmoe.models.experts`), gate
+(:mod:`fedmoe.models.gates`) and :class:`~fedmoe.models.moe.MoE` from
+:class:`~fedmoe.config.ModelConfig`. :func:`device_costs_for_samples` drops devices with the
+wireless layer, shares the uplink equally among them (``⌊N_rb / K⌋`` resource blocks
+each), assigns each sample to a device and returns the per-sample cost vectors ``C``
+(:mod:`fedmoe.models.device_costs`) with the underlying latency and energy matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from fedmoe.config import ModelConfig, WirelessConfig
+from fedmoe.models.device_costs import CostMatrices, ExpertFootprint, expert_cost_matrices
+from fedmoe.models.experts import ExpertCost, build_experts, default_expert_specs, expert_costs
+from fedmoe.models.gates import GATES, TopNGate
+from fedmoe.models.moe import MoE
+from fedmoe.wireless.devices import sample_device_profiles
+from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
+
+
+def build_moe(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], num_beams: int) -> MoE:
+    """The mixture described by ``cfg`` for inputs of ``shapes``."""
+    experts = build_experts(default_expert_specs(cfg.experts_per_modality, tuple(shapes)), shapes, cfg.expert_dim)
+    gate_cls = GATES.get(cfg.gate)
+    kwargs = {"use_costs": cfg.use_costs}
+    if issubclass(gate_cls, TopNGate):
+        kwargs["top_n"] = min(cfg.top_n, len(experts))
+    gate = gate_cls(MoE.gate_in_dim(shapes, cfg.gate_modalities), len(experts), **kwargs)
+    return MoE(experts, gate, shapes, num_beams, cfg.gate_modalities)
+
+
+@dataclass
+class SampleCosts:
+    """Per-sample cost vectors and what they come from."""
+
+    per_sample: np.ndarray  # (N, E) normalised C of the sample's device
+    device: np.ndarray  # (N,) device index of each sample
+    matrices: CostMatrices  # (K, E) latency, energy, cost
+    experts: list[ExpertCost]
+
+
+def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, int], wireless: WirelessConfig,
+                             num_devices: int, num_samples: int, seed: int, latency_weight: float = 0.5) -> SampleCosts:
+    """Drop ``num_devices`` devices, share the uplink equally, and assign samples to devices at random."""
+    rng = np.random.default_rng(seed)
+    profiles = sample_device_profiles(wireless, num_devices, rng)
+    rb = max(1, wireless.uplink.num_resource_blocks // num_devices)
+    n0 = noise_psd_w_hz(wireless.channel.noise_psd_dbm_hz, wireless.channel.noise_figure_db)
+    rate = uplink_rate(np.full(num_devices, rb), wireless.uplink.resource_block_hz, profiles.tx_power_w,
+                       profiles.gain, n0)
+    costs = expert_costs(experts, bits_per_sample)
+    footprints = [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities) for e, c in zip(experts, costs)]
+    matrices = expert_cost_matrices(footprints, profiles, rate, latency_weight)
+    device = rng.integers(0, num_devices, num_samples)
+    return SampleCosts(matrices.cost[device].astype(np.float32), device, matrices, costs)
