@@ -1,159 +1,385 @@
-"""Gates of the mixture, registered by name, behind one interface.
+"""Gates of the mixture, registered by name in :data:`GATES`, behind one interface.
 
-A gate maps a sample's gate features (and, optionally, its per-expert cost vector ``C``,
-paper 001 eq. 9) to logits over the ``E`` experts with a 3-layer MLP of 128 hidden units
-(paper 000). Experts a sample cannot use (a missing modality) get logit ``-inf``. Every
-gate returns a :class:`GateOutput`: fusion ``weights``, the boolean ``selected`` mask of
-experts that must be computed (weights are exactly 0 elsewhere), ``logits``, the softmax
-``probs`` at the current temperature, and auxiliary losses.
+A gate maps a sample's gate features — plus, optionally, per-expert side inputs — to
+logits over the ``E`` experts with a backbone from
+:data:`~fedmoe.models.gate_backbones.GATE_BACKBONES` (``mlp``: 3 layers, 128 hidden, paper
+000; ``transformer``: one token per expert, paper 001). The side inputs are
 
-* ``dense``: ``w = softmax(l)``, all available experts selected.
-* ``topn``: the ``N`` largest logits (paper 000, N = 5 of 15), weights renormalised over
-  them; straight-through: the forward value is the renormalised sparse vector, the
-  gradient is that of the dense softmax, so unselected experts still learn.
-* ``gumbel_hard``: one-hot ``argmax(l + g)`` with Gumbel noise ``g`` in training,
-  straight-through with the gradient of ``softmax((l + g) / τ)`` (paper 001, eq. 10–11);
-  no noise in evaluation. ``τ`` is :attr:`Gate.temperature`, annealed by the trainer.
-* ``softmax_hard``: the same without noise (temperature softmax + straight-through one-hot).
+* the sample's **cost vector** ``C`` (``use_costs=True``): the normalised cost of every
+  expert on the sample's own device (paper 001 eq. 9), so one gate serves devices with
+  different channels and compute;
+* the per-expert **link quality** (``use_link_quality=True``; always for
+  ``channel_aware``): e.g. SNR in dB, or the log of the analog distortion variance
+  ``σ²/(p|h|²)`` of paper 004 — pass a quantity of order one (or set ``link_scale``).
 
-Auxiliary losses (paper 003): router z-loss ``mean_b (logsumexp_i l_bi)²`` and the
-load-balancing loss ``E Σ_i f_i P_i`` (``f_i`` share of samples selecting ``i``, ``P_i``
-mean probability).
+Experts a sample cannot use (``available`` false: a missing modality) get logit ``-inf``,
+weight 0 and are never selected; a sample with no available expert is a ``ValueError``.
+
+Every gate returns a :class:`GateOutput`: fusion ``weights`` (exactly 0 outside
+``selected``), the boolean ``selected`` mask of experts that must be computed, ``logits``,
+``probs = softmax(logits / τ)`` — the ``g_i`` of the resource-aware loss
+``λ Σ_i g_i C_i`` (paper 001 eq. 9) — and the auxiliary losses of paper 003
+(:mod:`fedmoe.models.aux_losses`). ``τ`` is :attr:`Gate.temperature`, set by the trainer
+(see :class:`TemperatureSchedule`); it only changes ``probs`` and the straight-through
+gradients, never which experts are selected.
+
+* ``dense``: ``w = softmax(l / τ)``; every available expert selected.
+* ``topn``: the ``N`` largest logits (paper 000: N = 5 of 15), weights renormalised over
+  them; straight-through — the forward value is the renormalised sparse vector, the
+  gradient that of the dense softmax, so the logits of unselected experts learn too.
+  Fewer than ``N`` are selected only when fewer are available.
+* ``gumbel_hard``: one-hot ``g = onehot(argmax_j (l_j + e_j))`` with Gumbel(0, 1) noise
+  ``e`` in training, straight-through with the gradient of
+  ``ĝ = softmax((l + e) / τ)`` (paper 001 eq. 10–11; the paper writes ``log G(x)_j``,
+  which differs from ``l_j`` by a per-sample constant that cancels). No noise in
+  evaluation: plain argmax.
+* ``softmax_hard``: the same without noise (temperature softmax + straight-through
+  one-hot, DynMM-style), deterministic in training too.
+* ``channel_aware`` (paper 004): the backbone also reads each expert's link quality;
+  selection is top-``N`` as in ``topn`` with **N = 1 by default** — paper 004 routes each
+  sample to the single expert ``k*`` — so its weights are exactly one-hot; pass
+  ``top_n`` for more.
+
+New gates subclass :class:`Gate` and implement :meth:`Gate.select`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+from fedmoe.models.aux_losses import load_balancing_loss, router_z_loss
+from fedmoe.models.gate_backbones import GATE_BACKBONES, build_backbone
 from fedmoe.registry import Registry
+
+__all__ = ["GATES", "GATE_BACKBONES", "ChannelAwareGate", "DenseGate", "Gate", "GateOutput", "GumbelHardGate",
+           "HardGate", "TemperatureSchedule", "TopNGate", "build_gate", "load_balancing_loss", "router_z_loss"]
 
 
 @dataclass
 class GateOutput:
-    weights: torch.Tensor  # (B, E) fusion weights (straight-through where discrete)
-    selected: torch.Tensor  # (B, E) bool: experts to compute
-    logits: torch.Tensor  # (B, E), -inf where unavailable
-    probs: torch.Tensor  # (B, E) softmax(logits / temperature)
+    """What a gate decided for a batch of ``B`` samples and ``E`` experts.
+
+    Attributes
+    ----------
+    weights
+        (B, E) fusion weights; exactly 0 where not ``selected``; straight-through
+        gradients where the selection is discrete.
+    selected
+        (B, E) bool: exactly the (sample, expert) pairs that must be computed.
+    logits
+        (B, E) backbone logits, ``-inf`` at unavailable experts.
+    probs
+        (B, E) ``softmax(logits / τ)`` (0 at unavailable experts).
+    aux
+        Auxiliary losses: ``z_loss`` (router z-loss) and ``load_balance``.
+    """
+
+    weights: torch.Tensor
+    selected: torch.Tensor
+    logits: torch.Tensor
+    probs: torch.Tensor
     aux: dict[str, torch.Tensor]
 
 
-def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
-    """``mean_b (logsumexp_i l_bi)²`` over available experts (paper 003)."""
-    return torch.logsumexp(logits, dim=1).pow(2).mean()
-
-
-def load_balancing_loss(probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """``E Σ_i f_i P_i``; equals 1 when selections and probabilities are uniform (paper 003)."""
-    e = probs.shape[1]
-    f = selected.float().mean(0)
-    f = f / f.sum().clamp_min(1e-12)
-    return e * (f * torch.nan_to_num(probs).mean(0)).sum()
+def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Forward value exactly ``hard``, gradient that of ``soft`` (``soft - soft.detach()`` is exactly 0)."""
+    return hard + (soft - soft.detach())
 
 
 class Gate(nn.Module):
-    """Base gate: MLP backbone on ``[features, costs]`` and the availability mask.
+    """Base gate: backbone on ``[features, side inputs]``, availability mask, selection.
 
     Parameters
     ----------
     in_dim
-        Width of the gate features.
+        ``F``, width of the gate features.
     num_experts
         ``E``.
+    backbone
+        Name in :data:`~fedmoe.models.gate_backbones.GATE_BACKBONES` (``mlp`` or
+        ``transformer``).
     use_costs
-        Whether the per-sample cost vector (E values) is appended to the features; then
-        every call must pass ``costs``.
-    hidden
-        Hidden width of the 3-layer MLP (paper 000: 128).
+        Feed the per-sample cost vector (E values) to the backbone; every call must then
+        pass ``costs``. Without it, ``costs`` passed to :meth:`forward` (for the loss) are
+        only shape-checked.
+    use_link_quality
+        Feed the per-expert link quality (E values) to the backbone; every call must then
+        pass ``link_quality``.
+    link_scale
+        Factor applied to ``link_quality`` before the backbone (e.g. 0.1 for SNR in dB).
+    **backbone_options
+        Passed to the backbone (``hidden`` for ``mlp``; ``d_model``, ``num_layers``,
+        ``num_heads``, ``dim_feedforward`` for ``transformer``).
     """
 
-    def __init__(self, in_dim: int, num_experts: int, use_costs: bool = False, hidden: int = 128) -> None:
+    def __init__(self, in_dim: int, num_experts: int, backbone: str = "mlp", *, use_costs: bool = False,
+                 use_link_quality: bool = False, link_scale: float = 1.0, **backbone_options: object) -> None:
         super().__init__()
         if in_dim < 1 or num_experts < 1:
             raise ValueError(f"in_dim and num_experts must be >= 1, got {in_dim}, {num_experts}")
-        self.in_dim, self.num_experts, self.use_costs = in_dim, num_experts, use_costs
-        width = in_dim + (num_experts if use_costs else 0)
-        self.backbone = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                      nn.Linear(hidden, num_experts))
-        self.temperature = 1.0
+        if not math.isfinite(link_scale) or link_scale <= 0:
+            raise ValueError(f"link_scale must be a positive number, got {link_scale}")
+        self.in_dim, self.num_experts = int(in_dim), int(num_experts)
+        self.use_costs, self.use_link_quality, self.link_scale = bool(use_costs), bool(use_link_quality), link_scale
+        self.side_dim = int(self.use_costs) + int(self.use_link_quality)
+        self.backbone_name = backbone
+        self.backbone = build_backbone(backbone, self.in_dim, self.num_experts, self.side_dim, **backbone_options)
+        self._temperature = 1.0
 
-    def logits(self, features: torch.Tensor, costs: torch.Tensor | None, available: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def input_dim(self) -> int:
+        """Width of everything the backbone reads: ``F + E · (#side inputs)``."""
+        return self.in_dim + self.num_experts * self.side_dim
+
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature ``τ > 0`` of ``probs`` and of the straight-through gradients."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"gate temperature must be a positive number, got {value}")
+        self._temperature = value
+
+    # -- input checks ------------------------------------------------------------------
+    def _per_expert(self, name: str, x: torch.Tensor | None, batch: int, required: bool,
+                    available: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """Check a (B, E) per-expert input; zero it at unavailable experts; reject non-finite values."""
+        shape = (batch, self.num_experts)
+        if x is None:
+            if required:
+                raise ValueError(f"this gate needs {name} of shape {shape}, got None")
+            return None
+        if tuple(x.shape) != shape:
+            raise ValueError(f"this gate needs {name} of shape {shape} (B, num_experts), got {tuple(x.shape)}")
+        x = x.to(dtype=like.dtype, device=like.device)
+        if available is not None:
+            x = torch.where(available, x, torch.zeros_like(x))
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} must be finite for every available expert")
+        return x
+
+    def compute_logits(self, features: torch.Tensor, costs: torch.Tensor | None = None,
+                       available: torch.Tensor | None = None,
+                       link_quality: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, E) logits of the backbone, ``-inf`` where not ``available`` (arguments as :meth:`forward`)."""
         if features.dim() != 2 or features.shape[1] != self.in_dim:
             raise ValueError(f"gate features must have shape (B, {self.in_dim}), got {tuple(features.shape)}")
+        if not features.is_floating_point():
+            features = features.float()
         batch = features.shape[0]
-        if self.use_costs:
-            if costs is None or tuple(costs.shape) != (batch, self.num_experts):
-                got = None if costs is None else tuple(costs.shape)
-                raise ValueError(f"this gate needs costs of shape ({batch}, {self.num_experts}), got {got}")
-            features = torch.cat([features, costs.float()], dim=1)
-        logits = self.backbone(features)
         if available is not None:
             if tuple(available.shape) != (batch, self.num_experts):
-                raise ValueError(f"available must have shape ({batch}, {self.num_experts}), got {tuple(available.shape)}")
-            if not available.any(dim=1).all():
-                raise ValueError("a sample has no available expert (all its modalities are missing)")
-            logits = logits.masked_fill(~available.bool(), float("-inf"))
+                raise ValueError(f"available must have shape ({batch}, {self.num_experts}), got "
+                                 f"{tuple(available.shape)}")
+            available = available.to(device=features.device).bool()
+            empty = (~available.any(dim=1)).nonzero().flatten()
+            if empty.numel():
+                rows = empty[:10].tolist()
+                raise ValueError(f"{empty.numel()} sample(s) have no available expert (all the modalities their "
+                                 f"experts need are missing), e.g. rows {rows}")
+        c = self._per_expert("costs", costs, batch, self.use_costs, available, features)
+        q = self._per_expert("link_quality", link_quality, batch, self.use_link_quality, available, features)
+        side = []
+        if self.use_costs:
+            side.append(c)
+        if self.use_link_quality:
+            side.append(q * self.link_scale)
+        logits = self.backbone(features, torch.stack(side, dim=2) if side else None)
+        if available is not None:
+            logits = logits.masked_fill(~available, float("-inf"))
         return logits
 
     def forward(self, features: torch.Tensor, costs: torch.Tensor | None = None,
                 available: torch.Tensor | None = None, link_quality: torch.Tensor | None = None) -> GateOutput:
-        logits = self.logits(features, costs, available)
-        probs = torch.softmax(logits / self.temperature, dim=1)
+        """Gate a batch.
+
+        Parameters
+        ----------
+        features
+            (B, F) gate features.
+        costs
+            (B, E) per-sample normalised expert costs; read by the backbone when
+            ``use_costs``, otherwise only checked.
+        available
+            (B, E) bool, false where the sample lacks an input of the expert.
+        link_quality
+            (B, E) per-expert link quality; read when ``use_link_quality``.
+
+        Returns
+        -------
+        GateOutput
+        """
+        logits = self.compute_logits(features, costs, available, link_quality)
+        probs = torch.softmax(logits / self._temperature, dim=1)
         weights, selected = self.select(logits, probs)
         aux = {"z_loss": router_z_loss(logits), "load_balance": load_balancing_loss(probs, selected)}
         return GateOutput(weights, selected, logits, probs, aux)
 
     def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fusion weights (B, E) and selection mask (B, E) from logits and ``probs``; per gate."""
         raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (f"in_dim={self.in_dim}, num_experts={self.num_experts}, backbone={self.backbone_name!r}, "
+                f"use_costs={self.use_costs}, use_link_quality={self.use_link_quality}")
 
 
 GATES: Registry[type[Gate]] = Registry("gate")
 
 
+def build_gate(name: str, in_dim: int, num_experts: int, **options: object) -> Gate:
+    """Instantiate the gate registered as ``name`` (``options`` as for :class:`Gate` and the gate)."""
+    return GATES.get(name)(in_dim, num_experts, **options)
+
+
 @GATES.register("dense")
 class DenseGate(Gate):
-    def select(self, logits, probs):
+    """Dense softmax gate: all available experts computed, ``w = softmax(l / τ)`` (paper 000, dense MoE)."""
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return probs, torch.isfinite(logits)
 
 
-def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """Forward value ``hard``, gradient of ``soft``."""
-    return hard + (soft - soft.detach())  # the bracket is exactly 0: the forward value is exactly `hard`
+def _top_n_select(logits: torch.Tensor, probs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``n`` available experts, weights renormalised over them, straight-through to ``probs``."""
+    idx = logits.topk(min(n, logits.shape[1]), dim=1).indices
+    selected = torch.zeros_like(logits, dtype=torch.bool).scatter(1, idx, True) & torch.isfinite(logits)
+    sparse = probs.detach() * selected
+    sparse = sparse / sparse.sum(dim=1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
+    return _straight_through(sparse, probs), selected
+
+
+def _check_top_n(top_n: int, num_experts: int) -> int:
+    if not 1 <= int(top_n) <= num_experts:
+        raise ValueError(f"top_n must be in [1, {num_experts}] (the number of experts), got {top_n}")
+    return int(top_n)
 
 
 @GATES.register("topn")
 class TopNGate(Gate):
-    def __init__(self, in_dim: int, num_experts: int, use_costs: bool = False, hidden: int = 128, top_n: int = 5) -> None:
-        super().__init__(in_dim, num_experts, use_costs, hidden)
-        if not 1 <= top_n <= num_experts:
-            raise ValueError(f"top_n must be in [1, {num_experts}], got {top_n}")
-        self.top_n = top_n
+    """Sparse top-N gate with renormalised weights and straight-through gradients (paper 000).
 
-    def select(self, logits, probs):
-        k = self.top_n
-        idx = logits.topk(k, dim=1).indices
-        selected = torch.zeros_like(probs, dtype=torch.bool).scatter(1, idx, True) & torch.isfinite(logits)
-        sparse = probs * selected
-        sparse = sparse / sparse.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return _straight_through(sparse.detach(), probs), selected
+    Parameters
+    ----------
+    top_n
+        ``N``, experts computed per sample (paper 000: 5 of 15).
+    **options
+        As for :class:`Gate`.
+    """
+
+    def __init__(self, in_dim: int, num_experts: int, backbone: str = "mlp", *, top_n: int = 5,
+                 **options: object) -> None:
+        super().__init__(in_dim, num_experts, backbone, **options)
+        self.top_n = _check_top_n(top_n, num_experts)
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _top_n_select(logits, probs, self.top_n)
 
 
 @GATES.register("softmax_hard")
 class HardGate(Gate):
-    gumbel = False
+    """Hard one-hot gate, straight-through with a temperature softmax (DynMM-style, no noise).
 
-    def select(self, logits, probs):
+    Forward: ``g = onehot(argmax_j s_j)``; backward: gradient of ``softmax(s / τ)``, with
+    ``s = l`` here and ``s = l + e`` (Gumbel noise, training only) in
+    :class:`GumbelHardGate` (paper 001 eq. 10–11).
+    """
+
+    gumbel: bool = False
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = logits
         if self.gumbel and self.training:
-            u = torch.rand_like(logits).clamp(1e-9, 1 - 1e-9)
-            scores = logits - torch.log(-torch.log(u))
-        soft = torch.softmax(scores / self.temperature, dim=1)
+            u = torch.rand_like(logits).clamp(1e-10, 1.0 - 1e-7)
+            scores = logits - torch.log(-torch.log(u))  # + Gumbel(0, 1); stays -inf where unavailable
+        soft = torch.softmax(scores / self._temperature, dim=1)
         hard = torch.zeros_like(soft).scatter(1, scores.argmax(dim=1, keepdim=True), 1.0)
         return _straight_through(hard, soft), hard.bool()
 
 
 @GATES.register("gumbel_hard")
 class GumbelHardGate(HardGate):
+    """Hard one-hot Gumbel-softmax gate with straight-through gradients (paper 001 eq. 10–11)."""
+
     gumbel = True
+
+
+@GATES.register("channel_aware")
+class ChannelAwareGate(Gate):
+    """Channel-aware gate (paper 004): the backbone reads each expert's link quality too.
+
+    Selection is top-``N`` with renormalised weights and straight-through gradients as in
+    :class:`TopNGate`, with ``N = 1`` by default (paper 004 sends each sample to the single
+    expert ``k*``). Every call must pass ``link_quality`` (B, E).
+
+    Parameters
+    ----------
+    top_n
+        ``N``, experts computed per sample.
+    **options
+        As for :class:`Gate` (``use_link_quality`` is always on).
+    """
+
+    def __init__(self, in_dim: int, num_experts: int, backbone: str = "mlp", *, top_n: int = 1,
+                 **options: object) -> None:
+        options.pop("use_link_quality", None)
+        super().__init__(in_dim, num_experts, backbone, use_link_quality=True, **options)
+        self.top_n = _check_top_n(top_n, num_experts)
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _top_n_select(logits, probs, self.top_n)
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """Annealing of the gate temperature from ``tau_start`` to ``tau_end`` over ``steps`` steps.
+
+    Paper 001 (§III-D) anneals ``τ`` of eq. 11 so that ``ĝ`` approaches the one-hot ``g``;
+    it gives no formula, so we offer the usual exponential decay
+    ``τ(t) = τ₀ (τ₁/τ₀)^{min(t/T, 1)}`` and, as an option, linear interpolation
+    ``τ(t) = τ₀ + (τ₁ − τ₀) min(t/T, 1)``. After ``steps`` the temperature stays at
+    ``tau_end``. Set it with ``gate.temperature = schedule(step)``.
+
+    Parameters
+    ----------
+    tau_start, tau_end
+        Positive finite temperatures (``tau_end`` may exceed ``tau_start``).
+    steps
+        ``T >= 1``, the number of steps to reach ``tau_end``.
+    kind
+        ``"exponential"`` or ``"linear"``.
+    """
+
+    tau_start: float = 2.0
+    tau_end: float = 0.2
+    steps: int = 1000
+    kind: Literal["exponential", "linear"] = "exponential"
+
+    def __post_init__(self) -> None:
+        for name in ("tau_start", "tau_end"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.kind not in ("exponential", "linear"):
+            raise ValueError(f"kind must be 'exponential' or 'linear', got {self.kind!r}")
+
+    def __call__(self, step: int) -> float:
+        """Temperature at ``step`` (``>= 0``)."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        t = min(float(step) / self.steps, 1.0)
+        if t >= 1.0:
+            return float(self.tau_end)
+        if self.kind == "exponential":
+            return float(self.tau_start * (self.tau_end / self.tau_start) ** t)
+        return float(self.tau_start + (self.tau_end - self.tau_start) * t)
