@@ -54,7 +54,7 @@ def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, 
     n0 = noise_psd_w_hz(wireless.channel.noise_psd_dbm_hz, wireless.channel.noise_figure_db)
     rate = uplink_rate(np.full(num_devices, rb), wireless.uplink.resource_block_hz, profiles.tx_power_w,
                        profiles.gain, n0)
-    costs = expert_costs(experts, bits_per_sample)
+    costs = expert_costs(experts, bits_per_sample=bits_per_sample)
     footprints = [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities) for e, c in zip(experts, costs)]
     matrices = expert_cost_matrices(footprints, profiles, rate, latency_weight)
     device = rng.integers(0, num_devices, num_samples)

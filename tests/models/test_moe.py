@@ -36,7 +36,7 @@ def make_moe(samples, shapes, gate="topn", **gate_kw) -> MoE:
 def test_default_layout_and_counted_costs(samples, shapes):
     experts = build_experts(default_expert_specs(), shapes, 32)
     assert len(experts) == 15 and {e.modalities[0] for e in experts} == set(MODALITIES)
-    costs = expert_costs(experts, samples.bits_per_sample)
+    costs = expert_costs(experts, shapes, samples.bits_per_sample)
     by_name = {e.name: c for e, c in zip(experts, costs)}
     for m in MODALITIES:  # wider experts cost more
         assert by_name[f"{m}_s"].flops_per_sample < by_name[f"{m}_m"].flops_per_sample < by_name[f"{m}_l"].flops_per_sample
