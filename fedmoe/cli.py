@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     train_set, test_set = train_test_split(samples, cfg.data.test_fraction, cfg.data.seed)
-    shapes = {m: tuple(a.shape[1:]) for m, a in samples.inputs.items()}
+    shapes = samples.input_shapes
     model = build_moe(cfg.model, shapes, cfg.wireless.channel.codebook_size)
     costs = device_costs_for_samples(model.experts, samples.bits_per_sample, cfg.wireless, cfg.partition.num_devices,
                                      len(samples), cfg.data.seed, cfg.model.latency_weight)

@@ -34,6 +34,7 @@ import torch
 
 from fedmoe.config import MODALITIES, TrainConfig
 from fedmoe.data.samples import ISACSamples
+from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE, batch_tensors
 
@@ -140,8 +141,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps2 = max(1, cfg.stage2_epochs * steps_per_epoch)
     if schedule is None:
-        ratio = cfg.tau_end / cfg.tau_start
-        schedule = lambda step: cfg.tau_start * ratio ** min(1.0, step / total_steps2)  # noqa: E731
+        schedule = TemperatureSchedule(cfg.tau_start, cfg.tau_end, total_steps2)
     bar = tqdm(total=(cfg.stage1_epochs + cfg.stage2_epochs) * steps_per_epoch, desc="training",
                disable=not progress, leave=False)
 

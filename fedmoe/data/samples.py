@@ -78,6 +78,11 @@ class ISACSamples:
                            cat("conditions"), dict(parts[0].bits_per_sample))
 
     @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each modality's input (without the batch axis)."""
+        return {m: tuple(a.shape[1:]) for m, a in self.inputs.items()}
+
+    @property
     def nbytes(self) -> int:
         arrays = [*self.inputs.values(), *self.labels.values(), *self.conditions.values(), self.present]
         return int(sum(a.nbytes for a in arrays))

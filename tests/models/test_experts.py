@@ -35,11 +35,6 @@ def samples():
 
 
 @pytest.fixture(scope="module")
-def shapes(samples):
-    return {m: tuple(a.shape[1:]) for m, a in samples.inputs.items()}
-
-
-@pytest.fixture(scope="module")
 def inputs(samples):
     """Raw tensors: camera stays uint8 (the expert scales it), the rest float32."""
     return {m: torch.from_numpy(a) for m, a in samples.inputs.items()}

@@ -19,11 +19,6 @@ def samples():
     return generate(DataConfig(), num_samples=96, seed=3)
 
 
-@pytest.fixture(scope="module")
-def shapes(samples):
-    return {m: tuple(a.shape[1:]) for m, a in samples.inputs.items()}
-
-
 def make_moe(samples, shapes, gate="topn", **gate_kw) -> MoE:
     torch.manual_seed(0)
     experts = build_experts(default_expert_specs(), shapes, 32)

@@ -32,7 +32,7 @@ def data():
 
 def run(data, lam: float):
     torch.manual_seed(0)
-    shapes = {m: tuple(a.shape[1:]) for m, a in data.inputs.items()}
+    shapes = data.input_shapes
     experts = build_experts(SPECS, shapes, 32)
     moe = MoE(experts, GATES.get("gumbel_hard")(MoE.gate_in_dim(shapes), 3, use_costs=True), shapes, 4)
     costs = np.tile(COST, (len(data), 1))
