@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "gps", "rf")
 """The sensing modalities fedmoe knows, in canonical order (costliest input first)."""
@@ -232,10 +232,18 @@ class TrainConfig(StrictModel):
     stage2_epochs: int = Field(6, ge=0, le=1000)
     batch_size: int = Field(256, ge=1, le=65536)
     lr: float = Field(2e-3, gt=0.0, le=1.0)
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="per stage: cosine decay to lr/100, or constant")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW decoupled weight decay")
     cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss (paper 001 eq. 9)")
     z_loss_weight: float = Field(1e-3, ge=0.0, le=10.0)
     balance_weight: float = Field(0.0, ge=0.0, le=10.0)
-    keep_prob: float = Field(0.7, gt=0.0, le=1.0, description="stage I: chance an available expert is active")
+    stage1_mode: Literal["each", "subsets"] = Field(
+        "each", description="stage I: every expert predicts alone (each), or random subsets are averaged")
+    keep_prob: float = Field(0.7, gt=0.0, le=1.0, description="stage I subsets: chance an available expert is active")
+    gate_estimator: Literal["score_function", "straight_through"] = Field(
+        "score_function", description="stage II gate gradient for sampling gates (gumbel_hard, gumbel_topn)")
+    critic_baseline: bool = Field(True, description="score function: per-sample learned baseline (else batch mean)")
+    entropy_weight: float = Field(0.05, ge=0.0, le=10.0, description="score function: gate entropy bonus β_H")
     tau_start: float = Field(2.0, gt=0.0, le=100.0)
     tau_end: float = Field(0.2, gt=0.0, le=100.0)
     collapse_share: float = Field(0.9, gt=0.0, le=1.0)
@@ -247,12 +255,40 @@ class ModelConfig(StrictModel):
     """The mixture of experts (see fedmoe.models and docs/models.md)."""
 
     experts_per_modality: int = Field(3, ge=1, le=3, description="paper 000: 3 per modality, 15 in all")
+    modalities: tuple[Modality, ...] = Field(MODALITIES, description="modalities with their own experts (paper 000)")
+    subsets: tuple[tuple[Modality, ...], ...] = Field(
+        (), description="modality-subset experts (paper 001), e.g. [['gps', 'rf'], ['gps', 'rf', 'radar']]")
     expert_dim: int = Field(32, ge=4, le=1024, description="width of every expert's output z_d")
+    head_hidden: int = Field(128, ge=0, le=4096, description="hidden width of the task heads (0: linear heads)")
     gate: str = Field("gumbel_hard", description="a name in fedmoe.models.gates.GATES")
+    gate_backbone: str = Field("mlp", description="a name in fedmoe.models.gate_backbones.GATE_BACKBONES")
     top_n: int = Field(5, ge=1, le=64, description="experts per sample of the topn gate")
     use_costs: bool = Field(True, description="the gate sees each sample's cost vector")
     gate_modalities: tuple[Modality, ...] = Field(("gps", "rf"), description="inputs the gate reads (cheap ones)")
     latency_weight: float = Field(0.5, ge=0.0, le=1.0, description="share of latency (vs energy) in the cost C")
+
+    @field_validator("modalities")
+    @classmethod
+    def _distinct_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"modalities repeat: {list(v)}")
+        return v
+
+    @field_validator("subsets")
+    @classmethod
+    def _valid_subsets(cls, v: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        for subset in v:
+            if not subset or len(set(subset)) != len(subset):
+                raise ValueError(f"each subset needs distinct modalities, got {list(subset)}")
+        if len(set(v)) != len(v):
+            raise ValueError("subsets repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _some_expert(self) -> "ModelConfig":
+        if not self.modalities and not self.subsets:
+            raise ValueError("the mixture has no experts: give modalities or subsets")
+        return self
 
 
 class FedMoEConfig(StrictModel):

@@ -56,6 +56,71 @@ def resource_aware_loss(task: torch.Tensor, probs: torch.Tensor, costs: torch.Te
     return total
 
 
+class RewardBaseline(torch.nn.Module):
+    """Critic ``V(x, C) ≈ E[r | x, C]``: the per-sample baseline of the score-function estimator.
+
+    A small MLP on the gate's features and the sample's cost vector (both detached), fitted
+    by least squares to the observed resource-aware loss ``r``. Subtracting it removes the
+    part of ``r`` due to how hard the sample is (a blocked user has a high loss whatever
+    expert serves it), which a batch-mean baseline leaves in; any function of ``(x, C)``
+    keeps the gradient estimate unbiased. It exists only during training.
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor, costs: torch.Tensor | None) -> torch.Tensor:
+        x = features.detach() if costs is None else torch.cat([features.detach(), costs.detach()], dim=1)
+        return self.net(x).squeeze(1)
+
+
+def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor | None, lam: float,
+                        z_weight: float, balance_weight: float, baseline: torch.Tensor | None = None,
+                        entropy_weight: float = 0.0) -> torch.Tensor:
+    """Surrogate loss whose gradient is an unbiased estimate of that of ``E_π[L]`` (eq. 9) for a sampling gate.
+
+    With ``r_b = ℓ_b + λ Σ_{i∈S_b} C_bi`` the resource-aware loss of sample ``b`` for the
+    experts ``S_b`` its gate *drew* with log-probability ``log π(S_b)``::
+
+        L_sf = mean_b ℓ_b + mean_b [ (r_b − b_b) · log π(S_b) ] − β_H mean_b H(softmax(l_b))
+               + β_z L_z + β_lb L_lb  (+ mean_b (V_b − r_b)² when a critic gives the baseline)
+
+    ``b_b`` is the critic's prediction ``V_b`` when ``baseline`` is given (see
+    :class:`RewardBaseline`), else the mean ``r`` of the other samples (leave-one-out);
+    either keeps the estimate unbiased. The first term trains the selected experts and
+    the heads; the second (REINFORCE, Williams 1992) trains the gate from the loss of the
+    *selected* experts only, so no unselected expert is ever computed. (The
+    straight-through gradient only tells the gate whether to scale the chosen expert up
+    or down; with it, the cost term alone drives the gate to the cheapest expert.) The
+    entropy bonus ``β_H`` keeps the gate exploring, so that it does not settle on one
+    expert for every sample before it has seen what the others do.
+    """
+    reward = per_sample.detach()
+    selected = gate_out.selected
+    if lam > 0 and costs is not None:
+        if costs.shape != selected.shape:
+            raise ValueError(f"costs have shape {tuple(costs.shape)}, selection {tuple(selected.shape)}")
+        reward = reward + lam * (selected.float() * costs).sum(dim=1)
+    n = reward.shape[0]
+    if baseline is not None:
+        b = baseline.detach()
+        critic = ((baseline - reward) ** 2).mean()
+    else:
+        b = (reward.sum() - reward) / max(n - 1, 1) if n > 1 else reward
+        critic = reward.new_zeros(())
+    total = per_sample.mean() + ((reward - b) * gate_out.sample_log_prob).mean() + critic
+    if entropy_weight > 0:
+        logp = torch.log_softmax(gate_out.logits, dim=1)
+        entropy = -(torch.nan_to_num(logp.exp() * logp)).sum(dim=1).mean()  # 0·(−inf) at unavailable experts
+        total = total - entropy_weight * entropy
+    if z_weight > 0 and "z_loss" in gate_out.aux:
+        total = total + z_weight * gate_out.aux["z_loss"]
+    if balance_weight > 0 and "load_balance" in gate_out.aux:
+        total = total + balance_weight * gate_out.aux["load_balance"]
+    return total
+
+
 @dataclass
 class EpochReport:
     stage: int
@@ -76,6 +141,39 @@ def _batches(n: int, size: int, rng: np.random.Generator, shuffle: bool = True) 
 
 def _costs_for(costs: np.ndarray | None, rows: np.ndarray) -> torch.Tensor | None:
     return None if costs is None else torch.from_numpy(costs[rows].astype(np.float32))
+
+
+@torch.no_grad()
+def _stage1_accuracy(model: MoE, samples: ISACSamples, mode: str, batch_size: int = 2048) -> float:
+    """Beam accuracy of what stage I trains: the mean over experts of each alone (``each``), or the
+    uniform average of all available experts (``subsets``)."""
+    model.eval()
+    hits, total = 0.0, 0
+    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+        inputs, present, labels = batch_tensors(samples, rows)
+        if mode == "each":
+            pairs = model.forward_each(inputs, present)
+            hits += sum(float((o.beam_logits.argmax(1) == labels["beam"][r]).float().mean()) for r, o in pairs) \
+                / len(pairs) * len(rows)
+        else:
+            out, _ = model.forward_uniform(inputs, present)
+            hits += float((out.beam_logits.argmax(1) == labels["beam"]).float().sum())
+        total += len(rows)
+    return hits / total
+
+
+def _optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int):
+    """Adam(W) at ``cfg.lr`` with weight decay, and the stage's learning-rate schedule.
+
+    ``cosine`` decays the rate from ``lr`` to ``lr / 100`` over the stage's ``steps``;
+    ``constant`` keeps it.
+    """
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=cfg.lr / 100)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
 
 
 @torch.no_grad()
@@ -145,29 +243,35 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     bar = tqdm(total=(cfg.stage1_epochs + cfg.stage2_epochs) * steps_per_epoch, desc="training",
                disable=not progress, leave=False)
 
-    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("gate.")], lr=cfg.lr)
+    opt, sched = _optimiser([p for n, p in model.named_parameters() if not n.startswith("gate.")], cfg,
+                            cfg.stage1_epochs * steps_per_epoch)
     for epoch in range(cfg.stage1_epochs):
         model.train()
         total = 0.0
         for rows in _batches(len(train_set), cfg.batch_size, rng):
             inputs, present, labels = batch_tensors(train_set, rows)
-            active = torch.from_numpy(rng.random((len(rows), model.num_experts)) < cfg.keep_prob)
-            out, _ = model.forward_uniform(inputs, present, active)
-            loss, _ = task_loss(out, labels, cfg.tasks)
+            if cfg.stage1_mode == "each":
+                pairs = model.forward_each(inputs, present)
+                loss = sum(task_loss(o, {k: v[r] for k, v in labels.items()}, cfg.tasks)[0] for r, o in pairs) / len(pairs)
+            else:
+                active = torch.from_numpy(rng.random((len(rows), model.num_experts)) < cfg.keep_prob)
+                out, _ = model.forward_uniform(inputs, present, active)
+                loss, _ = task_loss(out, labels, cfg.tasks)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             total += float(loss.detach()) * len(rows)
             bar.update(1)
-        model.eval()
-        with torch.no_grad():
-            inputs, present, labels = batch_tensors(val_set)
-            out, _ = model.forward_uniform(inputs, present)
-            acc = float((out.beam_logits.argmax(1) == labels["beam"]).float().mean())
+        acc = _stage1_accuracy(model, val_set, cfg.stage1_mode)
         reports.append(EpochReport(1, epoch, total / len(train_set), acc))
         log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
 
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    score_function = cfg.gate_estimator == "score_function" and model.gate.samples_in_training
+    critic = RewardBaseline(model.gate.in_dim + (model.num_experts if costs is not None else 0)) \
+        if score_function and cfg.critic_baseline else None
+    opt, sched = _optimiser(list(model.parameters()) + (list(critic.parameters()) if critic else []), cfg,
+                            total_steps2)
     step = 0
     for epoch in range(cfg.stage2_epochs):
         model.train()
@@ -176,13 +280,19 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
             model.gate.temperature = float(schedule(step))
             inputs, present, labels = batch_tensors(train_set, rows)
             c = _costs_for(costs, rows)
-            out = model(inputs, present, c)
-            task, _ = task_loss(out.tasks, labels, cfg.tasks)
-            loss = resource_aware_loss(task, out.gate.probs, c, cfg.cost_weight, out.gate.aux,
-                                       cfg.z_loss_weight, cfg.balance_weight)
+            out = model(inputs, present, c, detach_weights=score_function)
+            per_sample, _ = task_loss(out.tasks, labels, cfg.tasks, reduction="none")
+            if score_function:
+                loss = score_function_loss(per_sample, out.gate, c, cfg.cost_weight, cfg.z_loss_weight,
+                                           cfg.balance_weight, critic(out.gate_features, c) if critic else None,
+                                           cfg.entropy_weight)
+            else:
+                loss = resource_aware_loss(per_sample.mean(), out.gate.probs, c, cfg.cost_weight, out.gate.aux,
+                                           cfg.z_loss_weight, cfg.balance_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             total += float(loss.detach()) * len(rows)
             step += 1
             bar.update(1)
@@ -209,15 +319,13 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
 
     ``final`` is :func:`evaluate`'s output on ``test_set``; ``costs`` a
     :class:`fedmoe.models.builder.SampleCosts` whose samples ``rows`` are the test set.
-    Per-sample latency and energy are the sums over the selected experts of their latency
-    and energy on the sample's device.
+    Per-sample latency and energy are those of the selected experts on the sample's
+    device, each modality sensed and sent once (:meth:`SampleCosts.of_selection`).
     """
     selected, correct = final["selected"], final["correct"]
     blocked = test_set.conditions.get("blocked", np.zeros(len(test_set), bool))
     flops = np.array([c.flops_per_sample for c in costs.experts], dtype=np.float64)
-    device = costs.device[rows]
-    latency = (selected * costs.matrices.latency_s[device]).sum(1)
-    energy = (selected * costs.matrices.energy_j[device]).sum(1)
+    latency, energy = costs.of_selection(selected, rows)
     costly = np.array([any(m in COSTLY_MODALITIES for m in e.modalities) for e in model.experts])
     uses_costly = (selected & costly).any(1)
 

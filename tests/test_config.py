@@ -31,6 +31,10 @@ def test_defaults_are_valid_and_round_trip():
         ({"data": {"scene": {"blockage_loss_db": [40, 20]}}}, "blockage_loss_db: lower bound 40 exceeds upper bound 20"),
         ({"wireless": {"cell": {"radius_m": 5, "min_distance_m": 10}}}, "wireless.cell"),
         ({"nme": "x"}, "nme: unknown field (check the spelling)"),
+        ({"model": {"subsets": [["gps", "gps"]]}}, "each subset needs distinct modalities"),
+        ({"model": {"subsets": [["gps", "sonar"]]}}, "model.subsets.0.1: Input should be"),
+        ({"model": {"modalities": [], "subsets": []}}, "the mixture has no experts"),
+        ({"train": {"stage1_mode": "some"}}, "train.stage1_mode: Input should be 'each' or 'subsets'"),
     ],
 )
 def test_bad_values_name_the_field_in_one_line(data, expected):

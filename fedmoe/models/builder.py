@@ -16,23 +16,31 @@ import numpy as np
 from torch import nn
 
 from fedmoe.config import ModelConfig, WirelessConfig
-from fedmoe.models.device_costs import CostMatrices, ExpertFootprint, expert_cost_matrices
+from fedmoe.models.device_costs import CostMatrices, ExpertFootprint, expert_cost_matrices, selection_latency_energy
 from fedmoe.models.experts import ExpertCost, build_experts, default_expert_specs, expert_costs
 from fedmoe.models.gates import GATES, TopNGate
 from fedmoe.models.moe import MoE
-from fedmoe.wireless.devices import sample_device_profiles
+from fedmoe.wireless.devices import DeviceProfiles, sample_device_profiles
 from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
 
 
 def build_moe(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], num_beams: int) -> MoE:
     """The mixture described by ``cfg`` for inputs of ``shapes``."""
-    experts = build_experts(default_expert_specs(cfg.experts_per_modality, tuple(shapes)), shapes, cfg.expert_dim)
+    missing = sorted({m for s in cfg.subsets for m in s} - set(shapes))
+    if missing:
+        raise ValueError(f"model.subsets read modalities {missing}, which the data lacks (it has {sorted(shapes)})")
+    single = tuple(m for m in cfg.modalities if m in shapes)
+    if not single and not cfg.subsets:
+        raise ValueError(f"no expert can be built: model.modalities {list(cfg.modalities)} are not in the data "
+                         f"(it has {sorted(shapes)}) and model.subsets is empty")
+    specs = default_expert_specs(cfg.experts_per_modality, single, subsets=cfg.subsets)
+    experts = build_experts(specs, shapes, cfg.expert_dim)
     gate_cls = GATES.get(cfg.gate)
-    kwargs = {"use_costs": cfg.use_costs}
+    kwargs = {"use_costs": cfg.use_costs, "backbone": cfg.gate_backbone}
     if issubclass(gate_cls, TopNGate):
         kwargs["top_n"] = min(cfg.top_n, len(experts))
     gate = gate_cls(MoE.gate_in_dim(shapes, cfg.gate_modalities), len(experts), **kwargs)
-    return MoE(experts, gate, shapes, num_beams, cfg.gate_modalities)
+    return MoE(experts, gate, shapes, num_beams, cfg.gate_modalities, cfg.head_hidden)
 
 
 @dataclass
@@ -43,6 +51,16 @@ class SampleCosts:
     device: np.ndarray  # (N,) device index of each sample
     matrices: CostMatrices  # (K, E) latency, energy, cost
     experts: list[ExpertCost]
+    footprints: list[ExpertFootprint]
+    profiles: DeviceProfiles
+    rate_bps: np.ndarray  # (K,)
+    bits_per_sample: dict[str, int]
+
+    def of_selection(self, selected: np.ndarray, rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample latency (s) and energy (J) of ``selected`` (N, E) for samples ``rows``
+        (:func:`fedmoe.models.device_costs.selection_latency_energy`: each modality counted once)."""
+        return selection_latency_energy(selected, self.device[rows], self.footprints, self.profiles, self.rate_bps,
+                                        self.bits_per_sample)
 
 
 def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, int], wireless: WirelessConfig,
@@ -58,4 +76,5 @@ def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, 
     footprints = [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities) for e, c in zip(experts, costs)]
     matrices = expert_cost_matrices(footprints, profiles, rate, latency_weight)
     device = rng.integers(0, num_devices, num_samples)
-    return SampleCosts(matrices.cost[device].astype(np.float32), device, matrices, costs)
+    return SampleCosts(matrices.cost[device].astype(np.float32), device, matrices, costs, footprints, profiles,
+                       np.asarray(rate, dtype=np.float64), dict(bits_per_sample))

@@ -83,6 +83,52 @@ def expert_cost_matrices(footprints: Sequence[ExpertFootprint], profiles: Device
     return CostMatrices(lat, eng, cost)
 
 
+def selection_latency_energy(selected: np.ndarray, device: np.ndarray, footprints: Sequence[ExpertFootprint],
+                             profiles: DeviceProfiles, rate_bps: np.ndarray,
+                             bits_per_modality: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Latency and energy of what a gate selected, per sample, counting each modality once.
+
+    For sample ``n`` on device ``k`` that computes the experts ``S_n``, with
+    ``U_n = ∪_{i∈S_n} M_i`` the modalities they read:
+
+    * ``T_n = Σ_{m∈U_n} T_sense,km + Σ_{i∈S_n} F_i / f_k + Σ_{m∈U_n} b_m / R_k``,
+    * ``E_n = Σ_{m∈U_n} E_sense,km + e_k Σ_{i∈S_n} F_i + P_k Σ_{m∈U_n} b_m / R_k``.
+
+    A modality is sensed and sent once however many selected experts read it, so
+    for several experts this is *less* than the sum of their entries of
+    :func:`expert_cost_matrices` (which charges each expert its own input); for one
+    expert the two agree.
+
+    Parameters
+    ----------
+    selected
+        (N, E) bool: the experts computed for each sample.
+    device
+        (N,) index into ``profiles`` and ``rate_bps`` of each sample's device.
+    footprints, profiles, rate_bps
+        As for :func:`expert_cost_matrices`.
+    bits_per_modality
+        Uplink bits of one sample of each modality.
+    """
+    selected = np.asarray(selected, dtype=bool)
+    device = np.asarray(device)
+    if selected.ndim != 2 or selected.shape[1] != len(footprints):
+        raise ValueError(f"selected must have shape (N, {len(footprints)}), got {selected.shape}")
+    if device.shape != (selected.shape[0],):
+        raise ValueError(f"device must have shape ({selected.shape[0]},), got {device.shape}")
+    mods = profiles.modalities
+    needs = np.zeros((len(footprints), len(mods)), dtype=bool)
+    for i, fp in enumerate(footprints):
+        needs[i, [mods.index(m) for m in fp.modalities]] = True
+    used = (selected.astype(np.int64) @ needs.astype(np.int64)) > 0
+    bits_m = np.array([float(bits_per_modality.get(m, 0.0)) for m in mods])
+    flops = selected.astype(np.float64) @ np.array([fp.flops for fp in footprints], dtype=np.float64)
+    bits = used.astype(np.float64) @ bits_m
+    on = profiles.subset(device)
+    rate = np.broadcast_to(np.asarray(rate_bps, dtype=np.float64), (len(profiles),))[device]
+    return device_latency(on, flops, bits, rate, used), device_energy(on, flops, bits, rate, used)
+
+
 def _normalised(x: np.ndarray) -> np.ndarray:
     finite = np.isfinite(x)
     ref = x[finite].max() if finite.any() else 1.0

@@ -6,7 +6,8 @@ network for lidar, a map encoder for radar — three per modality, 15 in all, of
 sparse gate activates a few. :func:`default_expert_specs` builds that layout with
 three widths per modality, sized for a CPU. Paper 001 (§II-B, eq. 8) lets an expert read
 a *subset* of the modalities, ``E_i(x_i)`` with ``x_i ⊆ x`` (up to ``2^M − 1`` experts);
-the ``subset_mlp`` architecture does that for the small vector modalities (GPS + RF).
+the ``subset_mlp`` architecture does that for the small vector modalities (GPS + RF) and
+``subset_fusion`` for any modalities (one encoder per modality, fused inside the expert).
 
 Inputs
 ------
@@ -56,7 +57,7 @@ from fedmoe.registry import Registry
 
 __all__ = [
     "ARCHITECTURES", "DEFAULT_ARCHITECTURE", "DEFAULT_WIDTHS", "Expert", "ExpertCost", "ExpertFactory", "ExpertSpec",
-    "build_experts", "count_flops", "default_expert_specs", "expert_costs",
+    "FusionExpert", "build_experts", "count_flops", "default_expert_specs", "expert_costs", "subset_architecture",
 ]
 
 Shapes = dict[str, tuple[int, ...]]
@@ -315,6 +316,55 @@ def subset_mlp(modalities: Sequence[str], input_shapes: dict[str, Sequence[int]]
     return _vector_mlp("subset_mlp", modalities, input_shapes, out_dim, width, name, single=False)
 
 
+class FusionExpert(Expert):
+    """A modality-subset expert that encodes each modality with its own encoder, then fuses.
+
+    ``z = head(relu([enc_1(x_1), …, enc_k(x_k)]))``: late fusion *inside* one expert, so a
+    hard gate that picks this expert computes every encoder of the subset and nothing else.
+    """
+
+    def __init__(self, name: str, modalities: Sequence[str], input_shapes: dict[str, Sequence[int]], out_dim: int,
+                 encoders: dict[str, Expert], head: nn.Module, architecture: str = "subset_fusion") -> None:
+        super().__init__(name, modalities, input_shapes, out_dim, head, architecture=architecture)
+        self.encoders = nn.ModuleDict(encoders)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise ValueError(f"expert {self.name!r}: inputs {missing} missing (got {sorted(inputs)})")
+        parts = [self.encoders[m]({m: inputs[m]}) for m in self.modalities]
+        batches = {p.shape[0] for p in parts}
+        if len(batches) != 1:
+            raise ValueError(f"expert {self.name!r}: inputs have different batch sizes "
+                             f"{dict(zip(self.modalities, (p.shape[0] for p in parts)))}")
+        return self.body(torch.relu(torch.cat(parts, dim=1)))
+
+
+@ARCHITECTURES.register("subset_fusion")
+def subset_fusion(modalities: Sequence[str], input_shapes: dict[str, Sequence[int]], out_dim: int, width: int,
+                  *, name: str | None = None) -> Expert:
+    """Modality-subset expert ``E_i(x_i)`` of paper 001 (§II-B, eq. 8) for modalities of any shape.
+
+    Each modality gets its :data:`DEFAULT_ARCHITECTURE` encoder of width ``width`` and
+    output ``out_dim``; the concatenated encodings pass a ReLU and a linear layer to
+    ``out_dim``. This is how one expert covers e.g. GPS + RF + radar, the combination a
+    DynMM-style hard gate (paper 001) picks for blocked users. FLOPs: the encoders' sum
+    plus ``2·k·out_dim²``.
+    """
+    name = name or "subset_fusion"
+    _check_args("subset_fusion", name, modalities, input_shapes, out_dim, width)
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"expert {name!r} (subset_fusion): modalities repeat: {list(modalities)}")
+    unknown = [m for m in modalities if m not in DEFAULT_ARCHITECTURE]
+    if unknown:
+        raise ValueError(f"expert {name!r} (subset_fusion): no default encoder for modalities {unknown}; "
+                         f"known: {list(DEFAULT_ARCHITECTURE)}")
+    encoders = {m: ARCHITECTURES.get(DEFAULT_ARCHITECTURE[m])((m,), input_shapes, out_dim, width, name=f"{name}/{m}")
+                for m in modalities}
+    head = nn.Linear(len(modalities) * out_dim, out_dim)
+    return FusionExpert(name, modalities, input_shapes, out_dim, encoders, head)
+
+
 # Generic architectures of the first version, kept (unchanged) for existing configs and
 # tests. Unlike the ones above they end in a ReLU.
 
@@ -413,10 +463,17 @@ DEFAULT_WIDTHS: dict[str, tuple[int, int, int]] = {
     "gps_mlp": (16, 32, 64),
     "rf_mlp": (16, 32, 64),
     "subset_mlp": (16, 32, 64),
+    "subset_fusion": (16, 24, 32),
 }
 """Small / medium / large width of each default architecture."""
 
 SIZES = ("s", "m", "l")
+
+
+def subset_architecture(modalities: Sequence[str]) -> str:
+    """``"subset_mlp"`` when every modality is a small vector (GPS, RF), else ``"subset_fusion"``."""
+    vector = all(DEFAULT_ARCHITECTURE.get(m, "").endswith("_mlp") for m in modalities)
+    return "subset_mlp" if vector else "subset_fusion"
 
 
 def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = MODALITIES,
@@ -432,7 +489,9 @@ def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = 
         Modalities to cover, each with its :data:`DEFAULT_ARCHITECTURE`.
     subsets
         Optional modality subsets (paper 001), e.g. ``[("gps", "rf")]``: each adds
-        ``num_per_modality`` ``subset_mlp`` experts named ``"gps+rf_s"`` etc.
+        ``num_per_modality`` experts named ``"gps+rf_s"`` etc., of architecture
+        :func:`subset_architecture` (``subset_mlp`` for vector modalities only, else
+        ``subset_fusion``).
 
     Returns
     -------
@@ -445,7 +504,7 @@ def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = 
         raise ValueError(f"no default expert architecture for modalities {unknown}; "
                          f"known: {list(DEFAULT_ARCHITECTURE)}")
     groups = [((m,), m, DEFAULT_ARCHITECTURE[m]) for m in modalities]
-    groups += [(tuple(s), "+".join(s), "subset_mlp") for s in subsets]
+    groups += [(tuple(s), "+".join(s), subset_architecture(s)) for s in subsets]
     return [ExpertSpec(name=f"{label}_{size}", architecture=arch, modalities=mods, width=width)
             for mods, label, arch in groups
             for size, width in zip(SIZES[:num_per_modality], DEFAULT_WIDTHS[arch][:num_per_modality])]

@@ -33,6 +33,8 @@ gradients, never which experts are selected.
   ``ĝ = softmax((l + e) / τ)`` (paper 001 eq. 10–11; the paper writes ``log G(x)_j``,
   which differs from ``l_j`` by a per-sample constant that cancels). No noise in
   evaluation: plain argmax.
+* ``gumbel_topn``: ``topn`` whose ``N`` experts are drawn without replacement from
+  ``softmax(l)`` in training (Gumbel-top-k), deterministic top-N in evaluation.
 * ``softmax_hard``: the same without noise (temperature softmax + straight-through
   one-hot, DynMM-style), deterministic in training too.
 * ``channel_aware`` (paper 004): the backbone also reads each expert's link quality;
@@ -57,7 +59,7 @@ from fedmoe.models.gate_backbones import GATE_BACKBONES, build_backbone
 from fedmoe.registry import Registry
 
 __all__ = ["GATES", "GATE_BACKBONES", "ChannelAwareGate", "DenseGate", "Gate", "GateOutput", "GumbelHardGate",
-           "HardGate", "TemperatureSchedule", "TopNGate", "build_gate", "load_balancing_loss", "router_z_loss"]
+           "GumbelTopNGate", "HardGate", "TemperatureSchedule", "TopNGate", "build_gate", "load_balancing_loss", "router_z_loss"]
 
 
 @dataclass
@@ -77,6 +79,11 @@ class GateOutput:
         (B, E) ``softmax(logits / τ)`` (0 at unavailable experts).
     aux
         Auxiliary losses: ``z_loss`` (router z-loss) and ``load_balance``.
+    sample_log_prob
+        (B,) ``log P(selected)`` under the gate's sampling distribution when the
+        selection was *sampled* (noisy gates in training), else ``None``. With it the
+        trainer can use the score-function estimator (:mod:`fedmoe.training`), which
+        needs no output of an unselected expert.
     """
 
     weights: torch.Tensor
@@ -84,6 +91,7 @@ class GateOutput:
     logits: torch.Tensor
     probs: torch.Tensor
     aux: dict[str, torch.Tensor]
+    sample_log_prob: torch.Tensor | None = None
 
 
 def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
@@ -219,12 +227,23 @@ class Gate(nn.Module):
         """
         logits = self.compute_logits(features, costs, available, link_quality)
         probs = torch.softmax(logits / self._temperature, dim=1)
-        weights, selected = self.select(logits, probs)
+        chosen = self.select(logits, probs)
+        weights, selected = chosen[0], chosen[1]
+        log_prob = chosen[2] if len(chosen) > 2 else None
         aux = {"z_loss": router_z_loss(logits), "load_balance": load_balancing_loss(probs, selected)}
-        return GateOutput(weights, selected, logits, probs, aux)
+        return GateOutput(weights, selected, logits, probs, aux, log_prob)
 
-    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fusion weights (B, E) and selection mask (B, E) from logits and ``probs``; per gate."""
+    @property
+    def samples_in_training(self) -> bool:
+        """True when :meth:`select` draws its selection in training and returns its log-probability."""
+        return False
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Fusion weights (B, E) and selection mask (B, E) from logits and ``probs``; per gate.
+
+        A gate that *samples* its selection may return a third item, the (B,)
+        log-probability of what it sampled (:attr:`GateOutput.sample_log_prob`).
+        """
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -246,6 +265,12 @@ class DenseGate(Gate):
 
     def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return probs, torch.isfinite(logits)
+
+
+def _gumbel_perturbed(logits: torch.Tensor) -> torch.Tensor:
+    """``l + e`` with ``e ~ Gumbel(0, 1)`` i.i.d.; stays ``-inf`` where ``l`` is."""
+    u = torch.rand_like(logits).clamp(1e-10, 1.0 - 1e-7)
+    return logits - torch.log(-torch.log(u))
 
 
 def _top_n_select(logits: torch.Tensor, probs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,21 +320,66 @@ class HardGate(Gate):
 
     gumbel: bool = False
 
-    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = logits
-        if self.gumbel and self.training:
-            u = torch.rand_like(logits).clamp(1e-10, 1.0 - 1e-7)
-            scores = logits - torch.log(-torch.log(u))  # + Gumbel(0, 1); stays -inf where unavailable
+    @property
+    def samples_in_training(self) -> bool:
+        return self.gumbel
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sampled = self.gumbel and self.training
+        scores = _gumbel_perturbed(logits) if sampled else logits
         soft = torch.softmax(scores / self._temperature, dim=1)
-        hard = torch.zeros_like(soft).scatter(1, scores.argmax(dim=1, keepdim=True), 1.0)
-        return _straight_through(hard, soft), hard.bool()
+        choice = scores.argmax(dim=1, keepdim=True)
+        hard = torch.zeros_like(soft).scatter(1, choice, 1.0)
+        if not sampled:
+            return _straight_through(hard, soft), hard.bool()
+        # Gumbel-max: argmax_j (l_j + e_j) is distributed as softmax(l), whatever τ.
+        log_prob = torch.log_softmax(logits, dim=1).gather(1, choice).squeeze(1)
+        return _straight_through(hard, soft), hard.bool(), log_prob
 
 
 @GATES.register("gumbel_hard")
 class GumbelHardGate(HardGate):
-    """Hard one-hot Gumbel-softmax gate with straight-through gradients (paper 001 eq. 10–11)."""
+    """Hard one-hot Gumbel-softmax gate with straight-through gradients (paper 001 eq. 10–11).
+
+    In training the choice is a sample of ``softmax(l)`` (Gumbel-max), and its
+    log-probability is returned for the score-function estimator.
+    """
 
     gumbel = True
+
+
+@GATES.register("gumbel_topn")
+class GumbelTopNGate(TopNGate):
+    """Sparse top-N gate that *samples* its N experts in training (Gumbel-top-k).
+
+    Training: the ``N`` largest ``l_j + e_j`` (Gumbel noise), i.e. ``N`` draws without
+    replacement from ``softmax(l)`` (Kool et al., 2019); the returned log-probability is
+    the Plackett–Luce probability of the drawn order,
+    ``Σ_k [l_{i_k} − log Σ_{j ∉ {i_1..i_{k-1}}} exp l_j]``. Evaluation: the
+    deterministic top-N of :class:`TopNGate`. Weights are renormalised over the selected
+    experts with straight-through gradients, as in ``topn``.
+    """
+
+    @property
+    def samples_in_training(self) -> bool:
+        return True
+
+    def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.training:
+            return _top_n_select(logits, probs, self.top_n)
+        order = _gumbel_perturbed(logits).topk(min(self.top_n, logits.shape[1]), dim=1).indices
+        selected = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, True) & torch.isfinite(logits)
+        sparse = probs.detach() * selected
+        sparse = sparse / sparse.sum(dim=1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
+        remaining = logits
+        log_prob = torch.zeros(logits.shape[0], dtype=logits.dtype, device=logits.device)
+        for k in range(order.shape[1]):
+            pick = remaining.gather(1, order[:, k:k + 1]).squeeze(1)
+            ok = torch.isfinite(pick)  # fewer than N available: the rest are not draws
+            step = pick - torch.logsumexp(remaining, dim=1)
+            log_prob = log_prob + torch.where(ok, step, torch.zeros_like(step))
+            remaining = remaining.scatter(1, order[:, k:k + 1], float("-inf"))
+        return _straight_through(sparse, probs), selected, log_prob
 
 
 @GATES.register("channel_aware")

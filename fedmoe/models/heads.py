@@ -24,42 +24,72 @@ class TaskOutputs:
 
 
 class TaskHeads(nn.Module):
-    """Linear heads: beam logits, path loss (dB), next position (m)."""
+    """Beam logits, path loss (dB) and next position (m) from ``z``.
 
-    def __init__(self, in_dim: int, num_beams: int, pathloss_offset_db: float = 100.0) -> None:
+    With ``hidden > 0`` the three heads share a trunk ``relu(W z + b)`` of that width
+    (the fused ``z`` is a weighted *sum* of expert features, so a linear read-out alone
+    cannot combine them non-linearly); ``hidden = 0`` gives linear heads on ``z``.
+    """
+
+    def __init__(self, in_dim: int, num_beams: int, pathloss_offset_db: float = 100.0, hidden: int = 0) -> None:
         super().__init__()
-        if in_dim < 1 or num_beams < 1:
-            raise ValueError(f"in_dim and num_beams must be >= 1, got {in_dim}, {num_beams}")
-        self.beam = nn.Linear(in_dim, num_beams)
-        self.pathloss = nn.Linear(in_dim, 1)
-        self.next_position = nn.Linear(in_dim, 3)
+        if in_dim < 1 or num_beams < 1 or hidden < 0:
+            raise ValueError(f"in_dim and num_beams must be >= 1 and hidden >= 0, got {in_dim}, {num_beams}, {hidden}")
+        self.in_features = int(in_dim)
+        self.trunk = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU()) if hidden else nn.Identity()
+        width = hidden or in_dim
+        self.beam = nn.Linear(width, num_beams)
+        self.pathloss = nn.Linear(width, 1)
+        self.next_position = nn.Linear(width, 3)
         self.pathloss_offset_db = pathloss_offset_db
 
     def forward(self, z: torch.Tensor) -> TaskOutputs:
-        return TaskOutputs(self.beam(z), self.pathloss(z).squeeze(-1) * 10.0 + self.pathloss_offset_db,
-                           self.next_position(z))
+        h = self.trunk(z)
+        return TaskOutputs(self.beam(h), self.pathloss(h).squeeze(-1) * 10.0 + self.pathloss_offset_db,
+                           self.next_position(h))
 
 
-def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWeights) -> tuple[torch.Tensor, dict]:
-    """``Σ_t α_t L_t`` and the per-task values (floats) for logging.
+def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWeights,
+              reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+    """``Σ_t α_t L_t`` and the per-task values (floats, batch means) for logging.
 
-    Labels that are NaN (e.g. path loss in real data) are left out of their task's mean.
+    ``reduction="none"`` returns the (B,) per-sample loss instead of its mean. Labels that
+    are NaN (e.g. path loss in real data) are left out of their task's mean (and add 0
+    to that sample's loss).
     """
-    parts: dict[str, torch.Tensor] = {}
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    per: dict[str, torch.Tensor] = {}
     if weights.beam > 0:
-        parts["beam"] = nn.functional.cross_entropy(out.beam_logits, labels["beam"])
+        per["beam"] = nn.functional.cross_entropy(out.beam_logits, labels["beam"], reduction="none")
     if weights.pathloss > 0:
         y = labels["pathloss_db"]
         ok = torch.isfinite(y)
-        parts["pathloss"] = nn.functional.huber_loss(out.pathloss_db[ok] / 10.0, y[ok] / 10.0) if ok.any() \
-            else out.pathloss_db.sum() * 0.0
+        err = nn.functional.huber_loss(out.pathloss_db / 10.0, torch.where(ok, y, out.pathloss_db.detach()) / 10.0,
+                                       reduction="none")
+        per["pathloss"] = (err * ok, ok)
     if weights.next_position > 0:
         y = labels["next_position"]
         ok = torch.isfinite(y).all(dim=1)
-        parts["next_position"] = nn.functional.huber_loss(out.next_position[ok], y[ok]) if ok.any() \
-            else out.next_position.sum() * 0.0
-    if not parts:
+        safe = torch.where(ok[:, None], y, out.next_position.detach())
+        err = nn.functional.huber_loss(out.next_position, safe, reduction="none").mean(dim=1)
+        per["next_position"] = (err * ok, ok)
+    if not per:
         raise ValueError("all task weights are 0: nothing to learn")
     alpha = {"beam": weights.beam, "pathloss": weights.pathloss, "next_position": weights.next_position}
-    total = sum(alpha[k] * v for k, v in parts.items())
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    batch = out.beam_logits.shape[0]
+    sample = torch.zeros(batch, dtype=out.beam_logits.dtype, device=out.beam_logits.device)
+    means: dict[str, torch.Tensor] = {}
+    for k, v in per.items():
+        if isinstance(v, tuple):
+            err, ok = v
+            n_ok = int(ok.sum())
+            means[k] = err.sum() / n_ok if n_ok else err.sum() * 0.0
+            # per sample, weighted so that the batch mean equals the task's mean over valid rows
+            sample = sample + alpha[k] * err * (batch / max(n_ok, 1))
+        else:
+            means[k] = v.mean()
+            sample = sample + alpha[k] * v
+    total = sum(alpha[k] * v for k, v in means.items())
+    logs = {k: float(v.detach()) for k, v in means.items()}
+    return (total if reduction == "mean" else sample), logs

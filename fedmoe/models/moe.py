@@ -37,6 +37,7 @@ class MoEOutput:
     tasks: TaskOutputs
     gate: object  # fedmoe.models.gates.GateOutput
     expert_samples: torch.Tensor  # (E,) int64: samples each expert was computed on
+    gate_features: torch.Tensor | None = None  # (B, F) what the gate read (before side inputs)
 
 
 class Standardiser(nn.Module):
@@ -90,10 +91,12 @@ class MoE(nn.Module):
         Size of the beam codebook (classes of the beam head).
     gate_modalities
         Modalities whose (standardised) inputs the gate reads; they should be cheap.
+    head_hidden
+        Width of the task heads' shared hidden layer (0: linear heads).
     """
 
     def __init__(self, experts: Sequence[nn.Module], gate: nn.Module, shapes: dict[str, tuple[int, ...]],
-                 num_beams: int, gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES) -> None:
+                 num_beams: int, gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES, head_hidden: int = 0) -> None:
         super().__init__()
         if not experts:
             raise ValueError("a mixture needs at least one expert")
@@ -107,7 +110,7 @@ class MoE(nn.Module):
         self.gate = gate
         self.gate_modalities = tuple(gate_modalities)
         self.standardiser = Standardiser({m: tuple(s) for m, s in shapes.items()})
-        self.heads = TaskHeads(dims.pop(), num_beams)
+        self.heads = TaskHeads(dims.pop(), num_beams, hidden=head_hidden)
         cols = [modality_index(e.modalities) for e in experts]
         needs = torch.zeros(len(experts), len(MODALITIES), dtype=torch.bool)
         for i, c in enumerate(cols):
@@ -151,7 +154,7 @@ class MoE(nn.Module):
         Returns ``z`` (B, D) and the number of rows each expert was computed on (E,).
         """
         batch = selected.shape[0]
-        z = torch.zeros(batch, self.heads.beam.in_features, dtype=torch.float32, device=selected.device)
+        z = torch.zeros(batch, self.heads.in_features, dtype=torch.float32, device=selected.device)
         counts = torch.zeros(self.num_experts, dtype=torch.int64)
         for i, expert in enumerate(self.experts):
             rows = torch.nonzero(selected[:, i], as_tuple=False).squeeze(1)
@@ -163,12 +166,18 @@ class MoE(nn.Module):
         return z, counts
 
     def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor, costs: torch.Tensor | None = None,
-                link_quality: torch.Tensor | None = None) -> MoEOutput:
+                link_quality: torch.Tensor | None = None, detach_weights: bool = False) -> MoEOutput:
+        """Gate, compute the selected experts, fuse, heads.
+
+        ``detach_weights`` fuses with the values of the gate's weights only (no gradient
+        from the task loss to the gate through them), for the score-function estimator.
+        """
         x, present = self._prepare(inputs, present)
-        gate_out = self.gate(self.gate_features(x, present), costs=costs, available=self.available(present),
-                             link_quality=link_quality)
-        z, counts = self.fuse(x, gate_out.weights, gate_out.selected)
-        return MoEOutput(self.heads(z), gate_out, counts)
+        features = self.gate_features(x, present)
+        gate_out = self.gate(features, costs=costs, available=self.available(present), link_quality=link_quality)
+        weights = gate_out.weights.detach() if detach_weights else gate_out.weights
+        z, counts = self.fuse(x, weights, gate_out.selected)
+        return MoEOutput(self.heads(z), gate_out, counts, features)
 
     def forward_uniform(self, inputs: dict[str, torch.Tensor], present: torch.Tensor,
                         active: torch.Tensor | None = None) -> tuple[TaskOutputs, torch.Tensor]:
@@ -186,6 +195,22 @@ class MoE(nn.Module):
         weights = sel.float() / sel.sum(dim=1, keepdim=True)
         z, counts = self.fuse(x, weights, sel)
         return self.heads(z), counts
+
+
+    def forward_each(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> list[tuple[torch.Tensor, TaskOutputs]]:
+        """Stage-I pass where every expert predicts alone: ``heads(z_i)`` on the rows it is available for.
+
+        Returns one ``(rows, outputs)`` pair per expert with at least one available row
+        (``rows`` are indices into the batch).
+        """
+        x, present = self._prepare(inputs, present)
+        avail = self.available(present)
+        out = []
+        for i, expert in enumerate(self.experts):
+            rows = torch.nonzero(avail[:, i], as_tuple=False).squeeze(1)
+            if rows.numel():
+                out.append((rows, self.heads(expert({m: x[m].index_select(0, rows) for m in expert.modalities}))))
+        return out
 
 
 def batch_tensors(samples: ISACSamples, index: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor,

@@ -23,6 +23,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "gps_mlp": ("gps",),
     "rf_mlp": ("rf",),
     "subset_mlp": ("gps", "rf"),
+    "subset_fusion": ("gps", "rf", "radar"),
     "conv2d": ("radar",),
     "conv1d": ("lidar",),
     "mlp": ("gps", "rf"),
@@ -57,6 +58,24 @@ def test_builds_and_runs_on_generated_samples(arch, shapes, inputs):
     assert out.shape == (len(inputs["gps"]), OUT) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert expert({m: inputs[m] for m in CASES[arch]}).shape == out.shape  # reads only its modalities
+
+
+def test_subset_fusion_costs_its_encoders_plus_the_head(shapes, inputs):
+    fused = build("subset_fusion", shapes, width=8)
+    alone = [ARCHITECTURES.get(a)((m,), shapes, OUT, 8) for m, a in (("gps", "gps_mlp"), ("rf", "rf_mlp"),
+                                                                     ("radar", "radar_conv"))]
+    parts = sum(count_flops(e, {e.modalities[0]: inputs[e.modalities[0]][:4]}) for e in alone)
+    assert count_flops(fused, {m: inputs[m][:4] for m in fused.modalities}) == parts + 2 * 3 * OUT * OUT
+    with pytest.raises(ValueError, match="inputs \\['radar'\\] missing"):
+        fused({"gps": inputs["gps"], "rf": inputs["rf"]})
+    with pytest.raises(ValueError, match="modalities repeat"):
+        ARCHITECTURES.get("subset_fusion")(("gps", "gps"), shapes, OUT, 8)
+
+
+def test_subsets_get_an_architecture_that_can_read_them(shapes):
+    specs = default_expert_specs(1, (), subsets=[("gps", "rf"), ("gps", "rf", "camera")])
+    assert [(s.name, s.architecture) for s in specs] == [("gps+rf_s", "subset_mlp"), ("gps+rf+camera_s", "subset_fusion")]
+    assert len(build_experts(specs, shapes, OUT)) == 2
 
 
 def test_camera_uint8_is_scaled_inside_the_expert(shapes, inputs):

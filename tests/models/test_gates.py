@@ -14,7 +14,7 @@ from fedmoe.models.gates import GATES, ChannelAwareGate, Gate, GateOutput, Tempe
 from fedmoe.registry import UnknownNameError
 
 B, F, E = 32, 6, 15
-ALL_GATES = ["dense", "topn", "gumbel_hard", "softmax_hard", "channel_aware"]
+ALL_GATES = ["dense", "topn", "gumbel_topn", "gumbel_hard", "softmax_hard", "channel_aware"]
 HARD_GATES = ["gumbel_hard", "softmax_hard"]
 
 
@@ -317,3 +317,38 @@ def test_mlp_backbone_is_three_layers_of_128():
     assert [(m.in_features, m.out_features) for m in layers] == [(F, 128), (128, 128), (128, E)]
     assert np.isclose(sum(p.numel() for p in make("dense", hidden=16).parameters()),
                       (F * 16 + 16) + (16 * 16 + 16) + (16 * E + E))
+
+
+def test_gumbel_hard_draws_from_softmax_of_the_logits_and_reports_the_log_prob():
+    gate = make("gumbel_hard").train()
+    torch.manual_seed(3)
+    logits = torch.tensor([1.0, 0.0, -1.0, float("-inf")]).repeat(40_000, 1)
+    gate.temperature = 0.3  # τ shapes the straight-through softmax only, not the draw
+    weights, selected, log_prob = gate.select(logits, torch.softmax(logits / 0.3, 1))
+    freq = selected.float().mean(0)
+    torch.testing.assert_close(freq, torch.softmax(logits[0], 0), atol=0.01, rtol=0)
+    torch.testing.assert_close(log_prob, torch.log_softmax(logits, 1)[selected])
+    assert len(gate.eval().select(logits, torch.softmax(logits, 1))) == 2  # evaluation: argmax, no draw
+
+
+def test_gumbel_topn_draws_without_replacement_with_plackett_luce_log_prob():
+    gate = make("gumbel_topn", top_n=2).train()
+    assert gate.samples_in_training and not make("topn").samples_in_training
+    torch.manual_seed(4)
+    l = torch.tensor([1.0, 0.0, -1.0])
+    logits = torch.cat([l, torch.full((E - 3,), float("-inf"))]).repeat(40_000, 1)
+    weights, selected, log_prob = gate.select(logits, torch.softmax(logits, 1))
+    assert (selected.sum(1) == 2).all() and torch.allclose(weights.sum(1), torch.ones(len(weights)))
+    p = torch.softmax(l, 0)
+
+    def ordered(i, j):  # P(first i, then j) under Plackett-Luce
+        return p[i] * p[j] / (1 - p[i])
+
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        rows = selected[:, i] & selected[:, j]
+        exact = ordered(i, j) + ordered(j, i)
+        assert abs(float(rows.float().mean()) - float(exact)) < 0.01
+        drawn = log_prob[rows].exp()
+        assert torch.isclose(drawn, ordered(i, j)).logical_or(torch.isclose(drawn, ordered(j, i))).all()
+    eval_weights, eval_selected = gate.eval().select(logits, torch.softmax(logits, 1))
+    assert eval_selected[:, :2].all() and not eval_selected[:, 2:].any()  # evaluation: the top 2

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedmoe.config import WirelessConfig
-from fedmoe.models.device_costs import ExpertFootprint, expert_cost_matrices
+from fedmoe.models.device_costs import ExpertFootprint, expert_cost_matrices, selection_latency_energy
 from fedmoe.models.heads import TaskHeads, TaskWeights, task_loss
 from fedmoe.wireless.devices import sample_device_profiles
 
@@ -48,3 +48,25 @@ def test_costs_follow_the_channel_and_the_footprint():
         expert_cost_matrices(fps, profiles, rate, latency_weight=2.0)
     with pytest.raises(ValueError, match="unknown modalities"):
         expert_cost_matrices([ExpertFootprint(1.0, 1.0, ("sonar",))], profiles, rate)
+
+
+def test_a_selection_senses_and_sends_each_modality_once():
+    profiles = sample_device_profiles(WirelessConfig(), 3, np.random.default_rng(1))
+    rate = np.array([1e6, 2e6, 5e5])
+    bits = {"camera": 24_576, "gps": 192}
+    fps = [ExpertFootprint(1e5, 192, ("gps",)), ExpertFootprint(5e6, 24_576, ("camera",)),
+           ExpertFootprint(7e6, 24_576 + 192, ("camera", "gps"))]
+    m = expert_cost_matrices(fps, profiles, rate)
+    selected = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 0]], dtype=bool)
+    device = np.array([0, 1, 2, 0])
+    lat, eng = selection_latency_energy(selected, device, fps, profiles, rate, bits)
+    # One expert: exactly its entry of the cost matrices; nothing selected: nothing spent.
+    assert lat[0] == pytest.approx(m.latency_s[0, 0]) and eng[1] == pytest.approx(m.energy_j[1, 1])
+    assert lat[3] == 0.0 and eng[3] == 0.0
+    # Two experts sharing the camera: the camera is sensed and sent once, both are computed.
+    t = (profiles.sensing_time_s[2, 0] + profiles.sensing_time_s[2, 3] + 12e6 / profiles.compute_flops[2]
+         + (24_576 + 192) / 5e5)
+    assert lat[2] == pytest.approx(t)
+    assert lat[2] < m.latency_s[2, 1] + m.latency_s[2, 2]
+    with pytest.raises(ValueError, match="selected must have shape"):
+        selection_latency_energy(selected[:, :2], device, fps, profiles, rate, bits)

@@ -10,7 +10,7 @@ from fedmoe.config import DataConfig
 from fedmoe.data.synthetic import generate
 from fedmoe.models.experts import ExpertSpec, build_experts
 from fedmoe.models.gates import GATES
-from fedmoe.models.moe import MoE
+from fedmoe.models.moe import MoE, batch_tensors
 from fedmoe.training import TrainConfig, train
 
 SPECS = [ExpertSpec(name="gps", architecture="mlp", modalities=("gps",), width=32),
@@ -30,13 +30,18 @@ def data():
     return s
 
 
-def run(data, lam: float):
+def make_moe(data, gate: str = "gumbel_hard") -> MoE:
     torch.manual_seed(0)
     shapes = data.input_shapes
     experts = build_experts(SPECS, shapes, 32)
-    moe = MoE(experts, GATES.get("gumbel_hard")(MoE.gate_in_dim(shapes), 3, use_costs=True), shapes, 4)
+    return MoE(experts, GATES.get(gate)(MoE.gate_in_dim(shapes), 3, use_costs=True), shapes, 4)
+
+
+def run(data, lam: float, **options):
+    moe = make_moe(data)
     costs = np.tile(COST, (len(data), 1))
-    cfg = TrainConfig(stage1_epochs=3, stage2_epochs=4, cost_weight=lam, batch_size=128, balance_weight=0.0)
+    cfg = TrainConfig(stage1_epochs=3, stage2_epochs=4, cost_weight=lam, batch_size=128, balance_weight=0.0,
+                      **options)
     return train(moe, data, cfg, costs)
 
 
@@ -54,3 +59,40 @@ def test_cost_term_moves_selection_to_cheaper_experts(data):
     assert free.usage[2] > 0.5  # without a price the informative radar expert wins
     assert charged.usage[2] < free.usage[2] - 0.3  # with one, the gate moves to the cheap experts
     assert charged.mean_cost < free.mean_cost
+
+
+def test_stage_two_computes_only_the_selected_experts(data):
+    """Count the rows each expert is computed on during stage II training: one expert per sample."""
+    moe = make_moe(data)
+    rows = {"train": 0}
+
+    def count(module, args, output):
+        if module.training:
+            rows["train"] += output.shape[0]
+
+    for e in moe.experts:
+        e.register_forward_hook(count)
+    cfg = TrainConfig(stage1_epochs=0, stage2_epochs=2, batch_size=128)
+    train(moe, data, cfg, np.tile(COST, (len(data), 1)))
+    assert rows["train"] == 2 * len(data)  # two epochs, one expert per sample, nothing else computed
+
+
+@pytest.mark.parametrize("mode", ["each", "subsets"])
+def test_both_stage_one_modes_learn(data, mode):
+    moe = make_moe(data)
+    reports = train(moe, data, TrainConfig(stage1_epochs=6, stage2_epochs=0, stage1_mode=mode, batch_size=64))
+    assert [r.stage for r in reports] == [1] * 6 and reports[-1].loss < reports[0].loss
+    inputs, present, labels = batch_tensors(data)
+    with torch.no_grad():
+        alone = {moe.experts[int(i)].name: o for (r, o), i in zip(moe.eval().forward_each(inputs, present), range(3))}
+    radar = float((alone["radar"].beam_logits.argmax(1) == labels["beam"]).float().mean())
+    noise = float((alone["gps"].beam_logits.argmax(1) == labels["beam"]).float().mean())
+    if mode == "each":  # every expert was trained to predict alone: the informative one does, noise does not
+        assert radar > 0.55 and noise < 0.4, (radar, noise)
+    else:  # the uniform average of the experts learns
+        assert reports[-1].accuracy > 0.4
+
+
+def test_straight_through_estimator_is_still_available(data):
+    free = run(data, 0.0, gate_estimator="straight_through")[-1]
+    assert sum(free.usage) == pytest.approx(1.0) and 0.0 <= free.accuracy <= 1.0
