@@ -31,6 +31,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m sims.bench.allocator
 	$(PY) -m sims.bench.datagen
+	$(PY) -m sims.bench.pareto
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

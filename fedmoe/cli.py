@@ -6,6 +6,7 @@
     fedmoe data make --out FILE.npz            generate a synthetic dataset
     fedmoe data stats [--input FILE.npz]       statistics, per-modality baselines, plots
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
+    fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
     fedmoe scenarios                           list the built-in scenarios
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import tomllib
@@ -107,33 +109,52 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Centralised two-stage training of the mixture on the synthetic data; report and plots."""
-    from fedmoe.data.synthetic import generate, train_test_split
-    from fedmoe.models.builder import build_moe, device_costs_for_samples
+    from fedmoe.centralised import make_split, run_centralised
     from fedmoe.models.plots import plot_diagnostics
-    from fedmoe.training import evaluate, summarise, train
 
     cfg = config_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
-    train_set, test_set = train_test_split(samples, cfg.data.test_fraction, cfg.data.seed)
-    shapes = samples.input_shapes
-    model = build_moe(cfg.model, shapes, cfg.wireless.channel.codebook_size)
-    costs = device_costs_for_samples(model.experts, samples.bits_per_sample, cfg.wireless, cfg.partition.num_devices,
-                                     len(samples), cfg.data.seed, cfg.model.latency_weight)
-    c_train, c_test = costs.per_sample[:len(train_set)], costs.per_sample[len(train_set):]
-    reports = train(model, train_set, cfg.train, c_train, test_set, c_test, progress=not args.quiet)
-    final = evaluate(model, test_set, c_test)
-    summary = summarise(final, test_set, model, costs, slice(len(train_set), None))
+    split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
+    run = run_centralised(cfg, split, progress=not args.quiet)
+    summary = run.summary
     report = {"config": cfg.model_dump(mode="json"), "summary": summary,
-              "epochs": [r.__dict__ for r in reports]}
+              "epochs": [r.__dict__ for r in run.reports]}
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    plot_diagnostics(reports, [e.name for e in model.experts], out / "diagnostics.png")
+    plot_diagnostics(run.reports, summary["experts"], out / "diagnostics.png")
     print(f"test accuracy {summary['accuracy']['all']:.1%} (LoS {summary['accuracy']['los']:.1%}, "
           f"blocked {summary['accuracy']['blocked']:.1%}); {summary['mean_flops']:,.0f} FLOPs/sample; "
           f"costly modality chosen for {summary['costly_rate']['los']:.0%} of LoS and "
           f"{summary['costly_rate']['blocked']:.0%} of blocked samples")
     print(f"wrote {out / 'report.json'} and {out / 'diagnostics.png'}")
+    return 0
+
+
+def parse_lambdas(text: str) -> list[float]:
+    """``"0,0.1,1"`` -> ``[0.0, 0.1, 1.0]`` (comma-separated, each finite and >= 0)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not math.isfinite(x) or x < 0 for x in values):
+        raise argparse.ArgumentTypeError(f"expected one or more finite numbers >= 0, got {text!r}")
+    return values
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train one mixture per λ on the same data; JSON table and Pareto plot."""
+    from fedmoe.centralised import make_split
+    from fedmoe.pareto import format_table, plot_pareto, sweep_lambda
+
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
+    rows = sweep_lambda(cfg, split, args.lambdas, progress=not args.quiet)
+    (out / "sweep.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "points": rows}, indent=2))
+    figure = plot_pareto(rows, out / "pareto.png", f"λ sweep, gate {cfg.model.gate}, scenario {cfg.name}")
+    print(format_table(rows))
+    print(f"wrote {out / 'sweep.json'} and {figure}")
     return 0
 
 
@@ -199,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_options(tr)
     tr.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
     tr.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="train one mixture per λ of the resource-aware loss; Pareto plot and JSON")
+    _config_options(sw)
+    _generation_options(sw)
+    sw.add_argument("--lambdas", type=parse_lambdas, default=[0.0, 0.03, 0.1, 0.3, 1.0], metavar="L1,L2,...",
+                    help="comma-separated λ values (default: 0,0.03,0.1,0.3,1)")
+    sw.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
+    sw.set_defaults(func=cmd_sweep)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
     scen.set_defaults(func=cmd_scenarios)

@@ -136,3 +136,25 @@ def test_train_writes_a_report_and_diagnostics(tmp_path, capsys):
 def test_train_rejects_an_unknown_gate(tmp_path):
     proc = run_cli("train", "--out", str(tmp_path), "--num-samples", "200", "--set", "model.gate='sparse'")
     assert proc.returncode == 2 and "gate 'sparse'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sweep_writes_a_table_and_a_pareto_plot(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--out", str(out), "--num-samples", "500", "--quiet", "--lambdas", "0,30",
+                 "--set", "train.stage1_epochs=1", "--set", "train.stage2_epochs=1",
+                 "--set", "model.modalities=[]", "--set", "model.subsets=[['gps','rf'],['gps','rf','radar']]",
+                 "--set", "model.experts_per_modality=1"])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "λ=0 " in table and "λ=30" in table and "costly LoS" in table
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert [p["lambda"] for p in points] == [0.0, 30.0]
+    for p in points:
+        assert 0 <= p["accuracy"] <= 1 and p["mean_latency_s"] > 0 and set(p["usage"]) == {"gps+rf_s", "gps+rf+radar_s"}
+    assert (out / "pareto.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("bad", ["", "a,b", "-1", "1,nan"])
+def test_sweep_rejects_bad_lambdas(bad, tmp_path):
+    proc = run_cli("sweep", "--out", str(tmp_path), "--lambdas", bad)
+    assert proc.returncode == 2 and "--lambdas" in proc.stderr and "Traceback" not in proc.stderr

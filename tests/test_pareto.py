@@ -1,0 +1,30 @@
+"""The Pareto front helper and the trade-off table of λ sweeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmoe.pareto import format_table, pareto_front, plot_pareto
+
+
+def test_pareto_front_on_a_hand_example():
+    cost = [1.0, 2.0, 3.0, 2.0, 4.0, 1.0]
+    acc = [0.5, 0.7, 0.9, 0.6, 0.8, 0.4]
+    # (2, 0.6) is beaten by (2, 0.7); (4, 0.8) by (3, 0.9); (1, 0.4) by (1, 0.5)
+    assert pareto_front(cost, acc).tolist() == [True, True, True, False, False, False]
+    assert pareto_front([1.0, 1.0], [0.5, 0.5]).tolist() == [True, True]  # ties dominate neither
+    with pytest.raises(ValueError, match="same length"):
+        pareto_front([1.0], [0.5, 0.6])
+
+
+def test_table_and_plot(tmp_path):
+    rows = [{"label": f"λ={lam:g}", "kind": "lambda", "accuracy": a, "accuracy_los": a, "accuracy_blocked": a - 0.1,
+             "mean_flops": 1e6 * c, "mean_latency_s": 0.01 * c, "mean_energy_j": 0.002 * c,
+             "costly_rate_los": 0.2, "costly_rate_blocked": 0.6}
+            for lam, a, c in ((0, 0.7, 4.0), (1, 0.68, 2.0), (10, 0.5, 0.1))]
+    text = format_table(rows)
+    assert "λ=10" in text and "70.0%" in text and len(text.splitlines()) == 5
+    path = plot_pareto(rows, tmp_path / "p.png", "test")
+    assert path.stat().st_size > 10_000
+    assert np.all(pareto_front([r["mean_latency_s"] for r in rows], [r["accuracy"] for r in rows]))
