@@ -77,10 +77,15 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
         for kind in kinds:
             idx = [i for i, r in enumerate(rows) if r["kind"] == kind]
             ax.scatter(cost[idx], acc[idx], marker=markers[kind], label=kind, zorder=3)
-        for x, y, r in zip(cost, acc, rows):
-            ax.annotate(r["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = np.flatnonzero(pareto_front(cost, acc))
+        on_front = pareto_front(cost, acc)
+        front = np.flatnonzero(on_front)
         front = front[np.argsort(cost[front])]
+        # Label the front and the isolated points; crowded dominated points are left to the
+        # legend and the JSON table (their labels would overlap).
+        for i, (x, y, r) in enumerate(zip(cost, acc, rows)):
+            near = np.sum((np.abs(np.log10(np.maximum(cost, 1e-12) / max(x, 1e-12))) < 0.15) & (np.abs(acc - y) < 0.03))
+            if on_front[i] or near <= 1:
+                ax.annotate(r["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.plot(cost[front], acc[front], color="grey", lw=1, ls="--", zorder=2, label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel(f"mean per-sample {key.split('_')[1]} ({unit}, log)")
