@@ -251,6 +251,13 @@ class TrainConfig(StrictModel):
     tasks: TaskWeights = Field(default_factory=TaskWeights)
 
 
+def distinct_modalities(v: tuple[str, ...]) -> tuple[str, ...]:
+    """``v`` unchanged, or a ``ValueError`` naming the list when a modality repeats (for validators)."""
+    if len(set(v)) != len(v):
+        raise ValueError(f"modalities repeat: {list(v)}")
+    return v
+
+
 class ModelConfig(StrictModel):
     """The mixture of experts (see fedmoe.models and docs/models.md)."""
 
@@ -270,9 +277,7 @@ class ModelConfig(StrictModel):
     @field_validator("modalities")
     @classmethod
     def _distinct_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"modalities repeat: {list(v)}")
-        return v
+        return distinct_modalities(v)
 
     @field_validator("subsets")
     @classmethod

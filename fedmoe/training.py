@@ -49,6 +49,12 @@ def resource_aware_loss(task: torch.Tensor, probs: torch.Tensor, costs: torch.Te
         if costs.shape != probs.shape:
             raise ValueError(f"costs have shape {tuple(costs.shape)}, gate probabilities {tuple(probs.shape)}")
         total = total + lam * (torch.nan_to_num(probs) * costs).sum(dim=1).mean()
+    return total + _router_penalties(aux, z_weight, balance_weight)
+
+
+def _router_penalties(aux: dict[str, torch.Tensor], z_weight: float, balance_weight: float) -> torch.Tensor | float:
+    """``β_z L_z + β_lb L_lb`` from a gate's auxiliary losses (a term is skipped at weight 0)."""
+    total: torch.Tensor | float = 0.0
     if z_weight > 0 and "z_loss" in aux:
         total = total + z_weight * aux["z_loss"]
     if balance_weight > 0 and "load_balance" in aux:
@@ -114,11 +120,7 @@ def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor 
         logp = torch.log_softmax(gate_out.logits, dim=1)
         entropy = -(torch.nan_to_num(logp.exp() * logp)).sum(dim=1).mean()  # 0·(−inf) at unavailable experts
         total = total - entropy_weight * entropy
-    if z_weight > 0 and "z_loss" in gate_out.aux:
-        total = total + z_weight * gate_out.aux["z_loss"]
-    if balance_weight > 0 and "load_balance" in gate_out.aux:
-        total = total + balance_weight * gate_out.aux["load_balance"]
-    return total
+    return total + _router_penalties(gate_out.aux, z_weight, balance_weight)
 
 
 @dataclass

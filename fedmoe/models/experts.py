@@ -51,7 +51,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from fedmoe.config import MODALITIES, StrictModel
+from fedmoe.config import MODALITIES, StrictModel, distinct_modalities
 from fedmoe.models.cost import ExpertCost, count_flops, expert_costs
 from fedmoe.registry import Registry
 
@@ -123,11 +123,14 @@ class Expert(nn.Module):
             parts.append(self._prepare(m, inputs[m]))
         if len(parts) == 1:
             return self.body(parts[0])
-        batches = {p.shape[0] for p in parts}
-        if len(batches) != 1:
+        self._check_same_batch(parts)
+        return self.body(torch.cat([p.flatten(1) for p in parts], dim=1))
+
+    def _check_same_batch(self, parts: Sequence[torch.Tensor]) -> None:
+        """Raise if the per-modality tensors ``parts`` (in :attr:`modalities` order) differ in batch size."""
+        if len({p.shape[0] for p in parts}) != 1:
             raise ValueError(f"expert {self.name!r}: inputs have different batch sizes "
                              f"{dict(zip(self.modalities, (p.shape[0] for p in parts)))}")
-        return self.body(torch.cat([p.flatten(1) for p in parts], dim=1))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, modalities={self.modalities}, out_dim={self.out_dim}"
@@ -150,6 +153,8 @@ ARCHITECTURES: Registry[ExpertFactory] = Registry("expert architecture")
 def _check_args(arch: str, name: str, modalities: Sequence[str], input_shapes: dict, out_dim: int, width: int) -> None:
     if not modalities:
         raise ValueError(f"expert {name!r} ({arch}): needs at least one modality")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"expert {name!r} ({arch}): modalities repeat: {list(modalities)}")
     missing = [m for m in modalities if m not in input_shapes]
     if missing:
         raise ValueError(f"expert {name!r} ({arch}): no input shape given for modalities {missing}")
@@ -281,8 +286,6 @@ def _vector_mlp(arch: str, modalities: Sequence[str], input_shapes: dict, out_di
         if len(shape) != 1:
             raise ValueError(f"expert {name!r} ({arch}): input {m!r} must be a 1-D vector per sample, "
                              f"got shape {shape}")
-    if len(set(modalities)) != len(modalities):
-        raise ValueError(f"expert {name!r} ({arch}): modalities repeat: {list(modalities)}")
     d = int(sum(np.prod(input_shapes[m]) for m in modalities))
     return Expert(name, modalities, input_shapes, out_dim, _mlp(d, width, out_dim), architecture=arch)
 
@@ -333,10 +336,7 @@ class FusionExpert(Expert):
         if missing:
             raise ValueError(f"expert {self.name!r}: inputs {missing} missing (got {sorted(inputs)})")
         parts = [self.encoders[m]({m: inputs[m]}) for m in self.modalities]
-        batches = {p.shape[0] for p in parts}
-        if len(batches) != 1:
-            raise ValueError(f"expert {self.name!r}: inputs have different batch sizes "
-                             f"{dict(zip(self.modalities, (p.shape[0] for p in parts)))}")
+        self._check_same_batch(parts)
         return self.body(torch.relu(torch.cat(parts, dim=1)))
 
 
@@ -353,8 +353,6 @@ def subset_fusion(modalities: Sequence[str], input_shapes: dict[str, Sequence[in
     """
     name = name or "subset_fusion"
     _check_args("subset_fusion", name, modalities, input_shapes, out_dim, width)
-    if len(set(modalities)) != len(modalities):
-        raise ValueError(f"expert {name!r} (subset_fusion): modalities repeat: {list(modalities)}")
     unknown = [m for m in modalities if m not in DEFAULT_ARCHITECTURE]
     if unknown:
         raise ValueError(f"expert {name!r} (subset_fusion): no default encoder for modalities {unknown}; "
@@ -447,9 +445,7 @@ class ExpertSpec(StrictModel):
         unknown = [m for m in v if m not in MODALITIES]
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"modalities repeat: {list(v)}")
-        return v
+        return distinct_modalities(v)
 
 
 DEFAULT_ARCHITECTURE: dict[str, str] = {"camera": "camera_resnet", "lidar": "lidar_conv1d", "radar": "radar_conv",

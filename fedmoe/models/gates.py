@@ -276,6 +276,13 @@ def _gumbel_perturbed(logits: torch.Tensor) -> torch.Tensor:
 def _top_n_select(logits: torch.Tensor, probs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``n`` available experts, weights renormalised over them, straight-through to ``probs``."""
     idx = logits.topk(min(n, logits.shape[1]), dim=1).indices
+    return _renormalised_over(idx, logits, probs)
+
+
+def _renormalised_over(idx: torch.Tensor, logits: torch.Tensor,
+                       probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select the experts ``idx`` (B, n) that are available; weights ``probs`` renormalised over
+    them, straight-through to ``probs``. Returns ``(weights, selected)``."""
     selected = torch.zeros_like(logits, dtype=torch.bool).scatter(1, idx, True) & torch.isfinite(logits)
     sparse = probs.detach() * selected
     sparse = sparse / sparse.sum(dim=1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
@@ -368,9 +375,7 @@ class GumbelTopNGate(TopNGate):
         if not self.training:
             return _top_n_select(logits, probs, self.top_n)
         order = _gumbel_perturbed(logits).topk(min(self.top_n, logits.shape[1]), dim=1).indices
-        selected = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order, True) & torch.isfinite(logits)
-        sparse = probs.detach() * selected
-        sparse = sparse / sparse.sum(dim=1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
+        weights, selected = _renormalised_over(order, logits, probs)
         remaining = logits
         log_prob = torch.zeros(logits.shape[0], dtype=logits.dtype, device=logits.device)
         for k in range(order.shape[1]):
@@ -379,7 +384,7 @@ class GumbelTopNGate(TopNGate):
             step = pick - torch.logsumexp(remaining, dim=1)
             log_prob = log_prob + torch.where(ok, step, torch.zeros_like(step))
             remaining = remaining.scatter(1, order[:, k:k + 1], float("-inf"))
-        return _straight_through(sparse, probs), selected, log_prob
+        return weights, selected, log_prob
 
 
 @GATES.register("channel_aware")

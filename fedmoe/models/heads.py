@@ -59,9 +59,10 @@ def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWe
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    per: dict[str, torch.Tensor] = {}
+    per: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # task -> (per-sample loss, 0 where no label; valid)
     if weights.beam > 0:
-        per["beam"] = nn.functional.cross_entropy(out.beam_logits, labels["beam"], reduction="none")
+        ce = nn.functional.cross_entropy(out.beam_logits, labels["beam"], reduction="none")
+        per["beam"] = (ce, torch.ones_like(ce, dtype=torch.bool))
     if weights.pathloss > 0:
         y = labels["pathloss_db"]
         ok = torch.isfinite(y)
@@ -80,16 +81,11 @@ def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWe
     batch = out.beam_logits.shape[0]
     sample = torch.zeros(batch, dtype=out.beam_logits.dtype, device=out.beam_logits.device)
     means: dict[str, torch.Tensor] = {}
-    for k, v in per.items():
-        if isinstance(v, tuple):
-            err, ok = v
-            n_ok = int(ok.sum())
-            means[k] = err.sum() / n_ok if n_ok else err.sum() * 0.0
-            # per sample, weighted so that the batch mean equals the task's mean over valid rows
-            sample = sample + alpha[k] * err * (batch / max(n_ok, 1))
-        else:
-            means[k] = v.mean()
-            sample = sample + alpha[k] * v
+    for k, (err, ok) in per.items():
+        n_ok = int(ok.sum())
+        means[k] = err.sum() / n_ok if n_ok else err.sum() * 0.0
+        # per sample, weighted so that the batch mean equals the task's mean over valid rows
+        sample = sample + alpha[k] * err * (batch / max(n_ok, 1))
     total = sum(alpha[k] * v for k, v in means.items())
     logs = {k: float(v.detach()) for k, v in means.items()}
     return (total if reduction == "mean" else sample), logs

@@ -160,7 +160,7 @@ class MoE(nn.Module):
             rows = torch.nonzero(selected[:, i], as_tuple=False).squeeze(1)
             if rows.numel() == 0:
                 continue  # selected by no sample: not computed at all
-            out = expert({m: x[m].index_select(0, rows) for m in expert.modalities})
+            out = _on_rows(expert, x, rows)
             z = z.index_add(0, rows, weights.index_select(0, rows)[:, i:i + 1] * out)
             counts[i] = rows.numel()
         return z, counts
@@ -209,8 +209,13 @@ class MoE(nn.Module):
         for i, expert in enumerate(self.experts):
             rows = torch.nonzero(avail[:, i], as_tuple=False).squeeze(1)
             if rows.numel():
-                out.append((rows, self.heads(expert({m: x[m].index_select(0, rows) for m in expert.modalities}))))
+                out.append((rows, self.heads(_on_rows(expert, x, rows))))
         return out
+
+
+def _on_rows(expert: nn.Module, x: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """The expert's output on the batch rows ``rows`` (it reads only its own modalities)."""
+    return expert({m: x[m].index_select(0, rows) for m in expert.modalities})
 
 
 def batch_tensors(samples: ISACSamples, index: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor,
