@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default data.
+## The main job on the embedded default data: a federated run (Flower simulation, Ray backend).
 demo: $(STAMP)
-	$(VENV)/bin/fedmoe demo --out $(OUT)
+	$(VENV)/bin/fedmoe run --out $(OUT)
 
 ## The default test suite (slow tests excluded). pytest exits 5 when it collects nothing: that fails.
 test: $(STAMP)

@@ -296,6 +296,44 @@ class ModelConfig(StrictModel):
         return self
 
 
+class FederatedConfig(StrictModel):
+    """Federated rounds on Flower (``fedmoe run``): rounds, device selection, aggregation.
+
+    Stage I of the two-stage training (experts alone) runs for the first
+    ``stage1_rounds`` rounds, stage II (gate and fine-tuning) for the rest; λ is
+    ``train.cost_weight`` and the local optimiser follows ``train`` (batch size, lr with
+    its schedule over the rounds of each stage, weight decay, gate estimator).
+    """
+
+    rounds: int = Field(20, ge=1, le=100_000)
+    stage1_rounds: int = Field(8, ge=0, le=100_000, description="rounds of stage I (experts alone); the rest train the gate")
+    local_epochs: int = Field(1, ge=1, le=1_000, description="passes over the local data per round")
+    clients_per_round: int = Field(10, ge=1, le=100_000, description="devices sampled per round (random, utility caps)")
+    selection: str = Field("deadline-max-devices", description="a name in fedmoe.federated.selection.SELECTION_POLICIES")
+    allocation: Literal["min-latency", "equal"] = Field(
+        "min-latency", description="resource blocks of the selected: exact min round latency, or an equal split")
+    deadline_s: float = Field(20.0, gt=0.0, le=1e6, description="round deadline T of the deadline policies, s")
+    strategy: str = Field("expert_wise", description="a name in strategies.STRATEGIES")
+    aggregator: str = Field("fedavg", description="Flower rule under the strategy: a name in strategies.AGGREGATORS")
+    aggregator_options: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="keyword arguments of the aggregator (e.g. proximal_mu, eta)")
+    local_keys: tuple[str, ...] = Field((), description="glob patterns of parameter names that never leave a device")
+    max_modalities: int = Field(5, ge=1, le=5, description="modality budget: the cheapest this many sensors a device may use per round")
+    test_samples: int = Field(4000, ge=1, le=10_000_000, description="held-out samples of the server-side evaluation")
+    eval_every: int = Field(1, ge=1, le=100_000, description="server-side evaluation every this many rounds (and the last)")
+    fraction_evaluate: float = Field(0.0, ge=0.0, le=1.0, description="share of devices asked to evaluate on their own data")
+    checkpoint_every: int = Field(5, ge=0, le=100_000, description="save the global model every this many rounds (0: only the last)")
+    client_cpus: int = Field(1, ge=1, le=1024, description="CPUs per virtual client (Ray backend)")
+    partition_cache: int = Field(32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
+    round_timeout_s: float = Field(3600.0, gt=0.0, le=1e6, description="wall-clock wait for the replies of a round")
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> "FederatedConfig":
+        if self.stage1_rounds > self.rounds:
+            raise ValueError(f"stage1_rounds ({self.stage1_rounds}) exceeds rounds ({self.rounds})")
+        return self
+
+
 class FedMoEConfig(StrictModel):
     """Top-level configuration (a scenario TOML file holds any subset of it)."""
 
@@ -305,6 +343,7 @@ class FedMoEConfig(StrictModel):
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    federated: FederatedConfig = Field(default_factory=FederatedConfig)
 
 
 # --------------------------------------------------------------------------- loading and errors

@@ -219,6 +219,116 @@ def accuracy_under_dropout(model: MoE, samples: ISACSamples, costs: np.ndarray |
     return out
 
 
+@dataclass
+class EpochStats:
+    """What one pass over the local data did: mean loss, and how often each expert was computed.
+
+    ``expert_rows[i]`` counts the (sample, expert ``i``) pairs computed in the pass; the
+    federated client turns it into the per-expert usage that weighs its expert updates.
+    """
+
+    loss: float
+    samples: int
+    expert_rows: np.ndarray
+
+    @property
+    def usage(self) -> np.ndarray:
+        """Share of the pass's samples on which each expert was computed."""
+        return self.expert_rows / max(self.samples, 1)
+
+
+def proximal_term(model: MoE, anchor: dict[str, torch.Tensor] | None, mu: float) -> torch.Tensor | float:
+    """FedProx's ``(μ/2) ||w − w_global||²`` over the parameters named in ``anchor`` (0 when μ = 0)."""
+    if not anchor or mu <= 0:
+        return 0.0
+    total = 0.0
+    for name, p in model.named_parameters():
+        if name in anchor:
+            total = total + ((p - anchor[name]) ** 2).sum()
+    return 0.5 * mu * total
+
+
+def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sched, rng: np.random.Generator,
+                 bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0) -> EpochStats:
+    """One stage-I pass (module docstring): every available expert alone (``each``) or random subsets."""
+    model.train()
+    total, rows_done = 0.0, 0
+    computed = np.zeros(model.num_experts, dtype=np.int64)
+    for rows in _batches(len(train_set), cfg.batch_size, rng):
+        inputs, present, labels = batch_tensors(train_set, rows)
+        if cfg.stage1_mode == "each":
+            pairs = model.forward_each(inputs, present)
+            loss = sum(task_loss(o, {k: v[r] for k, v in labels.items()}, cfg.tasks)[0] for r, o in pairs) / len(pairs)
+            computed += model.available(present).sum(0).numpy()
+        else:
+            active = torch.from_numpy(rng.random((len(rows), model.num_experts)) < cfg.keep_prob)
+            out, counts = model.forward_uniform(inputs, present, active)
+            loss, _ = task_loss(out, labels, cfg.tasks)
+            computed += counts.numpy().astype(np.int64)
+        loss = loss + proximal_term(model, anchor, mu)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach()) * len(rows)
+        rows_done += len(rows)
+        if bar is not None:
+            bar.update(1)
+    return EpochStats(total / max(rows_done, 1), rows_done, computed)
+
+
+def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, cfg: TrainConfig, opt, sched,
+                 rng: np.random.Generator, schedule, step: int, critic: "RewardBaseline | None" = None,
+                 bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0) -> tuple[EpochStats, int]:
+    """One stage-II pass: the gate (score function or straight-through, module docstring) and fine-tuning.
+
+    ``schedule(step) -> τ`` sets the gate temperature; returns the pass's statistics and
+    the step count after it.
+    """
+    score_function = cfg.gate_estimator == "score_function" and model.gate.samples_in_training
+    model.train()
+    total, rows_done = 0.0, 0
+    computed = np.zeros(model.num_experts, dtype=np.int64)
+    for rows in _batches(len(train_set), cfg.batch_size, rng):
+        model.gate.temperature = float(schedule(step))
+        inputs, present, labels = batch_tensors(train_set, rows)
+        c = _costs_for(costs, rows)
+        out = model(inputs, present, c, detach_weights=score_function)
+        per_sample, _ = task_loss(out.tasks, labels, cfg.tasks, reduction="none")
+        if score_function:
+            loss = score_function_loss(per_sample, out.gate, c, cfg.cost_weight, cfg.z_loss_weight,
+                                       cfg.balance_weight, critic(out.gate_features, c) if critic else None,
+                                       cfg.entropy_weight)
+        else:
+            loss = resource_aware_loss(per_sample.mean(), out.gate.probs, c, cfg.cost_weight, out.gate.aux,
+                                       cfg.z_loss_weight, cfg.balance_weight)
+        loss = loss + proximal_term(model, anchor, mu)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach()) * len(rows)
+        rows_done += len(rows)
+        computed += out.expert_samples.numpy().astype(np.int64)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+    return EpochStats(total / max(rows_done, 1), rows_done, computed), step
+
+
+def make_critic(model: MoE, cfg: TrainConfig, with_costs: bool) -> "RewardBaseline | None":
+    """The critic of the score-function estimator, when the gate samples and ``cfg`` asks for one."""
+    score_function = cfg.gate_estimator == "score_function" and model.gate.samples_in_training
+    if not (score_function and cfg.critic_baseline):
+        return None
+    return RewardBaseline(model.gate.in_dim + (model.num_experts if with_costs else 0))
+
+
+def stage1_parameters(model: MoE) -> list[torch.nn.Parameter]:
+    """What stage I trains: everything but the gate."""
+    return [p for n, p in model.named_parameters() if not n.startswith("gate.")]
+
+
 def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarray | None = None,
           val_set: ISACSamples | None = None, val_costs: np.ndarray | None = None,
           schedule=None, progress: bool = False) -> list[EpochReport]:
@@ -245,66 +355,26 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     bar = tqdm(total=(cfg.stage1_epochs + cfg.stage2_epochs) * steps_per_epoch, desc="training",
                disable=not progress, leave=False)
 
-    opt, sched = _optimiser([p for n, p in model.named_parameters() if not n.startswith("gate.")], cfg,
-                            cfg.stage1_epochs * steps_per_epoch)
+    opt, sched = _optimiser(stage1_parameters(model), cfg, cfg.stage1_epochs * steps_per_epoch)
     for epoch in range(cfg.stage1_epochs):
-        model.train()
-        total = 0.0
-        for rows in _batches(len(train_set), cfg.batch_size, rng):
-            inputs, present, labels = batch_tensors(train_set, rows)
-            if cfg.stage1_mode == "each":
-                pairs = model.forward_each(inputs, present)
-                loss = sum(task_loss(o, {k: v[r] for k, v in labels.items()}, cfg.tasks)[0] for r, o in pairs) / len(pairs)
-            else:
-                active = torch.from_numpy(rng.random((len(rows), model.num_experts)) < cfg.keep_prob)
-                out, _ = model.forward_uniform(inputs, present, active)
-                loss, _ = task_loss(out, labels, cfg.tasks)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(rows)
-            bar.update(1)
+        stats = stage1_epoch(model, train_set, cfg, opt, sched, rng, bar)
         acc = _stage1_accuracy(model, val_set, cfg.stage1_mode)
-        reports.append(EpochReport(1, epoch, total / len(train_set), acc))
+        reports.append(EpochReport(1, epoch, stats.loss, acc))
         log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
 
-    score_function = cfg.gate_estimator == "score_function" and model.gate.samples_in_training
-    critic = RewardBaseline(model.gate.in_dim + (model.num_experts if costs is not None else 0)) \
-        if score_function and cfg.critic_baseline else None
+    critic = make_critic(model, cfg, costs is not None)
     opt, sched = _optimiser(list(model.parameters()) + (list(critic.parameters()) if critic else []), cfg,
                             total_steps2)
     step = 0
     for epoch in range(cfg.stage2_epochs):
-        model.train()
-        total = 0.0
-        for rows in _batches(len(train_set), cfg.batch_size, rng):
-            model.gate.temperature = float(schedule(step))
-            inputs, present, labels = batch_tensors(train_set, rows)
-            c = _costs_for(costs, rows)
-            out = model(inputs, present, c, detach_weights=score_function)
-            per_sample, _ = task_loss(out.tasks, labels, cfg.tasks, reduction="none")
-            if score_function:
-                loss = score_function_loss(per_sample, out.gate, c, cfg.cost_weight, cfg.z_loss_weight,
-                                           cfg.balance_weight, critic(out.gate_features, c) if critic else None,
-                                           cfg.entropy_weight)
-            else:
-                loss = resource_aware_loss(per_sample.mean(), out.gate.probs, c, cfg.cost_weight, out.gate.aux,
-                                           cfg.z_loss_weight, cfg.balance_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(rows)
-            step += 1
-            bar.update(1)
+        stats, step = stage2_epoch(model, train_set, costs, cfg, opt, sched, rng, schedule, step, critic, bar)
         ev = evaluate(model, val_set, val_costs)
         usage = np.asarray(ev["usage"])
         share = usage / max(usage.sum(), 1e-12)
         collapsed = bool(share.max() > cfg.collapse_share) and model.num_experts > 1
         if collapsed:
             log.warning("gate collapse: expert %d takes %.0f%% of the selections", int(share.argmax()), 100 * share.max())
-        reports.append(EpochReport(2, epoch, total / len(train_set), ev["accuracy"], ev["gate_entropy"],
+        reports.append(EpochReport(2, epoch, stats.loss, ev["accuracy"], ev["gate_entropy"],
                                    ev["usage"], ev["mean_cost"], collapsed,
                                    accuracy_under_dropout(model, val_set, val_costs)))
         log.info("stage II epoch %d: loss %.4f, accuracy %.3f, entropy %.3f", epoch, reports[-1].loss,

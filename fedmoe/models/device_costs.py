@@ -48,7 +48,7 @@ class CostMatrices:
 
 
 def expert_cost_matrices(footprints: Sequence[ExpertFootprint], profiles: DeviceProfiles, rate_bps: np.ndarray,
-                         latency_weight: float = 0.5) -> CostMatrices:
+                         latency_weight: float = 0.5, reference: tuple[float, float] | None = None) -> CostMatrices:
     """Latency, energy and normalised cost of every expert on every device (module docstring).
 
     Parameters
@@ -61,6 +61,10 @@ def expert_cost_matrices(footprints: Sequence[ExpertFootprint], profiles: Device
         Uplink rate ``R_k`` of each device (K,), e.g. from its resource-block allocation.
     latency_weight
         ``β`` in ``[0, 1]``: share of latency (vs energy) in the cost.
+    reference
+        ``(T_ref, E_ref)`` to normalise by instead of this batch's own maxima, so that one
+        device alone (a federated client with its allocated rate) gets the cost scale of
+        the whole population (:func:`cost_reference`).
     """
     if not 0.0 <= latency_weight <= 1.0:
         raise ValueError(f"latency_weight must be in [0, 1], got {latency_weight}")
@@ -79,8 +83,14 @@ def expert_cost_matrices(footprints: Sequence[ExpertFootprint], profiles: Device
         flops, bits = np.full(k, fp.flops), np.full(k, fp.bits)
         lat[:, i] = device_latency(profiles, flops, bits, rate, used)
         eng[:, i] = device_energy(profiles, flops, bits, rate, used)
-    cost = latency_weight * _normalised(lat) + (1.0 - latency_weight) * _normalised(eng)
+    t_ref, e_ref = (None, None) if reference is None else reference
+    cost = latency_weight * _normalised(lat, t_ref) + (1.0 - latency_weight) * _normalised(eng, e_ref)
     return CostMatrices(lat, eng, cost)
+
+
+def cost_reference(matrices: CostMatrices) -> tuple[float, float]:
+    """``(T_ref, E_ref)``: the largest finite latency and energy of ``matrices`` (module docstring)."""
+    return _reference(matrices.latency_s), _reference(matrices.energy_j)
 
 
 def selection_latency_energy(selected: np.ndarray, device: np.ndarray, footprints: Sequence[ExpertFootprint],
@@ -129,11 +139,17 @@ def selection_latency_energy(selected: np.ndarray, device: np.ndarray, footprint
     return device_latency(on, flops, bits, rate, used), device_energy(on, flops, bits, rate, used)
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
+def _reference(x: np.ndarray) -> float:
     finite = np.isfinite(x)
-    ref = x[finite].max() if finite.any() else 1.0
-    ref = ref if ref > 0 else 1.0
-    return np.where(finite, x / ref, 1.0)
+    ref = float(x[finite].max()) if finite.any() else 1.0
+    return ref if ref > 0 else 1.0
+
+
+def _normalised(x: np.ndarray, ref: float | None = None) -> np.ndarray:
+    ref = _reference(x) if ref is None else ref
+    if not ref > 0:
+        raise ValueError(f"cost reference must be > 0, got {ref}")
+    return np.where(np.isfinite(x), np.minimum(x / ref, 1.0), 1.0)
 
 
 def modality_index(modalities: Sequence[str]) -> list[int]:

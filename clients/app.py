@@ -1,0 +1,101 @@
+"""The federated fedmoe ClientApp (Flower 1.41 Message API).
+
+One app for simulation and deployment: the device is ``context.node_config["partition-id"]``
+(out of ``"num-partitions"``), the scenario arrives as JSON in every message's config,
+and the device's data, sensors and radio are derived from both
+(:class:`fedmoe.federated.world.ScenarioWorld`). Per-device state (the score-function
+critic, parameters declared local) lives only in ``context.state``.
+
+Handlers:
+
+``@app.query()``
+    the device's partition id, sample count and sensors (the server asks once).
+``@app.train()``
+    one round of local training (:func:`fedmoe.federated.local.local_update`).
+``@app.evaluate()``
+    the global model on the device's own held-out data.
+
+Heavy imports (torch, the model zoo) happen inside the handlers, so that a deployment
+that starts a fresh process per message pays for them only when it trains.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedmoe.flower import to_numpy, to_record
+
+app = ClientApp()
+
+LOCAL_STATE_KEY = "fedmoe.local"
+
+
+def _device_id(context: Context, num_devices: int) -> int:
+    cfg = context.node_config
+    if "partition-id" not in cfg:
+        raise ValueError("node config lacks 'partition-id' (start the SuperNode with --node-config "
+                         "\"partition-id=K num-partitions=N\")")
+    pid = int(cfg["partition-id"])
+    if "num-partitions" in cfg and int(cfg["num-partitions"]) != num_devices:
+        raise ValueError(f"node config says num-partitions={cfg['num-partitions']}, the scenario has "
+                         f"partition.num_devices={num_devices}")
+    if not 0 <= pid < num_devices:
+        raise ValueError(f"partition-id {pid} is outside [0, {num_devices})")
+    return pid
+
+
+def _world(msg: Message):
+    from fedmoe.federated.world import world_for
+
+    config = msg.content["config"]
+    if "scenario" not in config:
+        raise ValueError("message config lacks 'scenario' (the fedmoe config as JSON)")
+    return world_for(str(config["scenario"]))
+
+
+def _local_state(context: Context) -> dict:
+    rec = context.state.array_records.get(LOCAL_STATE_KEY)
+    return {} if rec is None else to_numpy(rec)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Partition id, sample count and sensors of this device (no data is generated)."""
+    from fedmoe.data.partition import device_modalities, local_size
+
+    world = _world(msg)
+    pid = _device_id(context, world.num_devices)
+    cfg = world.cfg
+    metrics = MetricRecord({
+        "partition-id": pid,
+        "num-examples": local_size(cfg.partition, cfg.data.seed, pid),
+        "modalities": [int(x) for x in device_modalities(cfg.partition, cfg.data.seed, pid)],
+    })
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training; replies with the shared parameters and the experts used."""
+    from fedmoe.federated.local import RoundInstructions, local_update
+
+    world = _world(msg)
+    pid = _device_id(context, world.num_devices)
+    instr = RoundInstructions.from_config(dict(msg.content["config"]))
+    result = local_update(world, pid, to_numpy(msg.content["arrays"]), _local_state(context), instr)
+    if result.local_state:
+        context.state[LOCAL_STATE_KEY] = to_record(result.local_state)
+    content = RecordDict({"arrays": to_record(result.arrays), "metrics": MetricRecord(result.metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Accuracy of the global model on this device's own held-out data."""
+    from fedmoe.federated.local import local_evaluate
+
+    world = _world(msg)
+    pid = _device_id(context, world.num_devices)
+    metrics = local_evaluate(world, pid, to_numpy(msg.content["arrays"]), _local_state(context))
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

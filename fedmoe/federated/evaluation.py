@@ -1,0 +1,83 @@
+"""Server-side evaluation of the global mixture after each round, and checkpoints.
+
+The held-out set is :meth:`ScenarioWorld.server_test_set` (a stream no device draws). Each
+test sample is given a device of the cell and that device's cost vector at an equal
+uplink share (:func:`fedmoe.models.builder.device_costs_for_samples`, as the centralised
+runner does), so the accuracy *and* the per-sample inference latency and energy of what
+the gate selects are comparable with ``fedmoe train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from fedmoe.federated.local import load_model
+from fedmoe.federated.world import ScenarioWorld
+from fedmoe.models.builder import device_costs_for_samples
+from fedmoe.training import evaluate, summarise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerEvaluator:
+    """``evaluate(round, arrays)`` on the server's held-out set every ``every`` rounds (and the last),
+    saving a checkpoint every ``checkpoint_every`` rounds (and the last) into ``checkpoint_dir``."""
+
+    world: ScenarioWorld
+    last_round: int
+    every: int = 1
+    checkpoint_every: int = 0
+    checkpoint_dir: Path | None = None
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.test = self.world.server_test_set()
+        model = self.world.template
+        cfg = self.world.cfg
+        self.costs = device_costs_for_samples(model.experts, self.test.bits_per_sample, cfg.wireless,
+                                              cfg.partition.num_devices, len(self.test), cfg.data.seed,
+                                              cfg.model.latency_weight)
+
+    def due(self, server_round: int) -> bool:
+        return server_round == 0 or server_round == self.last_round or server_round % self.every == 0
+
+    def evaluate(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+        """Test metrics of the global model (None when no evaluation is due this round)."""
+        self._checkpoint(server_round, arrays)
+        if not self.due(server_round):
+            return None
+        model = load_model(self.world, arrays)
+        final = evaluate(model, self.test, self.costs.per_sample)
+        summary = summarise(final, self.test, model, self.costs, slice(None))
+        out = {
+            "accuracy": summary["accuracy"]["all"],
+            "accuracy_los": summary["accuracy"]["los"],
+            "accuracy_blocked": summary["accuracy"]["blocked"],
+            "inference_latency_s": summary["mean_latency_s"],
+            "inference_energy_j": summary["mean_energy_j"],
+            "gate_entropy": float(final["gate_entropy"]),
+            "usage": [float(u) for u in final["usage"]],
+        }
+        self.results[server_round] = out
+        return out
+
+    def _checkpoint(self, server_round: int, arrays: Mapping[str, np.ndarray]) -> None:
+        if self.checkpoint_dir is None or server_round == 0:
+            return
+        last = server_round == self.last_round
+        if not last and not (self.checkpoint_every and server_round % self.checkpoint_every == 0):
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()}
+        name = "final.pt" if last else f"round_{server_round:04d}.pt"
+        tmp = self.checkpoint_dir / (name + ".tmp")
+        torch.save({"round": server_round, "state_dict": state}, tmp)
+        os.replace(tmp, self.checkpoint_dir / name)  # atomic: a reader never sees half a file

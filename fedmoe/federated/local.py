@@ -1,0 +1,215 @@
+"""One device's part of a federated round, without Flower: load the global model, train on the
+local data with the device's own cost vector, and say what it cost.
+
+``clients/app.py`` wraps these functions in Flower's ``ClientApp`` handlers; tests and the
+overhead benchmark call them directly (the benchmark's plain loop does exactly the
+client compute the Flower simulation does).
+
+Per round the server sends :class:`RoundInstructions` (stage, epochs, learning rate,
+temperature, λ, FedProx μ, the device's rate and resource blocks, the deadline and the
+modality budget). The device
+
+1. masks the modalities outside its budget (their experts get no rows, hence no update),
+2. runs ``local_epochs`` passes of stage I (:func:`fedmoe.training.stage1_epoch`) or
+   stage II (:func:`fedmoe.training.stage2_epoch`, the resource-aware loss of paper 001
+   eq. 9 with its own cost vector ``C_k`` at its allocated rate,
+   :meth:`ScenarioWorld.cost_row`), adding FedProx's ``(μ/2)||w − w_t||²`` when ``μ > 0``,
+3. replies with the shared parameters and the experts it computed, its sample count,
+   per-expert usage ``u_ki`` (share of its samples each expert was computed on), training
+   FLOPs ``F_k = 3 Σ_i rows_ki F_i`` (forward and backward ≈ 3 forward passes, experts
+   only), update bits ``b_k`` and the resulting ``T_k``, ``E_k``
+   (:func:`fedmoe.federated.selection.round_costs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from fedmoe.config import MODALITIES
+from fedmoe.data.partition import apply_modality_mask
+from fedmoe.data.samples import ISACSamples
+from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload_keys
+from fedmoe.federated.selection import round_costs
+from fedmoe.federated.world import ScenarioWorld
+from fedmoe.models.moe import MoE
+from fedmoe.training import (_optimiser, evaluate, make_critic, stage1_epoch, stage1_parameters, stage2_epoch)
+
+CRITIC_PREFIX = "critic."
+"""Local-state keys of the score-function critic (it never leaves the device)."""
+
+FORWARD_BACKWARD_FACTOR = 3.0
+"""Training FLOPs per sample ≈ 3 × forward FLOPs (forward, and a backward pass of about twice that)."""
+
+
+@dataclass
+class RoundInstructions:
+    """What the server tells a selected device for one round (the ``config`` of its message)."""
+
+    server_round: int
+    stage: int
+    local_epochs: int
+    lr: float
+    tau: float
+    cost_weight: float
+    rate_bps: float
+    num_rb: int
+    deadline_s: float
+    modalities: tuple[str, ...] = MODALITIES
+    proximal_mu: float = 0.0
+    fit_standardiser: bool = False
+
+    _KEYS = {"server_round": "server-round", "stage": "stage", "local_epochs": "local-epochs", "lr": "lr",
+             "tau": "tau", "cost_weight": "cost-weight", "rate_bps": "rate-bps", "num_rb": "num-rb",
+             "deadline_s": "deadline-s", "modalities": "modalities", "proximal_mu": "proximal-mu",
+             "fit_standardiser": "fit-standardiser"}
+
+    def to_config(self) -> dict[str, Any]:
+        """Flower ``ConfigRecord`` values (kebab-case keys, as Flower's own strategies use)."""
+        out = {self._KEYS[k]: v for k, v in asdict(self).items()}
+        out["modalities"] = list(self.modalities)
+        return out
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "RoundInstructions":
+        """Read the instructions back; a missing or malformed key is a ``ValueError`` naming it."""
+        values = {}
+        for f in fields(cls):
+            key = cls._KEYS[f.name]
+            if key not in config:
+                if f.name in ("modalities", "proximal_mu", "fit_standardiser"):
+                    continue
+                raise ValueError(f"round config lacks {key!r}")
+            values[f.name] = config[key]
+        if "modalities" in values:
+            unknown = set(values["modalities"]) - set(MODALITIES)
+            if unknown:
+                raise ValueError(f"round config 'modalities' has unknown names {sorted(unknown)}")
+            values["modalities"] = tuple(values["modalities"])
+        if int(values["stage"]) not in (1, 2):
+            raise ValueError(f"round config 'stage' must be 1 or 2, got {values['stage']}")
+        return cls(**values)
+
+
+@dataclass
+class LocalResult:
+    """A device's reply: the arrays it uploads, the state it keeps, and its metrics."""
+
+    arrays: dict[str, np.ndarray]
+    local_state: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+
+
+def load_model(world: ScenarioWorld, global_arrays: Mapping[str, np.ndarray],
+               local_state: Mapping[str, np.ndarray] | None = None) -> MoE:
+    """A fresh mixture with the global arrays, then the device's own local parameters, loaded."""
+    model = world.new_model()
+    state = model.state_dict()
+    unknown = [k for k in global_arrays if k not in state]
+    if unknown:
+        raise ValueError(f"global model has unknown parameters {unknown[:3]}{'…' if len(unknown) > 3 else ''}")
+    for source in (global_arrays, {k: v for k, v in (local_state or {}).items() if k in state}):
+        for k, v in source.items():
+            if tuple(v.shape) != tuple(state[k].shape):
+                raise ValueError(f"parameter {k!r} has shape {tuple(v.shape)}, the model expects {tuple(state[k].shape)}")
+            state[k] = torch.as_tensor(np.asarray(v)).to(state[k].dtype)
+    model.load_state_dict(state)
+    return model
+
+
+def budgeted(samples: ISACSamples, modalities: tuple[str, ...], model: MoE) -> ISACSamples:
+    """``samples`` without the modalities outside the budget, and without rows no expert can serve then."""
+    mask = np.array([m in modalities for m in MODALITIES])
+    out = apply_modality_mask(samples, mask) if not mask.all() else samples
+    servable = model.available(torch.from_numpy(out.present)).any(dim=1).numpy()
+    return out if servable.all() else out.subset(np.flatnonzero(servable))
+
+
+def _seed(world: ScenarioWorld, server_round: int, device_id: int) -> int:
+    return (world.cfg.train.seed * 1_000_003 + server_round * 100_003 + device_id) % (2**63)
+
+
+def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[str, np.ndarray],
+                 local_state: Mapping[str, np.ndarray] | None, instr: RoundInstructions) -> LocalResult:
+    """Train device ``device_id`` for one round (module docstring)."""
+    if not 0 <= device_id < world.num_devices:
+        raise ValueError(f"partition-id {device_id} is outside [0, {world.num_devices})")
+    cfg = world.cfg
+    local_state = dict(local_state or {})
+    model = load_model(world, global_arrays, local_state)
+    samples = budgeted(world.partition(device_id).samples, instr.modalities, model)
+    if len(samples) == 0:
+        raise ValueError(f"device {device_id} has no sample its allowed modalities {list(instr.modalities)} can serve")
+    if instr.fit_standardiser:
+        model.fit_standardiser(samples)
+    seed = _seed(world, instr.server_round, device_id)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    tcfg = cfg.train.model_copy(update={"lr": instr.lr, "lr_schedule": "constant", "cost_weight": instr.cost_weight})
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()} if instr.proximal_mu > 0 else None
+    steps = int(np.ceil(len(samples) / tcfg.batch_size)) * instr.local_epochs
+    rows = np.zeros(model.num_experts, dtype=np.int64)
+    losses = []
+    if instr.stage == 1:
+        opt, sched = _optimiser(stage1_parameters(model), tcfg, steps)
+        for _ in range(instr.local_epochs):
+            stats = stage1_epoch(model, samples, tcfg, opt, sched, rng, anchor=anchor, mu=instr.proximal_mu)
+            rows += stats.expert_rows
+            losses.append(stats.loss)
+    else:
+        cost_row = world.cost_row(device_id, instr.rate_bps)
+        costs = np.broadcast_to(cost_row, (len(samples), model.num_experts))
+        critic = make_critic(model, tcfg, with_costs=True)
+        if critic is not None:
+            saved = {k[len(CRITIC_PREFIX):]: torch.as_tensor(v) for k, v in local_state.items()
+                     if k.startswith(CRITIC_PREFIX)}
+            if saved:
+                critic.load_state_dict(saved)
+        params = list(model.parameters()) + (list(critic.parameters()) if critic else [])
+        opt, sched = _optimiser(params, tcfg, steps)
+        step = 0
+        for _ in range(instr.local_epochs):
+            stats, step = stage2_epoch(model, samples, costs, tcfg, opt, sched, rng, lambda _s: instr.tau, step,
+                                       critic, anchor=anchor, mu=instr.proximal_mu)
+            rows += stats.expert_rows
+            losses.append(stats.loss)
+        if critic is not None:
+            local_state.update({CRITIC_PREFIX + k: v for k, v in to_numpy(critic.state_dict()).items()})
+    passes = len(samples) * instr.local_epochs
+    usage = rows / max(passes, 1)
+    state = to_numpy(model.state_dict())
+    patterns = cfg.federated.local_keys
+    keys = upload_keys(list(state), usage, patterns)
+    arrays = {k: state[k] for k in keys}
+    local_state.update({k: v for k, v in state.items() if is_local(k, patterns)})
+    flops = FORWARD_BACKWARD_FACTOR * float(rows @ np.array([c.flops_per_sample for c in world.expert_costs]))
+    bits = payload_bits(arrays)
+    profile = world.profiles.subset([device_id])
+    latency, energy = round_costs(profile, np.array([flops]), np.array([bits]), np.array([instr.rate_bps]))
+    metrics = {
+        "num-examples": int(len(samples)),
+        "expert-usage": [float(u) for u in usage],
+        "train-loss": float(np.mean(losses)),
+        "flops": flops,
+        "upload-bits": bits,
+        "latency-s": float(latency[0]),
+        "energy-j": float(energy[0]),
+        "partition-id": int(device_id),
+        "stage": int(instr.stage),
+    }
+    return LocalResult(arrays, local_state, metrics)
+
+
+def local_evaluate(world: ScenarioWorld, device_id: int, global_arrays: Mapping[str, np.ndarray],
+                   local_state: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Beam accuracy of the global model (with the device's local parameters) on the device's held-out data."""
+    model = load_model(world, global_arrays, local_state)
+    samples = budgeted(world.evaluation_data(device_id), MODALITIES, model)
+    rate = float(world.equal_share_rate()[device_id])
+    costs = np.broadcast_to(world.cost_row(device_id, rate), (len(samples), model.num_experts))
+    ev = evaluate(model, samples, np.ascontiguousarray(costs))
+    return {"num-examples": int(len(samples)), "accuracy": float(ev["accuracy"]), "mean-cost": float(ev["mean_cost"]),
+            "partition-id": int(device_id)}

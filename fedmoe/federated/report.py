@@ -1,0 +1,156 @@
+"""The run folder of ``fedmoe run``: config copy, ``metrics.json``, ``rounds.csv`` and plots.
+
+::
+
+    <out>/config.json              the resolved configuration
+    <out>/scenario.toml            the scenario file it came from (when there was one)
+    <out>/metrics.json             per-round records (virtual clock, energy, test accuracy) and the final summary
+    <out>/rounds.csv               the same per-round table for spreadsheets
+    <out>/checkpoints/*.pt         global model every ``federated.checkpoint_every`` rounds and final.pt
+    <out>/accuracy.png             test accuracy vs rounds and vs virtual time
+    <out>/energy.png               energy and latency per round
+    <out>/gate_usage.png           expert usage per device class (stage II)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+CSV_COLUMNS = ("round", "stage", "selected", "completed", "failed", "planned_latency_s", "latency_s", "energy_j",
+               "clock_s", "upload_bits", "train_loss", "accuracy", "accuracy_los", "accuracy_blocked",
+               "inference_latency_s", "inference_energy_j", "gate_entropy")
+
+
+def round_rows(history: Sequence[Any], evaluations: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Round records merged with the test metrics of the same round (round 0: the initial model)."""
+    rows = []
+    if 0 in evaluations:
+        rows.append({"round": 0, "stage": 0, "clock_s": 0.0, "energy_j": 0.0, "latency_s": 0.0, **evaluations[0]})
+    for rec in history:
+        row = asdict(rec) if not isinstance(rec, dict) else dict(rec)
+        row.update(evaluations.get(row["round"], {}))
+        rows.append(row)
+    return rows
+
+
+def final_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Last evaluated accuracy, total virtual time and energy, rounds completed."""
+    evaluated = [r for r in rows if "accuracy" in r]
+    trained = [r for r in rows if r["round"] > 0]
+    last = evaluated[-1] if evaluated else {}
+    return {
+        "rounds": len(trained),
+        "accuracy": last.get("accuracy"),
+        "accuracy_los": last.get("accuracy_los"),
+        "accuracy_blocked": last.get("accuracy_blocked"),
+        "inference_latency_s": last.get("inference_latency_s"),
+        "inference_energy_j": last.get("inference_energy_j"),
+        "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
+        "virtual_time_s": trained[-1]["clock_s"] if trained else 0.0,
+        "energy_j": float(sum(r.get("energy_j", 0.0) for r in trained)),
+        "mean_energy_per_round_j": float(sum(r.get("energy_j", 0.0) for r in trained) / max(len(trained), 1)),
+        "failed_updates": int(sum(r.get("failed", 0) for r in trained)),
+    }
+
+
+def time_to_accuracy(rows: list[dict[str, Any]], target: float) -> float | None:
+    """Virtual time of the first evaluated round whose accuracy reaches ``target`` (None if never)."""
+    for r in rows:
+        if r.get("accuracy") is not None and r["accuracy"] >= target:
+            return float(r["clock_s"])
+    return None
+
+
+def write_run(out: Path, config: dict[str, Any], rows: list[dict[str, Any]], extra: dict[str, Any] | None = None,
+              scenario_file: Path | None = None, expert_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write config, metrics.json, rounds.csv and the plots; returns the metrics document."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    if scenario_file is not None and scenario_file.is_file():
+        (out / "scenario.toml").write_text(scenario_file.read_text())
+    doc = {"summary": final_summary(rows), "rounds": rows, **(extra or {})}
+    _atomic_write(out / "metrics.json", json.dumps(doc, indent=2, default=_jsonable))
+    with open(out / "rounds.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+    plot_run(out, rows, expert_names)
+    return doc
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+def plot_run(out: Path, rows: list[dict[str, Any]], expert_names: Sequence[str] | None = None) -> None:
+    """accuracy.png, energy.png and gate_usage.png from the round rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = [r for r in rows if r.get("accuracy") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, x_key, label in ((axes[0], "round", "round"), (axes[1], "clock_s", "virtual time (s)")):
+        for key, name in (("accuracy", "all"), ("accuracy_los", "LoS"), ("accuracy_blocked", "blocked")):
+            ax.plot([r[x_key] for r in ev], [r.get(key) for r in ev], marker="o" if key == "accuracy" else None,
+                    ms=3, label=name, lw=2 if key == "accuracy" else 1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test beam accuracy (top-1)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("Global model on the server's held-out set")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+    trained = [r for r in rows if r["round"] > 0]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    rounds = [r["round"] for r in trained]
+    ax.bar(rounds, [r["energy_j"] for r in trained], color="tab:orange", label="energy (all devices)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("energy per round (J)")
+    ax2 = ax.twinx()
+    ax2.plot(rounds, [r["latency_s"] for r in trained], "k.-", label="round latency")
+    ax2.set_ylabel("round latency (s, slowest device)")
+    fig.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "energy.png", dpi=120)
+    plt.close(fig)
+
+    stage2 = [r for r in trained if r.get("stage") == 2 and r.get("usage_by_class")]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    if stage2:
+        classes = sorted({c for r in stage2 for c in r["usage_by_class"]})
+        num_experts = len(next(iter(stage2[-1]["usage_by_class"].values())))
+        width = 0.8 / max(len(classes), 1)
+        for j, c in enumerate(classes):
+            seen = [r["usage_by_class"][c] for r in stage2 if c in r["usage_by_class"]]
+            mean = [sum(u[i] for u in seen) / len(seen) for i in range(num_experts)]
+            ax.bar([i + j * width for i in range(num_experts)], mean, width, label=f"{c} uplink")
+        names = list(expert_names) if expert_names else [str(i) for i in range(num_experts)]
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(num_experts)], names, rotation=60, fontsize=7)
+        ax.set_ylabel("share of local samples")
+        ax.legend()
+        ax.set_title("Expert usage in local training by device class (stage II rounds)")
+    else:
+        ax.text(0.5, 0.5, "no stage-II round", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(out / "gate_usage.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,176 @@
+"""What the server and every client derive from the scenario alone, without holding any data.
+
+A :class:`ScenarioWorld` is a pure function of the configuration: the sample source of
+the synthetic generator, input shapes and uplink bits per modality, the initial mixture
+(seeded), the experts' FLOPs, the devices of the cell and the cost scale. The server
+and each client build the same world from the same config, so a client needs nothing
+but the config it receives in a message and its partition id.
+
+Device ``k``'s data are built lazily (:func:`fedmoe.data.partition.make_device_partition`)
+and kept in a small per-process LRU cache (``federated.partition_cache`` entries). The
+cache holds *derived* data only — the same for every virtual client that asks — so
+sharing it between the virtual clients of one Ray worker is safe; per-client state
+lives in Flower's ``context.state``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from fedmoe.config import MODALITIES, FedMoEConfig, parse_config
+from fedmoe.data.partition import (DevicePartition, apply_degradation, apply_modality_mask, device_degradation,
+                                   device_modalities, device_rng, make_device_partition)
+from fedmoe.data.samples import ISACSamples
+from fedmoe.models.builder import build_moe
+from fedmoe.models.cost import ExpertCost, expert_costs
+from fedmoe.models.device_costs import ExpertFootprint, cost_reference, expert_cost_matrices
+from fedmoe.models.moe import MoE
+from fedmoe.wireless.devices import DeviceProfiles, sample_device_profiles
+from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
+
+_SERVER_TEST_STREAM = 0x7E57
+_WORLDS: "OrderedDict[str, ScenarioWorld]" = OrderedDict()
+_MAX_WORLDS = 4
+
+
+def config_json(cfg: FedMoEConfig) -> str:
+    """The canonical JSON of a config (what travels in a message's ``ConfigRecord``)."""
+    return json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def world_for(cfg_or_json: FedMoEConfig | str) -> "ScenarioWorld":
+    """The (cached) world of a config, given as a :class:`FedMoEConfig` or its JSON."""
+    key = cfg_or_json if isinstance(cfg_or_json, str) else config_json(cfg_or_json)
+    world = _WORLDS.get(key)
+    if world is None:
+        cfg = cfg_or_json if isinstance(cfg_or_json, FedMoEConfig) else \
+            parse_config(json.loads(cfg_or_json), source="scenario from the server")
+        world = ScenarioWorld(cfg)
+        _WORLDS[key] = world
+        while len(_WORLDS) > _MAX_WORLDS:
+            _WORLDS.popitem(last=False)
+    else:
+        _WORLDS.move_to_end(key)
+    return world
+
+
+class ScenarioWorld:
+    """The scenario's derived, data-free objects (module docstring).
+
+    Parameters
+    ----------
+    cfg
+        The full configuration; ``cfg.partition.num_devices`` devices exist.
+    """
+
+    def __init__(self, cfg: FedMoEConfig) -> None:
+        from fedmoe.data.synthetic import synthetic_source
+
+        self.cfg = cfg
+        self.num_devices = cfg.partition.num_devices
+        self.num_beams = cfg.wireless.channel.codebook_size
+        self.source = synthetic_source(cfg.data, cfg.wireless.channel)
+        probe = self.source(2, np.random.default_rng(0))
+        self.shapes: dict[str, tuple[int, ...]] = probe.input_shapes
+        self.bits_per_sample: dict[str, int] = dict(probe.bits_per_sample)
+        self._partitions: OrderedDict[int, DevicePartition] = OrderedDict()
+
+    # ------------------------------------------------------------------ model
+
+    @cached_property
+    def template(self) -> MoE:
+        """The initial mixture (seeded by ``train.seed``), never trained: copy it with :meth:`new_model`."""
+        torch.manual_seed(self.cfg.train.seed)
+        return build_moe(self.cfg.model, self.shapes, self.num_beams)
+
+    def new_model(self) -> MoE:
+        """A fresh copy of :attr:`template`."""
+        return copy.deepcopy(self.template)
+
+    @cached_property
+    def expert_costs(self) -> list[ExpertCost]:
+        """Counted FLOPs per sample, parameters and input bits of every expert."""
+        return expert_costs(self.template.experts, bits_per_sample=self.bits_per_sample)
+
+    @cached_property
+    def footprints(self) -> list[ExpertFootprint]:
+        return [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities)
+                for e, c in zip(self.template.experts, self.expert_costs)]
+
+    @cached_property
+    def expert_modalities(self) -> np.ndarray:
+        """(E, M) bool: the modalities (:data:`MODALITIES` order) each expert reads."""
+        out = np.zeros((len(self.footprints), len(MODALITIES)), dtype=bool)
+        for i, fp in enumerate(self.footprints):
+            out[i, [MODALITIES.index(m) for m in fp.modalities]] = True
+        return out
+
+    # ------------------------------------------------------------------ devices and costs
+
+    @cached_property
+    def profiles(self) -> DeviceProfiles:
+        """The ``num_devices`` devices of the cell, drawn as the centralised runner draws them
+        (:func:`fedmoe.models.builder.device_costs_for_samples`, same seed: same devices)."""
+        return sample_device_profiles(self.cfg.wireless, self.num_devices, np.random.default_rng(self.cfg.data.seed))
+
+    @cached_property
+    def noise_psd(self) -> float:
+        ch = self.cfg.wireless.channel
+        return noise_psd_w_hz(ch.noise_psd_dbm_hz, ch.noise_figure_db)
+
+    def equal_share_rate(self, profiles: DeviceProfiles | None = None) -> np.ndarray:
+        """Uplink rate of each device with ``⌊N_rb / K⌋`` resource blocks (at least one)."""
+        prof = self.profiles if profiles is None else profiles
+        up = self.cfg.wireless.uplink
+        rb = max(1, up.num_resource_blocks // max(len(prof), 1))
+        return uplink_rate(np.full(len(prof), rb), up.resource_block_hz, prof.tx_power_w, prof.gain, self.noise_psd)
+
+    @cached_property
+    def cost_reference(self) -> tuple[float, float]:
+        """``(T_ref, E_ref)`` of the cost ``C``: the worst expert on the worst device at an equal uplink share."""
+        matrices = expert_cost_matrices(self.footprints, self.profiles, self.equal_share_rate(),
+                                        self.cfg.model.latency_weight)
+        return cost_reference(matrices)
+
+    def cost_row(self, device_id: int, rate_bps: float) -> np.ndarray:
+        """(E,) float32: device ``device_id``'s cost ``C`` of each expert at uplink rate ``rate_bps``."""
+        m = expert_cost_matrices(self.footprints, self.profiles.subset([device_id]), np.array([rate_bps]),
+                                 self.cfg.model.latency_weight, self.cost_reference)
+        return m.cost[0].astype(np.float32)
+
+    # ------------------------------------------------------------------ data
+
+    def partition(self, device_id: int) -> DevicePartition:
+        """Device ``device_id``'s training data, built lazily and cached (module docstring)."""
+        key = int(device_id)
+        part = self._partitions.get(key)
+        if part is not None:
+            self._partitions.move_to_end(key)
+            return part
+        part = make_device_partition(self.source, self.cfg.partition, self.cfg.data.seed, key, self.num_beams)
+        if self.cfg.federated.partition_cache > 0:
+            self._partitions[key] = part
+            while len(self._partitions) > self.cfg.federated.partition_cache:
+                self._partitions.popitem(last=False)
+        return part
+
+    def evaluation_data(self, device_id: int) -> ISACSamples:
+        """Device ``device_id``'s own held-out data: ``data.test_fraction × samples_per_device`` fresh
+        samples (stream ``evaluation``) with the device's sensors and degradation, not cached."""
+        pcfg, seed = self.cfg.partition, self.cfg.data.seed
+        n = max(1, int(round(pcfg.samples_per_device * self.cfg.data.test_fraction)))
+        samples = self.source(n, device_rng(seed, int(device_id), "evaluation"))
+        samples = apply_modality_mask(samples, device_modalities(pcfg, seed, int(device_id)))
+        samples, _ = apply_degradation(samples, device_degradation(pcfg, seed, int(device_id)), seed, int(device_id))
+        return samples
+
+    def server_test_set(self) -> ISACSamples:
+        """``federated.test_samples`` fresh samples for the server-side evaluation (a stream no device draws)."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.cfg.data.seed, _SERVER_TEST_STREAM]))
+        return self.source(self.cfg.federated.test_samples, rng)

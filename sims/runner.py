@@ -1,0 +1,100 @@
+"""``fedmoe run``: a federated simulation on Flower's Ray backend (``flwr.simulation.run_simulation``).
+
+One virtual SuperNode per device (``partition.num_devices``), each running
+``clients.app:app`` with ``partition-id`` set by Flower; the ServerApp is
+:func:`strategies.server_app.make_server_app` bound to the config. Each virtual client
+gets ``federated.client_cpus`` CPUs, so ``cpus // client_cpus`` run at once.
+
+Flower's own telemetry is switched off (no network at run time), as is the per-run
+dependency installation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from fedmoe.config import FedMoEConfig
+
+log = logging.getLogger(__name__)
+
+QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+             "RAY_DEDUP_LOGS": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+
+
+def check_run_config(cfg: FedMoEConfig) -> None:
+    """Fail before Ray starts: unknown strategy, aggregator or selection policy, bad aggregator
+    options, more devices per round than resource blocks (``ValueError`` / ``UnknownNameError``)."""
+    from fedmoe.federated.selection import SELECTION_POLICIES
+    from strategies import STRATEGIES, make_aggregator
+
+    fed = cfg.federated
+    STRATEGIES.get(fed.strategy)
+    SELECTION_POLICIES.get(fed.selection)
+    make_aggregator(fed.aggregator, dict(fed.aggregator_options))
+    num_rb = cfg.wireless.uplink.num_resource_blocks
+    per_round = cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round
+    if per_round > num_rb:
+        raise ValueError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
+                         "(each selected device needs one at least)")
+    if fed.clients_per_round > cfg.partition.num_devices:
+        raise ValueError(f"federated.clients_per_round={fed.clients_per_round} exceeds partition.num_devices="
+                         f"{cfg.partition.num_devices}")
+
+
+def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None) -> dict:
+    """Ray backend settings: CPUs per virtual client, and the CPUs Ray may use in all."""
+    cpus = num_cpus or os.cpu_count() or 1
+    if cfg.federated.client_cpus > cpus:
+        raise ValueError(f"federated.client_cpus={cfg.federated.client_cpus} exceeds the {cpus} CPUs available")
+    return {"client_resources": {"num_cpus": cfg.federated.client_cpus, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True}}
+
+
+def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, scenario_file: Path | None = None,
+                  on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False):
+    """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
+
+    Returns :class:`strategies.server_app.FederatedRun`.
+    """
+    check_run_config(cfg)
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    from tqdm.auto import tqdm
+    from flwr.simulation import run_simulation
+
+    from clients.app import app as client_app
+    from strategies.server_app import make_server_app
+
+    bar = tqdm(total=cfg.federated.rounds, desc="rounds", unit="round", disable=not progress)
+
+    def _on_round(record) -> None:
+        bar.update(1)
+        bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.0f}s",
+                        loss=f"{record.train_loss:.3f}")
+        if on_round is not None:
+            on_round(record)
+
+    outcome: list = []
+    server = make_server_app(cfg, out, outcome, _on_round, scenario_file)
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    if not verbose:
+        flwr_logger.setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    try:
+        run_simulation(server_app=server, client_app=client_app, num_supernodes=cfg.partition.num_devices,
+                       backend_config=backend_config(cfg, num_cpus), verbose_logging=verbose)
+    finally:
+        flwr_logger.setLevel(level)
+        bar.close()
+    if not outcome:
+        raise RuntimeError("the simulation ended without a result from the ServerApp (see the log above)")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    run = outcome[0]
+    log.info("simulation finished in %.1f s", time.perf_counter() - t0)
+    return run

@@ -1,0 +1,459 @@
+"""Expert-wise federated averaging of a multimodal mixture of experts with resource-aware rounds.
+
+The aggregation follows DESIGN.md ("Federated learning") and the federated MoE setting of
+the survey (paper 003): shared parameters over all participants, each expert over the
+devices that hold and use it. Device selection and uplink allocation follow paper 001's
+OFDMA model (eq. 3–5) with the exact allocator of :mod:`fedmoe.wireless.allocator`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedmoe.config import MODALITIES
+from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, RoundInstructions
+from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index, parameter_groups
+from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
+from fedmoe.federated.world import ScenarioWorld, config_json
+from fedmoe.models.gates import TemperatureSchedule
+from strategies.aggregators import make_aggregator, quiet_flower
+
+log = logging.getLogger(__name__)
+
+WEIGHT_KEY = "num-examples"
+QUERY_TIMEOUT_S = 600.0
+
+
+@dataclass
+class DeviceInfo:
+    """What a node told the server about itself (its answer to the QUERY message)."""
+
+    node_id: int
+    device_id: int
+    num_examples: int
+    modalities: np.ndarray  # (M,) bool
+
+
+@dataclass
+class RoundRecord:
+    """One round on the virtual clock (synchronous: the round lasts as long as its slowest device)."""
+
+    round: int
+    stage: int
+    selected: int
+    completed: int
+    failed: int
+    planned_latency_s: float
+    latency_s: float
+    energy_j: float
+    clock_s: float
+    upload_bits: float
+    train_loss: float
+    devices: list[int] = field(default_factory=list)
+    usage_by_class: dict[str, list[float]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+class _Participants:
+    """A stand-in Grid listing only the devices already selected (for the rule's own ``configure_train``)."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        self._ids = list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._ids)
+
+
+class ExpertWise(Strategy):
+    r"""Expert-wise aggregation of a mixture of experts, with resource-aware device selection.
+
+    Every round :math:`t`:
+
+    1. **Channel and demand.** Small-scale fading is redrawn; each device's training FLOPs
+       :math:`F_k` and update bits :math:`b_k` are estimated (stage I: all experts it may
+       use; stage II: what it reported last time in stage II, else the round's mean).
+    2. **Selection and allocation.** ``federated.selection`` picks devices
+       (:mod:`fedmoe.federated.selection`), ``federated.allocation`` shares the resource
+       blocks; each device gets its rate :math:`R_k`, the deadline, λ and its modality
+       budget (the ``federated.max_modalities`` sensors with the fewest uplink bits).
+    3. **Local training** on the devices (``clients/app.py``).
+    4. **Aggregation**, group by group (:mod:`fedmoe.federated.parameters`). With
+       :math:`n_k` the samples of device :math:`k` and :math:`u_{ki}` the share of them
+       on which it computed expert :math:`i`, the rule underneath (FedAvg by default)
+       combines
+
+       .. math::
+
+           w_{\text{shared}}^{t+1} = \frac{\sum_{k \in S_t} n_k w_{k,\text{shared}}}{\sum_{k \in S_t} n_k},
+           \qquad
+           w_i^{t+1} = \frac{\sum_{k \in S_{t,i}} n_k u_{ki} w_{k,i}}{\sum_{k \in S_{t,i}} n_k u_{ki}},
+
+       with :math:`S_{t,i} = \{k \in S_t : u_{ki} > 0\}` (a device lacking the
+       modality, or outside its budget, has :math:`u_{ki} = 0` and does not touch
+       expert :math:`i`); an expert nobody used keeps :math:`w_i^t`. Parameters matching
+       ``federated.local_keys`` are never sent and never aggregated.
+    5. **Virtual clock.** The round lasts :math:`\max_{k} T_k` of the replies and costs
+       :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`).
+
+    Any Flower strategy can be the rule of step 4 (``federated.aggregator``; see
+    :mod:`strategies.aggregators`): it receives, per group, replies whose
+    ``"num-examples"`` is the group weight above (robust rules such as FedMedian and
+    Krum ignore the weights). Its ``configure_train`` also runs every round, per group,
+    so stateful rules see the current global arrays, and the config keys it adds
+    (e.g. FedProx's ``"proximal-mu"``) reach the clients.
+
+    Config keys every client must honour (``ConfigRecord`` of the TRAIN message):
+    ``"scenario"`` (the config as JSON), ``"server-round"``, ``"stage"`` (1 or 2),
+    ``"local-epochs"``, ``"lr"``, ``"tau"`` (gate temperature), ``"cost-weight"`` (λ),
+    ``"rate-bps"``, ``"num-rb"``, ``"deadline-s"``, ``"modalities"`` (allowed sensors),
+    ``"fit-standardiser"`` and, under FedProx, ``"proximal-mu"``. Replies carry
+    ``"arrays"`` (shared keys and the experts it computed) and a ``"metrics"`` record with
+    ``"num-examples"``, ``"expert-usage"`` (E floats), ``"train-loss"``, ``"flops"``,
+    ``"upload-bits"``, ``"latency-s"``, ``"energy-j"`` and ``"partition-id"``.
+
+    Parameters
+    ----------
+    world : ScenarioWorld
+        The scenario (config, devices, experts' costs).
+    aggregator : str, optional
+        Name in :data:`strategies.AGGREGATORS`; default ``federated.aggregator``.
+    aggregator_options : dict, optional
+        Its keyword arguments; default ``federated.aggregator_options``.
+    on_round : callable, optional
+        ``on_round(record)`` after each aggregation (progress bars, live logs).
+    """
+
+    expert_wise: bool = True
+    """False aggregates every parameter over every participant (plain FedAvg)."""
+
+    def __init__(self, world: ScenarioWorld, aggregator: str | None = None,
+                 aggregator_options: dict[str, Any] | None = None,
+                 on_round: Callable[[RoundRecord], None] | None = None) -> None:
+        fed = world.cfg.federated
+        self.world = world
+        self.fed = fed
+        self.aggregator_name = aggregator or fed.aggregator
+        self.aggregator_options = dict(fed.aggregator_options if aggregator_options is None else aggregator_options)
+        make_aggregator(self.aggregator_name, self.aggregator_options)  # fail early on bad options
+        self.on_round = on_round
+        self.scenario_json = config_json(world.cfg)
+        self.groups = parameter_groups(world.template.state_dict(), fed.local_keys)
+        self._rules: dict[str, Strategy] = {}
+        self.devices: dict[int, DeviceInfo] | None = None
+        self.history: list[RoundRecord] = []
+        self.clock_s = 0.0
+        self._plan: RoundPlan | None = None
+        self._stage = 1
+        self._reported: dict[int, tuple[float, float]] = {}  # device -> (flops per sample, bits) in stage II
+        self._loss: dict[int, float] = {}
+        self._rng = np.random.default_rng(np.random.SeedSequence([world.cfg.data.seed, 0x5E1EC7]))
+        self._device_class = self._classes()
+
+    # ------------------------------------------------------------------ Flower Strategy API
+
+    def summary(self) -> None:
+        log.info("ExpertWise: shared + %d experts%s, rule %s %s, selection %s/%s, deadline %.3g s",
+                 sum(expert_index(g) is not None for g in self.groups),
+                 ", local keys kept" if LOCAL in self.groups else "", self.aggregator_name, self.aggregator_options,
+                 self.fed.selection, self.fed.allocation, self.fed.deadline_s)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        if self.devices is None:
+            self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)
+        self._stage = 1 if server_round <= self.fed.stage1_rounds else 2
+        self._global = arrays
+        allowed = self._allowed_modalities()
+        demand = self._demand(allowed)
+        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s,
+                               self.world.noise_psd, self._rng)
+        plan = plan_round(demand, ctx, self.fed.selection, self.fed.allocation)
+        self._plan = plan
+        node_of = {d.device_id: d.node_id for d in self.devices.values()}
+        nodes = [node_of[int(k)] for k in plan.devices]
+        extra = self._rule_config(server_round, arrays, nodes)
+        messages = []
+        for j, k in enumerate(plan.devices):
+            k = int(k)
+            instr = RoundInstructions(
+                server_round=server_round, stage=self._stage, local_epochs=self.fed.local_epochs,
+                lr=self._lr(server_round), tau=self._tau(server_round), cost_weight=self._cost_weight(),
+                rate_bps=float(plan.rate_bps[j]), num_rb=int(plan.num_rb[j]), deadline_s=self.fed.deadline_s,
+                modalities=tuple(m for m, on in zip(MODALITIES, allowed[k]) if on),
+                proximal_mu=float(extra.get("proximal-mu", 0.0)), fit_standardiser=server_round == 1)
+            cfg = ConfigRecord({**extra, **config, **instr.to_config(), "scenario": self.scenario_json})
+            content = RecordDict({"arrays": arrays, "config": cfg})
+            messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_of[k]))
+        log.info("round %d (stage %d): %d devices selected (%s), expected round latency %.3g s",
+                 server_round, self._stage, len(messages), plan.note, plan.round_latency_s)
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        ok = [m for m in replies if not m.has_error()]
+        failures = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in replies if m.has_error()]
+        for f in failures:
+            log.warning("round %d: %s", server_round, f)
+        expected = 0 if self._plan is None else len(self._plan.devices)
+        if len(replies) < expected:
+            failures.append(f"{expected - len(replies)} device(s) did not reply in time")
+        merged = self.aggregate_groups(server_round, ok)
+        record = self._record(server_round, ok, failures, expected)
+        self.history.append(record)
+        if self.on_round is not None:
+            self.on_round(record)
+        metrics = MetricRecord({"train-loss": record.train_loss, "latency-s": record.latency_s,
+                                "energy-j": record.energy_j, "clock-s": record.clock_s,
+                                "completed": record.completed, "failed": record.failed})
+        return merged, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if self.fed.fraction_evaluate == 0.0 or self.devices is None:
+            return []
+        nodes = sorted(self.devices)
+        k = max(1, int(round(len(nodes) * self.fed.fraction_evaluate)))
+        chosen = self._rng.choice(nodes, size=k, replace=False)
+        cfg = ConfigRecord({**config, "server-round": server_round, "scenario": self.scenario_json})
+        return [Message(content=RecordDict({"arrays": arrays, "config": cfg}), message_type=MessageType.EVALUATE,
+                        dst_node_id=int(n)) for n in chosen]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        ok = [m.content["metrics"] for m in replies if not m.has_error()]
+        if not ok:
+            return None
+        n = np.array([float(r[WEIGHT_KEY]) for r in ok])
+        acc = np.array([float(r["accuracy"]) for r in ok])
+        return MetricRecord({"accuracy": float((n * acc).sum() / max(n.sum(), 1.0)), WEIGHT_KEY: int(n.sum())})
+
+    # ------------------------------------------------------------------ aggregation
+
+    def group_members(self, replies: list[Message]) -> dict[str, list[tuple[Message, float]]]:
+        """``{group: [(reply, weight)]}``: shared over every reply (weight ``n_k``), expert ``i``
+        over the replies that carry it with ``u_ki > 0`` (weight ``n_k u_ki``)."""
+        members: dict[str, list[tuple[Message, float]]] = {}
+        for msg in replies:
+            metrics = msg.content["metrics"]
+            n = float(metrics[WEIGHT_KEY])
+            usage = list(metrics.get("expert-usage", []))
+            sent = set(msg.content["arrays"].keys())
+            for group, keys in self.groups.items():
+                if group in (LOCAL, FIXED) or not set(keys) <= sent:
+                    continue
+                i = expert_index(group)
+                if i is None or not self.expert_wise:
+                    weight = n
+                else:
+                    weight = n * float(usage[i]) if i < len(usage) else 0.0
+                if weight > 0:
+                    members.setdefault(group, []).append((msg, weight))
+        return members
+
+    def aggregate_groups(self, server_round: int, replies: list[Message]) -> ArrayRecord | None:
+        """The new global arrays: each group combined by its rule, groups nobody sent kept as they were."""
+        if not replies:
+            return None
+        current = self._global
+        out = {k: current[k] for k in current.keys()}
+        for group, members in self.group_members(replies).items():
+            keys = self.groups[group]
+            subs = [Message(content=RecordDict({
+                        "arrays": ArrayRecord({k: msg.content["arrays"][k] for k in keys}),
+                        "metrics": MetricRecord({WEIGHT_KEY: weight})}),
+                        message_type=MessageType.TRAIN, dst_node_id=int(msg.metadata.src_node_id or 0))
+                    for msg, weight in members]
+            rule = self._rule(group)
+            try:
+                with quiet_flower():
+                    agg, _ = rule.aggregate_train(server_round, subs)
+            except Exception as err:  # a robust rule may refuse too few updates: keep the group as it was
+                log.warning("round %d: %s could not aggregate %s (%d updates): %s; kept as it was",
+                            server_round, type(rule).__name__, group, len(subs), err)
+                continue
+            if agg is None:
+                continue
+            for k in keys:
+                out[k] = agg[k]
+        return ArrayRecord(out)
+
+    def _rule(self, group: str) -> Strategy:
+        if group not in self._rules:
+            self._rules[group] = make_aggregator(self.aggregator_name, self.aggregator_options)
+        return self._rules[group]
+
+    def _rule_config(self, server_round: int, arrays: ArrayRecord, nodes: list[int]) -> dict[str, Any]:
+        """Run each group's rule's ``configure_train`` (its state follows the global arrays) and return
+        the config keys the shared group's rule adds for the clients (FedProx: ``proximal-mu``)."""
+        extra: dict[str, Any] = {}
+        if not nodes:
+            return extra
+        for group, keys in self.groups.items():
+            if group in (LOCAL, FIXED):
+                continue
+            sub = ArrayRecord({k: arrays[k] for k in keys})
+            with quiet_flower():
+                msgs = list(self._rule(group).configure_train(server_round, sub, ConfigRecord(), _Participants(nodes)))
+            if group == SHARED and msgs:
+                extra = {k: v for k, v in msgs[0].content["config"].items()}
+        return extra
+
+    # ------------------------------------------------------------------ planning
+
+    def _allowed_modalities(self) -> np.ndarray:
+        """(K, M) bool: each device's sensors, cut to the ``max_modalities`` with the fewest uplink bits."""
+        bits = np.array([self.world.bits_per_sample.get(m, np.inf) for m in MODALITIES])
+        cheapest = np.zeros(len(MODALITIES), dtype=bool)
+        cheapest[np.argsort(bits, kind="stable")[:self.fed.max_modalities]] = True
+        has = np.ones((self.world.num_devices, len(MODALITIES)), dtype=bool)
+        for d in (self.devices or {}).values():
+            has[d.device_id] = d.modalities
+        return has & cheapest
+
+    def _param_bits(self) -> tuple[float, np.ndarray]:
+        state = self.world.template.state_dict()
+        size = lambda keys: float(sum(state[k].numel() * state[k].element_size() * 8 for k in keys))  # noqa: E731
+        shared = size(self.groups.get(SHARED, []))
+        experts = np.array([size(self.groups.get(expert_group(i), [])) for i in range(len(self.world.footprints))])
+        return shared, experts
+
+    def _demand(self, allowed: np.ndarray) -> RoundDemand:
+        """Expected FLOPs and bits of every device this round (class docstring, step 1)."""
+        world = self.world
+        k = world.num_devices
+        n = np.zeros(k)
+        present = np.zeros(k, dtype=bool)
+        for d in self.devices.values():
+            n[d.device_id] = d.num_examples
+            present[d.device_id] = True
+        uses = ~((~allowed[:, None, :]) & world.expert_modalities[None]).any(axis=2)  # (K, E)
+        expert_flops = np.array([c.flops_per_sample for c in world.expert_costs])
+        shared_bits, expert_bits = self._param_bits()
+        flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)
+        bits = shared_bits + uses @ expert_bits
+        if self._stage == 2 and self._reported:
+            per_sample = np.array([v[0] for v in self._reported.values()])
+            sent = np.array([v[1] for v in self._reported.values()])
+            flops = self.fed.local_epochs * n * per_sample.mean()
+            bits = np.full(k, sent.mean())
+            for dev, (f, b) in self._reported.items():
+                flops[dev] = self.fed.local_epochs * n[dev] * f
+                bits[dev] = b
+        mean_loss = float(np.mean(list(self._loss.values()))) if self._loss else 1.0
+        loss = np.array([self._loss.get(d, mean_loss) for d in range(k)])
+        profiles = round_profiles(world.profiles, world.cfg.wireless, self._rng)
+        return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1))
+
+    def _stage_progress(self, server_round: int) -> tuple[int, int]:
+        """(rounds done in the current stage before this one, rounds of the stage)."""
+        s1 = self.fed.stage1_rounds
+        if server_round <= s1:
+            return server_round - 1, s1
+        return server_round - s1 - 1, self.fed.rounds - s1
+
+    def _lr(self, server_round: int) -> float:
+        """``train.lr``, with ``cosine`` decaying it to lr/100 over the rounds of each stage."""
+        tcfg = self.world.cfg.train
+        done, total = self._stage_progress(server_round)
+        if tcfg.lr_schedule != "cosine" or total <= 1:
+            return tcfg.lr
+        lo = tcfg.lr / 100
+        return lo + 0.5 * (tcfg.lr - lo) * (1 + np.cos(np.pi * done / (total - 1)))
+
+    def _tau(self, server_round: int) -> float:
+        tcfg = self.world.cfg.train
+        done, total = self._stage_progress(server_round)
+        return float(TemperatureSchedule(tcfg.tau_start, tcfg.tau_end, max(1, total - 1))(done)) \
+            if server_round > self.fed.stage1_rounds else tcfg.tau_start
+
+    def _cost_weight(self) -> float:
+        return self.world.cfg.train.cost_weight
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _classes(self) -> np.ndarray:
+        """Device class by equal-share uplink rate: ``weak`` / ``medium`` / ``strong`` terciles."""
+        rate = self.world.equal_share_rate()
+        if len(rate) < 3:
+            return np.array(["all"] * len(rate))
+        lo, hi = np.quantile(rate, [1 / 3, 2 / 3])
+        return np.where(rate <= lo, "weak", np.where(rate <= hi, "medium", "strong"))
+
+    def _record(self, server_round: int, ok: list[Message], failures: list[str], expected: int) -> RoundRecord:
+        lat, energy, bits, loss, n, devices = [], [], [], [], [], []
+        usage_sum: dict[str, np.ndarray] = {}
+        usage_n: dict[str, float] = {}
+        for msg in ok:
+            m = msg.content["metrics"]
+            dev = int(m["partition-id"])
+            devices.append(dev)
+            lat.append(float(m["latency-s"]))
+            energy.append(float(m["energy-j"]))
+            bits.append(float(m["upload-bits"]))
+            loss.append(float(m["train-loss"]))
+            n.append(float(m[WEIGHT_KEY]))
+            self._loss[dev] = loss[-1]
+            if self._stage == 2:
+                passes = max(float(m[WEIGHT_KEY]) * self.fed.local_epochs, 1.0)
+                self._reported[dev] = (float(m["flops"]) / passes, float(m["upload-bits"]))
+            cls = str(self._device_class[dev])
+            u = np.asarray(list(m["expert-usage"]), dtype=np.float64) * float(m[WEIGHT_KEY])
+            usage_sum[cls] = usage_sum.get(cls, 0.0) + u
+            usage_n[cls] = usage_n.get(cls, 0.0) + float(m[WEIGHT_KEY])
+        latency = max(lat) if lat else (self.fed.deadline_s if expected else 0.0)
+        self.clock_s += latency
+        n_arr = np.array(n)
+        return RoundRecord(
+            round=server_round, stage=self._stage, selected=expected, completed=len(ok), failed=len(failures),
+            planned_latency_s=self._plan.round_latency_s if self._plan is not None else 0.0,
+            latency_s=float(latency), energy_j=float(sum(energy)), clock_s=float(self.clock_s),
+            upload_bits=float(sum(bits)),
+            train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if ok else float("nan"),
+            devices=sorted(devices),
+            usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
+            failures=failures)
+
+
+def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: float = 120.0) -> dict[int, DeviceInfo]:
+    """Ask every node (QUERY message) for its partition id, sample count and sensors.
+
+    Waits up to ``wait_s`` for ``expected`` nodes to register (in simulation the nodes
+    appear a moment after the ServerApp starts). A partition id answered twice, or
+    outside ``[0, expected)``, is an error.
+    """
+    import time
+
+    t0 = time.monotonic()
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.monotonic() - t0 > wait_s:
+            raise RuntimeError(f"only {len(node_ids)} of {expected} nodes connected within {wait_s:.0f} s")
+        time.sleep(0.2)
+    cfg = ConfigRecord({"scenario": scenario_json})
+    msgs = [Message(content=RecordDict({"config": cfg}), message_type=MessageType.QUERY, dst_node_id=n)
+            for n in node_ids]
+    replies = grid.send_and_receive(msgs, timeout=QUERY_TIMEOUT_S)
+    devices: dict[int, DeviceInfo] = {}
+    seen: dict[int, int] = {}
+    for msg in replies:
+        if msg.has_error():
+            raise RuntimeError(f"node {msg.metadata.src_node_id} failed the device query: {msg.error.reason}")
+        m = msg.content["metrics"]
+        dev = int(m["partition-id"])
+        if not 0 <= dev < expected:
+            raise RuntimeError(f"node {msg.metadata.src_node_id} has partition-id {dev}, outside [0, {expected})")
+        if dev in seen:
+            raise RuntimeError(f"partition-id {dev} is claimed by nodes {seen[dev]} and {msg.metadata.src_node_id}")
+        seen[dev] = msg.metadata.src_node_id
+        devices[msg.metadata.src_node_id] = DeviceInfo(msg.metadata.src_node_id, dev, int(m[WEIGHT_KEY]),
+                                                       np.asarray(list(m["modalities"]), dtype=bool))
+    if len(devices) < expected:
+        raise RuntimeError(f"only {len(devices)} of {expected} nodes answered the device query")
+    return devices

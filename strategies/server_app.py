@@ -1,0 +1,109 @@
+"""The fedmoe ServerApp: discover the devices, run the strategy's rounds, evaluate, write the run folder.
+
+Two entry points share :func:`serve`:
+
+* ``app`` — for ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml): the
+  scenario is the run config's ``scenario`` (name or TOML path), ``overrides`` a
+  ``;``-separated list of ``key.path=value``, and the run folder ``run-dir``.
+* :func:`make_server_app` — for ``fedmoe run`` (:mod:`sims.runner`), which passes the
+  config object directly (under ``run_simulation`` the run config is empty).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedmoe.config import FedMoEConfig
+from fedmoe.federated.evaluation import ServerEvaluator
+from fedmoe.federated.parameters import LOCAL, to_numpy as state_to_numpy
+from fedmoe.federated.report import round_rows, write_run
+from fedmoe.flower import to_numpy, to_record
+from strategies.registry import STRATEGIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FederatedRun:
+    """What :func:`serve` produced: the metrics document and the final global arrays."""
+
+    metrics: dict[str, Any]
+    arrays: dict[str, Any]
+    wall_s: float
+    strategy: Any = field(repr=False, default=None)
+
+
+def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
+          scenario_file: Path | None = None) -> FederatedRun:
+    """Run ``cfg.federated.rounds`` rounds of ``cfg.federated.strategy`` on ``grid``; write ``run_dir``."""
+    t0 = time.perf_counter()
+    fed = cfg.federated
+    strategy = STRATEGIES.get(fed.strategy)(cfg, on_round=on_round)
+    world = strategy.world
+    groups = getattr(strategy, "groups", {})
+    local = set(groups.get(LOCAL, []))
+    initial = {k: v for k, v in state_to_numpy(world.template.state_dict()).items() if k not in local}
+    evaluator = ServerEvaluator(world, fed.rounds, fed.eval_every, fed.checkpoint_every,
+                                None if run_dir is None else Path(run_dir) / "checkpoints")
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        res = evaluator.evaluate(server_round, to_numpy(arrays))
+        if res is None:
+            return None
+        return MetricRecord({k: v for k, v in res.items() if k != "usage"})
+
+    result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s, evaluate_fn=evaluate_fn)
+    rows = round_rows(getattr(strategy, "history", []), evaluator.results)
+    extra = {"strategy": world.cfg.federated.strategy, "aggregator": world.cfg.federated.aggregator, "selection": world.cfg.federated.selection,
+             "experts": [e.name for e in world.template.experts], "wall_s": time.perf_counter() - t0}
+    metrics = {"summary": {}, "rounds": rows, **extra}
+    if run_dir is not None:
+        metrics = write_run(Path(run_dir), world.cfg.model_dump(mode="json"), rows, extra, scenario_file,
+                            extra["experts"])
+    else:
+        from fedmoe.federated.report import final_summary
+        metrics["summary"] = final_summary(rows)
+    return FederatedRun(metrics, to_numpy(result.arrays) if len(result.arrays) else initial,
+                        time.perf_counter() - t0, strategy)
+
+
+def make_server_app(cfg: FedMoEConfig, run_dir: Path | None, outcome: list, on_round: Callable | None = None,
+                    scenario_file: Path | None = None) -> ServerApp:
+    """A ServerApp bound to ``cfg``; :func:`serve`'s result (or the exception it raised) is appended to ``outcome``."""
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            outcome.append(serve(grid, cfg, run_dir, on_round, scenario_file))
+        except BaseException as err:  # noqa: BLE001 - reported by the caller, which re-raises it
+            outcome.append(err)
+            raise
+
+    return server
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """``flwr run .`` entry point: config from the run config (module docstring)."""
+    from fedmoe.cli import parse_assignment
+    from fedmoe.config import dotted_to_nested
+    from fedmoe.scenarios import load_scenario, resolve_scenario
+
+    rc = context.run_config
+    scenario = str(rc.get("scenario", "default"))
+    assignments = [a for a in str(rc.get("overrides", "")).split(";") if a.strip()]
+    overrides = dotted_to_nested(dict(parse_assignment(a) for a in assignments))
+    cfg = load_scenario(scenario, overrides)
+    run_dir = Path(str(rc.get("run-dir", "runs/flwr")))
+    serve(grid, cfg, run_dir, scenario_file=resolve_scenario(scenario))

@@ -1,0 +1,65 @@
+"""The device side of a round: budgets, uploads, local state, instructions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmoe.federated.local import RoundInstructions, local_update
+from fedmoe.federated.parameters import payload_bits, to_numpy
+from fedmoe.federated.world import world_for
+from tests.federated.conftest import tiny_config
+
+
+def instructions(**kw) -> RoundInstructions:
+    base = dict(server_round=1, stage=1, local_epochs=1, lr=1e-3, tau=1.0, cost_weight=1.0, rate_bps=5e6,
+                num_rb=10, deadline_s=100.0, fit_standardiser=True)
+    return RoundInstructions(**{**base, **kw})
+
+
+def test_instructions_round_trip_and_name_missing_keys():
+    instr = instructions(modalities=("gps", "rf"), proximal_mu=0.5)
+    assert RoundInstructions.from_config(instr.to_config()) == instr
+    config = instr.to_config()
+    del config["rate-bps"]
+    with pytest.raises(ValueError, match="rate-bps"):
+        RoundInstructions.from_config(config)
+    with pytest.raises(ValueError, match="stage"):
+        RoundInstructions.from_config({**instr.to_config(), "stage": 3})
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_budget_keeps_experts_of_other_modalities_untouched(tiny_cfg, stage):
+    world = world_for(tiny_cfg)
+    glob = to_numpy(world.template.state_dict())
+    res = local_update(world, 0, glob, None, instructions(stage=stage, modalities=("gps", "rf")))
+    names = [e.name for e in world.template.experts]
+    for i, name in enumerate(names):
+        sent = any(k.startswith(f"experts.{i}.") for k in res.arrays)
+        cheap = name.startswith(("gps", "rf"))
+        assert sent == (res.metrics["expert-usage"][i] > 0)
+        if not cheap:
+            assert res.metrics["expert-usage"][i] == 0 and not sent
+    assert res.metrics["upload-bits"] == payload_bits(res.arrays)
+    assert res.metrics["latency-s"] > 0 and res.metrics["energy-j"] > 0
+    assert res.metrics["num-examples"] > 0
+
+
+def test_local_keys_stay_on_the_device_and_come_back():
+    cfg = tiny_config(federated={"local_keys": ["heads.*"]})
+    world = world_for(cfg)
+    glob = {k: v for k, v in to_numpy(world.template.state_dict()).items() if not k.startswith("heads.")}
+    first = local_update(world, 1, glob, None, instructions())
+    assert not any(k.startswith("heads.") for k in first.arrays)
+    kept = {k: v for k, v in first.local_state.items() if k.startswith("heads.")}
+    assert kept
+    second = local_update(world, 1, glob, first.local_state, instructions(server_round=2, stage=2))
+    moved = [k for k in kept if not np.array_equal(second.local_state[k], kept[k])]
+    assert moved, "the device's own heads were trained further from where it left them"
+    assert any(k.startswith("critic.") for k in second.local_state)
+
+
+def test_bad_partition_id_is_refused(tiny_cfg):
+    world = world_for(tiny_cfg)
+    with pytest.raises(ValueError, match="partition-id"):
+        local_update(world, 99, to_numpy(world.template.state_dict()), None, instructions())

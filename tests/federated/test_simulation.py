@@ -1,0 +1,70 @@
+"""End to end: the real ServerApp and ClientApp on Flower's Ray simulation backend, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from fedmoe.cli import main as cli
+from fedmoe.federated.parameters import to_numpy
+from fedmoe.federated.world import world_for
+from fedmoe.flower import to_record
+from sims.runner import run_federated
+from strategies import ExpertWise, PlainFedAvg
+from tests.federated.conftest import LocalGrid, tiny_config
+
+
+def test_two_rounds_on_ray_write_the_run_folder(tmp_path):
+    cfg = tiny_config(partition={"num_devices": 3}, federated={"clients_per_round": 3})
+    run = run_federated(cfg, tmp_path, progress=False)
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    rounds = [r for r in doc["rounds"] if r["round"] > 0]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert [r["stage"] for r in rounds] == [1, 2]
+    assert all(r["completed"] == r["selected"] > 0 and r["failed"] == 0 for r in rounds)
+    assert rounds[1]["clock_s"] == pytest.approx(rounds[0]["clock_s"] + rounds[1]["latency_s"])
+    assert all(r["energy_j"] > 0 and 0.0 <= r["accuracy"] <= 1.0 for r in rounds)
+    assert doc["summary"]["rounds"] == 2 and doc["summary"]["virtual_time_s"] == pytest.approx(rounds[1]["clock_s"])
+    with open(tmp_path / "rounds.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3  # the initial model and two rounds
+    for name in ("accuracy.png", "energy.png", "gate_usage.png", "config.json", "checkpoints/final.pt",
+                 "checkpoints/round_0001.pt"):
+        assert (tmp_path / name).is_file(), name
+    initial = to_numpy(world_for(cfg).template.state_dict())
+    assert any(not np.array_equal(run.arrays[k], initial[k]) for k in run.arrays)
+
+
+def test_a_failing_device_does_not_stop_the_round(tiny_cfg):
+    world = world_for(tiny_cfg)
+    strategy = ExpertWise(world)
+    grid = LocalGrid(4, fail=[2])
+    strategy.start(grid, to_record(to_numpy(world.template.state_dict())), num_rounds=1)
+    rec = strategy.history[0]
+    assert rec.completed == 3 and rec.failed == 1 and "injected failure" in rec.failures[0]
+
+
+def test_plain_fedavg_baseline_averages_every_expert_over_everyone(tiny_cfg):
+    strategy = PlainFedAvg(tiny_cfg)
+    assert strategy.world.cfg.model.gate == "dense" and strategy.world.cfg.federated.stage1_rounds == 0
+    grid = LocalGrid(4)
+    strategy.start(grid, to_record(to_numpy(strategy.world.template.state_dict())), num_rounds=1)
+    sent = [m for m in grid.sent if m.metadata.message_type.endswith("train")]
+    assert all(m.content["config"]["stage"] == 2 and m.content["config"]["cost-weight"] == 0.0 for m in sent)
+    assert strategy.history[0].completed == len(sent) > 0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("federated.aggregator=nope", "unknown aggregator 'nope'"),
+    ("federated.selection=nope", "unknown selection policy 'nope'"),
+    ("federated.strategy=nope", "unknown strategy 'nope'"),
+    ("federated.clients_per_round=500", "clients_per_round"),
+    ("federated.stage1_rounds=99", "stage1_rounds"),
+])
+def test_run_rejects_bad_settings_in_one_line_before_starting(setting, message, capsys, tmp_path):
+    code = cli(["run", "--quiet", "--out", str(tmp_path / "r"), "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
