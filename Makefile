@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(PY) -m sims.bench.allocator
 	$(PY) -m sims.bench.datagen
 	$(PY) -m sims.bench.pareto
+	$(PY) -m sims.bench.federated_overhead
+	$(PY) -m sims.bench.federated_scale
+	$(PY) -m sims.bench.federated_quality
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

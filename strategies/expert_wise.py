@@ -300,8 +300,8 @@ class ExpertWise(Strategy):
             if group in (LOCAL, FIXED):
                 continue
             sub = ArrayRecord({k: arrays[k] for k in keys})
-            with quiet_flower():
-                msgs = list(self._rule(group).configure_train(server_round, sub, ConfigRecord(), _Participants(nodes)))
+            with quiet_flower():  # one participant is enough: the config is the same for all of them
+                msgs = list(self._rule(group).configure_train(server_round, sub, ConfigRecord(), _Participants(nodes[:1])))
             if group == SHARED and msgs:
                 extra = {k: v for k, v in msgs[0].content["config"].items()}
         return extra

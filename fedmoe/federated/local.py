@@ -113,6 +113,9 @@ def load_model(world: ScenarioWorld, global_arrays: Mapping[str, np.ndarray],
         raise ValueError(f"global model has unknown parameters {unknown[:3]}{'…' if len(unknown) > 3 else ''}")
     for source in (global_arrays, {k: v for k, v in (local_state or {}).items() if k in state}):
         for k, v in source.items():
+            v = np.asarray(v)
+            if v.shape != tuple(state[k].shape) and v.size == state[k].numel():
+                v = v.reshape(tuple(state[k].shape))  # some rules return a scalar as shape (1,)
             if tuple(v.shape) != tuple(state[k].shape):
                 raise ValueError(f"parameter {k!r} has shape {tuple(v.shape)}, the model expects {tuple(state[k].shape)}")
             state[k] = torch.as_tensor(np.asarray(v)).to(state[k].dtype)

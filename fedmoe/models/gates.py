@@ -137,7 +137,9 @@ class Gate(nn.Module):
         self.side_dim = int(self.use_costs) + int(self.use_link_quality)
         self.backbone_name = backbone
         self.backbone = build_backbone(backbone, self.in_dim, self.num_experts, self.side_dim, **backbone_options)
-        self._temperature = 1.0
+        # a buffer, not an attribute: τ travels with the state_dict (federated updates, checkpoints), so a
+        # model evaluated elsewhere uses the temperature it was trained at
+        self.register_buffer("tau", torch.tensor(1.0))
 
     @property
     def input_dim(self) -> int:
@@ -147,14 +149,14 @@ class Gate(nn.Module):
     @property
     def temperature(self) -> float:
         """Softmax temperature ``τ > 0`` of ``probs`` and of the straight-through gradients."""
-        return self._temperature
+        return float(self.tau)
 
     @temperature.setter
     def temperature(self, value: float) -> None:
         value = float(value)
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"gate temperature must be a positive number, got {value}")
-        self._temperature = value
+        self.tau.fill_(value)
 
     # -- input checks ------------------------------------------------------------------
     def _per_expert(self, name: str, x: torch.Tensor | None, batch: int, required: bool,
@@ -226,7 +228,7 @@ class Gate(nn.Module):
         GateOutput
         """
         logits = self.compute_logits(features, costs, available, link_quality)
-        probs = torch.softmax(logits / self._temperature, dim=1)
+        probs = torch.softmax(logits / self.temperature, dim=1)
         chosen = self.select(logits, probs)
         weights, selected = chosen[0], chosen[1]
         log_prob = chosen[2] if len(chosen) > 2 else None
@@ -334,7 +336,7 @@ class HardGate(Gate):
     def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         sampled = self.gumbel and self.training
         scores = _gumbel_perturbed(logits) if sampled else logits
-        soft = torch.softmax(scores / self._temperature, dim=1)
+        soft = torch.softmax(scores / self.temperature, dim=1)
         choice = scores.argmax(dim=1, keepdim=True)
         hard = torch.zeros_like(soft).scatter(1, choice, 1.0)
         if not sampled:

@@ -1,0 +1,71 @@
+"""Scale of the federated simulation: 1,000 devices, 100 per round (scenario ``many_weak_devices``).
+
+    python -m sims.bench.federated_scale [--rounds 3]
+
+Reports seconds per round (wall), the start-up and device discovery (QUERY to every node),
+and the peak RSS summed over this process and all Ray processes (:mod:`sims.bench.memory`,
+an upper bound). Partitions are built lazily by each client (no cache:
+``federated.partition_cache = 0``), so the driver never holds the devices' data.
+Target (issue 5): under 8 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedmoe.scenarios import load_scenario
+from sims.bench.memory import PeakMemory
+from sims.runner import run_federated
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_scale.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--per-round", type=int, default=100)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+    cfg = load_scenario("many_weak_devices", {
+        "partition": {"num_devices": args.devices},
+        "federated": {"rounds": args.rounds, "stage1_rounds": min(1, args.rounds), "clients_per_round": args.per_round,
+                      "checkpoint_every": 0}})
+    stamps, records = [], []
+
+    def on_round(rec) -> None:
+        stamps.append(time.perf_counter())
+        records.append({"round": rec.round, "completed": rec.completed, "failed": rec.failed,
+                        "virtual_latency_s": rec.latency_s})
+
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        run = run_federated(cfg, None, progress=True, on_round=on_round)
+    per_round = np.diff([t0] + stamps)
+    doc = {"benchmark": "federated_scale",
+           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+           "setup": {"devices": args.devices, "per_round": args.per_round, "rounds": args.rounds,
+                     "scenario": "many_weak_devices"},
+           "first_round_incl_startup_and_discovery_s": float(per_round[0]),
+           "seconds_per_round_after_first": float(np.mean(per_round[1:])) if len(per_round) > 1 else None,
+           "round_s": per_round.tolist(), "rounds": records, "total_s": time.perf_counter() - t0,
+           "peak_rss_gib_all_processes": mem.peak_rss_bytes / 2**30,
+           "peak_rss_gib_driver": mem.peak_self_bytes / 2**30,
+           "final_accuracy": run.metrics["summary"]["accuracy"],
+           "target": {"max_gib": 8.0, "met": mem.peak_rss_bytes / 2**30 < 8.0}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2))
+    print(json.dumps({k: v for k, v in doc.items() if k not in ("round_s", "rounds")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
