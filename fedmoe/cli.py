@@ -162,10 +162,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Federated training on a Flower simulation (Ray backend); run folder with metrics and plots."""
     from fedmoe.scenarios import resolve_scenario
-    from sims.runner import check_run_config, run_federated
+    from sims.runner import run_federated
 
     cfg = config_from_args(args)
-    check_run_config(cfg)
     out = Path(args.out)
     fed = cfg.federated
     print(f"fedmoe {__version__}: federated run of scenario {cfg.name!r}: {cfg.partition.num_devices} devices, "

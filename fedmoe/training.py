@@ -248,6 +248,17 @@ def proximal_term(model: MoE, anchor: dict[str, torch.Tensor] | None, mu: float)
     return 0.5 * mu * total
 
 
+def _optimise(model: MoE, loss: torch.Tensor, opt, sched, anchor: dict[str, torch.Tensor] | None,
+              mu: float) -> float:
+    """One step on ``loss`` (plus FedProx's proximal term); returns the loss value."""
+    loss = loss + proximal_term(model, anchor, mu)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sched, rng: np.random.Generator,
                  bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0) -> EpochStats:
     """One stage-I pass (module docstring): every available expert alone (``each``) or random subsets."""
@@ -265,12 +276,7 @@ def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sche
             out, counts = model.forward_uniform(inputs, present, active)
             loss, _ = task_loss(out, labels, cfg.tasks)
             computed += counts.numpy().astype(np.int64)
-        loss = loss + proximal_term(model, anchor, mu)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        total += float(loss.detach()) * len(rows)
+        total += _optimise(model, loss, opt, sched, anchor, mu) * len(rows)
         rows_done += len(rows)
         if bar is not None:
             bar.update(1)
@@ -302,12 +308,7 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
         else:
             loss = resource_aware_loss(per_sample.mean(), out.gate.probs, c, cfg.cost_weight, out.gate.aux,
                                        cfg.z_loss_weight, cfg.balance_weight)
-        loss = loss + proximal_term(model, anchor, mu)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        total += float(loss.detach()) * len(rows)
+        total += _optimise(model, loss, opt, sched, anchor, mu) * len(rows)
         rows_done += len(rows)
         computed += out.expert_samples.numpy().astype(np.int64)
         step += 1

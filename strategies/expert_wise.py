@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -173,8 +174,7 @@ class ExpertWise(Strategy):
         self._global = arrays
         allowed = self._allowed_modalities()
         demand = self._demand(allowed)
-        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s,
-                               self.world.noise_psd, self._rng)
+        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng)
         plan = plan_round(demand, ctx, self.fed.selection, self.fed.allocation)
         self._plan = plan
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
@@ -318,7 +318,9 @@ class ExpertWise(Strategy):
             has[d.device_id] = d.modalities
         return has & cheapest
 
+    @cached_property
     def _param_bits(self) -> tuple[float, np.ndarray]:
+        """Bits of the shared parameters and of each expert's (fixed for the run)."""
         state = self.world.template.state_dict()
         size = lambda keys: float(sum(state[k].numel() * state[k].element_size() * 8 for k in keys))  # noqa: E731
         shared = size(self.groups.get(SHARED, []))
@@ -336,7 +338,7 @@ class ExpertWise(Strategy):
             present[d.device_id] = True
         uses = ~((~allowed[:, None, :]) & world.expert_modalities[None]).any(axis=2)  # (K, E)
         expert_flops = np.array([c.flops_per_sample for c in world.expert_costs])
-        shared_bits, expert_bits = self._param_bits()
+        shared_bits, expert_bits = self._param_bits
         flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)
         bits = shared_bits + uses @ expert_bits
         if self._stage == 2 and self._reported:
@@ -381,7 +383,7 @@ class ExpertWise(Strategy):
 
     def _classes(self) -> np.ndarray:
         """Device class by equal-share uplink rate: ``weak`` / ``medium`` / ``strong`` terciles."""
-        rate = self.world.equal_share_rate()
+        rate = self.world.equal_share_rate
         if len(rate) < 3:
             return np.array(["all"] * len(rate))
         lo, hi = np.quantile(rate, [1 / 3, 2 / 3])

@@ -23,7 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.evaluation import ServerEvaluator
 from fedmoe.federated.parameters import LOCAL, to_numpy as state_to_numpy
-from fedmoe.federated.report import round_rows, write_run
+from fedmoe.federated.report import metrics_document, round_rows, write_run
 from fedmoe.flower import to_numpy, to_record
 from strategies.registry import STRATEGIES
 
@@ -63,13 +63,9 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
     rows = round_rows(getattr(strategy, "history", []), evaluator.results)
     extra = {"strategy": world.cfg.federated.strategy, "aggregator": world.cfg.federated.aggregator, "selection": world.cfg.federated.selection,
              "experts": [e.name for e in world.template.experts], "wall_s": time.perf_counter() - t0}
-    metrics = {"summary": {}, "rounds": rows, **extra}
+    metrics = metrics_document(rows, extra)
     if run_dir is not None:
-        metrics = write_run(Path(run_dir), world.cfg.model_dump(mode="json"), rows, extra, scenario_file,
-                            extra["experts"])
-    else:
-        from fedmoe.federated.report import final_summary
-        metrics["summary"] = final_summary(rows)
+        write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"])
     return FederatedRun(metrics, to_numpy(result.arrays) if len(result.arrays) else initial,
                         time.perf_counter() - t0, strategy)
 

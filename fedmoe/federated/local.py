@@ -62,14 +62,14 @@ class RoundInstructions:
     proximal_mu: float = 0.0
     fit_standardiser: bool = False
 
-    _KEYS = {"server_round": "server-round", "stage": "stage", "local_epochs": "local-epochs", "lr": "lr",
-             "tau": "tau", "cost_weight": "cost-weight", "rate_bps": "rate-bps", "num_rb": "num-rb",
-             "deadline_s": "deadline-s", "modalities": "modalities", "proximal_mu": "proximal-mu",
-             "fit_standardiser": "fit-standardiser"}
+    @staticmethod
+    def config_key(name: str) -> str:
+        """The config key of a field: its name in kebab case, as Flower's own strategies spell keys."""
+        return name.replace("_", "-")
 
     def to_config(self) -> dict[str, Any]:
-        """Flower ``ConfigRecord`` values (kebab-case keys, as Flower's own strategies use)."""
-        out = {self._KEYS[k]: v for k, v in asdict(self).items()}
+        """Flower ``ConfigRecord`` values (kebab-case keys, :meth:`config_key`)."""
+        out = {self.config_key(k): v for k, v in asdict(self).items()}
         out["modalities"] = list(self.modalities)
         return out
 
@@ -78,7 +78,7 @@ class RoundInstructions:
         """Read the instructions back; a missing or malformed key is a ``ValueError`` naming it."""
         values = {}
         for f in fields(cls):
-            key = cls._KEYS[f.name]
+            key = cls.config_key(f.name)
             if key not in config:
                 if f.name in ("modalities", "proximal_mu", "fit_standardiser"):
                     continue
@@ -211,7 +211,7 @@ def local_evaluate(world: ScenarioWorld, device_id: int, global_arrays: Mapping[
     """Beam accuracy of the global model (with the device's local parameters) on the device's held-out data."""
     model = load_model(world, global_arrays, local_state)
     samples = budgeted(world.evaluation_data(device_id), MODALITIES, model)
-    rate = float(world.equal_share_rate()[device_id])
+    rate = float(world.equal_share_rate[device_id])
     costs = np.broadcast_to(world.cost_row(device_id, rate), (len(samples), model.num_experts))
     ev = evaluate(model, samples, np.ascontiguousarray(costs))
     return {"num-examples": int(len(samples)), "accuracy": float(ev["accuracy"]), "mean-cost": float(ev["mean_cost"]),

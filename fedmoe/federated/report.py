@@ -66,14 +66,19 @@ def time_to_accuracy(rows: list[dict[str, Any]], target: float) -> float | None:
     return None
 
 
-def write_run(out: Path, config: dict[str, Any], rows: list[dict[str, Any]], extra: dict[str, Any] | None = None,
-              scenario_file: Path | None = None, expert_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Write config, metrics.json, rounds.csv and the plots; returns the metrics document."""
+def metrics_document(rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content of ``metrics.json``: the final summary, the round rows and ``extra`` facts of the run."""
+    return {"summary": final_summary(rows), "rounds": rows, **(extra or {})}
+
+
+def write_run(out: Path, config: dict[str, Any], doc: dict[str, Any], scenario_file: Path | None = None,
+              expert_names: Sequence[str] | None = None) -> None:
+    """Write config, ``doc`` (:func:`metrics_document`) as metrics.json, rounds.csv and the plots."""
+    rows = doc["rounds"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if scenario_file is not None and scenario_file.is_file():
         (out / "scenario.toml").write_text(scenario_file.read_text())
-    doc = {"summary": final_summary(rows), "rounds": rows, **(extra or {})}
     _atomic_write(out / "metrics.json", json.dumps(doc, indent=2, default=_jsonable))
     with open(out / "rounds.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -81,7 +86,6 @@ def write_run(out: Path, config: dict[str, Any], rows: list[dict[str, Any]], ext
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
     plot_run(out, rows, expert_names)
-    return doc
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -47,8 +47,8 @@ from fedmoe.config import WirelessConfig
 from fedmoe.registry import Registry
 from fedmoe.wireless import fading as _fading
 from fedmoe.wireless.allocator import min_round_latency, select_devices
-from fedmoe.wireless.devices import DeviceProfiles
-from fedmoe.wireless.ofdma import uplink_rate
+from fedmoe.wireless.devices import DeviceProfiles, allocation_inputs, device_energy, device_latency
+from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
 
 
 @dataclass
@@ -97,8 +97,12 @@ class SelectionContext:
     wireless: WirelessConfig
     per_round: int
     deadline_s: float
-    noise_psd_w_hz: float
     rng: np.random.Generator
+
+    @property
+    def noise_psd_w_hz(self) -> float:
+        ch = self.wireless.channel
+        return noise_psd_w_hz(ch.noise_psd_dbm_hz, ch.noise_figure_db)
 
 
 SelectionPolicy = Callable[[RoundDemand, SelectionContext], np.ndarray]
@@ -116,23 +120,23 @@ def round_profiles(base: DeviceProfiles, wireless: WirelessConfig, rng: np.rando
 
 def round_costs(profiles: DeviceProfiles, flops: np.ndarray, bits: np.ndarray,
                 rate_bps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``T_k`` and ``E_k`` of a training round (module docstring); ``inf`` when ``R_k = 0 < b_k``."""
-    flops = np.asarray(flops, dtype=np.float64)
-    bits = np.asarray(bits, dtype=np.float64)
-    rate = np.asarray(rate_bps, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_up = np.where(bits > 0, bits / rate, 0.0)
-    t_up = np.where((bits > 0) & (rate <= 0), np.inf, t_up)
-    latency = flops / profiles.compute_flops + t_up
-    energy = profiles.energy_per_flop_j * flops + profiles.tx_power_w * t_up
-    return latency, energy
+    """``T_k`` and ``E_k`` of a training round (module docstring); ``inf`` when ``R_k = 0 < b_k``.
+
+    :func:`fedmoe.wireless.devices.device_latency` and ``device_energy`` with no modality sensed.
+    """
+    unsensed = _no_sensing(profiles)
+    return (device_latency(profiles, flops, bits, rate_bps, unsensed),
+            device_energy(profiles, flops, bits, rate_bps, unsensed))
+
+
+def _no_sensing(profiles: DeviceProfiles) -> np.ndarray:
+    """The (K, M) modality mask of a training round: nothing is sensed (the data already exist)."""
+    return np.zeros(profiles.sensing_time_s.shape, dtype=bool)
 
 
 def _allocator_inputs(demand: RoundDemand, idx: np.ndarray, ctx: SelectionContext) -> dict:
     prof = demand.profiles.subset(idx)
-    return {"bits": demand.bits[idx], "gains": prof.gain, "powers": prof.tx_power_w,
-            "fixed_latency": demand.flops[idx] / prof.compute_flops, "rb_hz": ctx.wireless.uplink.resource_block_hz,
-            "noise_psd_w_hz": ctx.noise_psd_w_hz}
+    return allocation_inputs(prof, ctx.wireless, demand.bits[idx], demand.flops[idx], _no_sensing(prof))
 
 
 def _under_deadline(demand: RoundDemand, ctx: SelectionContext, weights: np.ndarray | None) -> np.ndarray:

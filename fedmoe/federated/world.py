@@ -31,8 +31,7 @@ from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
 from fedmoe.models.device_costs import ExpertFootprint, cost_reference, expert_cost_matrices
 from fedmoe.models.moe import MoE
-from fedmoe.wireless.devices import DeviceProfiles, sample_device_profiles
-from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
+from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_device_profiles
 
 _SERVER_TEST_STREAM = 0x7E57
 _WORLDS: "OrderedDict[str, ScenarioWorld]" = OrderedDict()
@@ -120,21 +119,14 @@ class ScenarioWorld:
         return sample_device_profiles(self.cfg.wireless, self.num_devices, np.random.default_rng(self.cfg.data.seed))
 
     @cached_property
-    def noise_psd(self) -> float:
-        ch = self.cfg.wireless.channel
-        return noise_psd_w_hz(ch.noise_psd_dbm_hz, ch.noise_figure_db)
-
-    def equal_share_rate(self, profiles: DeviceProfiles | None = None) -> np.ndarray:
-        """Uplink rate of each device with ``⌊N_rb / K⌋`` resource blocks (at least one)."""
-        prof = self.profiles if profiles is None else profiles
-        up = self.cfg.wireless.uplink
-        rb = max(1, up.num_resource_blocks // max(len(prof), 1))
-        return uplink_rate(np.full(len(prof), rb), up.resource_block_hz, prof.tx_power_w, prof.gain, self.noise_psd)
+    def equal_share_rate(self) -> np.ndarray:
+        """Uplink rate of each device when all split the band evenly (:func:`fedmoe.wireless.devices.equal_share_rate`)."""
+        return equal_share_rate(self.profiles, self.cfg.wireless)
 
     @cached_property
     def cost_reference(self) -> tuple[float, float]:
         """``(T_ref, E_ref)`` of the cost ``C``: the worst expert on the worst device at an equal uplink share."""
-        matrices = expert_cost_matrices(self.footprints, self.profiles, self.equal_share_rate(),
+        matrices = expert_cost_matrices(self.footprints, self.profiles, self.equal_share_rate,
                                         self.cfg.model.latency_weight)
         return cost_reference(matrices)
 

@@ -20,8 +20,7 @@ from fedmoe.models.device_costs import CostMatrices, ExpertFootprint, expert_cos
 from fedmoe.models.experts import ExpertCost, build_experts, default_expert_specs, expert_costs
 from fedmoe.models.gates import GATES, TopNGate
 from fedmoe.models.moe import MoE
-from fedmoe.wireless.devices import DeviceProfiles, sample_device_profiles
-from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
+from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_device_profiles
 
 
 def build_moe(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], num_beams: int) -> MoE:
@@ -68,10 +67,7 @@ def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, 
     """Drop ``num_devices`` devices, share the uplink equally, and assign samples to devices at random."""
     rng = np.random.default_rng(seed)
     profiles = sample_device_profiles(wireless, num_devices, rng)
-    rb = max(1, wireless.uplink.num_resource_blocks // num_devices)
-    n0 = noise_psd_w_hz(wireless.channel.noise_psd_dbm_hz, wireless.channel.noise_figure_db)
-    rate = uplink_rate(np.full(num_devices, rb), wireless.uplink.resource_block_hz, profiles.tx_power_w,
-                       profiles.gain, n0)
+    rate = equal_share_rate(profiles, wireless)
     costs = expert_costs(experts, bits_per_sample=bits_per_sample)
     footprints = [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities) for e, c in zip(experts, costs)]
     matrices = expert_cost_matrices(footprints, profiles, rate, latency_weight)

@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 from fedmoe.config import MODALITIES, WirelessConfig
 from fedmoe.wireless import fading as _fading
 from fedmoe.wireless import pathloss as _pl
-from fedmoe.wireless.ofdma import dbm_to_w, linear_to_db, noise_psd_w_hz, snr_per_rb, upload_time
+from fedmoe.wireless.ofdma import dbm_to_w, linear_to_db, noise_psd_w_hz, snr_per_rb, upload_time, uplink_rate
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,15 @@ def rb_snr_db(profiles: DeviceProfiles, cfg: WirelessConfig) -> np.ndarray:
     """Per-RB SNR ``10 log10(P_k h_k / (N0 B_min))`` in dB (:func:`fedmoe.wireless.ofdma.snr_per_rb`)."""
     n0 = noise_psd_w_hz(cfg.channel.noise_psd_dbm_hz, cfg.channel.noise_figure_db)
     return linear_to_db(snr_per_rb(profiles.tx_power_w, profiles.gain, n0, cfg.uplink.resource_block_hz))
+
+
+def equal_share_rate(profiles: DeviceProfiles, cfg: WirelessConfig) -> np.ndarray:
+    """Uplink rate of each device when the ``K`` devices split the band evenly: ``⌊N_rb / K⌋``
+    resource blocks each (at least one)."""
+    up = cfg.uplink
+    rb = max(1, up.num_resource_blocks // max(len(profiles), 1))
+    n0 = noise_psd_w_hz(cfg.channel.noise_psd_dbm_hz, cfg.channel.noise_figure_db)
+    return uplink_rate(np.full(len(profiles), rb), up.resource_block_hz, profiles.tx_power_w, profiles.gain, n0)
 
 
 def allocation_inputs(profiles: DeviceProfiles, cfg: WirelessConfig, bits: ArrayLike, flops: ArrayLike,

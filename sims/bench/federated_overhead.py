@@ -57,7 +57,7 @@ def plain_loop(cfg, rounds: int) -> dict:
     world = world_for(cfg)
     n = world.num_devices
     arrays = to_numpy(world.template.state_dict())
-    rate = world.equal_share_rate()
+    rate = world.equal_share_rate
     times = []
     with PeakMemory() as mem:
         for r in range(1, rounds + 1):

@@ -9,7 +9,6 @@ from fedmoe.config import FedMoEConfig
 from fedmoe.federated.selection import (SELECTION_POLICIES, RoundDemand, SelectionContext, allocate, plan_round,
                                         round_costs, round_profiles)
 from fedmoe.wireless.devices import sample_device_profiles
-from fedmoe.wireless.ofdma import noise_psd_w_hz
 
 
 @pytest.fixture
@@ -20,9 +19,7 @@ def setting():
     prof = sample_device_profiles(cfg.wireless, k, rng)
     demand = RoundDemand(prof, flops=rng.uniform(1e9, 2e10, k), bits=rng.uniform(1e6, 1e7, k),
                          utility=rng.uniform(0, 10, k), available=np.ones(k, dtype=bool))
-    n0 = noise_psd_w_hz(cfg.wireless.channel.noise_psd_dbm_hz, cfg.wireless.channel.noise_figure_db)
-    ctx = SelectionContext(cfg.wireless, per_round=10, deadline_s=8.0, noise_psd_w_hz=n0,
-                           rng=np.random.default_rng(0))
+    ctx = SelectionContext(cfg.wireless, per_round=10, deadline_s=8.0, rng=np.random.default_rng(0))
     return cfg, demand, ctx
 
 
@@ -49,7 +46,7 @@ def test_deadline_policy_meets_the_deadline_and_caps_the_count(setting):
     assert plan.round_latency_s <= ctx.deadline_s * (1 + 1e-9)
     assert plan.num_rb.sum() <= ctx.wireless.uplink.num_resource_blocks
     # with no cap it keeps at least as many: the cap only removes devices
-    wide = SelectionContext(ctx.wireless, 10_000, ctx.deadline_s, ctx.noise_psd_w_hz, np.random.default_rng(0))
+    wide = SelectionContext(ctx.wireless, 10_000, ctx.deadline_s, np.random.default_rng(0))
     assert len(plan_round(demand, wide, "deadline-max-devices", "min-latency").devices) >= len(plan.devices)
 
 
@@ -73,7 +70,7 @@ def test_equal_split_and_min_latency_allocation(setting):
     assert (equal.num_rb == ctx.wireless.uplink.num_resource_blocks // 8).all()
     assert best.round_latency_s <= equal.round_latency_s + 1e-12
     with pytest.raises(ValueError, match="resource blocks"):
-        allocate(demand, np.arange(30), SelectionContext(ctx.wireless.model_copy(update={"uplink": ctx.wireless.uplink.model_copy(update={"total_bandwidth_hz": 2e6})}), 10, 1.0, ctx.noise_psd_w_hz, ctx.rng), "equal")
+        allocate(demand, np.arange(30), SelectionContext(ctx.wireless.model_copy(update={"uplink": ctx.wireless.uplink.model_copy(update={"total_bandwidth_hz": 2e6})}), 10, 1.0, ctx.rng), "equal")
 
 
 def test_block_fading_changes_gains_but_not_large_scale(setting):
