@@ -118,7 +118,10 @@ def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor 
     total = per_sample.mean() + ((reward - b) * gate_out.sample_log_prob).mean() + critic
     if entropy_weight > 0:
         logp = torch.log_softmax(gate_out.logits, dim=1)
-        entropy = -(torch.nan_to_num(logp.exp() * logp)).sum(dim=1).mean()  # 0·(−inf) at unavailable experts
+        # Unavailable experts have logp = −inf and contribute 0. Mask logp itself rather than
+        # the product: the product's backward would form 0·(−inf) = NaN in the gate's gradient.
+        logp = logp.masked_fill(~torch.isfinite(logp), 0.0)
+        entropy = -(logp.exp() * logp).sum(dim=1).mean()
         total = total - entropy_weight * entropy
     return total + _router_penalties(gate_out.aux, z_weight, balance_weight)
 

@@ -78,6 +78,23 @@ def test_entropy_bonus_pushes_towards_uniform():
     assert logits.grad[0, 0] > 0  # (a single sample has zero advantage: only the entropy term acts)
 
 
+def test_entropy_bonus_has_finite_gradients_when_an_expert_is_unavailable():
+    # A sample lacking a modality has logit −inf for that modality's experts; the entropy's
+    # 0·(−inf) must not turn into a NaN gradient (it did, and NaN'd the gate of weak devices).
+    raw = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.0, 0.0]], requires_grad=True)
+    logits = raw.masked_fill(torch.tensor([[False, False, True], [False, True, True]]), float("-inf"))
+    out = sampled_gate(logits, [0, 0])
+    loss = score_function_loss(torch.tensor([1.0, 2.0]), out, None, 0.0, 0.0, 0.0, entropy_weight=1.0)
+    # leave-one-out advantages −1 and +1; log π: log softmax([1, 0])₀ and log 1 = 0;
+    # entropy: softmax([1, 0])'s for sample 0, none for the one-hot sample 1
+    p = torch.tensor([1.0, 0.0]).softmax(0)
+    expected = 1.5 + (-1 * math.log(float(p[0])) + 0.0) / 2 - float(-(p * p.log()).sum()) / 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(raw.grad).all()
+    assert raw.grad[1].abs().sum() == 0  # a one-hot sample has no entropy gradient, zero advantage·0 score
+
+
 def test_per_sample_task_loss_averages_to_the_mean_loss():
     g = torch.Generator().manual_seed(0)
     out = TaskOutputs(torch.randn(6, 4, generator=g), torch.randn(6, generator=g) * 10 + 100,
