@@ -3,7 +3,8 @@
 One app for simulation and deployment: the device is ``context.node_config["partition-id"]``
 (out of ``"num-partitions"``), the scenario arrives as JSON in every message's config,
 and the device's data, sensors and radio are derived from both
-(:class:`fedmoe.federated.world.ScenarioWorld`). Per-device state (the score-function
+(:class:`fedmoe.federated.world.ScenarioWorld`). Parameters travel packed, one flat
+array per group (:class:`fedmoe.federated.parameters.PackedLayout`). Per-device state (the score-function
 critic, parameters declared local) lives only in ``context.state``.
 
 Handlers:
@@ -54,6 +55,11 @@ def _world(msg: Message):
     return world_for(str(config["scenario"]))
 
 
+def _global_arrays(msg: Message, world) -> dict:
+    """The global model of a message, by state-dict name (it travels packed per group)."""
+    return world.layout.unpack(to_numpy(msg.content["arrays"]))
+
+
 def _local_state(context: Context) -> dict:
     rec = context.state.array_records.get(LOCAL_STATE_KEY)
     return {} if rec is None else to_numpy(rec)
@@ -83,10 +89,10 @@ def train(msg: Message, context: Context) -> Message:
     world = _world(msg)
     pid = _device_id(context, world.num_devices)
     instr = RoundInstructions.from_config(dict(msg.content["config"]))
-    result = local_update(world, pid, to_numpy(msg.content["arrays"]), _local_state(context), instr)
+    result = local_update(world, pid, _global_arrays(msg, world), _local_state(context), instr)
     if result.local_state:
         context.state[LOCAL_STATE_KEY] = to_record(result.local_state)
-    content = RecordDict({"arrays": to_record(result.arrays), "metrics": MetricRecord(result.metrics)})
+    content = RecordDict({"arrays": to_record(world.layout.pack(result.arrays)), "metrics": MetricRecord(result.metrics)})
     return Message(content=content, reply_to=msg)
 
 
@@ -97,5 +103,5 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     world = _world(msg)
     pid = _device_id(context, world.num_devices)
-    metrics = local_evaluate(world, pid, to_numpy(msg.content["arrays"]), _local_state(context))
+    metrics = local_evaluate(world, pid, _global_arrays(msg, world), _local_state(context))
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

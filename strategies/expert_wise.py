@@ -21,7 +21,8 @@ from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import MODALITIES
 from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, RoundInstructions
-from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index, parameter_groups
+from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
+from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.models.gates import TemperatureSchedule
@@ -104,6 +105,10 @@ class ExpertWise(Strategy):
     5. **Virtual clock.** The round lasts :math:`\max_{k} T_k` of the replies and costs
        :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`).
 
+    Parameters travel packed: one flat array per group, named after it (``"shared"``,
+    ``"expert/<i>"``; :class:`fedmoe.federated.parameters.PackedLayout`), in both
+    directions; the global arrays this strategy returns keep the state-dict names.
+
     Any Flower strategy can be the rule of step 4 (``federated.aggregator``; see
     :mod:`strategies.aggregators`): it receives, per group, replies whose
     ``"num-examples"`` is the group weight above (robust rules such as FedMedian and
@@ -116,7 +121,7 @@ class ExpertWise(Strategy):
     ``"local-epochs"``, ``"lr"``, ``"tau"`` (gate temperature), ``"cost-weight"`` (λ),
     ``"rate-bps"``, ``"num-rb"``, ``"deadline-s"``, ``"modalities"`` (allowed sensors),
     ``"fit-standardiser"`` and, under FedProx, ``"proximal-mu"``. Replies carry
-    ``"arrays"`` (shared keys and the experts it computed) and a ``"metrics"`` record with
+    ``"arrays"`` (the packed shared group and the groups of the experts it computed) and a ``"metrics"`` record with
     ``"num-examples"``, ``"expert-usage"`` (E floats), ``"train-loss"``, ``"flops"``,
     ``"upload-bits"``, ``"latency-s"``, ``"energy-j"`` and ``"partition-id"``.
 
@@ -146,7 +151,8 @@ class ExpertWise(Strategy):
         make_aggregator(self.aggregator_name, self.aggregator_options)  # fail early on bad options
         self.on_round = on_round
         self.scenario_json = config_json(world.cfg)
-        self.groups = parameter_groups(world.template.state_dict(), fed.local_keys)
+        self.layout = world.layout
+        self.groups = self.layout.groups
         self._rules: dict[str, Strategy] = {}
         self.devices: dict[int, DeviceInfo] | None = None
         self.history: list[RoundRecord] = []
@@ -179,7 +185,8 @@ class ExpertWise(Strategy):
         self._plan = plan
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         nodes = [node_of[int(k)] for k in plan.devices]
-        extra = self._rule_config(server_round, arrays, nodes)
+        wire = self._wire(arrays)
+        extra = self._rule_config(server_round, wire, nodes)
         messages = []
         for j, k in enumerate(plan.devices):
             k = int(k)
@@ -190,7 +197,7 @@ class ExpertWise(Strategy):
                 modalities=tuple(m for m, on in zip(MODALITIES, allowed[k]) if on),
                 proximal_mu=float(extra.get("proximal-mu", 0.0)), fit_standardiser=server_round == 1)
             cfg = ConfigRecord({**extra, **config, **instr.to_config(), "scenario": self.scenario_json})
-            content = RecordDict({"arrays": arrays, "config": cfg})
+            content = RecordDict({"arrays": wire, "config": cfg})
             messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node_of[k]))
         log.info("round %d (stage %d): %d devices selected (%s), expected round latency %.3g s",
                  server_round, self._stage, len(messages), plan.note, plan.round_latency_s)
@@ -224,7 +231,8 @@ class ExpertWise(Strategy):
         k = max(1, int(round(len(nodes) * self.fed.fraction_evaluate)))
         chosen = self._rng.choice(nodes, size=k, replace=False)
         cfg = ConfigRecord({**config, "server-round": server_round, "scenario": self.scenario_json})
-        return [Message(content=RecordDict({"arrays": arrays, "config": cfg}), message_type=MessageType.EVALUATE,
+        wire = self._wire(arrays)
+        return [Message(content=RecordDict({"arrays": wire, "config": cfg}), message_type=MessageType.EVALUATE,
                         dst_node_id=int(n)) for n in chosen]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -246,8 +254,8 @@ class ExpertWise(Strategy):
             n = float(metrics[WEIGHT_KEY])
             usage = list(metrics.get("expert-usage", []))
             sent = set(msg.content["arrays"].keys())
-            for group, keys in self.groups.items():
-                if group in (LOCAL, FIXED) or not set(keys) <= sent:
+            for group in self.groups:
+                if group in (LOCAL, FIXED) or not set(self.layout.wire_keys(group)) <= sent:
                     continue
                 i = expert_index(group)
                 if i is None or not self.expert_wise:
@@ -265,7 +273,7 @@ class ExpertWise(Strategy):
         current = self._global
         out = {k: current[k] for k in current.keys()}
         for group, members in self.group_members(replies).items():
-            keys = self.groups[group]
+            keys = self.layout.wire_keys(group)
             subs = [Message(content=RecordDict({
                         "arrays": ArrayRecord({k: msg.content["arrays"][k] for k in keys}),
                         "metrics": MetricRecord({WEIGHT_KEY: weight})}),
@@ -281,9 +289,13 @@ class ExpertWise(Strategy):
                 continue
             if agg is None:
                 continue
-            for k in keys:
-                out[k] = agg[k]
+            for k, v in self.layout.unpack({k: numpy_of(agg[k]) for k in keys}).items():
+                out[k] = array_of(v)
         return ArrayRecord(out)
+
+    def _wire(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global arrays as messages carry them: packed per group (:class:`PackedLayout`)."""
+        return to_record(self.layout.pack(to_numpy(arrays)))
 
     def _rule(self, group: str) -> Strategy:
         if group not in self._rules:
@@ -296,10 +308,10 @@ class ExpertWise(Strategy):
         extra: dict[str, Any] = {}
         if not nodes:
             return extra
-        for group, keys in self.groups.items():
+        for group in self.groups:
             if group in (LOCAL, FIXED):
                 continue
-            sub = ArrayRecord({k: arrays[k] for k in keys})
+            sub = ArrayRecord({k: arrays[k] for k in self.layout.wire_keys(group)})
             with quiet_flower():  # one participant is enough: the config is the same for all of them
                 msgs = list(self._rule(group).configure_train(server_round, sub, ConfigRecord(), _Participants(nodes[:1])))
             if group == SHARED and msgs:

@@ -11,6 +11,13 @@ Every entry of the mixture's ``state_dict`` falls in exactly one group:
 * ``shared`` — everything else (gate, task heads, standardiser, constant buffers):
   aggregated over all participants.
 
+On the wire (Flower messages between ``clients/`` and ``strategies/``) each group travels
+as **one flat array** named after the group (:class:`PackedLayout`), not as its dozens of
+state-dict entries: every Flower ``Array`` costs serialisation, hashing and bookkeeping of
+its own, whatever its size. Both ends derive the same layout from the scenario. Every
+built-in Flower rule acts element by element or on the concatenation of all arrays, so
+a group packed into one vector is aggregated exactly as its entries would be.
+
 The helpers here are plain numpy/torch; Flower records are built in ``clients/`` and
 ``strategies/``.
 """
@@ -50,9 +57,16 @@ def group_of(key: str, local_patterns: Sequence[str] = (), fixed: frozenset[str]
     return expert_group(int(match.group(1))) if match else SHARED
 
 
-def parameter_groups(state: Mapping[str, torch.Tensor], local_patterns: Sequence[str] = ()) -> dict[str, list[str]]:
-    """``{group: [keys]}`` of a ``state_dict`` in its order; every key in exactly one group."""
-    fixed = {k for k, v in state.items() if not torch.is_floating_point(v)}
+def _is_float(value: torch.Tensor | np.ndarray) -> bool:
+    if isinstance(value, torch.Tensor):
+        return torch.is_floating_point(value)
+    return bool(np.issubdtype(np.asarray(value).dtype, np.floating))
+
+
+def parameter_groups(state: Mapping[str, torch.Tensor | np.ndarray],
+                     local_patterns: Sequence[str] = ()) -> dict[str, list[str]]:
+    """``{group: [keys]}`` of a ``state_dict`` (tensors or arrays) in its order; every key in exactly one group."""
+    fixed = {k for k, v in state.items() if not _is_float(v)}
     groups: dict[str, list[str]] = {}
     for key in state:
         groups.setdefault(group_of(key, local_patterns, fixed), []).append(key)
@@ -85,3 +99,75 @@ def upload_keys(keys: Sequence[str], usage: np.ndarray, local_patterns: Sequence
 def payload_bits(arrays: Mapping[str, np.ndarray]) -> int:
     """Bits of an update on the uplink: every array at its own width (float32: 32 bits per entry)."""
     return int(sum(a.size * a.dtype.itemsize * 8 for a in arrays.values()))
+
+
+class PackedLayout:
+    """The wire format of a mixture's parameters: one flat array per group (module docstring).
+
+    A group whose entries share one floating dtype is sent as the concatenation of their
+    flattened values under the group's name (``"shared"``, ``"expert/3"``, ``"local"``);
+    any other entry (the ``fixed`` group, a group mixing dtypes) is sent as it is, under its
+    own key. A packed group is sent whole or not at all.
+
+    Parameters
+    ----------
+    state : mapping
+        The model's ``state_dict`` (tensors or arrays): names, shapes, dtypes and order.
+    local_patterns : sequence of str
+        ``federated.local_keys``.
+    """
+
+    def __init__(self, state: Mapping[str, torch.Tensor | np.ndarray], local_patterns: Sequence[str] = ()) -> None:
+        arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                  for k, v in state.items()}
+        self.groups = parameter_groups(arrays, local_patterns)
+        self.shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+        self.dtypes = {k: v.dtype for k, v in arrays.items()}
+        self.packed: dict[str, np.dtype] = {}
+        for group, keys in self.groups.items():
+            kinds = {self.dtypes[k] for k in keys}
+            if group != FIXED and len(kinds) == 1 and np.issubdtype(next(iter(kinds)), np.floating):
+                self.packed[group] = next(iter(kinds))
+
+    def wire_keys(self, group: str) -> list[str]:
+        """The message keys that carry ``group``: its name if packed, else its entries."""
+        return [group] if group in self.packed else list(self.groups[group])
+
+    def pack(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Named arrays (any subset of whole groups) → the arrays a message carries."""
+        unknown = [k for k in arrays if k not in self.shapes]
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown[:3]}{'…' if len(unknown) > 3 else ''}")
+        out: dict[str, np.ndarray] = {}
+        for group, keys in self.groups.items():
+            present = [k for k in keys if k in arrays]
+            if not present:
+                continue
+            if group not in self.packed:
+                out.update({k: np.asarray(arrays[k]) for k in present})
+                continue
+            if len(present) != len(keys):
+                missing = [k for k in keys if k not in arrays]
+                raise ValueError(f"group {group!r} is sent in part (missing {missing[:3]}): send all of it or none")
+            dtype = self.packed[group]
+            out[group] = np.concatenate([np.asarray(arrays[k], dtype=dtype).reshape(-1) for k in keys])
+        return out
+
+    def unpack(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The arrays of a message → named arrays with the model's shapes (inverse of :meth:`pack`)."""
+        out: dict[str, np.ndarray] = {}
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            if name in self.packed:
+                keys = self.groups[name]
+                sizes = [int(np.prod(self.shapes[k], dtype=np.int64)) for k in keys]
+                if value.size != sum(sizes):
+                    raise ValueError(f"packed group {name!r} has {value.size} values, the model expects {sum(sizes)}")
+                flat = value.reshape(-1)
+                for k, start, size in zip(keys, np.cumsum([0] + sizes[:-1]), sizes):
+                    out[k] = flat[start:start + size].reshape(self.shapes[k])
+            elif name in self.shapes:
+                out[name] = value
+            else:
+                raise ValueError(f"message carries unknown array {name!r} (a different model or scenario?)")
+        return out

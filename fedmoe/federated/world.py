@@ -27,6 +27,7 @@ from fedmoe.config import MODALITIES, FedMoEConfig, parse_config
 from fedmoe.data.partition import (DevicePartition, apply_degradation, apply_modality_mask, device_degradation,
                                    device_modalities, device_rng, make_device_partition)
 from fedmoe.data.samples import ISACSamples
+from fedmoe.federated.parameters import PackedLayout
 from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
 from fedmoe.models.device_costs import ExpertFootprint, cost_reference, expert_cost_matrices
@@ -91,6 +92,11 @@ class ScenarioWorld:
     def new_model(self) -> MoE:
         """A fresh copy of :attr:`template`."""
         return copy.deepcopy(self.template)
+
+    @cached_property
+    def layout(self) -> PackedLayout:
+        """How the parameters travel in messages: one flat array per group (:class:`PackedLayout`)."""
+        return PackedLayout(self.template.state_dict(), self.cfg.federated.local_keys)
 
     @cached_property
     def expert_costs(self) -> list[ExpertCost]:

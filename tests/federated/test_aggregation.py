@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, parameter_groups, to_numpy
 from fedmoe.federated.world import world_for
@@ -24,10 +24,12 @@ def strategy(tiny_cfg):
 
 
 def reply(strategy: ExpertWise, value: float, n: int, usage: list[float], experts: list[int]) -> Message:
-    """A client reply whose every sent float array is ``value``: shared keys plus the given experts."""
+    """A client reply whose every sent float array is ``value``: shared keys plus the given experts,
+    packed per group as the ClientApp sends them."""
     keys = list(strategy.groups[SHARED]) + [k for i in experts for k in strategy.groups[expert_group(i)]]
-    arrays = ArrayRecord({k: Array(np.full(strategy._global[k].numpy().shape, value, dtype=np.float32))
-                          for k in keys})
+    named = {k: np.full(strategy._global[k].numpy().shape, value, dtype=np.float32) for k in keys}
+    arrays = to_record(strategy.layout.pack(named))
+    assert set(arrays.keys()) == {SHARED, *(expert_group(i) for i in experts)}  # one array per group
     metrics = MetricRecord({"num-examples": n, "expert-usage": usage})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), message_type=MessageType.TRAIN,
                    dst_node_id=0)

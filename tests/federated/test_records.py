@@ -1,4 +1,5 @@
-"""numpy ↔ Flower record conversions: the same bytes as Flower's own, read back exactly."""
+"""numpy ↔ Flower record conversions (the same bytes as Flower's own, read back exactly) and the
+packed wire layout of the parameters (one flat array per group)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from flwr.app import Array
 
+from fedmoe.federated.parameters import FIXED, SHARED, PackedLayout, expert_group
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 
 _rng = np.random.default_rng(0)
@@ -59,6 +61,63 @@ def test_record_round_trip_keeps_names_and_order():
     for k in arrays:
         np.testing.assert_array_equal(back[k], arrays[k])
         assert back[k].shape == arrays[k].shape
+
+
+def _state() -> dict[str, np.ndarray]:
+    r = np.random.default_rng(1)
+    return {
+        "experts.0.w": r.normal(size=(3, 2)).astype(np.float32),
+        "experts.0.b": r.normal(size=2).astype(np.float32),
+        "experts.1.w": r.normal(size=(2, 2)).astype(np.float32),
+        "gate.w": r.normal(size=(4, 2)).astype(np.float32),
+        "gate.tau": np.array(0.5, dtype=np.float32),
+        "heads.w": r.normal(size=(2,)).astype(np.float32),
+        "mask": np.array([True, False]),
+    }
+
+
+def test_layout_packs_each_group_into_one_array_and_back():
+    state = _state()
+    layout = PackedLayout(state, local_patterns=["heads.*"])
+    wire = layout.pack(state)
+    assert set(wire) == {SHARED, expert_group(0), expert_group(1), "local", "mask"}
+    assert wire[SHARED].shape == (9,)  # gate.w (8) + gate.tau (1), in state-dict order
+    np.testing.assert_array_equal(wire[expert_group(0)], np.concatenate([state["experts.0.w"].ravel(),
+                                                                         state["experts.0.b"]]))
+    back = layout.unpack(to_numpy(to_record(wire)))
+    assert list(back) == [k for g in layout.groups.values() for k in g] and set(back) == set(state)
+    for k in state:
+        assert back[k].shape == state[k].shape and back[k].dtype == state[k].dtype
+        np.testing.assert_array_equal(back[k], state[k])
+    assert layout.groups[FIXED] == ["mask"] and layout.wire_keys(FIXED) == ["mask"]
+
+
+def test_layout_sends_a_subset_of_whole_groups_only():
+    state = _state()
+    layout = PackedLayout(state)
+    subset = {k: v for k, v in state.items() if k.startswith("experts.1.")}
+    assert set(layout.pack(subset)) == {expert_group(1)}
+    with pytest.raises(ValueError, match="sent in part"):
+        layout.pack({"experts.0.w": state["experts.0.w"]})
+    with pytest.raises(ValueError, match="unknown parameters"):
+        layout.pack({"nope": np.zeros(1)})
+
+
+def test_layout_refuses_what_another_model_would_send():
+    layout = PackedLayout(_state())
+    with pytest.raises(ValueError, match="has 5 values, the model expects 4"):
+        layout.unpack({expert_group(1): np.zeros(5, dtype=np.float32)})
+    with pytest.raises(ValueError, match="unknown array"):
+        layout.unpack({"expert/7": np.zeros(1, dtype=np.float32)})
+
+
+def test_a_group_mixing_float_widths_travels_entry_by_entry():
+    state = _state()
+    state["gate.tau"] = state["gate.tau"].astype(np.float64)
+    layout = PackedLayout(state)
+    assert layout.wire_keys(SHARED) == ["gate.w", "gate.tau", "heads.w"]
+    back = layout.unpack(layout.pack(state))
+    assert back["gate.tau"].dtype == np.float64 and set(back) == set(state)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
