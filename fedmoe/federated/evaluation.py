@@ -44,7 +44,7 @@ class ServerEvaluator:
         cfg = self.world.cfg
         self.costs = device_costs_for_samples(model.experts, self.test.bits_per_sample, cfg.wireless,
                                               cfg.partition.num_devices, len(self.test), cfg.data.seed,
-                                              cfg.model.latency_weight)
+                                              cfg.model.latency_weight, counted=self.world.expert_costs)
 
     def due(self, server_round: int) -> bool:
         return server_round == 0 or server_round == self.last_round or server_round % self.every == 0

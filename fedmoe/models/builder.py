@@ -63,12 +63,17 @@ class SampleCosts:
 
 
 def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, int], wireless: WirelessConfig,
-                             num_devices: int, num_samples: int, seed: int, latency_weight: float = 0.5) -> SampleCosts:
-    """Drop ``num_devices`` devices, share the uplink equally, and assign samples to devices at random."""
+                             num_devices: int, num_samples: int, seed: int, latency_weight: float = 0.5,
+                             counted: list[ExpertCost] | None = None) -> SampleCosts:
+    """Drop ``num_devices`` devices, share the uplink equally, and assign samples to devices at random.
+
+    ``counted`` are the experts' :func:`~fedmoe.models.cost.expert_costs` when the caller
+    already has them (counting FLOPs runs every expert once).
+    """
     rng = np.random.default_rng(seed)
     profiles = sample_device_profiles(wireless, num_devices, rng)
     rate = equal_share_rate(profiles, wireless)
-    costs = expert_costs(experts, bits_per_sample=bits_per_sample)
+    costs = counted if counted is not None else expert_costs(experts, bits_per_sample=bits_per_sample)
     footprints = [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities) for e, c in zip(experts, costs)]
     matrices = expert_cost_matrices(footprints, profiles, rate, latency_weight)
     device = rng.integers(0, num_devices, num_samples)
