@@ -1,0 +1,1 @@
+"""Split learning and distributed experts over noisy feature links (paper 004)."""
