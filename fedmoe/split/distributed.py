@@ -1,0 +1,241 @@
+"""Distributed experts over noisy downlinks with a channel-aware gate (paper 004; the survey's WDMoE).
+
+A backbone ``F`` at the server maps an input to a feature ``z = F(x) ∈ R^D``. Expert ``k``
+is hosted on device ``k``; to use it the server sends ``z`` over the downlink to device
+``k``, which receives ``ẑ_k`` (a :mod:`fedmoe.split.links` model at its SNR ``γ_k``),
+computes ``o_k = E_k(ẑ_k)`` and returns it (the return link is taken as ideal). The gate
+picks the expert:
+
+* **naive**: ``g = softmax(G(z))``;
+* **channel-aware** (paper 004): ``g = softmax(G([z, ψ(d_1), …, ψ(d_K)]))`` with ``d_k`` the
+  expected relative distortion of the link to expert ``k`` (``σ²/(p|h_k|²)`` for the
+  analog link) and ``ψ(d) = log10(d) / 4``, a scale that keeps typical values in [−1, 0].
+
+Inference uses the top-1 expert, ``ŷ = E_{k*}(ẑ_{k*})`` with ``k* = argmax g``. Training
+(:func:`train_stage1`, :func:`train_stage2`) follows paper 004's two stages:
+
+1. backbone, gate and experts under ideal links, with the dense mixture
+   ``ŷ = Σ_k g_k E_k(z)`` and a load-balancing term ``β · K Σ_k \\bar g_k^2`` (the squared
+   coefficient of variation of the mean gate, plus one; minimal when every expert gets
+   ``1/K``);
+2. backbone and experts frozen; only the gate is trained, on features corrupted per
+   expert at SNRs drawn at random (:func:`draw_snr`), minimising the expected loss of
+   the expert it picks, ``Σ_k g_k ℓ(E_k(ẑ_k), y)``. (The loss of the dense mixture,
+   ``ℓ(Σ_k g_k E_k(ẑ_k), y)``, would reward averaging the experts' independent noisy
+   copies, which top-1 inference never does.)
+
+The naive gate goes through the same stage 2 without the distortion inputs, so the
+comparison isolates what knowing the channel is worth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedmoe.split.links import FeatureLink, db_to_linear
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+class DistributedMoE(nn.Module):
+    """Backbone at the server, ``num_experts`` experts on devices, one gate (module docstring).
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        Maps a batch of inputs to ``(B, feature_dim)`` features.
+    feature_dim, num_classes, num_experts : int
+        Sizes.
+    hidden : int
+        Hidden width of each expert and of the gates.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, num_experts: int,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        if num_experts < 2:
+            raise ValueError(f"a mixture needs at least 2 experts, got {num_experts}")
+        self.backbone = backbone
+        self.num_experts = num_experts
+        self.experts = nn.ModuleList(_mlp([feature_dim, hidden, num_classes]) for _ in range(num_experts))
+        self.gate = _mlp([feature_dim, hidden, num_experts])  # the stage-1 (and naive) gate
+        self.aware_gate = _mlp([feature_dim + num_experts, hidden, num_experts])
+
+    @torch.no_grad()
+    def init_aware_gate(self) -> None:
+        """Start the channel-aware gate from the stage-1 gate: same weights on the features, zero
+        weights on the distortion inputs (so it first routes exactly as the stage-1 gate does)."""
+        src, dst = list(self.gate.modules()), list(self.aware_gate.modules())
+        for a, b in zip(src, dst):
+            if isinstance(a, nn.Linear):
+                if b.in_features == a.in_features:
+                    b.load_state_dict(a.state_dict())
+                else:
+                    b.weight.zero_()
+                    b.weight[:, :a.in_features] = a.weight
+                    b.bias.copy_(a.bias)
+
+    def gate_logits(self, z: torch.Tensor, distortion: torch.Tensor | None, aware: bool) -> torch.Tensor:
+        """(B, K) logits of the naive gate, or of the channel-aware one given (B, K) ``distortion``."""
+        if not aware:
+            return self.gate(z)
+        if distortion is None:
+            raise ValueError("the channel-aware gate needs the per-expert distortion")
+        csi = torch.log10(distortion.clamp_min(1e-8)) / 4.0
+        return self.aware_gate(torch.cat([z, csi], dim=1))
+
+    def expert_outputs(self, z: torch.Tensor, link: FeatureLink | None, snr: torch.Tensor | None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, K, C): every expert on its own received copy of ``z`` (ideal links when ``link`` is None)."""
+        b, k = z.shape[0], self.num_experts
+        copies = z.unsqueeze(1).expand(b, k, z.shape[1])
+        if link is not None:
+            if snr is None or tuple(snr.shape) != (b, k):
+                raise ValueError(f"snr must have shape ({b}, {k})")
+            copies = link.corrupt(copies, snr, generator)
+        return torch.stack([e(copies[:, i]) for i, e in enumerate(self.experts)], dim=1)
+
+    def predict(self, x: torch.Tensor, link: FeatureLink | None, snr: torch.Tensor | None, aware: bool,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-1 inference: (B, C) logits of the chosen expert on its received features, and (B,) the choice."""
+        z = self.backbone(x)
+        distortion = link.distortion(snr) if (aware and link is not None) else (
+            torch.full((z.shape[0], self.num_experts), 1e-8) if aware else None)
+        choice = self.gate_logits(z, distortion, aware).argmax(dim=1)
+        received = z if link is None else link.corrupt(z, snr.gather(1, choice[:, None]).squeeze(1), generator)
+        return self._route(received, choice), choice
+
+    def _route(self, z: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        """Each row through its chosen expert only."""
+        out: torch.Tensor | None = None
+        for i, expert in enumerate(self.experts):
+            rows = (choice == i).nonzero(as_tuple=True)[0]
+            if rows.numel():
+                o = expert(z[rows])
+                out = z.new_zeros((z.shape[0], o.shape[1])) if out is None else out
+                out[rows] = o
+        assert out is not None  # every row chose some expert
+        return out
+
+
+def draw_snr(batch: int, num_experts: int, snr_db_range: tuple[float, float], fading: bool,
+             generator: torch.Generator) -> torch.Tensor:
+    """(B, K) linear SNRs: a mean SNR per sample drawn uniformly in dB over ``snr_db_range``, times an
+    independent Rayleigh power gain ``|h_k|² ~ Exp(1)`` per expert when ``fading``."""
+    lo, hi = snr_db_range
+    mean_db = lo + (hi - lo) * torch.rand((batch, 1), generator=generator)
+    snr = db_to_linear(mean_db).expand(batch, num_experts).clone()
+    if fading:
+        snr = snr * torch.empty((batch, num_experts)).exponential_(1.0, generator=generator)
+    return snr
+
+
+def fixed_snr(batch: int, num_experts: int, snr_db: float, fading: bool, generator: torch.Generator) -> torch.Tensor:
+    """(B, K) linear SNRs at mean ``snr_db``, Rayleigh-faded per expert when ``fading``."""
+    return draw_snr(batch, num_experts, (snr_db, snr_db), fading, generator)
+
+
+@dataclass
+class SplitTrainConfig:
+    """Training of :class:`DistributedMoE` (module docstring)."""
+
+    stage1_epochs: int = 30
+    stage2_epochs: int = 15
+    batch_size: int = 128
+    lr: float = 2e-3
+    balance_weight: float = 0.1
+    snr_db_range: tuple[float, float] = (10.0, 40.0)
+    fading: bool = True
+    seed: int = 0
+
+
+def _batches(n: int, size: int, generator: torch.Generator):
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, size):
+        yield order[start:start + size]
+
+
+def train_stage1(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, cfg: SplitTrainConfig) -> list[float]:
+    """Stage 1: everything but the channel-aware gate, ideal links, dense mixture + load balancing."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    params = list(model.backbone.parameters()) + list(model.experts.parameters()) + list(model.gate.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    losses = []
+    model.train()
+    for _ in range(cfg.stage1_epochs):
+        total = 0.0
+        for rows in _batches(len(x), cfg.batch_size, g):
+            z = model.backbone(x[rows])
+            probs = model.gate_logits(z, None, aware=False).softmax(dim=1)
+            outs = model.expert_outputs(z, None, None)
+            mix = (probs.unsqueeze(2) * outs.softmax(dim=2)).sum(dim=1)
+            loss = nn.functional.nll_loss(torch.log(mix.clamp_min(1e-9)), y[rows])
+            mean_gate = probs.mean(dim=0)
+            loss = loss + cfg.balance_weight * model.num_experts * mean_gate.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+        losses.append(total / len(x))
+    return losses
+
+
+def train_stage2(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, link: FeatureLink, aware: bool,
+                 cfg: SplitTrainConfig) -> list[float]:
+    """Stage 2: only the gate (channel-aware or naive), on features corrupted at random SNRs."""
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    if aware:
+        model.init_aware_gate()
+    gate = model.aware_gate if aware else model.gate
+    opt = torch.optim.Adam(gate.parameters(), lr=cfg.lr)
+    frozen = [model.backbone, model.experts]
+    for m in frozen:
+        m.requires_grad_(False)
+    losses = []
+    model.train()
+    try:
+        for _ in range(cfg.stage2_epochs):
+            total = 0.0
+            for rows in _batches(len(x), cfg.batch_size, g):
+                with torch.no_grad():
+                    z = model.backbone(x[rows])
+                    snr = draw_snr(len(rows), model.num_experts, cfg.snr_db_range, cfg.fading, g)
+                    outs = model.expert_outputs(z, link, snr, g)
+                    per_expert = nn.functional.cross_entropy(outs.transpose(1, 2), y[rows].unsqueeze(1).expand(
+                        len(rows), model.num_experts), reduction="none")  # (B, K)
+                probs = model.gate_logits(z, link.distortion(snr) if aware else None, aware).softmax(dim=1)
+                loss = (probs * per_expert).sum(dim=1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(rows)
+            losses.append(total / len(x))
+    finally:
+        for m in frozen:
+            m.requires_grad_(True)
+    return losses
+
+
+@torch.no_grad()
+def accuracy_at(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, link: FeatureLink | None,
+                snr_db: float | None, aware: bool, fading: bool = True, seed: int = 0,
+                repeats: int = 1) -> float:
+    """Top-1 accuracy with every expert's link at mean ``snr_db`` (None: ideal links), averaged over
+    ``repeats`` draws of fading and noise."""
+    model.eval()
+    accs = []
+    for r in range(repeats):
+        g = torch.Generator().manual_seed(seed * 1009 + r)
+        snr = None if (link is None or snr_db is None) else fixed_snr(len(x), model.num_experts, snr_db, fading, g)
+        out, _ = model.predict(x, link if snr is not None else None, snr, aware, g)
+        accs.append(float((out.argmax(dim=1) == y).float().mean()))
+    return float(np.mean(accs))
