@@ -22,9 +22,9 @@ from flwr.serverapp.strategy import Strategy
 from fedmoe.config import MODALITIES
 from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, RoundInstructions
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
-from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
+from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
 

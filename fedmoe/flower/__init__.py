@@ -35,20 +35,16 @@ def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-@lru_cache(maxsize=4096)
-def _npy_data_offset(header: bytes) -> int | None:
-    """Where the values start after ``header`` (the first bytes of a ``.npy`` blob), or ``None``
-    when the blob is not a plain C-ordered array this module can read without ``np.load``."""
-    if not header.startswith(_NPY_MAGIC):
+def _npy_data_offset(data: bytes) -> int | None:
+    """Where the values of a ``.npy`` blob start, or ``None`` when it is not a plain C-ordered
+    array this module reads without ``np.load`` (then ``Array.numpy()`` reads or rejects it)."""
+    if len(data) < 12 or not data.startswith(_NPY_MAGIC):
         return None
-    major = header[6]
-    size_bytes = 2 if major == 1 else 4
-    start = 8 + size_bytes
-    length = int.from_bytes(header[8:start], "little")
-    text = header[start:start + length]
-    if b"'fortran_order': False" not in text:
+    start = 8 + (2 if data[6] == 1 else 4)  # magic, version, then a 2- (v1) or 4-byte header length
+    end = start + int.from_bytes(data[8:start], "little")
+    if b"'fortran_order': False" not in bytes(data[start:end]):
         return None
-    return start + length
+    return end
 
 
 def array_of(value: np.ndarray) -> Array:
@@ -67,8 +63,7 @@ def numpy_of(array: Array) -> np.ndarray:
     if array.stype != "numpy.ndarray":
         return array.numpy()  # Flower raises its own error for other serialisations
     data = array.data
-    # headers are at most a few hundred bytes; 16-byte aligned in the format, 128 is typical
-    offset = _npy_data_offset(bytes(data[:_header_span(data)]))
+    offset = _npy_data_offset(data)
     if offset is None:
         return array.numpy()
     dtype = np.dtype(array.dtype)
@@ -76,15 +71,6 @@ def numpy_of(array: Array) -> np.ndarray:
     if len(data) - offset != count * dtype.itemsize:
         return array.numpy()  # let np.load report the malformed blob
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(array.shape).copy()
-
-
-def _header_span(data: bytes) -> int:
-    """Bytes of ``data`` that hold the ``.npy`` magic, version, length field and header text."""
-    if len(data) < 12 or not data.startswith(_NPY_MAGIC):
-        return min(len(data), 12)
-    size_bytes = 2 if data[6] == 1 else 4
-    start = 8 + size_bytes
-    return min(len(data), start + int.from_bytes(data[8:start], "little"))
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
