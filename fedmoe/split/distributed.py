@@ -36,14 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmoe.split.links import FeatureLink, db_to_linear
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
+from fedmoe.models.experts import _mlp
+from fedmoe.models.gate_backbones import MLPBackbone
+from fedmoe.split.links import FeatureLink
+from fedmoe.training import _batches
+from fedmoe.wireless.ofdma import db_to_linear
 
 
 class DistributedMoE(nn.Module):
@@ -56,7 +53,9 @@ class DistributedMoE(nn.Module):
     feature_dim, num_classes, num_experts : int
         Sizes.
     hidden : int
-        Hidden width of each expert and of the gates.
+        Hidden width of each expert (:func:`fedmoe.models.experts._mlp`) and of the gates
+        (:class:`~fedmoe.models.gate_backbones.MLPBackbone`; the channel-aware one takes the
+        per-expert distortion as its one side input per expert).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, num_experts: int,
@@ -66,9 +65,9 @@ class DistributedMoE(nn.Module):
             raise ValueError(f"a mixture needs at least 2 experts, got {num_experts}")
         self.backbone = backbone
         self.num_experts = num_experts
-        self.experts = nn.ModuleList(_mlp([feature_dim, hidden, num_classes]) for _ in range(num_experts))
-        self.gate = _mlp([feature_dim, hidden, num_experts])  # the stage-1 (and naive) gate
-        self.aware_gate = _mlp([feature_dim + num_experts, hidden, num_experts])
+        self.experts = nn.ModuleList(_mlp(feature_dim, hidden, num_classes) for _ in range(num_experts))
+        self.gate = MLPBackbone(feature_dim, num_experts, side_dim=0, hidden=hidden)  # stage 1 (and naive)
+        self.aware_gate = MLPBackbone(feature_dim, num_experts, side_dim=1, hidden=hidden)
 
     @torch.no_grad()
     def init_aware_gate(self) -> None:
@@ -91,7 +90,7 @@ class DistributedMoE(nn.Module):
         if distortion is None:
             raise ValueError("the channel-aware gate needs the per-expert distortion")
         csi = torch.log10(distortion.clamp_min(1e-8)) / 4.0
-        return self.aware_gate(torch.cat([z, csi], dim=1))
+        return self.aware_gate(z, csi)
 
     def expert_outputs(self, z: torch.Tensor, link: FeatureLink | None, snr: torch.Tensor | None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
@@ -133,7 +132,7 @@ def draw_snr(batch: int, num_experts: int, snr_db_range: tuple[float, float], fa
     independent Rayleigh power gain ``|h_k|² ~ Exp(1)`` per expert when ``fading``."""
     lo, hi = snr_db_range
     mean_db = lo + (hi - lo) * torch.rand((batch, 1), generator=generator)
-    snr = db_to_linear(mean_db).expand(batch, num_experts).clone()
+    snr = torch.as_tensor(db_to_linear(mean_db), dtype=torch.float32).expand(batch, num_experts).clone()
     if fading:
         snr = snr * torch.empty((batch, num_experts)).exponential_(1.0, generator=generator)
     return snr
@@ -158,22 +157,16 @@ class SplitTrainConfig:
     seed: int = 0
 
 
-def _batches(n: int, size: int, generator: torch.Generator):
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, size):
-        yield order[start:start + size]
-
-
 def train_stage1(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, cfg: SplitTrainConfig) -> list[float]:
     """Stage 1: everything but the channel-aware gate, ideal links, dense mixture + load balancing."""
-    g = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     params = list(model.backbone.parameters()) + list(model.experts.parameters()) + list(model.gate.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     losses = []
     model.train()
     for _ in range(cfg.stage1_epochs):
         total = 0.0
-        for rows in _batches(len(x), cfg.batch_size, g):
+        for rows in map(torch.from_numpy, _batches(len(x), cfg.batch_size, rng)):
             z = model.backbone(x[rows])
             probs = model.gate_logits(z, None, aware=False).softmax(dim=1)
             outs = model.expert_outputs(z, None, None)
@@ -192,7 +185,8 @@ def train_stage1(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, cfg: S
 def train_stage2(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, link: FeatureLink, aware: bool,
                  cfg: SplitTrainConfig) -> list[float]:
     """Stage 2: only the gate (channel-aware or naive), on features corrupted at random SNRs."""
-    g = torch.Generator().manual_seed(cfg.seed + 1)
+    g = torch.Generator().manual_seed(cfg.seed + 1)  # SNRs and link noise
+    rng = np.random.default_rng(cfg.seed + 1)  # batches
     if aware:
         model.init_aware_gate()
     gate = model.aware_gate if aware else model.gate
@@ -205,7 +199,7 @@ def train_stage2(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, link: 
     try:
         for _ in range(cfg.stage2_epochs):
             total = 0.0
-            for rows in _batches(len(x), cfg.batch_size, g):
+            for rows in map(torch.from_numpy, _batches(len(x), cfg.batch_size, rng)):
                 with torch.no_grad():
                     z = model.backbone(x[rows])
                     snr = draw_snr(len(rows), model.num_experts, cfg.snr_db_range, cfg.fading, g)

@@ -66,14 +66,10 @@ class FeatureLink(Protocol):
 LINKS: Registry[type] = Registry("feature link")
 
 
-def db_to_linear(snr_db: torch.Tensor | float) -> torch.Tensor:
-    return torch.pow(10.0, torch.as_tensor(snr_db, dtype=torch.float32) / 10.0)
-
-
 def _check_snr(snr: torch.Tensor) -> torch.Tensor:
     snr = torch.as_tensor(snr, dtype=torch.float32)
     if bool((snr < 0).any()) or bool(torch.isnan(snr).any()):
-        raise ValueError("SNR must be linear and non-negative (convert dB with db_to_linear)")
+        raise ValueError("SNR must be linear and non-negative (convert dB with fedmoe.wireless.ofdma.db_to_linear)")
     return snr
 
 

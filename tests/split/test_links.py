@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from fedmoe.split.links import LINKS, AnalogLink, DigitalLink, db_to_linear, make_link, qam_bit_error_rate
+from fedmoe.split.links import LINKS, AnalogLink, DigitalLink, make_link, qam_bit_error_rate
+from fedmoe.wireless.ofdma import db_to_linear
 
 
 def test_analog_noise_variance_is_sigma2_over_p_h2():
