@@ -105,3 +105,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     pid = _device_id(context, world.num_devices)
     metrics = local_evaluate(world, pid, _global_arrays(msg, world), _local_state(context))
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+from clients import split as _split  # noqa: E402,F401  registers the split-learning handlers on ``app``

@@ -7,7 +7,7 @@
     fedmoe data stats [--input FILE.npz]       statistics, per-modality baselines, plots
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
-    fedmoe run [--out DIR]                     federated training on a Flower simulation (the main job)
+    fedmoe run [--out DIR]                     federated (or split, ``--set mode=split``) training on a Flower simulation
     fedmoe scenarios                           list the built-in scenarios
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
@@ -167,16 +167,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = Path(args.out)
     fed = cfg.federated
-    print(f"fedmoe {__version__}: federated run of scenario {cfg.name!r}: {cfg.partition.num_devices} devices, "
-          f"{fed.rounds} rounds ({fed.stage1_rounds} stage I), strategy {fed.strategy} over {fed.aggregator}, "
-          f"selection {fed.selection}")
+    if cfg.mode == "federated":
+        print(f"fedmoe {__version__}: federated run of scenario {cfg.name!r}: {cfg.partition.num_devices} devices, "
+              f"{fed.rounds} rounds ({fed.stage1_rounds} stage I), strategy {fed.strategy} over {fed.aggregator}, "
+              f"selection {fed.selection}")
+    else:
+        print(f"fedmoe {__version__}: {cfg.mode} learning run of scenario {cfg.name!r}: {cfg.partition.num_devices} "
+              f"devices, {fed.clients_per_round} per round, {fed.rounds} rounds ({fed.stage1_rounds} stage I), "
+              f"{cfg.split.link} feature link")
     run = run_federated(cfg, out, progress=not args.quiet, scenario_file=resolve_scenario(args.scenario),
                         verbose=args.verbose)
     s = run.metrics["summary"]
-    print(f"final test accuracy {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}) "
-          f"after {s['rounds']} rounds; virtual time {s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J "
-          f"({s['mean_energy_per_round_j']:.2f} J/round); wall {run.wall_s:.0f} s")
-    print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png, gate_usage.png, checkpoints/")
+    if cfg.mode == "federated":
+        print(f"final test accuracy {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}) "
+              f"after {s['rounds']} rounds; virtual time {s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J "
+              f"({s['mean_energy_per_round_j']:.2f} J/round); wall {run.wall_s:.0f} s")
+        print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png, gate_usage.png, checkpoints/")
+    else:
+        acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
+        print(f"final accuracy on the devices' held-out data {acc} after {s['rounds']} rounds; virtual time "
+              f"{s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J ({s['mean_energy_per_round_j']:.2f} J/round); "
+              f"wall {run.wall_s:.0f} s")
+        print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png")
     return 0
 
 
@@ -251,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
     sw.set_defaults(func=cmd_sweep)
 
-    run = sub.add_parser("run", help="federated training on a Flower simulation (Ray backend): the main job")
+    run = sub.add_parser("run", help="federated or split-learning training on a Flower simulation (Ray backend): the main job")
     _config_options(run)
     run.add_argument("--out", default="runs/run", help="run folder (default: %(default)s)")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines")

@@ -334,6 +334,28 @@ class FederatedConfig(StrictModel):
         return self
 
 
+class SplitConfig(StrictModel):
+    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`fedmoe.split.protocol`).
+
+    Devices keep their modality experts (encoders); per batch they send the features of the
+    experts the server's gate selected over ``link``; the server runs gate, fusion and heads
+    and returns the gradients. Rounds, stages, local epochs and devices per round follow
+    ``federated``; the optimiser follows ``train`` (constant learning rate).
+    """
+
+    link: Literal["ideal", "analog", "digital"] = Field(
+        "ideal", description="uplink of the features: lossless at the Shannon rate, analog (paper 004) or quantised")
+    link_options: dict[str, float | int] = Field(
+        default_factory=dict, description="keyword arguments of the link (digital: bits, clip, bits_per_symbol)")
+    snr_db: float | None = Field(
+        None, ge=-30.0, le=60.0, description="feature-link SNR in dB for every device; None: each device's own uplink SNR")
+    value_bits: int = Field(32, ge=1, le=64, description="bits per feature value on the ideal link")
+    batches_per_message: int = Field(
+        1, ge=1, le=10_000, description="batches a device encodes per message (1: exact split learning; more: stale gradients)")
+    message_timeout_s: float = Field(120.0, gt=0.0, le=1e6, description="wall-clock wait for one exchange's replies")
+    eval_devices: int = Field(0, ge=0, le=100_000, description="devices evaluated on their held-out data (0: all)")
+
+
 class FedMoEConfig(StrictModel):
     """Top-level configuration (a scenario TOML file holds any subset of it)."""
 
@@ -344,6 +366,9 @@ class FedMoEConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     federated: FederatedConfig = Field(default_factory=FederatedConfig)
+    mode: Literal["federated", "split", "splitfed"] = Field(
+        "federated", description="federated averaging, split learning, or split learning with encoders averaged per round")
+    split: SplitConfig = Field(default_factory=SplitConfig)
 
 
 # --------------------------------------------------------------------------- loading and errors
@@ -397,24 +422,26 @@ def parse_config(data: dict[str, Any], model: type[StrictModel] = FedMoEConfig, 
         raise ConfigError(f"{source}: " + format_validation_error(err, model).replace("\n", f"\n{source}: ")) from None
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The content of a TOML file; a missing file or bad TOML is a one-line :class:`ConfigError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FedMoEConfig:
     """Load a TOML file into :class:`FedMoEConfig` (defaults when ``path`` is None).
 
     ``overrides`` is a nested dict merged over the file's content (used by the CLI).
     """
-    data: dict[str, Any] = {}
-    source = "config"
-    if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{p}: not valid TOML: {err}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not a UTF-8 text file") from None
+    data: dict[str, Any] = {} if path is None else read_toml(path)
+    source = "config" if path is None else str(path)
     if overrides:
         data = deep_merge(data, overrides)
     return parse_config(data, FedMoEConfig, source)

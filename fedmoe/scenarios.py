@@ -3,6 +3,9 @@
 The built-in scenarios are the ``*.toml`` files of ``sims/scenarios/``; a user adds one
 by dropping a file there or, from code, with ``SCENARIOS.register(name, path)``. The
 command line accepts either a scenario name or a path to a TOML file.
+
+A scenario may start from another: ``extends = "default"`` (a name or a path) at the top
+of the file loads that scenario first and merges this file's keys over it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedmoe.config import ConfigError, FedMoEConfig, load_config
+from fedmoe.config import ConfigError, FedMoEConfig, deep_merge, parse_config, read_toml
 from fedmoe.registry import Registry
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "sims" / "scenarios"
@@ -36,7 +39,23 @@ def resolve_scenario(name_or_path: str | Path) -> Path:
                       "or give a path to a .toml file)")
 
 
+def scenario_data(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw content of a scenario file, with the scenario it ``extends`` merged underneath."""
+    path = resolve_scenario(name_or_path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: 'extends' forms a cycle ({chain})")
+    data = read_toml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must be a scenario name or path, got {base!r}")
+    return deep_merge(scenario_data(base, (*_seen, path.resolve())), data)
+
+
 def load_scenario(name_or_path: str | Path | None = "default", overrides: dict[str, Any] | None = None) -> FedMoEConfig:
     """Load a scenario (name or path; ``None`` = built-in defaults) with optional nested overrides."""
-    path = None if name_or_path is None else resolve_scenario(name_or_path)
-    return load_config(path, overrides)
+    data: dict[str, Any] = {} if name_or_path is None else scenario_data(name_or_path)
+    source = "config" if name_or_path is None else str(resolve_scenario(name_or_path))
+    return parse_config(deep_merge(data, overrides or {}), FedMoEConfig, source)

@@ -1,4 +1,4 @@
-"""``fedmoe run``: a federated simulation on Flower's Ray backend (``flwr.simulation.run_simulation``).
+"""``fedmoe run``: a federated or split-learning simulation on Flower's Ray backend (``flwr.simulation.run_simulation``).
 
 One virtual SuperNode per device (``partition.num_devices``), each running
 ``clients.app:app`` with ``partition-id`` set by Flower; the ServerApp is
@@ -45,6 +45,26 @@ def check_run_config(cfg: FedMoEConfig) -> None:
                          f"{cfg.partition.num_devices}")
 
 
+def check_split_config(cfg: FedMoEConfig) -> None:
+    """Fail before Ray starts on a split-learning config: a bad link option, more devices per round
+    than devices or resource blocks."""
+    from fedmoe.split.links import make_link
+
+    if cfg.split.link != "ideal":
+        try:
+            make_link(cfg.split.link, **dict(cfg.split.link_options))
+        except TypeError as err:
+            raise ValueError(f"split.link_options: {err}") from None
+    elif cfg.split.link_options:
+        raise ValueError("split.link_options: the ideal link takes no options")
+    if cfg.federated.clients_per_round > cfg.partition.num_devices:
+        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
+                         f"{cfg.partition.num_devices}")
+    if cfg.federated.clients_per_round > cfg.wireless.uplink.num_resource_blocks:
+        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds the "
+                         f"{cfg.wireless.uplink.num_resource_blocks} uplink resource blocks")
+
+
 def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None) -> dict:
     """Ray backend settings: CPUs per virtual client, and the CPUs Ray may use in all."""
     cpus = num_cpus or os.cpu_count() or 1
@@ -58,9 +78,10 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
                   on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False):
     """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
 
-    Returns :class:`strategies.server_app.FederatedRun`.
+    Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
+    :class:`strategies.split_learning.SplitRun`.
     """
-    check_run_config(cfg)
+    check_run_config(cfg) if cfg.mode == "federated" else check_split_config(cfg)
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     from tqdm.auto import tqdm
@@ -73,7 +94,7 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
 
     def _on_round(record) -> None:
         bar.update(1)
-        bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.0f}s",
+        bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.1f}s",
                         loss=f"{record.train_loss:.3f}")
         if on_round is not None:
             on_round(record)

@@ -293,6 +293,12 @@ class ExpertWise(Strategy):
                 out[k] = array_of(v)
         return ArrayRecord(out)
 
+    def merge(self, server_round: int, current: ArrayRecord, replies: list[Message]) -> ArrayRecord | None:
+        """:meth:`aggregate_groups` onto ``current`` (state-dict names), for loops outside
+        :meth:`start` (SplitFed averages the devices' experts with it)."""
+        self._global = current
+        return self.aggregate_groups(server_round, replies)
+
     def _wire(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global arrays as messages carry them: packed per group (:class:`PackedLayout`)."""
         return to_record(self.layout.pack(to_numpy(arrays)))

@@ -1,4 +1,5 @@
-"""The fedmoe ServerApp: discover the devices, run the strategy's rounds, evaluate, write the run folder.
+"""The fedmoe ServerApp: discover the devices, run the strategy's rounds (or the split-learning
+loop, ``mode = "split"``/``"splitfed"``), evaluate, write the run folder.
 
 Two entry points share :func:`serve`:
 
@@ -70,6 +71,16 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
                         time.perf_counter() - t0, strategy)
 
 
+def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
+              scenario_file: Path | None = None):
+    """:func:`serve` for ``mode = "federated"``, :func:`strategies.split_learning.serve_split` otherwise."""
+    if cfg.mode == "federated":
+        return serve(grid, cfg, run_dir, on_round, scenario_file)
+    from strategies.split_learning import serve_split
+
+    return serve_split(grid, cfg, run_dir, on_round, scenario_file)
+
+
 def make_server_app(cfg: FedMoEConfig, run_dir: Path | None, outcome: list, on_round: Callable | None = None,
                     scenario_file: Path | None = None) -> ServerApp:
     """A ServerApp bound to ``cfg``; :func:`serve`'s result (or the exception it raised) is appended to ``outcome``."""
@@ -78,7 +89,7 @@ def make_server_app(cfg: FedMoEConfig, run_dir: Path | None, outcome: list, on_r
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         try:
-            outcome.append(serve(grid, cfg, run_dir, on_round, scenario_file))
+            outcome.append(serve_any(grid, cfg, run_dir, on_round, scenario_file))
         except BaseException as err:  # noqa: BLE001 - reported by the caller, which re-raises it
             outcome.append(err)
             raise
@@ -102,4 +113,4 @@ def main(grid: Grid, context: Context) -> None:
     overrides = dotted_to_nested(dict(parse_assignment(a) for a in assignments))
     cfg = load_scenario(scenario, overrides)
     run_dir = Path(str(rc.get("run-dir", "runs/flwr")))
-    serve(grid, cfg, run_dir, scenario_file=resolve_scenario(scenario))
+    serve_any(grid, cfg, run_dir, scenario_file=resolve_scenario(scenario))

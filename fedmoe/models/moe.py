@@ -148,22 +148,35 @@ class MoE(nn.Module):
                     raise ValueError(f"expert {e.name!r} needs modality {m!r}, which the inputs lack")
         return x, present
 
+    def expert_features(self, x: dict[str, torch.Tensor], selected: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``[(i, rows, z_i)]``: expert ``i``'s output on the batch rows that selected it.
+
+        Experts selected by no row are not computed. This is the part of the forward pass a
+        device runs in split learning (:mod:`fedmoe.split.protocol`).
+        """
+        pieces = []
+        for i, expert in enumerate(self.experts):
+            rows = torch.nonzero(selected[:, i], as_tuple=False).squeeze(1)
+            if rows.numel():
+                pieces.append((i, rows, _on_rows(expert, x, rows)))
+        return pieces
+
+    def combine(self, pieces: list[tuple[int, torch.Tensor, torch.Tensor]], weights: torch.Tensor,
+                batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z = Σ_d w_d z_d`` from :meth:`expert_features`' pieces; also the rows per expert (E,)."""
+        z = torch.zeros(batch, self.heads.in_features, dtype=torch.float32, device=weights.device)
+        counts = torch.zeros(self.num_experts, dtype=torch.int64)
+        for i, rows, out in pieces:
+            z = z.index_add(0, rows, weights.index_select(0, rows)[:, i:i + 1] * out)
+            counts[i] = rows.numel()
+        return z, counts
+
     def fuse(self, x: dict[str, torch.Tensor], weights: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z = Σ_d w_d z_d`` computing expert ``d`` only on the rows that selected it.
 
         Returns ``z`` (B, D) and the number of rows each expert was computed on (E,).
         """
-        batch = selected.shape[0]
-        z = torch.zeros(batch, self.heads.in_features, dtype=torch.float32, device=selected.device)
-        counts = torch.zeros(self.num_experts, dtype=torch.int64)
-        for i, expert in enumerate(self.experts):
-            rows = torch.nonzero(selected[:, i], as_tuple=False).squeeze(1)
-            if rows.numel() == 0:
-                continue  # selected by no sample: not computed at all
-            out = _on_rows(expert, x, rows)
-            z = z.index_add(0, rows, weights.index_select(0, rows)[:, i:i + 1] * out)
-            counts[i] = rows.numel()
-        return z, counts
+        return self.combine(self.expert_features(x, selected), weights, selected.shape[0])
 
     def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor, costs: torch.Tensor | None = None,
                 link_quality: torch.Tensor | None = None, detach_weights: bool = False) -> MoEOutput:
@@ -204,13 +217,7 @@ class MoE(nn.Module):
         (``rows`` are indices into the batch).
         """
         x, present = self._prepare(inputs, present)
-        avail = self.available(present)
-        out = []
-        for i, expert in enumerate(self.experts):
-            rows = torch.nonzero(avail[:, i], as_tuple=False).squeeze(1)
-            if rows.numel():
-                out.append((rows, self.heads(_on_rows(expert, x, rows))))
-        return out
+        return [(rows, self.heads(z)) for _, rows, z in self.expert_features(x, self.available(present))]
 
 
 def _on_rows(expert: nn.Module, x: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ class LocalGrid(Grid):
     ``context.state``) across messages, as a SuperNode does.
     """
 
-    def __init__(self, num_nodes: int, fail: Iterable[int] = ()) -> None:
+    def __init__(self, num_nodes: int, fail: Iterable[int] = (), silent_after: dict[int, int] | None = None) -> None:
         from flwr.supercore.task_identity import TaskIdentity
 
         # what the ServerApp runtime sets before any Message is built
@@ -49,6 +49,9 @@ class LocalGrid(Grid):
         self.contexts = {i + 1: Context(run_id=1, node_id=i + 1, node_config={"partition-id": i, "num-partitions": num_nodes},
                                         state=RecordDict(), run_config={}) for i in range(num_nodes)}
         self.fail = set(fail)
+        self.silent_after = dict(silent_after or {})  # node -> training messages it answers before going silent
+        self.answered: dict[int, int] = {}
+        self.timeouts: list[float | None] = []
         self.sent: list[Message] = []
         self._run = None
 
@@ -72,20 +75,31 @@ class LocalGrid(Grid):
         raise NotImplementedError
 
     def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
-        from clients import app as client
+        """Every message through the real ClientApp (``clients.app:app``, which routes
+        ``<type>.<action>``); an exception becomes an error reply, as Flower's runtime makes it.
+        A node in ``fail`` errs on every training message; a node in ``silent_after`` stops
+        answering training messages after that many (as if it disconnected: no reply at all)."""
+        from flwr.app import Error
 
-        handlers = {MessageType.TRAIN: client.train, MessageType.EVALUATE: client.evaluate,
-                    MessageType.QUERY: client.query}
+        from clients.app import app as client_app
+
+        self.timeouts.append(timeout)
         replies = []
         for msg in messages:
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
-            if node in self.fail and msg.metadata.message_type == MessageType.TRAIN:
-                from flwr.app import Error
-
+            training = msg.metadata.message_type.startswith(MessageType.TRAIN)
+            if node in self.fail and training:
                 replies.append(Message(Error(code=0, reason="injected failure"), reply_to=msg))
                 continue
-            replies.append(handlers[msg.metadata.message_type](msg, self.contexts[node]))
+            if training and node in self.silent_after:
+                if self.answered.get(node, 0) >= self.silent_after[node]:
+                    continue
+                self.answered[node] = self.answered.get(node, 0) + 1
+            try:
+                replies.append(client_app(msg, self.contexts[node]))
+            except Exception as err:  # noqa: BLE001 - becomes the reply's error, as in Flower
+                replies.append(Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg))
         return replies
 
 
