@@ -59,6 +59,7 @@ class RoundRecord:
     clock_s: float
     upload_bits: float
     train_loss: float
+    device_flops: float = 0.0
     devices: list[int] = field(default_factory=list)
     usage_by_class: dict[str, list[float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -408,7 +409,7 @@ class ExpertWise(Strategy):
         return np.where(rate <= lo, "weak", np.where(rate <= hi, "medium", "strong"))
 
     def _record(self, server_round: int, ok: list[Message], failures: list[str], expected: int) -> RoundRecord:
-        lat, energy, bits, loss, n, devices = [], [], [], [], [], []
+        lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
         usage_sum: dict[str, np.ndarray] = {}
         usage_n: dict[str, float] = {}
         for msg in ok:
@@ -418,6 +419,7 @@ class ExpertWise(Strategy):
             lat.append(float(m["latency-s"]))
             energy.append(float(m["energy-j"]))
             bits.append(float(m["upload-bits"]))
+            flops.append(float(m["flops"]))
             loss.append(float(m["train-loss"]))
             n.append(float(m[WEIGHT_KEY]))
             self._loss[dev] = loss[-1]
@@ -437,7 +439,7 @@ class ExpertWise(Strategy):
             latency_s=float(latency), energy_j=float(sum(energy)), clock_s=float(self.clock_s),
             upload_bits=float(sum(bits)),
             train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if ok else float("nan"),
-            devices=sorted(devices),
+            device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
             failures=failures)
 
