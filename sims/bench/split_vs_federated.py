@@ -1,7 +1,8 @@
 """Split learning against federated learning on the same scenario: bits, device compute, time, energy (issue 6).
 
     python -m sims.bench.split_vs_federated [--devices 10] [--per-round 5] [--rounds 20] [--stage1 8]
-                                            [--samples-per-device 500] [--quick]
+                                            [--samples-per-device 500] [--experts-per-modality 3]
+                                            [--eval-every 1] [--quick]
 
 Side by side on the default scenario's devices and data, each a Flower simulation (Ray
 backend) with the same rounds, stages, devices per round (drawn at random) and local epochs:
@@ -48,12 +49,14 @@ VARIANTS = {
 }
 
 
-def bench_config(variant: dict, devices: int, per_device: int, rounds: int, stage1: int, per_round: int):
+def bench_config(variant: dict, devices: int, per_device: int, rounds: int, stage1: int, per_round: int,
+                 experts_per_modality: int = 3, eval_every: int = 1):
     from fedmoe.config import deep_merge
 
     base = {"partition": {"num_devices": devices, "samples_per_device": per_device},
+            "model": {"experts_per_modality": experts_per_modality},
             "federated": {"rounds": rounds, "stage1_rounds": stage1, "clients_per_round": per_round,
-                          "checkpoint_every": 0}}
+                          "checkpoint_every": 0, "eval_every": eval_every}}
     return load_scenario("default", deep_merge(base, variant))
 
 
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--stage1", type=int, default=8)
     p.add_argument("--samples-per-device", type=int, default=500)
+    p.add_argument("--experts-per-modality", type=int, default=3)
+    p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="3 devices, 2 per round, 2 rounds, 64 samples each (smoke run)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     runs_dir = args.out.parent / "split_vs_federated_runs"
     for name, variant in VARIANTS.items():
-        cfg = bench_config(variant, args.devices, args.samples_per_device, args.rounds, args.stage1, args.per_round)
+        cfg = bench_config(variant, args.devices, args.samples_per_device, args.rounds, args.stage1, args.per_round,
+                           args.experts_per_modality, args.eval_every)
         t0 = time.perf_counter()
         run = run_federated(cfg, runs_dir / name.split(",")[0].replace(" ", "_").lower(), progress=True)
         rows = run.metrics["rounds"]
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         r["to_accuracy"] = {f"{t:.4g}": {"virtual_time_s": time_to_accuracy(rows, t), "energy_j": energy_to_accuracy(rows, t)}
                             for t in targets}
     doc = {"benchmark": "split_vs_federated", "scenario": "default",
-           "settings": {k: getattr(args, k) for k in ("devices", "per_round", "rounds", "stage1", "samples_per_device")},
+           "settings": {k: getattr(args, k) for k in ("devices", "per_round", "rounds", "stage1", "samples_per_device",
+                                                      "experts_per_modality", "eval_every")},
            "common_target_accuracy": common, "accuracy_note": "federated: server held-out set; split: devices' held-out data",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
            "results": results}
