@@ -107,4 +107,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
+from clients import distributed as _distributed  # noqa: E402,F401  registers the expert-hosting handler
 from clients import split as _split  # noqa: E402,F401  registers the split-learning handlers on ``app``

@@ -356,6 +356,42 @@ class SplitConfig(StrictModel):
     eval_devices: int = Field(0, ge=0, le=100_000, description="devices evaluated on their held-out data (0: all)")
 
 
+class DistributedConfig(StrictModel):
+    """Distributed experts over noisy links with a channel-aware gate (``mode = "distributed"``, paper 004).
+
+    A backbone and the gate at the server, expert ``k`` on device ``k`` (partition id
+    ``k < num_experts``). The mixture is trained at the server in paper 004's two stages
+    (:mod:`fedmoe.split.distributed`); the experts are then deployed to their devices and
+    the test set is classified over Flower messages at every SNR of ``eval_snr_db``, with
+    the naive and the channel-aware gate (:mod:`strategies.distributed_experts`).
+    """
+
+    dataset: Literal["isac", "digits"] = Field(
+        "isac", description="synthetic ISAC beams from GPS, RF and radar vectors, or scikit-learn's bundled digits")
+    num_samples: int = Field(6000, ge=100, le=10_000_000, description="ISAC samples generated (digits: all 1,797)")
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    num_experts: int = Field(8, ge=2, le=64)
+    feature_dim: int = Field(32, ge=2, le=4096, description="width of the backbone's feature z")
+    hidden: int = Field(64, ge=2, le=4096, description="hidden width of the backbone, experts and gates")
+    link: Literal["analog", "digital"] = Field("analog", description="downlink of the features to the experts")
+    link_options: dict[str, float | int] = Field(default_factory=dict, description="digital: bits, clip, bits_per_symbol")
+    train_snr_db: tuple[float, float] = Field((10.0, 40.0), description="stage 2: mean SNR drawn uniformly in dB in this range")
+    eval_snr_db: tuple[float, ...] = Field((10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0), min_length=1)
+    fading: bool = Field(True, description="Rayleigh power gain per expert and sample on top of the mean SNR")
+    stage1_epochs: int = Field(30, ge=1, le=10_000)
+    stage2_epochs: int = Field(15, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    balance_weight: float = Field(0.1, ge=0.0, le=100.0)
+    bandwidth_hz: float = Field(1e6, gt=0.0, le=1e10, description="downlink bandwidth of each expert's link")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DistributedConfig":
+        check_ordered(self, ("train_snr_db",))
+        return self
+
+
 class FedMoEConfig(StrictModel):
     """Top-level configuration (a scenario TOML file holds any subset of it)."""
 
@@ -366,9 +402,11 @@ class FedMoEConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     federated: FederatedConfig = Field(default_factory=FederatedConfig)
-    mode: Literal["federated", "split", "splitfed"] = Field(
-        "federated", description="federated averaging, split learning, or split learning with encoders averaged per round")
+    mode: Literal["federated", "split", "splitfed", "distributed"] = Field(
+        "federated", description="federated averaging, split learning, split learning with experts averaged per round, "
+                                 "or distributed experts over noisy links (paper 004)")
     split: SplitConfig = Field(default_factory=SplitConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
 # --------------------------------------------------------------------------- loading and errors

@@ -48,13 +48,8 @@ def check_run_config(cfg: FedMoEConfig) -> None:
 def check_split_config(cfg: FedMoEConfig) -> None:
     """Fail before Ray starts on a split-learning config: a bad link option, more devices per round
     than devices or resource blocks."""
-    from fedmoe.split.links import make_link
-
     if cfg.split.link != "ideal":
-        try:
-            make_link(cfg.split.link, **dict(cfg.split.link_options))
-        except TypeError as err:
-            raise ValueError(f"split.link_options: {err}") from None
+        _check_link(cfg.split.link, cfg.split.link_options, "split")
     elif cfg.split.link_options:
         raise ValueError("split.link_options: the ideal link takes no options")
     if cfg.federated.clients_per_round > cfg.partition.num_devices:
@@ -63,6 +58,24 @@ def check_split_config(cfg: FedMoEConfig) -> None:
     if cfg.federated.clients_per_round > cfg.wireless.uplink.num_resource_blocks:
         raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds the "
                          f"{cfg.wireless.uplink.num_resource_blocks} uplink resource blocks")
+
+
+def _check_link(name: str, options: dict, field: str) -> None:
+    from fedmoe.split.links import make_link
+
+    try:
+        make_link(name, **dict(options))
+    except TypeError as err:
+        raise ValueError(f"{field}.link_options: {err}") from None
+
+
+def check_distributed_config(cfg: FedMoEConfig) -> None:
+    """Fail before Ray starts on a distributed-experts config: too few devices, a bad link option."""
+    d = cfg.distributed
+    if cfg.partition.num_devices < d.num_experts:
+        raise ValueError(f"distributed.num_experts={d.num_experts} needs as many devices; partition.num_devices="
+                         f"{cfg.partition.num_devices}")
+    _check_link(d.link, d.link_options, "distributed")
 
 
 def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None) -> dict:
@@ -79,9 +92,9 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
 
     Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
-    :class:`strategies.split_learning.SplitRun`.
+    :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`.
     """
-    check_run_config(cfg) if cfg.mode == "federated" else check_split_config(cfg)
+    {"federated": check_run_config, "distributed": check_distributed_config}.get(cfg.mode, check_split_config)(cfg)
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     from tqdm.auto import tqdm

@@ -73,9 +73,14 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
 
 def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
               scenario_file: Path | None = None):
-    """:func:`serve` for ``mode = "federated"``, :func:`strategies.split_learning.serve_split` otherwise."""
+    """:func:`serve` for ``mode = "federated"``, :func:`strategies.distributed_experts.serve_distributed`
+    for ``"distributed"``, :func:`strategies.split_learning.serve_split` otherwise."""
     if cfg.mode == "federated":
         return serve(grid, cfg, run_dir, on_round, scenario_file)
+    if cfg.mode == "distributed":
+        from strategies.distributed_experts import serve_distributed
+
+        return serve_distributed(grid, cfg, run_dir, on_round, scenario_file)
     from strategies.split_learning import serve_split
 
     return serve_split(grid, cfg, run_dir, on_round, scenario_file)
