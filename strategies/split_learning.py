@@ -196,12 +196,19 @@ class SplitLearning:
             times.append(t)
             acct.energy_j += e
             acct.flops += flops
-            bits = vectors * dim * self.cfg.split.value_bits if self.server.link is None else vectors * dim * 32
-            acct.upload_bits += bits + side_bits
+            acct.upload_bits += vectors * self._feature_bits(dim) + side_bits
         for msg in sent.values():
             rec = msg.content.array_records
             acct.downlink_bits += sum(_downlink_bits(to_numpy(rec[k])) for k in rec)
         acct.latency_s += max(times, default=0.0)
+
+    def _feature_bits(self, dim: int) -> float:
+        """Uplink bits of one feature vector: ``D · value_bits`` (ideal), ``D · b + 32`` (digital,
+        with the scale), 0 for the analog link (it sends symbols, counted in airtime only)."""
+        link = self.server.link
+        if link is None:
+            return float(dim * self.cfg.split.value_bits)
+        return float(dim * link.bits + 32) if hasattr(link, "bits") else 0.0
 
     # ------------------------------------------------------------------ rounds
 
