@@ -55,6 +55,16 @@ def _world(msg: Message):
     return world_for(str(config["scenario"]))
 
 
+def _request(msg: Message, context: Context):
+    """``(world, device id, config, phase)`` of a message to a handler with phases (split, experts)."""
+    world = _world(msg)
+    pid = _device_id(context, world.num_devices)
+    config = msg.content["config"]
+    if "phase" not in config:
+        raise ValueError("message config lacks 'phase'")
+    return world, pid, config, str(config["phase"])
+
+
 def _global_arrays(msg: Message, world) -> dict:
     """The global model of a message, by state-dict name (it travels packed per group)."""
     return world.layout.unpack(to_numpy(msg.content["arrays"]))
