@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) -m sims.bench.federated_overhead
 	$(PY) -m sims.bench.federated_scale
 	$(PY) -m sims.bench.federated_quality
+	$(PY) -m sims.bench.split_vs_federated
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -203,3 +203,15 @@ def test_a_scenario_can_extend_another(tmp_path):
     b.write_text(f'extends = "{a}"\n')
     with pytest.raises(ConfigError, match="cycle"):
         load_scenario(a)
+
+
+def test_bench_summary_counts_energy_until_the_target():
+    from sims.bench.split_vs_federated import energy_to_accuracy, summarise
+
+    rows = [{"round": 1, "energy_j": 2.0, "clock_s": 1.0, "upload_bits": 10.0, "accuracy": 0.1},
+            {"round": 2, "energy_j": 3.0, "clock_s": 3.0, "upload_bits": 30.0},
+            {"round": 3, "energy_j": 5.0, "clock_s": 6.0, "upload_bits": 20.0, "accuracy": 0.4}]
+    assert energy_to_accuracy(rows, 0.3) == 10.0 and energy_to_accuracy(rows, 0.1) == 2.0
+    assert energy_to_accuracy(rows, 0.5) is None
+    s = summarise(rows)
+    assert s["final_accuracy"] == 0.4 and s["virtual_time_s"] == 6.0 and s["per_round"]["upload_bits"] == 20.0
