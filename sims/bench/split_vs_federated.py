@@ -2,7 +2,7 @@
 
     python -m sims.bench.split_vs_federated [--devices 10] [--per-round 5] [--rounds 20] [--stage1 8]
                                             [--samples-per-device 500] [--experts-per-modality 3]
-                                            [--eval-every 1] [--quick]
+                                            [--eval-every 1] [--local-epochs 1] [--quick]
 
 Side by side on the default scenario's devices and data, each a Flower simulation (Ray
 backend) with the same rounds, stages, devices per round (drawn at random) and local epochs:
@@ -50,13 +50,13 @@ VARIANTS = {
 
 
 def bench_config(variant: dict, devices: int, per_device: int, rounds: int, stage1: int, per_round: int,
-                 experts_per_modality: int = 3, eval_every: int = 1):
+                 experts_per_modality: int = 3, eval_every: int = 1, local_epochs: int = 1):
     from fedmoe.config import deep_merge
 
     base = {"partition": {"num_devices": devices, "samples_per_device": per_device},
             "model": {"experts_per_modality": experts_per_modality},
             "federated": {"rounds": rounds, "stage1_rounds": stage1, "clients_per_round": per_round,
-                          "checkpoint_every": 0, "eval_every": eval_every}}
+                          "checkpoint_every": 0, "eval_every": eval_every, "local_epochs": local_epochs}}
     return load_scenario("default", deep_merge(base, variant))
 
 
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-per-device", type=int, default=500)
     p.add_argument("--experts-per-modality", type=int, default=3)
     p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="3 devices, 2 per round, 2 rounds, 64 samples each (smoke run)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = args.out.parent / "split_vs_federated_runs"
     for name, variant in VARIANTS.items():
         cfg = bench_config(variant, args.devices, args.samples_per_device, args.rounds, args.stage1, args.per_round,
-                           args.experts_per_modality, args.eval_every)
+                           args.experts_per_modality, args.eval_every, args.local_epochs)
         t0 = time.perf_counter()
         run = run_federated(cfg, runs_dir / name.split(",")[0].replace(" ", "_").lower(), progress=True)
         rows = run.metrics["rounds"]
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                             for t in targets}
     doc = {"benchmark": "split_vs_federated", "scenario": "default",
            "settings": {k: getattr(args, k) for k in ("devices", "per_round", "rounds", "stage1", "samples_per_device",
-                                                      "experts_per_modality", "eval_every")},
+                                                      "experts_per_modality", "eval_every", "local_epochs")},
            "common_target_accuracy": common, "accuracy_note": "federated: server held-out set; split: devices' held-out data",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
            "results": results}
