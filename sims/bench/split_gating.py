@@ -41,9 +41,10 @@ Phases:
    the specialisation lever: it sets how much the experts overlap (reported: each
    expert's accuracy alone and on the samples the gate sends elsewhere).
 2. **levers** (validation, K=8, seed 0, chosen β): one setting at a time put back to the
-   first implementation (CSI input ``log10(d)/4``; stage-2 expected loss; a short stage 2)
-   and the whole first setup (those three and β = 0.1), plus evaluation with every
-   expert at the mean SNR (no per-expert spread, so nothing to choose between).
+   first implementation (CSI input absolute instead of relative to the mean over experts;
+   absolute ``log10(d)/4``; stage-2 expected loss; a short stage 2) and the whole first
+   setup (absolute ``log10(d)/4``, expected loss, 15 epochs, β = 0.1), plus evaluation
+   with every expert at the mean SNR (no per-expert spread, so nothing to choose between).
 3. **grid** (test split): K × mean SNR (10–40 dB, 5 dB steps) × link (analog; digital:
    8-bit, 16-QAM) × seeds. Per cell the accuracy of each gate per seed, their means, and
    aware − naive.
@@ -81,7 +82,8 @@ FEATURE_DIM = 32
 HIDDEN = 64
 LOW_SNR_DB = 15.0
 LOW_SNR_GAIN = 0.03
-FIRST_SETUP = {"balance_weight": 0.1, "csi_scale": 0.25, "stage2_objective": "expected", "stage2_epochs": 15}
+FIRST_SETUP = {"balance_weight": 0.1, "csi_scale": 0.25, "csi_relative": False, "stage2_objective": "expected",
+               "stage2_epochs": 15}
 """The first implementation's settings (module docstring, levers)."""
 
 
@@ -174,14 +176,15 @@ def stage1_profile(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor) -> d
 
 
 def train_gates(model: DistributedMoE, data: Data, link_name: str, cfg: SplitTrainConfig,
-                csi_scale: float | None = None, which: tuple[str, ...] = ("naive", "aware")) -> dict[str, DistributedMoE]:
-    """Copies of the stage-1 ``model`` with the naive and/or the channel-aware gate trained by stage 2."""
+                csi: dict | None = None, which: tuple[str, ...] = ("naive", "aware")) -> dict[str, DistributedMoE]:
+    """Copies of the stage-1 ``model`` with the naive and/or the channel-aware gate trained by stage 2; ``csi``
+    overrides the copies' ``csi_scale`` / ``csi_relative``."""
     link = make_link(link_name, **LINKS[link_name])
     out = {"stage1": model}
     for gate in which:
         m = copy.deepcopy(model)
-        if csi_scale is not None:
-            m.csi_scale = csi_scale
+        for key, value in (csi or {}).items():
+            setattr(m, key, value)
         train_stage2(m, data.x_train, data.y_train, link, aware=(gate == "aware"), cfg=cfg)
         out[gate] = m
     return out
@@ -248,10 +251,12 @@ def lever_rows(s: Settings, data: Data, chosen_bw: float, stage1_models: dict, b
     model = stage1_models[chosen_bw]
     k = model.num_experts
     base_cfg = train_config(s, data, chosen_bw, seed=0)
+    first_csi = {"csi_scale": FIRST_SETUP["csi_scale"], "csi_relative": FIRST_SETUP["csi_relative"]}
     variants = [
         ("chosen", "chosen settings", model, base_cfg, None, True),
-        ("csi_scale_0.25", "CSI input log10(d)/4 (first implementation)", model, base_cfg, FIRST_SETUP["csi_scale"],
-         True),
+        ("csi_absolute", "CSI input in dB, not relative to the mean over experts", model, base_cfg,
+         {"csi_relative": False}, True),
+        ("csi_first", "CSI input log10(d)/4, absolute (first implementation)", model, base_cfg, first_csi, True),
         ("objective_expected", "stage-2 expected loss (first implementation)", model,
          replace(base_cfg, stage2_objective="expected"), None, True),
         ("short_stage2", "stage 2 of 15 epochs on digits' size (~135 steps)", model,
@@ -262,21 +267,22 @@ def lever_rows(s: Settings, data: Data, chosen_bw: float, stage1_models: dict, b
     if FIRST_SETUP["balance_weight"] in stage1_models:
         first_cfg = replace(train_config(s, data, FIRST_SETUP["balance_weight"], seed=0),
                             stage2_objective=FIRST_SETUP["stage2_objective"], stage2_epochs=FIRST_SETUP["stage2_epochs"])
-        variants.append(("first_setup", "first implementation: beta 0.1, log10(d)/4, expected loss, 15 epochs",
-                         stage1_models[FIRST_SETUP["balance_weight"]], first_cfg, FIRST_SETUP["csi_scale"], True))
+        variants.append(("first_setup", "first implementation: beta 0.1, log10(d)/4 absolute, expected loss, 15 epochs",
+                         stage1_models[FIRST_SETUP["balance_weight"]], first_cfg, first_csi, True))
     rows, trained = [], {}
-    for key, label, m, cfg, scale, fading in variants:
-        row = {"lever": key, "label": label, "num_experts": k, "stage2_epochs": cfg.stage2_epochs,
-               "stage2_objective": cfg.stage2_objective, "csi_scale": scale if scale is not None else m.csi_scale,
-               "links": {}}
+    for key, label, m, cfg, csi, fading in variants:
+        row = {"lever": key, "label": label, "num_experts": k, "balance_weight": cfg.balance_weight,
+               "stage2_epochs": cfg.stage2_epochs, "stage2_objective": cfg.stage2_objective,
+               "csi_scale": (csi or {}).get("csi_scale", m.csi_scale),
+               "csi_relative": (csi or {}).get("csi_relative", m.csi_relative), "links": {}}
         for link in LINKS:
             if key == "no_spread_at_eval":
                 models = trained[link]
             else:
-                # the CSI scale only concerns the aware gate: the naive one is the chosen run's
-                which = ("aware",) if key == "csi_scale_0.25" else ("naive", "aware")
-                models = train_gates(m, data, link, cfg, scale, which)
-                if key == "csi_scale_0.25":
+                # the CSI input only concerns the aware gate: the naive one is the chosen run's
+                which = ("aware",) if key.startswith("csi_") else ("naive", "aware")
+                models = train_gates(m, data, link, cfg, csi, which)
+                if key.startswith("csi_"):
                     models["naive"] = trained[link]["naive"]
                 if key == "chosen":
                     trained[link] = models
@@ -475,9 +481,10 @@ def main(argv: list[str] | None = None) -> dict:
                         "eval_repeats": s.repeats, "links": LINKS, "feature_dim": FEATURE_DIM, "hidden": HIDDEN,
                         "train_snr_db_range": list(SplitTrainConfig().snr_db_range), "fading": "Rayleigh per expert",
                         "csi_scale": DistributedMoE(nn.Identity(), 2, 2, 2).csi_scale,
+                        "csi_relative": DistributedMoE(nn.Identity(), 2, 2, 2).csi_relative,
                         "stage2_objective": SplitTrainConfig().stage2_objective, "first_setup": FIRST_SETUP},
            "datasets": {}}
-    steps = len(s.datasets) * (len(s.balance_weights) + (6 if s.levers else 0) + len(s.ks) * s.seeds)
+    steps = len(s.datasets) * (len(s.balance_weights) + (7 if s.levers else 0) + len(s.ks) * s.seeds)
     with tqdm(total=steps, desc="split gating", unit="run") as bar:
         for name in s.datasets:
             t0 = time.perf_counter()

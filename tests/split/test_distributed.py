@@ -81,12 +81,13 @@ def test_bad_shapes_are_clear_errors(toy):
         model.gate_logits(model.backbone(x[:2]), None, aware=True)
 
 
-def test_channel_input_is_the_distortion_in_db():
+def test_channel_input_is_the_distortion_in_db_relative_to_the_mean():
     model = DistributedMoE(torch.nn.Identity(), 4, 2, 3)
-    d = torch.tensor([[1.0, 0.1, 1e-3]])
-    torch.testing.assert_close(model.channel_input(d), torch.tensor([[0.0, -10.0, -30.0]]))
-    half = DistributedMoE(torch.nn.Identity(), 4, 2, 3, csi_scale=0.25)
-    torch.testing.assert_close(half.channel_input(d), torch.tensor([[0.0, -0.25, -0.75]]))
+    d = torch.tensor([[1.0, 0.1, 1e-3], [1e-2, 1e-3, 1e-5]])
+    torch.testing.assert_close(model.channel_input(d), torch.tensor([[13.3333, 3.3333, -16.6667],
+                                                                     [13.3333, 3.3333, -16.6667]]), atol=1e-3, rtol=0)
+    absolute = DistributedMoE(torch.nn.Identity(), 4, 2, 3, csi_scale=0.25, csi_relative=False)
+    torch.testing.assert_close(absolute.channel_input(d[:1]), torch.tensor([[0.0, -0.25, -0.75]]))
     with pytest.raises(ValueError, match="csi_scale"):
         DistributedMoE(torch.nn.Identity(), 4, 2, 3, csi_scale=0.0)
 
