@@ -32,7 +32,7 @@ def test_devices_compute_exactly_what_the_server_would(run):
     _, _, doc, _ = run
     for gate in ("naive", "aware"):
         for res in doc["results"][gate].values():
-            assert res["max_abs_diff_vs_server"] == 0.0
+            assert res["max_abs_diff_vs_server"] < 1e-5  # float round-off of a different batch split
             assert sum(res["route_share"]) == doc["test_samples"]
             assert 0.0 <= res["accuracy"] <= 1.0 and res["latency_s"] > 0 and res["energy_j"] > 0
 
