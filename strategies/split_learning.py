@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
