@@ -392,6 +392,43 @@ class DistributedConfig(StrictModel):
         return self
 
 
+class V2IConfig(StrictModel):
+    """V2I semantic-AoI camera scheduling and beamforming (paper 002; :mod:`fedmoe.v2i`).
+
+    Defaults follow paper 002's Section IV where it gives a value (K = 4 vehicles, M = 64,
+    28 GHz, 10 J per camera frame, i.e. 40 J/slot for all four, 25 J per beam recovery,
+    P_max = 30 dBm, σ² = −114 dBm); the kinematic rates ``beta``, ``t_proc``, ``a_max``,
+    ``gamma``, ``penalty`` and ``rho`` are not given there and are ours.
+    """
+
+    num_vehicles: int = Field(4, ge=1, le=64)
+    num_antennas: int = Field(64, ge=2, le=1024)
+    carrier_ghz: float = Field(28.0, gt=0.0, le=300.0)
+    e_vis_j: float = Field(10.0, ge=0.0, le=1e6, description="energy of processing one camera frame, J (eq. 4)")
+    e_rec_j: float = Field(25.0, ge=0.0, le=1e6, description="energy of one exhaustive beam recovery, J (eq. 5)")
+    beta: tuple[float, ...] = Field((0.04, 0.06, 0.09, 0.12), min_length=1,
+                                    description="kinematic uncertainty rate β_k per vehicle, 1/slot (eq. 7)")
+    t_proc: int = Field(1, ge=0, le=1000, description="AoI right after a camera frame is processed, slots (eq. 6)")
+    a_max: int = Field(20, ge=1, le=1000, description="largest AoI allowed, slots (eq. 9d)")
+    gamma: float = Field(0.3, gt=0.0, le=1.0, description="largest mean misalignment probability Γ (eq. 9e)")
+    penalty: float = Field(100.0, ge=0.0, le=1e6, description="λ_misa of the reward (eq. 11), J per unit of excess")
+    rho: float = Field(1.0, ge=0.0, le=1e6, description="CSI error variance bound ρ: E||Δh||² = ρ P_misa (eq. 8)")
+    p_max_dbm: float = Field(30.0, ge=-50.0, le=60.0)
+    noise_dbm: float = Field(-114.0, ge=-200.0, le=0.0)
+    num_paths: int = Field(3, ge=1, le=64, description="paths of the geometric channel (eq. 2)")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _per_vehicle(self) -> "V2IConfig":
+        if len(self.beta) != self.num_vehicles:
+            raise ValueError(f"beta has {len(self.beta)} values, num_vehicles is {self.num_vehicles}")
+        if any(b <= 0 for b in self.beta):
+            raise ValueError(f"beta must be positive, got {list(self.beta)}")
+        if self.t_proc > self.a_max:
+            raise ValueError(f"t_proc ({self.t_proc}) exceeds a_max ({self.a_max})")
+        return self
+
+
 class FedMoEConfig(StrictModel):
     """Top-level configuration (a scenario TOML file holds any subset of it)."""
 
@@ -407,6 +444,7 @@ class FedMoEConfig(StrictModel):
                                  "or distributed experts over noisy links (paper 004)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    v2i: V2IConfig = Field(default_factory=V2IConfig)
 
 
 # --------------------------------------------------------------------------- loading and errors

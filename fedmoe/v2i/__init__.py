@@ -1,0 +1,1 @@
+"""V2I semantic-AoI camera scheduling and beamforming (paper 002)."""
