@@ -97,7 +97,8 @@ def split_train(msg: Message, context: Context) -> Message:
         reply = _encoded_arrays(enc)
         metrics["forward-flops"] = enc.forward_flops
         rows = np.bincount(enc.expert, minlength=part.model.num_experts)
-    context.state[DEVICE_KEY] = to_record(part.state())
+    state = part.state()
+    context.state[DEVICE_KEY] = to_record(state)
     usage = _round_usage(context, world, rows) if phase != "features" else None
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if phase == "finish":
@@ -105,11 +106,7 @@ def split_train(msg: Message, context: Context) -> Message:
         metrics["expert-usage"] = [u / passes for u in (usage or [])]
         context.state.pop(ROUND_KEY, None)
         if bool(config.get("upload-experts", False)):
-            from fedmoe.federated.parameters import expert_index
-
-            sd = part.state()
-            keys = [k for g, ks in world.layout.groups.items() if expert_index(g) is not None for k in ks]
-            content["arrays"] = to_record(world.layout.pack({k: sd[k] for k in keys}))
+            content["arrays"] = to_record(world.layout.pack({k: state[k] for k in world.layout.expert_keys}))
         content["metrics"] = MetricRecord(metrics)
     else:
         if usage is not None:

@@ -446,6 +446,13 @@ class FedMoEConfig(StrictModel):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     v2i: V2IConfig = Field(default_factory=V2IConfig)
 
+    @model_validator(mode="after")
+    def _experts_have_devices(self) -> "FedMoEConfig":
+        if self.mode == "distributed" and self.partition.num_devices < self.distributed.num_experts:
+            raise ValueError(f"distributed.num_experts={self.distributed.num_experts} needs as many devices; "
+                             f"partition.num_devices={self.partition.num_devices}")
+        return self
+
 
 # --------------------------------------------------------------------------- loading and errors
 

@@ -35,13 +35,17 @@ def check_run_config(cfg: FedMoEConfig) -> None:
     STRATEGIES.get(fed.strategy)
     SELECTION_POLICIES.get(fed.selection)
     make_aggregator(fed.aggregator, dict(fed.aggregator_options))
+    _check_devices_per_round(cfg, cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round)
+
+
+def _check_devices_per_round(cfg: FedMoEConfig, per_round: int) -> None:
+    """``per_round`` devices need a resource block each, and ``clients_per_round`` cannot exceed the devices."""
     num_rb = cfg.wireless.uplink.num_resource_blocks
-    per_round = cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round
     if per_round > num_rb:
         raise ValueError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
                          "(each selected device needs one at least)")
-    if fed.clients_per_round > cfg.partition.num_devices:
-        raise ValueError(f"federated.clients_per_round={fed.clients_per_round} exceeds partition.num_devices="
+    if cfg.federated.clients_per_round > cfg.partition.num_devices:
+        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
                          f"{cfg.partition.num_devices}")
 
 
@@ -52,12 +56,7 @@ def check_split_config(cfg: FedMoEConfig) -> None:
         _check_link(cfg.split.link, cfg.split.link_options, "split")
     elif cfg.split.link_options:
         raise ValueError("split.link_options: the ideal link takes no options")
-    if cfg.federated.clients_per_round > cfg.partition.num_devices:
-        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
-                         f"{cfg.partition.num_devices}")
-    if cfg.federated.clients_per_round > cfg.wireless.uplink.num_resource_blocks:
-        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds the "
-                         f"{cfg.wireless.uplink.num_resource_blocks} uplink resource blocks")
+    _check_devices_per_round(cfg, cfg.federated.clients_per_round)
 
 
 def _check_link(name: str, options: dict, field: str) -> None:
@@ -70,12 +69,9 @@ def _check_link(name: str, options: dict, field: str) -> None:
 
 
 def check_distributed_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a distributed-experts config: too few devices, a bad link option."""
-    d = cfg.distributed
-    if cfg.partition.num_devices < d.num_experts:
-        raise ValueError(f"distributed.num_experts={d.num_experts} needs as many devices; partition.num_devices="
-                         f"{cfg.partition.num_devices}")
-    _check_link(d.link, d.link_options, "distributed")
+    """Fail before Ray starts on a distributed-experts config with a bad link option (too few devices
+    for the experts is a config error already)."""
+    _check_link(cfg.distributed.link, cfg.distributed.link_options, "distributed")
 
 
 def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None) -> dict:

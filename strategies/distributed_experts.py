@@ -67,9 +67,6 @@ class DistributedExperts:
     """The loop of the module docstring, on ``grid``."""
 
     def __init__(self, cfg: FedMoEConfig) -> None:
-        if cfg.partition.num_devices < cfg.distributed.num_experts:
-            raise ValueError(f"distributed.num_experts={cfg.distributed.num_experts} needs as many devices, the scenario "
-                             f"has partition.num_devices={cfg.partition.num_devices}")
         self.world = world_for(cfg)
         self.cfg = self.world.cfg
         self.scenario_json = config_json(self.cfg)

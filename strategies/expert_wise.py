@@ -356,7 +356,7 @@ class ExpertWise(Strategy):
             n[d.device_id] = d.num_examples
             present[d.device_id] = True
         uses = ~((~allowed[:, None, :]) & world.expert_modalities[None]).any(axis=2)  # (K, E)
-        expert_flops = np.array([c.flops_per_sample for c in world.expert_costs])
+        expert_flops = world.expert_flops
         shared_bits, expert_bits = self._param_bits
         flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)
         bits = shared_bits + uses @ expert_bits

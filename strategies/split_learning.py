@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
-from fedmoe.federated.parameters import expert_index, payload_bits
+from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.world import ScenarioWorld, config_json, world_for
-from fedmoe.flower import to_numpy, to_record
+from fedmoe.flower import record_bits, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.split.clock import LinkBudget, exchange_cost, link_budget, uplink_seconds
 from fedmoe.split.device import Encoded, num_chunks
@@ -105,11 +105,6 @@ def _split_arrays(msg: Message) -> dict[str, np.ndarray]:
     return {} if rec is None else to_numpy(rec)
 
 
-def _downlink_bits(arrays: dict[str, np.ndarray]) -> float:
-    """Bits of what the server sends: selections at one bit per entry, the rest at their width."""
-    return float(sum(a.size if a.dtype == bool else a.size * a.dtype.itemsize * 8 for a in arrays.values()))
-
-
 class SplitLearning:
     """The split-learning (or SplitFed) server loop (module docstring).
 
@@ -135,10 +130,10 @@ class SplitLearning:
         self.clock_s = 0.0
         self.devices: dict[int, Any] = {}
         self.experts: dict[str, np.ndarray] | None = None
+        self._experts_wire: dict[str, np.ndarray] = {}
         if cfg.mode == "splitfed":
-            sd = {k: v.detach().numpy() for k, v in self.world.template.state_dict().items()}
-            self.experts = {k: sd[k] for g, ks in self.world.layout.groups.items() if expert_index(g) is not None
-                            for k in ks}
+            sd = state_to_numpy(self.world.template.state_dict())
+            self._set_experts({k: sd[k] for k in self.world.layout.expert_keys})
             from strategies.expert_wise import ExpertWise
 
             self.aggregation = ExpertWise(self.world)
@@ -151,7 +146,7 @@ class SplitLearning:
         if arrays:
             content["split"] = to_record(arrays)
         if experts and self.experts is not None:
-            content["experts"] = to_record(self.world.layout.pack(self.experts))
+            content["experts"] = to_record(self._experts_wire)
         return Message(content=content, message_type=kind, dst_node_id=node)
 
     def _exchange(self, grid: Grid, msgs: dict[int, Message], failures: list[str], what: str) -> dict[int, Message]:
@@ -179,18 +174,19 @@ class SplitLearning:
         return out
 
     def _account(self, acct: _Exchange, budget: LinkBudget, replies: dict[int, Message], sent: dict[int, Message],
-                 features_of: Callable[[dict], tuple[int, dict]] | None) -> None:
-        """Uplink, compute, latency and energy of one exchange."""
+                 features_key: str | None = None) -> None:
+        """Uplink, compute, latency and energy of one exchange; ``features_key`` names the reply array
+        that crosses the feature link (the rest is side information at the device's rate)."""
         times = []
+        dim = self.world.template.heads.in_features
         for dev, reply in replies.items():
-            arrays = _split_arrays(reply)
             m = reply.content["metrics"]
             flops = float(m.get("forward-flops", 0.0)) + float(m.get("backward-flops", 0.0))
-            vectors, side = (0, arrays) if features_of is None else features_of(arrays)
-            side_bits = float(payload_bits(side)) if side else 0.0
-            if "arrays" in reply.content.array_records:
-                side_bits += float(payload_bits(to_numpy(reply.content["arrays"])))
-            dim = self.world.template.heads.in_features
+            records = reply.content.array_records
+            split = records.get("split")
+            vectors = int(split[features_key].shape[0]) if features_key and split is not None else 0
+            side_bits = float(sum(record_bits(rec, exclude=(features_key,) if k == "split" and features_key else ())
+                                  for k, rec in records.items()))
             t_up = uplink_seconds(self.world, self.server.link, budget, dev, vectors, dim, side_bits)
             t, e = exchange_cost(self.world, dev, flops, t_up)
             times.append(t)
@@ -198,8 +194,7 @@ class SplitLearning:
             acct.flops += flops
             acct.upload_bits += vectors * self._feature_bits(dim) + side_bits
         for msg in sent.values():
-            rec = msg.content.array_records
-            acct.downlink_bits += sum(_downlink_bits(to_numpy(rec[k])) for k in rec)
+            acct.downlink_bits += sum(record_bits(rec, bool_bits=1) for rec in msg.content.array_records.values())
         acct.latency_s += max(times, default=0.0)
 
     def _feature_bits(self, dim: int) -> float:
@@ -221,8 +216,9 @@ class SplitLearning:
         return int(np.random.SeedSequence([self.cfg.train.seed, server_round, chunk, device, int(evaluation)])
                    .generate_state(1)[0])
 
-    def _costs(self, device: int, budget: LinkBudget) -> np.ndarray:
-        return self.world.cost_row(device, float(budget.rate_bps[budget.index(device)]))
+    def _costs(self, budget: LinkBudget) -> dict[int, np.ndarray]:
+        """Each device's (E,) cost vector at its rate this round (paper 001 eq. 9), once per round."""
+        return {int(d): self.world.cost_row(int(d), float(r)) for d, r in zip(budget.device_ids, budget.rate_bps)}
 
     def train_round(self, grid: Grid, server_round: int) -> SplitRoundRecord:
         """One round (module docstring, steps 1–3)."""
@@ -233,6 +229,7 @@ class SplitLearning:
         chosen = sorted(int(d) for d in self.rng.choice(sorted(node_of), size=min(fed.clients_per_round, len(node_of)),
                                                          replace=False))
         budget = link_budget(self.world, chosen)
+        costs = self._costs(budget)
         chunks = {d: num_chunks(self.world, self.devices[node_of[d]].num_examples) for d in chosen}
         active = set(chosen)
         pending: dict[int, dict[str, np.ndarray]] = {}
@@ -268,11 +265,11 @@ class SplitLearning:
             gate_in: dict[int, np.ndarray] = {}
             if stage == 2:
                 msgs, replies = send(TRAIN, {d: config_for(d, "features", chunk) for d in busy}, f"round {server_round} gate inputs")
-                self._account(acct, budget, replies, msgs, None)
+                self._account(acct, budget, replies, msgs)
                 for d, reply in replies.items():
                     arr = _split_arrays(reply)
                     gate_in[d] = arr["features"]
-                    selected[d] = self.server.select(arr["features"], arr["present"], self._costs(d, budget), tau, True,
+                    selected[d] = self.server.select(arr["features"], arr["present"], costs[d], tau, True,
                                                      self._seed(server_round, chunk, d))
                 busy = sorted(replies)
                 per = {d: ({"phase": "encode", "server-round": server_round, "stage": stage, "chunk": chunk},
@@ -280,12 +277,12 @@ class SplitLearning:
             else:
                 per = {d: config_for(d, "encode", chunk) for d in busy}
             msgs, replies = send(TRAIN, per, f"round {server_round} features")
-            self._account(acct, budget, replies, msgs, lambda a: (len(a["z"]), {k: v for k, v in a.items() if k != "z"}))
+            self._account(acct, budget, replies, msgs, "z")
             items, order = [], []
             for d, reply in sorted(replies.items()):
                 enc = _encoded(_split_arrays(reply))
                 chunks[d] = num_chunks(self.world, int(reply.content["metrics"]["num-examples"]))
-                items.append(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), self._costs(d, budget),
+                items.append(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), costs[d],
                                         gate_in.get(d), selected.get(d), tau, self._seed(server_round, chunk, d)))
                 order.append(d)
             for d, res, item in zip(order, self.server.train_exchange(items, stage), items):
@@ -302,7 +299,7 @@ class SplitLearning:
             cfg["upload-experts"] = self.experts is not None
             finish[d] = (cfg, arrays)
         msgs, replies = send(TRAIN, finish, f"round {server_round} finish")
-        self._account(acct, budget, replies, msgs, None)
+        self._account(acct, budget, replies, msgs)
         if self.experts is not None and replies:
             self._average_experts(server_round, list(replies.values()))
         self.clock_s += acct.latency_s
@@ -316,10 +313,14 @@ class SplitLearning:
 
     def _average_experts(self, server_round: int, replies: list[Message]) -> None:
         """SplitFed: the experts averaged per expert over the devices that computed them."""
-        current = ArrayRecord({k: v for k, v in to_record(self.experts).items()})
-        merged = self.aggregation.merge(server_round, current, replies)
+        merged = self.aggregation.merge(server_round, to_record(self.experts), replies)
         if merged is not None:
-            self.experts = {k: v for k, v in to_numpy(merged).items() if k in self.experts}
+            self._set_experts({k: v for k, v in to_numpy(merged).items() if k in self.experts})
+
+    def _set_experts(self, experts: dict[str, np.ndarray]) -> None:
+        """The SplitFed experts, and their packed form that every message carries (packed once)."""
+        self.experts = experts
+        self._experts_wire = self.world.layout.pack(experts)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -332,6 +333,7 @@ class SplitLearning:
         if 0 < k < len(devices):
             devices = sorted(int(d) for d in np.random.default_rng(server_round).choice(devices, size=k, replace=False))
         budget = link_budget(self.world, devices)
+        costs = self._costs(budget)
         failures: list[str] = []
         cfg = {"server-round": server_round, "stage": stage}
         selected: dict[int, np.ndarray] = {}
@@ -342,7 +344,7 @@ class SplitLearning:
             for d, reply in self._exchange(grid, msgs, failures, f"evaluation {server_round}").items():
                 arr = _split_arrays(reply)
                 gate_in[d] = arr["features"]
-                selected[d] = self.server.select(arr["features"], arr["present"], self._costs(d, budget),
+                selected[d] = self.server.select(arr["features"], arr["present"], costs[d],
                                                  self.cfg.train.tau_end, False, 0)
             busy = sorted(selected)
         msgs = {d: self._message(node_of[d], EVALUATE, {**cfg, "phase": "encode"},
@@ -350,7 +352,7 @@ class SplitLearning:
         correct, rows, loss = 0, 0, 0.0
         for d, reply in sorted(self._exchange(grid, msgs, failures, f"evaluation {server_round}").items()):
             enc = _encoded(_split_arrays(reply))
-            res = self.server.predict(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), self._costs(d, budget),
+            res = self.server.predict(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), costs[d],
                                                  gate_in.get(d), selected.get(d)), stage)
             correct += res.correct
             rows += res.rows

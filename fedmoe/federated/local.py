@@ -188,7 +188,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     keys = upload_keys(list(state), usage, patterns)
     arrays = {k: state[k] for k in keys}
     local_state.update({k: v for k, v in state.items() if is_local(k, patterns)})
-    flops = FORWARD_BACKWARD_FACTOR * float(rows @ np.array([c.flops_per_sample for c in world.expert_costs]))
+    flops = FORWARD_BACKWARD_FACTOR * float(rows @ world.expert_flops)
     bits = payload_bits(arrays)
     profile = world.profiles.subset([device_id])
     latency, energy = round_costs(profile, np.array([flops]), np.array([bits]), np.array([instr.rate_bps]))

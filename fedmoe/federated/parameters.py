@@ -129,6 +129,11 @@ class PackedLayout:
             if group != FIXED and len(kinds) == 1 and np.issubdtype(next(iter(kinds)), np.floating):
                 self.packed[group] = next(iter(kinds))
 
+    @property
+    def expert_keys(self) -> list[str]:
+        """State-dict names of every ``expert/<i>`` group (what SplitFed averages)."""
+        return [k for group, keys in self.groups.items() if expert_index(group) is not None for k in keys]
+
     def wire_keys(self, group: str) -> list[str]:
         """The message keys that carry ``group``: its name if packed, else its entries."""
         return [group] if group in self.packed else list(self.groups[group])

@@ -104,6 +104,11 @@ class ScenarioWorld:
         return expert_costs(self.template.experts, bits_per_sample=self.bits_per_sample)
 
     @cached_property
+    def expert_flops(self) -> np.ndarray:
+        """(E,) counted forward FLOPs per sample of every expert."""
+        return np.array([c.flops_per_sample for c in self.expert_costs], dtype=np.float64)
+
+    @cached_property
     def footprints(self) -> list[ExpertFootprint]:
         return [ExpertFootprint(c.flops_per_sample, c.input_bits, e.modalities)
                 for e, c in zip(self.template.experts, self.expert_costs)]

@@ -81,3 +81,16 @@ def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
 def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The named numpy arrays of an ``ArrayRecord``."""
     return {k: numpy_of(v) for k, v in record.items()}
+
+
+def record_bits(record: ArrayRecord, bool_bits: int = 8, exclude: tuple[str, ...] = ()) -> int:
+    """Bits of the values of ``record`` from the arrays' dtype and shape alone (nothing is decoded):
+    every entry at its dtype's width, booleans at ``bool_bits``; keys in ``exclude`` left out."""
+    total = 0
+    for key, arr in record.items():
+        if key in exclude:
+            continue
+        dtype = np.dtype(arr.dtype)
+        width = bool_bits if dtype == np.bool_ else dtype.itemsize * 8
+        total += int(np.prod(arr.shape, dtype=np.int64)) * width
+    return total

@@ -37,7 +37,7 @@ import torch
 
 from fedmoe.config import MODALITIES
 from fedmoe.data.samples import ISACSamples
-from fedmoe.federated.local import _seed, budgeted
+from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, _seed, budgeted
 from fedmoe.federated.parameters import to_numpy
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE, batch_tensors
@@ -47,9 +47,13 @@ OPT_PREFIX = "opt."
 """State keys of the device's optimiser moments (``opt.<param>.exp_avg`` …)."""
 
 
+DEVICE_PREFIXES: tuple[str, ...] = ("experts.", "standardiser.")
+"""State-dict prefixes of what a device owns: the experts and the standardiser."""
+
+
 def device_keys(model: MoE) -> list[str]:
-    """State-dict keys a device owns: the standardiser and the experts."""
-    return [k for k in model.state_dict() if k.startswith(("experts.", "standardiser."))]
+    """State-dict keys a device owns (:data:`DEVICE_PREFIXES`)."""
+    return [k for k in model.state_dict() if k.startswith(DEVICE_PREFIXES)]
 
 
 @dataclass
@@ -61,8 +65,7 @@ class DevicePart:
 
     def state(self) -> dict[str, np.ndarray]:
         """What the device keeps until its next message: its parameters and the optimiser's moments."""
-        state = to_numpy({k: v for k, v in self.model.state_dict().items()
-                          if k.startswith(("experts.", "standardiser."))})
+        state = to_numpy({k: v for k, v in self.model.state_dict().items() if k.startswith(DEVICE_PREFIXES)})
         names = {id(p): n for n, p in self.model.named_parameters()}
         for group in self.opt.param_groups:
             for p in group["params"]:
@@ -179,7 +182,7 @@ def encode(world: ScenarioWorld, part: DevicePart, samples: ISACSamples, batches
            selected: np.ndarray | None) -> Encoded:
     """The features of the selected pairs of every batch in ``batches`` (no gradient kept)."""
     model = part.model
-    flops = np.array([c.flops_per_sample for c in world.expert_costs])
+    flops = world.expert_flops
     feats, experts, rows_out, batch_of, present_all = [], [], [], [], []
     labels: dict[str, list[np.ndarray]] = {}
     offset = 0
@@ -217,7 +220,7 @@ def apply_gradients(world: ScenarioWorld, part: DevicePart, samples: ISACSamples
     graph and the backward pass, ≈ 3 forward passes of the pairs).
     """
     model = part.model
-    flops = np.array([c.flops_per_sample for c in world.expert_costs])
+    flops = world.expert_flops
     grads = torch.as_tensor(np.asarray(grads, dtype=np.float32))
     offset, cursor, total = 0, 0, 0.0
     for rows in batches:
@@ -232,7 +235,7 @@ def apply_gradients(world: ScenarioWorld, part: DevicePart, samples: ISACSamples
             z = torch.cat([out for _, _, out in pieces])
             z.backward(grads[cursor:cursor + n])
             part.opt.step()
-        total += 3.0 * float(sum(flops[i] * len(r) for i, r, _ in pieces))
+        total += FORWARD_BACKWARD_FACTOR * float(sum(flops[i] * len(r) for i, r, _ in pieces))
         cursor += n
         offset += len(rows)
     if cursor != grads.shape[0]:

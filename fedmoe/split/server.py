@@ -116,20 +116,24 @@ class SplitServer:
         selection together with its log-probability and weights.
         """
         with torch.no_grad():
-            out = self._gate(features, present, costs, tau, train, seed)
+            out = self._gate(*self._gate_inputs(features, costs), present, tau, train, seed)
         return out.selected.numpy().astype(bool)
 
-    def _gate(self, features, present, costs, tau: float, train: bool, seed: int):
+    def _gate_inputs(self, features, costs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, costs)`` as the gate reads them: (R, F) floats and the (E,) cost vector per row."""
+        feats = torch.as_tensor(np.asarray(features)).float()
+        c = torch.as_tensor(np.broadcast_to(np.asarray(costs, dtype=np.float32),
+                                            (feats.shape[0], self.model.num_experts)).copy())
+        return feats, c
+
+    def _gate(self, feats: torch.Tensor, costs: torch.Tensor, present, tau: float, train: bool, seed: int):
         gate = self.model.gate
         gate.train(train)
         gate.temperature = float(tau)
-        feats = torch.as_tensor(np.asarray(features)).float()
         present = torch.as_tensor(np.asarray(present)).bool()
-        c = torch.as_tensor(np.broadcast_to(np.asarray(costs, dtype=np.float32),
-                                            (feats.shape[0], self.model.num_experts)).copy())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            return gate(feats, costs=c, available=self.model.available(present))
+            return gate(feats, costs=costs, available=self.model.available(present))
 
     # ------------------------------------------------------------------ steps
 
@@ -215,8 +219,8 @@ class SplitServer:
 
     def _stage2_loss(self, pieces, labels, present, item: "ChunkInput", rows: np.ndarray, train: bool):
         model, tcfg = self.model, self.tcfg
-        feats = item.gate_features[rows]
-        out = self._gate(feats, present, item.costs, item.tau, train, item.seed)
+        f, c = self._gate_inputs(item.gate_features[rows], item.costs)
+        out = self._gate(f, c, present, item.tau, train, item.seed)
         if not torch.equal(out.selected.bool(), torch.as_tensor(item.selected[rows]).bool()):
             raise RuntimeError("the gate's replayed selection differs from the one the device computed "
                                "(gate parameters changed between selection and step?)")
@@ -228,8 +232,6 @@ class SplitServer:
         task = float(per_sample.detach().mean())
         if not train:
             return per_sample.mean(), task, heads.beam_logits.detach()
-        c = torch.as_tensor(np.broadcast_to(np.asarray(item.costs, np.float32), out.selected.shape).copy())
-        f = torch.as_tensor(np.asarray(feats)).float()
         if sf:
             loss = score_function_loss(per_sample, out, c, tcfg.cost_weight, tcfg.z_loss_weight, tcfg.balance_weight,
                                        self.critic(f, c) if self.critic else None, tcfg.entropy_weight)

@@ -32,6 +32,7 @@ import numpy as np
 
 from fedmoe.config import V2IConfig
 from fedmoe.v2i.dynamics import misalignment, rollout
+from fedmoe.v2i.schedules import periodic
 
 
 def cycle_costs(cfg: V2IConfig) -> np.ndarray:
@@ -64,12 +65,7 @@ class Reference:
         """The reference schedule over ``num_slots`` slots."""
         if self.phases is None:
             raise ValueError("no periodic schedule meets the reliability constraint (9e)")
-        return _staggered(self.periods, self.phases, num_slots)
-
-
-def _staggered(periods: np.ndarray, phases: np.ndarray, num_slots: int) -> np.ndarray:
-    n = np.arange(num_slots)[:, None]
-    return (n % periods) == (phases % periods)
+        return periodic(cfg, num_slots, self.periods, self.phases)
 
 
 def reference_schedule(cfg: V2IConfig, max_combinations: int = 200_000) -> Reference:
@@ -85,7 +81,7 @@ def reference_schedule(cfg: V2IConfig, max_combinations: int = 200_000) -> Refer
     warm = int(periods.max())
     for phases in itertools.product(*offsets):
         ph = np.asarray(phases)
-        run = rollout(_staggered(periods, ph, warm + horizon), cfg)
+        run = rollout(periodic(cfg, warm + horizon, periods, ph), cfg)
         steady = slice(warm, warm + horizon)
         if run.cost.bmp_violation[steady].any() or run.cost.aoi_violation[steady].any():
             continue

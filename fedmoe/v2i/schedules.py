@@ -15,6 +15,7 @@ import numpy as np
 
 from fedmoe.config import V2IConfig
 from fedmoe.registry import Registry
+from fedmoe.v2i.dynamics import next_aoi
 
 SCHEDULES: Registry = Registry("V2I schedule")
 
@@ -30,12 +31,15 @@ def radar_only(cfg: V2IConfig, num_slots: int) -> np.ndarray:
 
 
 @SCHEDULES.register("periodic")
-def periodic(cfg: V2IConfig, num_slots: int, periods: np.ndarray | int = 5) -> np.ndarray:
+def periodic(cfg: V2IConfig, num_slots: int, periods: np.ndarray | int = 5,
+             phases: np.ndarray | None = None) -> np.ndarray:
+    """A frame for vehicle ``k`` in the slots ``n ≡ φ_k (mod T_k)`` (default ``φ_k = k``: staggered)."""
     periods = np.broadcast_to(np.asarray(periods, dtype=np.int64), (cfg.num_vehicles,))
     if (periods < 1).any():
         raise ValueError(f"periods must be >= 1, got {periods.tolist()}")
+    phases = np.arange(cfg.num_vehicles) if phases is None else np.asarray(phases, dtype=np.int64)
     n = np.arange(num_slots)[:, None]
-    return (n % periods) == (np.arange(cfg.num_vehicles) % periods)
+    return (n % periods) == (phases % periods)
 
 
 @SCHEDULES.register("aoi_threshold")
@@ -47,5 +51,5 @@ def aoi_threshold(cfg: V2IConfig, num_slots: int, thresholds: np.ndarray | int |
     out = np.zeros((num_slots, cfg.num_vehicles), dtype=bool)
     for n in range(num_slots):
         out[n] = a + 1 > theta
-        a = np.where(out[n], cfg.t_proc, a + 1)
+        a = next_aoi(a, out[n], cfg.t_proc)
     return out
