@@ -392,13 +392,51 @@ class DistributedConfig(StrictModel):
         return self
 
 
+class V2IAgentConfig(StrictModel):
+    """Learning of the V2I agents (:mod:`fedmoe.v2i.agents`, :mod:`fedmoe.v2i.training`).
+
+    Every learned policy (the heterogeneous MoE and its baselines) uses the same rollouts,
+    advantage estimate and clipped policy-gradient update, so they differ only in the network.
+    """
+
+    policy: str = Field("hetero_moe", min_length=1, description="registered agent (fedmoe.v2i.agents.AGENTS)")
+    hidden: int = Field(64, ge=4, le=4096, description="width of the MLPs and of the LSTM state")
+    episodes_per_update: int = Field(32, ge=1, le=4096, description="parallel episodes per policy update")
+    episode_slots: int = Field(128, ge=8, le=100_000, description="slots per training episode")
+    updates: int = Field(150, ge=1, le=1_000_000, description="policy updates of one training run")
+    lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam step of the temporal expert and the critic")
+    spatial_lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam step of the spatial expert (α_MLP)")
+    ppo_epochs: int = Field(4, ge=1, le=100, description="passes over each batch of rollouts")
+    clip: float = Field(0.2, gt=0.0, le=10.0, description="ratio clip of the policy-gradient step")
+    discount: float = Field(0.95, gt=0.0, lt=1.0)
+    gae: float = Field(0.9, ge=0.0, le=1.0, description="λ of generalised advantage estimation")
+    entropy: float = Field(0.003, ge=0.0, le=10.0, description="entropy bonus of the Bernoulli policy")
+    spatial_weight: float = Field(1.0, gt=0.0, le=1e6, description="λ of the spatial loss (Algorithm 1, line 14)")
+    eval_episodes: int = Field(32, ge=1, le=100_000)
+    eval_slots: int = Field(400, ge=8, le=1_000_000)
+    warmup_slots: int = Field(40, ge=0, le=100_000, description="slots left out of the evaluation averages")
+
+
+class V2IFederatedConfig(StrictModel):
+    """Federated training of the V2I agent across base stations (:mod:`strategies.v2i_federated`)."""
+
+    rounds: int = Field(8, ge=1, le=100_000)
+    local_updates: int = Field(20, ge=1, le=1_000_000, description="policy updates per base station and round")
+    road_speed_scale: tuple[float, ...] = Field(
+        (0.5, 1.0, 1.6), min_length=1,
+        description="speed factor of each base station's road; its length is the number of base stations")
+    snr_db: tuple[float, ...] = Field((), description="radar SNR of each road (empty: v2i.snr_db everywhere)")
+
+
 class V2IConfig(StrictModel):
     """V2I semantic-AoI camera scheduling and beamforming (paper 002; :mod:`fedmoe.v2i`).
 
     Defaults follow paper 002's Section IV where it gives a value (K = 4 vehicles, M = 64,
     28 GHz, 10 J per camera frame, i.e. 40 J/slot for all four, 25 J per beam recovery,
-    P_max = 30 dBm, σ² = −114 dBm); the kinematic rates ``beta``, ``t_proc``, ``a_max``,
-    ``gamma``, ``penalty`` and ``rho`` are not given there and are ours.
+    P_max = 30 dBm, σ² = −114 dBm). Everything else is ours: the kinematic rates ``beta``,
+    ``t_proc`` (0: a processed frame leaves no misalignment, which gives the paper's
+    "exactly 40 J" for vision-only), ``a_max``, ``gamma``, ``penalty``, ``rho``, the road
+    geometry, and the radar model that ties β to the SNR (:mod:`fedmoe.v2i.env`).
     """
 
     num_vehicles: int = Field(4, ge=1, le=64)
@@ -407,25 +445,50 @@ class V2IConfig(StrictModel):
     e_vis_j: float = Field(10.0, ge=0.0, le=1e6, description="energy of processing one camera frame, J (eq. 4)")
     e_rec_j: float = Field(25.0, ge=0.0, le=1e6, description="energy of one exhaustive beam recovery, J (eq. 5)")
     beta: tuple[float, ...] = Field((0.04, 0.06, 0.09, 0.12), min_length=1,
-                                    description="kinematic uncertainty rate β_k per vehicle, 1/slot (eq. 7)")
-    t_proc: int = Field(1, ge=0, le=1000, description="AoI right after a camera frame is processed, slots (eq. 6)")
+                                    description="kinematic uncertainty rate β_k per vehicle at its nominal speed and "
+                                                "snr_ref_db, 1/slot (eq. 7)")
+    t_proc: int = Field(0, ge=0, le=1000, description="AoI right after a camera frame is processed, slots (eq. 6)")
     a_max: int = Field(20, ge=1, le=1000, description="largest AoI allowed, slots (eq. 9d)")
     gamma: float = Field(0.3, gt=0.0, le=1.0, description="largest mean misalignment probability Γ (eq. 9e)")
     penalty: float = Field(100.0, ge=0.0, le=1e6, description="λ_misa of the reward (eq. 11), J per unit of excess")
-    rho: float = Field(1.0, ge=0.0, le=1e6, description="CSI error variance bound ρ: E||Δh||² = ρ P_misa (eq. 8)")
+    rho: float = Field(1.0, ge=0.0, le=1e6, description="CSI error bound ρ relative to ||ĥ||²: E||Δh||² = ρ P_misa ||ĥ||² (eq. 8)")
     p_max_dbm: float = Field(30.0, ge=-50.0, le=60.0)
     noise_dbm: float = Field(-114.0, ge=-200.0, le=0.0)
     num_paths: int = Field(3, ge=1, le=64, description="paths of the geometric channel (eq. 2)")
+    rician_k_db: float = Field(10.0, ge=-30.0, le=60.0, description="power of the line-of-sight path over the others, dB")
+    speeds_mps: tuple[float, ...] = Field((20.0, 30.0, 45.0, 60.0), min_length=1,
+                                          description="nominal speed of each vehicle, m/s (β_k scales with it)")
+    speed_jitter: float = Field(0.25, ge=0.0, lt=1.0, description="each episode draws speed × U(1 − j, 1 + j)")
+    slot_s: float = Field(0.1, gt=0.0, le=10.0, description="slot duration, s")
+    road_length_m: float = Field(200.0, gt=0.0, le=1e5, description="road section the base station covers (vehicles wrap)")
+    lane_offset_m: float = Field(15.0, gt=0.0, le=1e4, description="distance from the array to the first lane, m")
+    lane_width_m: float = Field(3.5, ge=0.0, le=100.0)
+    snr_db: float = Field(10.0, ge=-30.0, le=60.0, description="radar SNR of the operating point, dB")
+    snr_ref_db: float = Field(10.0, ge=-30.0, le=60.0, description="SNR at which ``beta`` holds, dB")
+    radar_floor: float = Field(0.1, ge=0.0, le=1e6,
+                               description="κ: β ∝ (κ + 1/SNR); the part of the drift no radar removes")
+    radar_angle_std_deg: float = Field(0.5, ge=0.0, le=90.0, description="radar angle error at snr_ref_db, degrees")
+    radar_range_std_m: float = Field(0.5, ge=0.0, le=1e4, description="radar range error at snr_ref_db, m")
+    agent: V2IAgentConfig = Field(default_factory=V2IAgentConfig)
+    federated: V2IFederatedConfig = Field(default_factory=V2IFederatedConfig)
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _per_vehicle(self) -> "V2IConfig":
-        if len(self.beta) != self.num_vehicles:
-            raise ValueError(f"beta has {len(self.beta)} values, num_vehicles is {self.num_vehicles}")
-        if any(b <= 0 for b in self.beta):
-            raise ValueError(f"beta must be positive, got {list(self.beta)}")
+        for name in ("beta", "speeds_mps"):
+            values = getattr(self, name)
+            if len(values) != self.num_vehicles:
+                raise ValueError(f"{name} has {len(values)} values, num_vehicles is {self.num_vehicles}")
+            if any(b <= 0 for b in values):
+                raise ValueError(f"{name} must be positive, got {list(values)}")
         if self.t_proc > self.a_max:
             raise ValueError(f"t_proc ({self.t_proc}) exceeds a_max ({self.a_max})")
+        fed = self.federated
+        if any(s <= 0 for s in fed.road_speed_scale):
+            raise ValueError(f"federated.road_speed_scale must be positive, got {list(fed.road_speed_scale)}")
+        if fed.snr_db and len(fed.snr_db) != len(fed.road_speed_scale):
+            raise ValueError(f"federated.snr_db has {len(fed.snr_db)} values, there are "
+                             f"{len(fed.road_speed_scale)} roads (federated.road_speed_scale)")
         return self
 
 
@@ -439,9 +502,10 @@ class FedMoEConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     federated: FederatedConfig = Field(default_factory=FederatedConfig)
-    mode: Literal["federated", "split", "splitfed", "distributed"] = Field(
+    mode: Literal["federated", "split", "splitfed", "distributed", "v2i"] = Field(
         "federated", description="federated averaging, split learning, split learning with experts averaged per round, "
-                                 "or distributed experts over noisy links (paper 004)")
+                                 "distributed experts over noisy links (paper 004), or V2I scheduling agents trained "
+                                 "across base stations (paper 002)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     v2i: V2IConfig = Field(default_factory=V2IConfig)
@@ -451,6 +515,10 @@ class FedMoEConfig(StrictModel):
         if self.mode == "distributed" and self.partition.num_devices < self.distributed.num_experts:
             raise ValueError(f"distributed.num_experts={self.distributed.num_experts} needs as many devices; "
                              f"partition.num_devices={self.partition.num_devices}")
+        roads = len(self.v2i.federated.road_speed_scale)
+        if self.mode == "v2i" and self.partition.num_devices != roads:
+            raise ValueError(f"mode v2i runs one base station per road: v2i.federated.road_speed_scale has {roads} "
+                             f"roads, partition.num_devices={self.partition.num_devices}")
         return self
 
 

@@ -57,9 +57,12 @@ class SlotCost:
         return self.compute_j + self.sweep_j
 
 
-def slot_cost(aoi: np.ndarray, schedule: np.ndarray, cfg: V2IConfig) -> SlotCost:
-    """Energy, reliability and reward of slot ``n`` from ``A(n)`` and ``π(n)`` (module docstring)."""
-    p = misalignment(aoi, np.asarray(cfg.beta))
+def slot_cost(aoi: np.ndarray, schedule: np.ndarray, cfg: V2IConfig, beta: np.ndarray | None = None) -> SlotCost:
+    """Energy, reliability and reward of slot ``n`` from ``A(n)`` and ``π(n)`` (module docstring).
+
+    ``beta`` (broadcast against ``aoi``) replaces ``cfg.beta``, e.g. per episode.
+    """
+    p = misalignment(aoi, np.asarray(cfg.beta if beta is None else beta))
     compute = np.asarray(schedule, dtype=np.float64).sum(-1) * cfg.e_vis_j
     sweep = p.sum(-1) * cfg.e_rec_j
     l_bmp = p.mean(-1)
@@ -80,8 +83,12 @@ class Rollout:
         return self.cost.energy_j.mean(-1)
 
 
-def rollout(schedule: np.ndarray, cfg: V2IConfig, initial_aoi: np.ndarray | None = None) -> Rollout:
-    """Play ``schedule`` ``(..., N, K)`` from ``initial_aoi`` (default ``T_proc`` for every vehicle)."""
+def rollout(schedule: np.ndarray, cfg: V2IConfig, initial_aoi: np.ndarray | None = None,
+            beta: np.ndarray | None = None) -> Rollout:
+    """Play ``schedule`` ``(..., N, K)`` from ``initial_aoi`` (default ``T_proc`` for every vehicle).
+
+    ``beta`` ``(..., K)`` replaces ``cfg.beta`` (one row per episode).
+    """
     schedule = np.asarray(schedule, dtype=bool)
     if schedule.shape[-1] != cfg.num_vehicles:
         raise ValueError(f"schedule has {schedule.shape[-1]} vehicles, the scenario {cfg.num_vehicles}")
@@ -91,4 +98,5 @@ def rollout(schedule: np.ndarray, cfg: V2IConfig, initial_aoi: np.ndarray | None
     for n in range(schedule.shape[-2]):
         aoi[..., n, :] = a
         a = next_aoi(a, schedule[..., n, :], cfg.t_proc)
-    return Rollout(aoi, schedule, slot_cost(aoi, schedule, cfg))
+    b = None if beta is None else np.asarray(beta, dtype=np.float64)[..., None, :]
+    return Rollout(aoi, schedule, slot_cost(aoi, schedule, cfg, b))

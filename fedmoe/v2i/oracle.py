@@ -35,20 +35,29 @@ from fedmoe.v2i.dynamics import misalignment, rollout
 from fedmoe.v2i.schedules import periodic
 
 
-def cycle_costs(cfg: V2IConfig) -> np.ndarray:
-    """(K, T_max) ``c_k(T)`` for ``T = 1 … A_max − T_proc + 1`` (module docstring)."""
+def cycle_costs(cfg: V2IConfig, beta: np.ndarray | None = None) -> np.ndarray:
+    """(..., K, T_max) ``c_k(T)`` for ``T = 1 … A_max − T_proc + 1`` (module docstring).
+
+    ``beta`` ``(..., K)`` replaces ``cfg.beta`` (e.g. one row per episode).
+    """
     t_max = cfg.a_max - cfg.t_proc + 1
     aoi = cfg.t_proc + np.arange(t_max)
-    p = misalignment(aoi[None, :], np.asarray(cfg.beta)[:, None])  # (K, T_max)
+    b = np.asarray(cfg.beta if beta is None else beta, dtype=np.float64)
+    p = misalignment(aoi, b[..., None])  # (..., K, T_max)
     periods = np.arange(1, t_max + 1)
-    return (cfg.e_vis_j + cfg.e_rec_j * np.cumsum(p, axis=1)) / periods
+    return (cfg.e_vis_j + cfg.e_rec_j * np.cumsum(p, axis=-1)) / periods
 
 
-def best_periods(cfg: V2IConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``(T_k*, c_k(T_k*))``: each vehicle's optimal period and its average energy per slot."""
-    c = cycle_costs(cfg)
-    idx = c.argmin(axis=1)
-    return idx + 1, c[np.arange(len(idx)), idx]
+def best_periods(cfg: V2IConfig, beta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(T_k*, c_k(T_k*))``: each vehicle's optimal period and its average energy per slot (shapes ``(..., K)``)."""
+    c = cycle_costs(cfg, beta)
+    idx = c.argmin(axis=-1)
+    return idx + 1, np.take_along_axis(c, idx[..., None], axis=-1)[..., 0]
+
+
+def lower_bound(cfg: V2IConfig, beta: np.ndarray | None = None) -> np.ndarray:
+    """``Σ_k min_T c_k(T)`` (``(...)``): no schedule has a lower time-averaged energy (module docstring)."""
+    return best_periods(cfg, beta)[1].sum(-1)
 
 
 @dataclass
@@ -68,9 +77,9 @@ class Reference:
         return periodic(cfg, num_slots, self.periods, self.phases)
 
 
-def reference_schedule(cfg: V2IConfig, max_combinations: int = 200_000) -> Reference:
-    """The bound and the best staggered optimal-period schedule meeting (9e) in every slot."""
-    periods, costs = best_periods(cfg)
+def reference_schedule(cfg: V2IConfig, max_combinations: int = 200_000, beta: np.ndarray | None = None) -> Reference:
+    """The bound and the best staggered optimal-period schedule meeting (9e) in every slot (``beta``: ``(K,)``)."""
+    periods, costs = best_periods(cfg, beta)
     bound = float(costs.sum())
     horizon = math.lcm(*[int(t) for t in periods])
     offsets = [range(int(t)) for t in periods]
@@ -81,7 +90,7 @@ def reference_schedule(cfg: V2IConfig, max_combinations: int = 200_000) -> Refer
     warm = int(periods.max())
     for phases in itertools.product(*offsets):
         ph = np.asarray(phases)
-        run = rollout(periodic(cfg, warm + horizon, periods, ph), cfg)
+        run = rollout(periodic(cfg, warm + horizon, periods, ph), cfg, beta=beta)
         steady = slice(warm, warm + horizon)
         if run.cost.bmp_violation[steady].any() or run.cost.aoi_violation[steady].any():
             continue

@@ -12,7 +12,7 @@ from fedmoe.v2i.dynamics import csi_error_variance, misalignment, next_aoi, roll
 from fedmoe.v2i.oracle import best_periods, cycle_costs, reference_schedule
 from fedmoe.v2i.schedules import SCHEDULES
 
-CFG = V2IConfig(num_vehicles=2, beta=(0.1, 0.2), t_proc=1, a_max=6, gamma=0.5, penalty=10.0, rho=2.0)
+CFG = V2IConfig(num_vehicles=2, beta=(0.1, 0.2), speeds_mps=(20.0, 40.0), t_proc=1, a_max=6, gamma=0.5, penalty=10.0, rho=2.0)
 
 
 def test_aoi_resets_on_a_frame_and_grows_otherwise():
@@ -50,7 +50,7 @@ def test_aoi_beyond_a_max_is_a_violation():
 
 def test_cycle_cost_formula_matches_a_dynamic_programme():
     """min_T c(T) for one vehicle equals the long-horizon optimum of the AoI state graph."""
-    cfg = V2IConfig(num_vehicles=1, beta=(0.15,), t_proc=1, a_max=8)
+    cfg = V2IConfig(num_vehicles=1, beta=(0.15,), speeds_mps=(30.0,), t_proc=1, a_max=8)
     states = np.arange(cfg.t_proc, cfg.a_max + 1)
     p = misalignment(states, np.array([0.15]))
     value = np.zeros(len(states))  # cost-to-go over the remaining slots
