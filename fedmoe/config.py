@@ -405,7 +405,7 @@ class V2IAgentConfig(StrictModel):
     episode_slots: int = Field(128, ge=8, le=100_000, description="slots per training episode")
     updates: int = Field(150, ge=1, le=1_000_000, description="policy updates of one training run")
     lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam step of the temporal expert and the critic")
-    spatial_lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam step of the spatial expert (α_MLP)")
+    spatial_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam step of the spatial expert (α_MLP)")
     ppo_epochs: int = Field(4, ge=1, le=100, description="passes over each batch of rollouts")
     clip: float = Field(0.2, gt=0.0, le=10.0, description="ratio clip of the policy-gradient step")
     discount: float = Field(0.95, gt=0.0, lt=1.0)

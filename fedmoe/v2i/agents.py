@@ -7,7 +7,8 @@ Every agent maps the state ``s_n`` (``K × 3``: radar angle, radar range, AoI; f
 * beam phases ``Φ_n`` ``(…, K, M)``, turned into ``v = e^{jΦ}/√M`` (eq. 10,
   :func:`fedmoe.v2i.channel.beamformer`), so the constant modulus (9b) holds for any output.
   The phase head (:func:`phase_map`, ours) outputs a direction correction ``c_k`` and
-  per-element offsets ``δ_{k,m}``: ``Φ_{k,m} = π m (sin θ̂_k + c_k) + δ_{k,m}``. A plain linear
+  per-element offsets ``δ_{k,m}``: ``Φ_{k,m} = π m (sin θ̂_k + 2 c_k / M) + δ_{k,m}`` (``c_k`` in
+  units of the main lobe's half-width ``2/M`` in ``sin θ``). A plain linear
   map to ``Φ`` (paper 002's wording) must grow weights of order ``π M`` to steer a beam, and
   in our runs reached a normalised gain of 0.26 where steering to the radar angle gives 0.83;
   anchoring the phase slope at the radar angle lets the expert learn only the correction;
@@ -54,9 +55,9 @@ AOI_COLUMN = 2
 
 
 def phase_map(raw: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-    """``Φ_{k,m} = π m (sin θ̂_k + c_k) + δ_{k,m}`` from ``raw`` ``(…, K, 1 + M)`` = ``(c_k, δ_k)`` (module docstring)."""
+    """``Φ_{k,m} = π m (sin θ̂_k + 2 c_k / M) + δ_{k,m}`` from ``raw`` ``(…, K, 1 + M)`` = ``(c_k, δ_k)`` (module docstring)."""
     m = raw.shape[-1] - 1
-    u = torch.sin(obs[..., 0]) + raw[..., 0]
+    u = torch.sin(obs[..., 0]) + raw[..., 0] * (2.0 / m)
     return torch.pi * u[..., None] * torch.arange(m, dtype=raw.dtype) + raw[..., 1:]
 
 

@@ -235,7 +235,8 @@ def evaluate(cfg: V2IConfig, make_decide: Callable[[V2IEnv], Decide], seed: int,
     decide = make_decide(env)
     slots = slots or a.eval_slots
     warm = min(a.warmup_slots, slots - 1)
-    rows: dict[str, list] = {k: [] for k in ("energy", "compute", "sweep", "l_bmp", "bmp", "aoi", "gain", "sinr", "frames")}
+    rows: dict[str, list] = {k: [] for k in ("energy", "compute", "sweep", "l_bmp", "bmp", "aoi", "gain", "steer", "sinr",
+                                              "frames")}
     state = None
     for n in range(slots):
         obs = env.observe()
@@ -244,10 +245,12 @@ def evaluate(cfg: V2IConfig, make_decide: Callable[[V2IEnv], Decide], seed: int,
         if n < warm:
             continue
         v = beamformer(torch.from_numpy(np.asarray(phases, dtype=np.float64))).numpy()
-        gain = normalised_gain(torch.from_numpy(step.h), torch.from_numpy(v)).numpy()
+        h = torch.from_numpy(step.h)
+        gain = normalised_gain(h, torch.from_numpy(v)).numpy()
+        steer = normalised_gain(h, beamformer(torch.from_numpy(steering_phases(cfg, obs[..., 0].astype(np.float64))))).numpy()
         c = step.cost
         for key, val in (("energy", c.energy_j), ("compute", c.compute_j), ("sweep", c.sweep_j), ("l_bmp", c.l_bmp),
-                         ("bmp", c.bmp_violation), ("aoi", c.aoi_violation), ("gain", gain.mean(-1)),
+                         ("bmp", c.bmp_violation), ("aoi", c.aoi_violation), ("gain", gain.mean(-1)), ("steer", steer.mean(-1)),
                          ("sinr", sinr_db(cfg, step.h, v).mean(-1)), ("frames", np.asarray(schedule).mean(-1))):
             rows[key].append(np.asarray(val, dtype=np.float64))
     m = {k: np.stack(v, axis=1) for k, v in rows.items()}  # (B, slots)
@@ -258,7 +261,7 @@ def evaluate(cfg: V2IConfig, make_decide: Callable[[V2IEnv], Decide], seed: int,
         "compute_j": float(m["compute"].mean()), "sweep_j": float(m["sweep"].mean()),
         "mean_l_bmp": float(m["l_bmp"].mean()), "reliable_slots": float(1 - m["bmp"].mean()),
         "aoi_violation_slots": float(m["aoi"].mean()), "frames_per_vehicle_slot": float(m["frames"].mean()),
-        "beam_gain": float(m["gain"].mean()), "sinr_db": float(m["sinr"].mean()),
+        "beam_gain": float(m["gain"].mean()), "steering_gain": float(m["steer"].mean()), "sinr_db": float(m["sinr"].mean()),
         "lower_bound_j": float(bound.mean()), "gap_to_bound": float(energy.mean() / bound.mean() - 1),
         "episodes": env.num_episodes, "slots": slots - warm,
     }

@@ -1,0 +1,19 @@
+"""Shared V2I fixtures: a small agent configuration that trains in seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedmoe.config import V2IConfig
+
+
+def small_v2i(**agent) -> V2IConfig:
+    """Paper 002's defaults with short rollouts (``agent`` overrides ``v2i.agent`` keys)."""
+    base = V2IConfig()
+    opts = {"episodes_per_update": 8, "episode_slots": 64, "eval_episodes": 8, "eval_slots": 120, "warmup_slots": 20}
+    return base.model_copy(update={"agent": base.agent.model_copy(update={**opts, **agent})})
+
+
+@pytest.fixture
+def v2i_cfg() -> V2IConfig:
+    return small_v2i()
