@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(PY) -m sims.bench.federated_scale
 	$(PY) -m sims.bench.federated_quality
 	$(PY) -m sims.bench.split_vs_federated
+	$(PY) -m sims.bench.split_gating
+	$(PY) -m sims.bench.v2i
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
