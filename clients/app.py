@@ -119,3 +119,4 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 from clients import distributed as _distributed  # noqa: E402,F401  registers the expert-hosting handler
 from clients import split as _split  # noqa: E402,F401  registers the split-learning handlers on ``app``
+from clients import v2i as _v2i  # noqa: E402,F401  registers the V2I base-station handler

@@ -175,6 +175,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         d = cfg.distributed
         print(f"fedmoe {__version__}: distributed experts (paper 004) of scenario {cfg.name!r}: {d.num_experts} experts "
               f"on devices, {d.dataset} data, {d.link} links, SNR {', '.join(f'{s:g}' for s in d.eval_snr_db)} dB")
+    elif cfg.mode == "v2i":
+        v = cfg.v2i.federated
+        print(f"fedmoe {__version__}: V2I agent {cfg.v2i.agent.policy} (paper 002) of scenario {cfg.name!r} across "
+              f"{len(v.road_speed_scale)} base stations (road speed x{', x'.join(f'{s:g}' for s in v.road_speed_scale)}), "
+              f"{v.rounds} rounds of {v.local_updates} local updates")
     else:
         print(f"fedmoe {__version__}: {cfg.mode} learning run of scenario {cfg.name!r}: {cfg.partition.num_devices} "
               f"devices, {fed.clients_per_round} per round, {fed.rounds} rounds ({fed.stage1_rounds} stage I), "
@@ -189,6 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {float(snr):5.1f} dB: {a:.1%} -> {b:.1%} ({100 * (b - a):+.1f} points)")
         print(f"wrote {out}/metrics.json, accuracy_vs_snr.png; wall {run.wall_s:.0f} s")
         return 0
+    if cfg.mode == "v2i":
+        print_v2i_summary(run.metrics)
+        print(f"wrote {out}/metrics.json, config.json, energy_per_road.png; wall {run.wall_s:.0f} s")
+        return 0
     s = run.metrics["summary"]
     if cfg.mode == "federated":
         print(f"final test accuracy {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}) "
@@ -202,6 +211,23 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"wall {run.wall_s:.0f} s")
         print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png")
     return 0
+
+
+def print_v2i_summary(doc: dict) -> None:
+    """Energy per slot (and gap to the bound) of every policy on every road, and the average."""
+    from strategies.v2i_federated import POLICIES
+
+    print("energy J/slot (gap to the bound; reliable slots):")
+    label = {p: p.replace("_", "-") for p in POLICIES}
+
+    def line(name: str, row: dict) -> None:
+        cells = ", ".join(f"{label[p]} {row[p]['energy_j']:.2f} ({row[p]['gap_to_bound']:+.0%}; "
+                          f"{row[p]['reliable_slots']:.0%})" for p in POLICIES)
+        print(f"  {name:<24} {cells}")
+
+    for row in doc["roads"]:
+        line(f"road {row['road']} (x{row['speed_scale']:g}, {row['snr_db']:g} dB)", row)
+    line("average over roads", doc["average"])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

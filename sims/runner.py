@@ -74,6 +74,18 @@ def check_distributed_config(cfg: FedMoEConfig) -> None:
     _check_link(cfg.distributed.link, cfg.distributed.link_options, "distributed")
 
 
+def check_v2i_config(cfg: FedMoEConfig) -> None:
+    """Fail before Ray starts on a V2I config whose agent is not registered (one base station per
+    road is a config error already)."""
+    from fedmoe.v2i.agents import AGENTS
+
+    AGENTS.get(cfg.v2i.agent.policy)
+
+
+CHECKS = {"federated": check_run_config, "distributed": check_distributed_config, "v2i": check_v2i_config}
+"""Config checks by ``mode`` (the split-learning modes: :func:`check_split_config`)."""
+
+
 def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None) -> dict:
     """Ray backend settings: CPUs per virtual client, and the CPUs Ray may use in all."""
     cpus = num_cpus or os.cpu_count() or 1
@@ -88,9 +100,10 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
 
     Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
-    :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`.
+    :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
+    or :class:`strategies.v2i_federated.V2IRun`.
     """
-    {"federated": check_run_config, "distributed": check_distributed_config}.get(cfg.mode, check_split_config)(cfg)
+    CHECKS.get(cfg.mode, check_split_config)(cfg)
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     from tqdm.auto import tqdm
@@ -99,12 +112,18 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     from clients.app import app as client_app
     from strategies.server_app import make_server_app
 
-    bar = tqdm(total=cfg.federated.rounds, desc="rounds", unit="round", disable=not progress)
+    v2i = cfg.mode == "v2i"
+    bar = tqdm(total=cfg.v2i.federated.rounds if v2i else cfg.federated.rounds, desc="rounds", unit="round",
+               disable=not progress)
 
     def _on_round(record) -> None:
         bar.update(1)
-        bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.1f}s",
-                        loss=f"{record.train_loss:.3f}")
+        if v2i:
+            energy = "n/a" if record.train_energy_j is None else f"{record.train_energy_j:.2f}J"
+            bar.set_postfix(stations=record.completed, energy=energy)
+        else:
+            bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.1f}s",
+                            loss=f"{record.train_loss:.3f}")
         if on_round is not None:
             on_round(record)
 

@@ -1,5 +1,5 @@
-"""The fedmoe ServerApp: discover the devices, run the strategy's rounds (or the split-learning
-loop, ``mode = "split"``/``"splitfed"``), evaluate, write the run folder.
+"""The fedmoe ServerApp: discover the devices, run the strategy's rounds (or the loop of another
+mode: split learning, distributed experts, V2I agents across base stations), evaluate, write the run folder.
 
 Two entry points share :func:`serve`:
 
@@ -74,9 +74,14 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
 def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
               scenario_file: Path | None = None):
     """:func:`serve` for ``mode = "federated"``, :func:`strategies.distributed_experts.serve_distributed`
-    for ``"distributed"``, :func:`strategies.split_learning.serve_split` otherwise."""
+    for ``"distributed"``, :func:`strategies.v2i_federated.serve_v2i` for ``"v2i"``,
+    :func:`strategies.split_learning.serve_split` otherwise."""
     if cfg.mode == "federated":
         return serve(grid, cfg, run_dir, on_round, scenario_file)
+    if cfg.mode == "v2i":
+        from strategies.v2i_federated import serve_v2i
+
+        return serve_v2i(grid, cfg, run_dir, on_round, scenario_file)
     if cfg.mode == "distributed":
         from strategies.distributed_experts import serve_distributed
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -46,3 +47,11 @@ def make_samples() -> Callable[..., ISACSamples]:
         return random_samples(n, np.random.default_rng(seed), num_beams)
 
     return _make
+
+
+def run_cli_on_ray(scenario: str, out: Path, sets: Iterable[str]) -> int:
+    """``fedmoe run --scenario SCENARIO --out OUT --quiet --set K=V …`` in this process: the real
+    ServerApp and ClientApp on Flower's Ray backend. Returns the exit code."""
+    from fedmoe.cli import main
+
+    return main(["run", "--scenario", scenario, "--out", str(out), "--quiet"] + [a for s in sets for a in ("--set", s)])

@@ -9,6 +9,7 @@ import pytest
 from fedmoe.config import deep_merge
 from fedmoe.scenarios import load_scenario
 from strategies.distributed_experts import DistributedExperts
+from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid
 
 SMALL = {"partition": {"num_devices": 4, "samples_per_device": 48},
@@ -52,12 +53,9 @@ def test_too_few_devices_for_the_experts_is_an_error():
 
 
 def test_distributed_experts_on_ray_through_the_cli(tmp_path, capsys):
-    from fedmoe.cli import main as cli
-
     sets = ["partition.num_devices=3", "distributed.dataset=digits", "distributed.num_experts=3",
             "distributed.stage1_epochs=2", "distributed.stage2_epochs=1", "distributed.eval_snr_db=[10.0, 30.0]"]
-    assert cli(["run", "--scenario", "distributed", "--out", str(tmp_path), "--quiet"]
-               + [a for s in sets for a in ("--set", s)]) == 0
+    assert run_cli_on_ray("distributed", tmp_path, sets) == 0
     out = capsys.readouterr().out
     assert "channel-aware gate" in out and "30.0 dB" in out
     doc = json.loads((tmp_path / "metrics.json").read_text())

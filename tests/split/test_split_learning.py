@@ -16,6 +16,7 @@ from fedmoe.split.device import apply_gradients, device_keys, encode, gate_input
 from fedmoe.split.server import ChunkInput, SplitServer
 from fedmoe.training import make_critic, score_function_loss
 from strategies.split_learning import SplitLearning
+from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid, tiny_config
 
 TWO = {"partition": {"num_devices": 2}, "federated": {"clients_per_round": 2}}
@@ -174,13 +175,10 @@ def test_a_failing_device_is_logged_and_the_round_goes_on():
 
 def test_split_learning_on_ray_through_the_cli(tmp_path, capsys):
     """The real ServerApp and ClientApp on Flower's Ray backend: 2 devices, 2 rounds, digital link."""
-    from fedmoe.cli import main as cli
-
     sets = ["partition.num_devices=2", "partition.samples_per_device=48", "model.experts_per_modality=1",
             "model.head_hidden=32", "train.batch_size=32", "federated.rounds=2", "federated.stage1_rounds=1",
             "federated.clients_per_round=2"]
-    args = ["run", "--scenario", "split", "--out", str(tmp_path), "--quiet"] + [a for s in sets for a in ("--set", s)]
-    assert cli(args) == 0
+    assert run_cli_on_ray("split", tmp_path, sets) == 0
     out = capsys.readouterr().out
     assert "split learning run" in out and "final accuracy" in out
     import json

@@ -1,4 +1,4 @@
-"""Shared V2I fixtures: a small agent configuration that trains in seconds."""
+"""Shared V2I fixtures: one torch thread, a small agent configuration that trains in seconds."""
 
 from __future__ import annotations
 
@@ -17,3 +17,13 @@ def small_v2i(**agent) -> V2IConfig:
 @pytest.fixture
 def v2i_cfg() -> V2IConfig:
     return small_v2i()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread, as in the benchmarks: the agents' operations are small, and on a machine
+    whose cores are busy more threads than free cores make them many times slower."""
+    from strategies.v2i_federated import torch_threads
+
+    with torch_threads(1):
+        yield
