@@ -426,6 +426,10 @@ class V2IFederatedConfig(StrictModel):
         (0.5, 1.0, 1.6), min_length=1,
         description="speed factor of each base station's road; its length is the number of base stations")
     snr_db: tuple[float, ...] = Field((), description="radar SNR of each road (empty: v2i.snr_db everywhere)")
+    alone_updates: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="updates of the agent trained alone on road 0 (default rounds × local_updates, what one base "
+                    "station performs; rounds × local_updates × stations gives it as many episodes as the federation)")
 
 
 class V2IConfig(StrictModel):

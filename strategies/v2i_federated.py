@@ -16,10 +16,11 @@ ServerApp loop
    averages the replies expert-wise (:class:`V2IFederated`, :func:`aggregate_groups`);
 4. evaluates on every road, on one evaluation seed shared by all policies: the federated
    agent, the same agent trained alone on road 0 for as many updates as one base station
-   performed in all rounds (``rounds × local_updates``, on the server, Adam state kept
-   throughout), vision-only (a camera frame every slot: ``K · e_vis`` J/slot), and the
-   oracle (each vehicle's exact optimal cycle for its own drift rate, which attains the
-   per-episode lower bound; :func:`fedmoe.v2i.training.fixed_policies`);
+   performed in all rounds (``rounds × local_updates``; ``v2i.federated.alone_updates``
+   changes it; on the server, Adam state kept throughout), vision-only (a camera frame
+   every slot: ``K · e_vis`` J/slot), and the oracle (each vehicle's exact optimal cycle
+   for its own drift rate, which attains the per-episode lower bound;
+   :func:`fedmoe.v2i.training.fixed_policies`);
 5. writes ``metrics.json``, ``config.json`` and ``energy_per_road.png`` to the run folder.
 """
 
@@ -295,12 +296,16 @@ class V2IFederated:
 
     # ------------------------------------------------------------------ evaluation
 
-    def train_alone(self) -> tuple[Agent, float]:
-        """The agent from the same initialisation trained on road 0 only, ``rounds × local_updates`` updates."""
+    def alone_updates(self) -> int:
+        """``v2i.federated.alone_updates``, by default ``rounds × local_updates`` (one base station's share)."""
         fed = self.v2i.federated
+        return fed.rounds * fed.local_updates if fed.alone_updates is None else fed.alone_updates
+
+    def train_alone(self) -> tuple[Agent, float]:
+        """The agent from the same initialisation trained on road 0 only for :meth:`alone_updates` updates."""
         speed, snr = road(self.v2i, 0)
         agent = build_agent(self.v2i, seed=self.v2i.seed)
-        res = train_agent(self.v2i, agent=agent, updates=fed.rounds * fed.local_updates, seed=alone_seed(self.v2i),
+        res = train_agent(self.v2i, agent=agent, updates=self.alone_updates(), seed=alone_seed(self.v2i),
                           speed_scale=speed, snr_db=snr)
         return res.agent, res.wall_s
 
@@ -345,7 +350,7 @@ class V2IFederated:
         return {
             "mode": "v2i", "policy": a.policy, "base_stations": len(self.node_of), "rounds_run": fed.rounds,
             "local_updates": fed.local_updates, "episodes_per_update": a.episodes_per_update,
-            "alone_updates": fed.rounds * fed.local_updates, "eval_seed": eval_seed(self.v2i),
+            "alone_updates": self.alone_updates(), "eval_seed": eval_seed(self.v2i),
             "eval_episodes": a.eval_episodes, "eval_slots": a.eval_slots, "warmup_slots": a.warmup_slots,
             "groups": {g: len(k) for g, k in self.groups.items()},
             "rounds": [asdict(rec) for rec in self.history], "roads": roads, "average": average,

@@ -209,3 +209,12 @@ def test_an_unknown_agent_fails_before_ray_starts(tmp_path, capsys):
     assert run_cli_on_ray("v2i", tmp_path, TINY_SETS + ["v2i.agent.policy=nope"]) != 0
     assert "unknown V2I agent 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_alone_agent_budget_defaults_to_one_station_and_can_match_the_federation():
+    cfg = tiny_v2i()
+    assert V2IFederated(cfg).alone_updates() == 2 * 2  # rounds × local_updates
+    cfg = tiny_v2i(v2i={"federated": {"alone_updates": 12}})
+    assert V2IFederated(cfg).alone_updates() == 12
+    with pytest.raises(ConfigError, match="alone_updates"):
+        tiny_v2i(v2i={"federated": {"alone_updates": 0}})
