@@ -150,7 +150,23 @@ class HeteroMoE(Agent):
                 "spatial": list(self.spatial.parameters())}
 
 
-class MonolithicMLP(Agent):
+class _SharedHeads(Agent):
+    """An agent whose ``_outputs`` returns (logits, raw phases, values) from one forward pass."""
+
+    def _outputs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def schedule_logits(self, obs, state=None):
+        return self._outputs(obs)[0], None
+
+    def phases(self, obs):
+        return phase_map(self._outputs(obs)[1].reshape(*obs.shape[:-2], self.k, 1 + self.m), obs)
+
+    def values(self, obs):
+        return self._outputs(obs)[2]
+
+
+class MonolithicMLP(_SharedHeads):
     """"Standard PPO": a shared MLP trunk with scheduling, phase and value heads."""
 
     def __init__(self, cfg: V2IConfig) -> None:
@@ -164,17 +180,8 @@ class MonolithicMLP(Agent):
         out = self.heads(self.trunk(self._flat(obs)))
         return out[..., :self.k], out[..., self.k:self.k + self.width], out[..., -self.k:]
 
-    def schedule_logits(self, obs, state=None):
-        return self._outputs(obs)[0], None
 
-    def phases(self, obs):
-        return phase_map(self._outputs(obs)[1].reshape(*obs.shape[:-2], self.k, 1 + self.m), obs)
-
-    def values(self, obs):
-        return self._outputs(obs)[2]
-
-
-class HomogeneousMoE(Agent):
+class HomogeneousMoE(_SharedHeads):
     """Structurally identical MLP experts (each with all three heads) mixed by a softmax gate."""
 
     def __init__(self, cfg: V2IConfig, num_experts: int = 2) -> None:
@@ -186,15 +193,6 @@ class HomogeneousMoE(Agent):
         g = torch.softmax(self.gate(self._flat(obs)), dim=-1)
         outs = [e._outputs(obs) for e in self.experts]
         return tuple(sum(g[..., i:i + 1] * o[j] for i, o in enumerate(outs)) for j in range(3))
-
-    def schedule_logits(self, obs, state=None):
-        return self._outputs(obs)[0], None
-
-    def phases(self, obs):
-        return phase_map(self._outputs(obs)[1].reshape(*obs.shape[:-2], self.k, 1 + self.m), obs)
-
-    def values(self, obs):
-        return self._outputs(obs)[2]
 
 
 AGENTS.register("hetero_moe", lambda cfg: HeteroMoE(cfg))

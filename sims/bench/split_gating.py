@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import platform
@@ -73,6 +72,7 @@ from torch import nn
 
 from fedmoe.split.distributed import DistributedMoE, SplitTrainConfig, accuracy_at, train_stage1, train_stage2
 from fedmoe.split.links import make_link
+from sims.bench.common import write_report
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "split_gating.json"
 SNRS_DB = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
@@ -503,13 +503,7 @@ def main(argv: list[str] | None = None) -> dict:
     doc["targets"] = {name: {link: {"low_snr": t["low_snr"]["status"], "high_snr": t["high_snr"]["status"]}
                              for link, t in ds["targets"].items()} for name, ds in doc["datasets"].items()}
     doc["wall_s"] = time.perf_counter() - t_start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2))
-    figures = plot(doc, args.out.with_suffix(".png"))
-    print_table(doc)
-    print(json.dumps(doc["targets"], indent=2))
-    print(f"wrote {args.out} and {', '.join(str(f) for f in figures)} ({doc['wall_s']:.0f} s)")
-    return doc
+    return write_report(doc, args.out, plot, print_table)
 
 
 if __name__ == "__main__":

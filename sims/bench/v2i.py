@@ -26,7 +26,6 @@ the exact reference. Writes the JSON, ``v2i.png`` (energy vs SNR, and the 10 dB 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -38,6 +37,7 @@ import torch
 from fedmoe.config import V2IConfig
 from fedmoe.v2i.agents import AGENTS
 from fedmoe.v2i.training import agent_policy, evaluate, fixed_policies, train_agent
+from sims.bench.common import write_report
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "v2i.json"
 EVAL_SEED = 777_001
@@ -181,13 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
            **doc}
     doc["targets"] = targets(doc)
     doc["wall_s"] = time.perf_counter() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2))
-    figures = plot(doc, args.out.with_suffix(".png"))
-    print_table(doc)
-    print(json.dumps(doc["targets"], indent=2))
-    print(f"wrote {args.out} and {', '.join(str(f) for f in figures)} ({doc['wall_s']:.0f} s)")
-    return doc
+    return write_report(doc, args.out, plot, print_table)
 
 
 if __name__ == "__main__":
