@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedmoe-installed
 OUT    ?= runs/demo
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo test test-slow test-cluster test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fedmoe run --out $(OUT)
 
-## The default test suite (slow tests excluded). pytest exits 5 when it collects nothing: that fails.
+## The default test suite (slow and cluster tests excluded). pytest exits 5 when it collects nothing: that fails.
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow and not cluster" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+## A two-node Ray cluster started on this machine, the simulation attached to it (about 1.5 minutes).
+test-cluster: $(STAMP)
+	$(PY) -m pytest -m cluster -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

@@ -12,7 +12,9 @@
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
 to override single config values. A bad config value prints one line naming the field and
-what is allowed, and exits with status 2 (no traceback).
+what is allowed, and exits with status 2 (no traceback). ``fedmoe run --ray-address HOST:PORT``
+attaches the simulation to a running Ray cluster (default: ``$RAY_ADDRESS``, else a local Ray);
+a cluster that does not answer prints one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fedmoe.config import ConfigError, FedMoEConfig, dotted_to_nested
 from fedmoe.registry import UnknownNameError
 
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 1
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -185,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"devices, {fed.clients_per_round} per round, {fed.rounds} rounds ({fed.stage1_rounds} stage I), "
               f"{cfg.split.link} feature link")
     run = run_federated(cfg, out, progress=not args.quiet, scenario_file=resolve_scenario(args.scenario),
-                        verbose=args.verbose)
+                        verbose=args.verbose, ray_address=args.ray_address)
     if cfg.mode == "distributed":
         doc = run.metrics
         print(f"ideal-link accuracy {doc['ideal_link_accuracy']:.1%}; accuracy naive -> channel-aware gate:")
@@ -305,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(run)
     run.add_argument("--out", default="runs/run", help="run folder (default: %(default)s)")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines")
+    run.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                     help="run the virtual clients on the Ray cluster whose head is at HOST:PORT (`ray start --head "
+                          "--port PORT`); run this on a node of the cluster. Default: $RAY_ADDRESS if set, else a "
+                          "local Ray for this run ('local' forces that)")
     run.set_defaults(func=cmd_run)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
@@ -326,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fedmoe: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except ConnectionError as err:
+        if args.debug:
+            raise
+        print(f"fedmoe: error: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         print("fedmoe: interrupted", file=sys.stderr)
         return 130

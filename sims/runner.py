@@ -7,12 +7,20 @@ gets ``federated.client_cpus`` CPUs, so ``cpus // client_cpus`` run at once.
 
 Flower's own telemetry is switched off (no network at run time), as is the per-run
 dependency installation.
+
+By default every run starts its own local Ray (``address="local"``, so that neither
+``RAY_ADDRESS`` nor a cluster started on this machine with ``ray start`` is joined by
+accident). ``ray_address="HOST:PORT"`` (``fedmoe run --ray-address``), or the
+``RAY_ADDRESS`` environment variable when no address is given, attaches the simulation to
+a running Ray cluster instead (:func:`resolve_ray_address`); ``"local"`` forces the local
+Ray even when ``RAY_ADDRESS`` is set.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -86,24 +94,115 @@ CHECKS = {"federated": check_run_config, "distributed": check_distributed_config
 """Config checks by ``mode`` (the split-learning modes: :func:`check_split_config`)."""
 
 
-def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None) -> dict:
-    """Ray backend settings: CPUs per virtual client, and the CPUs Ray may use in all."""
+class RayClusterUnreachable(ConnectionError):
+    """No Ray cluster (GCS) answers at the address given to attach to."""
+
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+LOCAL_RAY = "local"
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""How long :func:`check_ray_cluster` waits for the cluster's head to answer."""
+
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
+
+
+def resolve_ray_address(ray_address: str | None) -> str | None:
+    """The Ray cluster to attach to: ``ray_address`` if given, else ``$RAY_ADDRESS`` if set and not
+    empty, else ``None`` (start a local Ray). ``"local"`` (either way) means ``None``; anything else
+    must be ``HOST:PORT``, the head's GCS address (``ray start --head --port PORT``)."""
+    source = "--ray-address"
+    if ray_address is None:
+        ray_address, source = os.environ.get(RAY_ADDRESS_ENV) or None, RAY_ADDRESS_ENV
+    if ray_address is None or ray_address.strip() == LOCAL_RAY:
+        return None
+    address = ray_address.strip()
+    m = _HOST_PORT.match(address)
+    if m is None or not 0 < int(m["port"]) < 65536:
+        raise ValueError(f"{source} {ray_address!r}: expected HOST:PORT of the Ray head (the --port of "
+                         f"`ray start --head`), or {LOCAL_RAY!r}")
+    return address
+
+
+def check_ray_cluster(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> list[float] | None:
+    """The CPUs of every alive node of the Ray cluster whose head (GCS) is at ``address``, asked
+    within ``timeout_s`` (``None`` if the head wants an authentication token: ``ray.init`` sends it);
+    :class:`RayClusterUnreachable` if no Ray head answers there in time. ``ray.init`` itself
+    retries an unreachable address for minutes (measured: still retrying after 200 s with Ray 2.55)."""
+    import grpc
+    from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetAllNodeInfo(
+            gcs_service_pb2.GetAllNodeInfoRequest(), timeout=timeout_s)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return None
+        what = {grpc.StatusCode.UNAVAILABLE: "nothing answers there",
+                grpc.StatusCode.DEADLINE_EXCEEDED: f"no answer within {timeout_s:g} s",
+                grpc.StatusCode.UNIMPLEMENTED: "what answers there is not a Ray head (GCS)"}.get(err.code(), err.code().name)
+        raise RayClusterUnreachable(f"Ray cluster at {address}: {what} (start it with `ray start --head "
+                                    f"--port PORT` and pass HOST:PORT of the head)") from None
+    finally:
+        channel.close()
+    return [node.resources_total.get("CPU", 0.0) for node in reply.node_info_list
+            if node.state == gcs_pb2.GcsNodeInfo.ALIVE]
+
+
+def check_cluster_fits(cfg: FedMoEConfig, address: str, node_cpus: list[float]) -> None:
+    """A virtual client (``federated.client_cpus``) must fit on one node of the cluster: Flower's
+    backend fails on an empty actor pool in a thread, and the ServerApp then waits forever."""
+    need = cfg.federated.client_cpus
+    if not any(cpus >= need for cpus in node_cpus):
+        have = ", ".join(f"{c:g}" for c in node_cpus) or "no alive node"
+        raise ValueError(f"federated.client_cpus={need} exceeds the CPUs of every node of the Ray cluster at "
+                         f"{address} ({have})")
+
+
+def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: str | None = None) -> dict:
+    """Ray backend settings: CPUs per virtual client, and either the CPUs of the local Ray started for
+    the run (``num_cpus``, default all) or the address of the Ray cluster to attach to (whose CPUs
+    are what its nodes were started with: Ray refuses ``num_cpus`` when it connects)."""
+    client_resources = {"num_cpus": cfg.federated.client_cpus, "num_gpus": 0.0}
+    if ray_address is not None:
+        if num_cpus is not None:
+            raise ValueError("num_cpus sets the CPUs of a local Ray; a Ray cluster's CPUs are those its nodes "
+                             "were started with (`ray start --num-cpus`)")
+        return {"client_resources": client_resources,
+                "init_args": {"address": ray_address, "include_dashboard": False, "log_to_driver": True}}
     cpus = num_cpus or os.cpu_count() or 1
     if cfg.federated.client_cpus > cpus:
         raise ValueError(f"federated.client_cpus={cfg.federated.client_cpus} exceeds the {cpus} CPUs available")
-    return {"client_resources": {"num_cpus": cfg.federated.client_cpus, "num_gpus": 0.0},
-            "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True}}
+    return {"client_resources": client_resources,
+            "init_args": {"address": LOCAL_RAY, "num_cpus": cpus, "include_dashboard": False, "log_to_driver": True}}
 
 
 def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, scenario_file: Path | None = None,
-                  on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False):
+                  on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False,
+                  ray_address: str | None = None):
     """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
+
+    ``ray_address`` (``HOST:PORT``; default ``$RAY_ADDRESS``, else a local Ray): the Ray cluster to
+    run the virtual clients on, checked to answer before anything starts.
 
     Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
     or :class:`strategies.v2i_federated.V2IRun`.
     """
     CHECKS.get(cfg.mode, check_split_config)(cfg)
+    address = resolve_ray_address(ray_address)
+    backend = backend_config(cfg, num_cpus, address)
+    if address is not None:
+        import ray
+
+        if ray.is_initialized():
+            raise ValueError(f"cannot attach to the Ray cluster at {address}: Ray is already initialised in this "
+                             "process (call ray.shutdown() first)")
+        node_cpus = check_ray_cluster(address)
+        if node_cpus is not None:
+            check_cluster_fits(cfg, address, node_cpus)
+            log.info("attaching the simulation to the Ray cluster at %s: %d nodes, %g CPUs", address,
+                     len(node_cpus), sum(node_cpus))
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     from tqdm.auto import tqdm
@@ -136,7 +235,7 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     t0 = time.perf_counter()
     try:
         run_simulation(server_app=server, client_app=client_app, num_supernodes=cfg.partition.num_devices,
-                       backend_config=backend_config(cfg, num_cpus), verbose_logging=verbose)
+                       backend_config=backend, verbose_logging=verbose)
     finally:
         flwr_logger.setLevel(level)
         bar.close()
