@@ -326,6 +326,10 @@ class FederatedConfig(StrictModel):
     client_cpus: int = Field(1, ge=1, le=1024, description="CPUs per virtual client (Ray backend)")
     partition_cache: int = Field(32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
     round_timeout_s: float = Field(3600.0, gt=0.0, le=1e6, description="wall-clock wait for the replies of a round")
+    max_update_ratio: float = Field(
+        10.0, gt=0.0, le=1e12,
+        description="a reply array that moved by more than this times max(‖global array‖, 1) is rejected "
+                    "(strategies.validation)")
 
     @model_validator(mode="after")
     def _stages_fit(self) -> "FederatedConfig":
