@@ -215,7 +215,9 @@ class ExpertWise(Strategy):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         ok = [m for m in replies if not m.has_error()]
-        failures = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in replies if m.has_error()]
+        dev_of = {d.node_id: d.device_id for d in (self.devices or {}).values()}
+        failures = [f"device {dev_of.get(m.metadata.src_node_id, '?')} (node {m.metadata.src_node_id}): "
+                    f"{short_reason(m.error.reason)}" for m in replies if m.has_error()]
         for f in failures:
             log.warning("round %d: %s", server_round, f)
         expected = 0 if self._plan is None else len(self._plan.devices)
@@ -495,6 +497,15 @@ class ExpertWise(Strategy):
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
             failures=failures)
+
+
+def short_reason(reason: str) -> str:
+    """The message of an error reply without the Ray/Flower traceback around it."""
+    text = str(reason)
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1]
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else text).rstrip("'>").strip()
 
 
 def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: float = 120.0) -> dict[int, DeviceInfo]:

@@ -96,3 +96,13 @@ def test_stragglers_and_sign_flippers_change_what_devices_report():
             expected = sent[k] - 2.0 * (ha[k] - sent[k]) if flips else ha[k]
             np.testing.assert_allclose(fa[k], expected, rtol=1e-5, atol=1e-5)
     assert strategy.history[0].latency_s == pytest.approx(3.0 * max(h.content["metrics"]["latency-s"] for h in honest.values()))
+
+
+def test_failure_reasons_drop_the_ray_traceback():
+    from strategies.expert_wise import short_reason
+
+    ray_reason = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<ray::ClientAppActor.run()\n"
+                  "  File \"clients/app.py\", line 105, in train\nflwr.clientapp.client_app.ClientAppException: \n"
+                  "Exception ClientAppException occurred. Message: injected crash of device 3 in round 1'>")
+    assert short_reason(ray_reason) == "injected crash of device 3 in round 1"
+    assert short_reason("injected failure") == "injected failure"
