@@ -2,8 +2,9 @@
 
     python -m sims.bench.faults [--quick] [--rounds 20] [--out sims/bench/results/faults.json]
 
-Runs of the default scenario on the Ray backend (``sims.runner.run_federated``), identical
-except for ``federated.faults`` and the aggregation rule:
+Runs of the default scenario on the Ray backend (``sims.runner.run_federated``) with 5
+devices drawn at random per round (so that every device, the malicious one too, takes
+part), identical except for ``federated.faults`` and the aggregation rule:
 
 * ``fault_free`` — FedAvg underneath ExpertWise, no faults;
 * ``failing_20`` — 20 % of the selected devices crash in every round (``crash_rate = 0.2``)
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(names) - set(RUNS))
     if unknown:
         raise SystemExit(f"unknown runs {unknown}; choose from {sorted(RUNS)}")
-    base: dict = {"federated": {"rounds": args.rounds}}
+    # random selection of 5 devices per round: the default deadline policy keeps choosing the same three
+    # feasible devices, so a fixed malicious device may never take part (it did not in a first run)
+    base: dict = {"federated": {"rounds": args.rounds, "selection": "random", "clients_per_round": 5}}
     if args.quick:
         names = names[:2]
         base = {"partition": {"num_devices": 4, "samples_per_device": 48},
