@@ -12,7 +12,8 @@ Handlers:
 ``@app.query()``
     the device's partition id, sample count and sensors (the server asks once).
 ``@app.train()``
-    one round of local training (:func:`fedmoe.federated.local.local_update`).
+    one round of local training (:func:`fedmoe.federated.local.local_update`), with the
+    faults of ``federated.faults`` injected when configured (:mod:`fedmoe.federated.faults`).
 ``@app.evaluate()``
     the global model on the device's own held-out data.
 
@@ -94,15 +95,21 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training; replies with the shared parameters and the experts used."""
+    from fedmoe.federated import faults
     from fedmoe.federated.local import RoundInstructions, local_update
 
     world = _world(msg)
     pid = _device_id(context, world.num_devices)
     instr = RoundInstructions.from_config(dict(msg.content["config"]))
+    injected = world.cfg.federated.faults
+    fate = faults.before_training(injected, instr.server_round, pid)
     result = local_update(world, pid, _global_arrays(msg, world), _local_state(context), instr)
     if result.local_state:
         context.state[LOCAL_STATE_KEY] = to_record(result.local_state)
-    content = RecordDict({"arrays": to_record(world.layout.pack(result.arrays)), "metrics": MetricRecord(result.metrics)})
+    arrays, metrics = world.layout.pack(result.arrays), dict(result.metrics)
+    malicious = pid in faults.malicious_devices(injected, world.num_devices)
+    faults.after_training(injected, fate, metrics, arrays, to_numpy(msg.content["arrays"]), malicious)
+    content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
 

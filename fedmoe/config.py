@@ -296,6 +296,31 @@ class ModelConfig(StrictModel):
         return self
 
 
+class FaultConfig(StrictModel):
+    """Faults injected into simulated devices (:mod:`fedmoe.federated.faults`); all off by default.
+
+    Each round, each device that is asked to train draws its fate from ``seed``, the round
+    and its partition id, so a run is reproducible. Malicious devices are a fixed set.
+    """
+
+    crash_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability that a device errs instead of training")
+    hang_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability that a device replies only after hang_s")
+    hang_s: float = Field(30.0, ge=0.0, le=86_400.0, description="wall-clock delay of a hanging device, s")
+    straggler_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability that a device is slow")
+    straggler_factor: float = Field(5.0, ge=1.0, le=1e6, description="a straggler's latency and energy multiplier (virtual clock)")
+    straggler_delay_s: float = Field(0.0, ge=0.0, le=86_400.0, description="extra wall-clock delay of a straggler, s")
+    sign_flip_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of devices that send −s × their update")
+    sign_flip_scale: float = Field(1.0, gt=0.0, le=1e6, description="s of the sign-flipping attack")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _rates(self) -> "FaultConfig":
+        if self.crash_rate + self.hang_rate + self.straggler_rate > 1.0 + 1e-12:
+            raise ValueError(f"crash_rate + hang_rate + straggler_rate = "
+                             f"{self.crash_rate + self.hang_rate + self.straggler_rate:g} exceeds 1")
+        return self
+
+
 class FederatedConfig(StrictModel):
     """Federated rounds on Flower (``fedmoe run``): rounds, device selection, aggregation.
 
@@ -326,6 +351,11 @@ class FederatedConfig(StrictModel):
     client_cpus: int = Field(1, ge=1, le=1024, description="CPUs per virtual client (Ray backend)")
     partition_cache: int = Field(32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
     round_timeout_s: float = Field(3600.0, gt=0.0, le=1e6, description="wall-clock wait for the replies of a round")
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+    max_update_ratio: float = Field(
+        10.0, gt=0.0, le=1e12,
+        description="a reply array that moved by more than this times max(‖global array‖, 1) is rejected "
+                    "(strategies.validation)")
 
     @model_validator(mode="after")
     def _stages_fit(self) -> "FederatedConfig":

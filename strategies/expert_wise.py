@@ -27,10 +27,10 @@ from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
+from strategies.validation import WEIGHT_KEY, check_arrays, check_metrics, check_steps
 
 log = logging.getLogger(__name__)
 
-WEIGHT_KEY = "num-examples"
 QUERY_TIMEOUT_S = 600.0
 
 
@@ -63,6 +63,7 @@ class RoundRecord:
     devices: list[int] = field(default_factory=list)
     usage_by_class: dict[str, list[float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    rejected: int = 0  # replies refused by strategies.validation (also counted in ``failed``)
 
 
 class _Participants:
@@ -87,8 +88,12 @@ class ExpertWise(Strategy):
        (:mod:`fedmoe.federated.selection`), ``federated.allocation`` shares the resource
        blocks; each device gets its rate :math:`R_k`, the deadline, λ and its modality
        budget (the ``federated.max_modalities`` sensors with the fewest uplink bits).
-    3. **Local training** on the devices (``clients/app.py``).
-    4. **Aggregation**, group by group (:mod:`fedmoe.federated.parameters`). With
+    3. **Local training** on the devices (``clients/app.py``), then **validation** of every
+       reply (:mod:`strategies.validation`): NaN/Inf, unknown arrays, wrong shapes or dtypes,
+       arrays that moved more than ``federated.max_update_ratio`` × the global array's norm,
+       and sample counts outside ``[1, the device's samples]`` are rejected with a logged
+       reason and never reach the rule.
+    4. **Aggregation** of the accepted replies, group by group (:mod:`fedmoe.federated.parameters`). With
        :math:`n_k` the samples of device :math:`k` and :math:`u_{ki}` the share of them
        on which it computed expert :math:`i`, the rule underneath (FedAvg by default)
        combines
@@ -159,6 +164,7 @@ class ExpertWise(Strategy):
         self.history: list[RoundRecord] = []
         self.clock_s = 0.0
         self._plan: RoundPlan | None = None
+        self._sent: dict[str, np.ndarray] = {}  # the packed arrays of this round's TRAIN messages
         self._stage = 1
         self._reported: dict[int, tuple[float, float]] = {}  # device -> (flops per sample, bits) in stage II
         self._loss: dict[int, float] = {}
@@ -187,6 +193,7 @@ class ExpertWise(Strategy):
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         nodes = [node_of[int(k)] for k in plan.devices]
         wire = self._wire(arrays)
+        self._sent = to_numpy(wire)
         extra = self._rule_config(server_round, wire, nodes)
         messages = []
         for j, k in enumerate(plan.devices):
@@ -208,14 +215,19 @@ class ExpertWise(Strategy):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         ok = [m for m in replies if not m.has_error()]
-        failures = [f"node {m.metadata.src_node_id}: {m.error.reason}" for m in replies if m.has_error()]
+        dev_of = {d.node_id: d.device_id for d in (self.devices or {}).values()}
+        failures = [f"device {dev_of.get(m.metadata.src_node_id, '?')} (node {m.metadata.src_node_id}): "
+                    f"{short_reason(m.error.reason)}" for m in replies if m.has_error()]
         for f in failures:
             log.warning("round %d: %s", server_round, f)
         expected = 0 if self._plan is None else len(self._plan.devices)
         if len(replies) < expected:
             failures.append(f"{expected - len(replies)} device(s) did not reply in time")
+        ok, rejected = self.validate(server_round, ok)
+        failures += rejected
         merged = self.aggregate_groups(server_round, ok)
         record = self._record(server_round, ok, failures, expected)
+        record.rejected = len(rejected)
         self.history.append(record)
         if self.on_round is not None:
             self.on_round(record)
@@ -245,6 +257,49 @@ class ExpertWise(Strategy):
         return MetricRecord({"accuracy": float((n * acc).sum() / max(n.sum(), 1.0)), WEIGHT_KEY: int(n.sum())})
 
     # ------------------------------------------------------------------ aggregation
+
+    def validate(self, server_round: int, replies: list[Message]) -> tuple[list[Message], list[str]]:
+        """``(accepted, reasons)``: replies that pass :mod:`strategies.validation` against what
+        this round sent; every rejection is logged with its reason and never reaches a rule."""
+        from fedmoe.data.partition import local_size
+
+        cfg = self.world.cfg
+        num_experts = len(self.world.template.experts)
+        dev_of = {d.node_id: d.device_id for d in (self.devices or {}).values()}
+        accepted, reasons = [], []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            reason = None
+            if node not in dev_of:
+                reason = "reply from a node that is not a known device"
+            else:
+                metrics = msg.content.metric_records.get("metrics")
+                if metrics is None or "arrays" not in msg.content.array_records:
+                    reason = "reply lacks 'metrics' or 'arrays'"
+                else:
+                    reason = check_metrics(metrics, local_size(cfg.partition, cfg.data.seed, dev_of[node]), num_experts)
+                    if reason is None and int(metrics.get("partition-id", -1)) != dev_of[node]:
+                        reason = f"partition-id {metrics.get('partition-id')} is not the node's device {dev_of[node]}"
+                    received = to_numpy(msg.content["arrays"])
+                    if reason is None:
+                        reason = check_arrays(received, self._sent)
+                    if reason is None:
+                        reason = check_steps(self._trainable(self.layout.unpack(received)),
+                                             self.layout.unpack(self._sent), self.fed.max_update_ratio)
+            if reason is None:
+                accepted.append(msg)
+            else:
+                log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
+                reasons.append(f"node {node}: rejected: {reason}")
+        return accepted, reasons
+
+    @cached_property
+    def _parameter_names(self) -> frozenset[str]:
+        return frozenset(n for n, _ in self.world.template.named_parameters())
+
+    def _trainable(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The entries of ``named`` that are trainable parameters of the model (not buffers)."""
+        return {k: v for k, v in named.items() if k in self._parameter_names}
 
     def group_members(self, replies: list[Message]) -> dict[str, list[tuple[Message, float]]]:
         """``{group: [(reply, weight)]}``: shared over every reply (weight ``n_k``), expert ``i``
@@ -442,6 +497,15 @@ class ExpertWise(Strategy):
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
             failures=failures)
+
+
+def short_reason(reason: str) -> str:
+    """The message of an error reply without the Ray/Flower traceback around it."""
+    text = str(reason)
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1]
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else text).rstrip("'>").strip()
 
 
 def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: float = 120.0) -> dict[int, DeviceInfo]:

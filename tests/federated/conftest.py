@@ -3,7 +3,7 @@ real ClientApp handlers (no Ray) for tests of the Strategy API."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -41,7 +41,8 @@ class LocalGrid(Grid):
     ``context.state``) across messages, as a SuperNode does.
     """
 
-    def __init__(self, num_nodes: int, fail: Iterable[int] = (), silent_after: dict[int, int] | None = None) -> None:
+    def __init__(self, num_nodes: int, fail: Iterable[int] = (), silent_after: dict[int, int] | None = None,
+                 tamper: dict[int, Callable[[Message], None]] | None = None) -> None:
         from flwr.supercore.task_identity import TaskIdentity
 
         # what the ServerApp runtime sets before any Message is built
@@ -51,6 +52,7 @@ class LocalGrid(Grid):
         self.fail = set(fail)
         self.silent_after = dict(silent_after or {})  # node -> training messages it answers before going silent
         self.answered: dict[int, int] = {}
+        self.tamper = dict(tamper or {})  # node -> edits its training replies in place (a faulty or malicious device)
         self.timeouts: list[float | None] = []
         self.sent: list[Message] = []
         self._run = None
@@ -78,7 +80,8 @@ class LocalGrid(Grid):
         """Every message through the real ClientApp (``clients.app:app``, which routes
         ``<type>.<action>``); an exception becomes an error reply, as Flower's runtime makes it.
         A node in ``fail`` errs on every training message; a node in ``silent_after`` stops
-        answering training messages after that many (as if it disconnected: no reply at all)."""
+        answering training messages after that many (as if it disconnected: no reply at all);
+        a node in ``tamper`` has its training replies edited by that function."""
         from flwr.app import Error
 
         from clients.app import app as client_app
@@ -97,9 +100,12 @@ class LocalGrid(Grid):
                     continue
                 self.answered[node] = self.answered.get(node, 0) + 1
             try:
-                replies.append(client_app(msg, self.contexts[node]))
+                reply = client_app(msg, self.contexts[node])
             except Exception as err:  # noqa: BLE001 - becomes the reply's error, as in Flower
-                replies.append(Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg))
+                reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
+            if training and node in self.tamper and not reply.has_error():
+                self.tamper[node](reply)
+            replies.append(reply)
         return replies
 
 
