@@ -1,5 +1,6 @@
-"""The launcher without starting anything: the command lines, the CLI connection and the run config;
-what `flwr run` packages from this project."""
+"""fedmoe deploy local without starting anything: argument errors are one line with status 2 and leave
+no folder and no process behind; the command lines, the CLI connection and the run config; what
+`flwr run` packages from this project."""
 
 from __future__ import annotations
 
@@ -7,10 +8,45 @@ import io
 import tomllib
 import zipfile
 
+import psutil
 import pytest
 
+from fedmoe.cli import main as cli
 from fedmoe.deploy import flower
 from fedmoe.deploy.local import project_root, run_config_toml
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "3"], "--nodes 3 but the scenario has partition.num_devices=10"),
+    (["--nodes", "0", "--set", "partition.num_devices=0"], "partition.num_devices"),
+    (["--set", "partition.num_devices=3;federated.rounds=2"], "must not contain ';'"),
+    (["--set", "federated.rounds=-1"], "federated.rounds"),
+    (["--set", "nope"], "expected key.path=value"),
+    (["--scenario", "nope"], "unknown scenario 'nope'"),
+    (["--scenario", "missing.toml"], "no such config file"),
+    (["--timeout", "0"], "--timeout"),
+    (["--app", "{tmp}/no-such-folder"], "no pyproject.toml"),
+    (["--app", "{tmp}/not-an-app"], "no [tool.flwr.app]"),
+    (["--out", "{tmp}/a-file"], "not a folder"),
+    (["--out", "{tmp}/earlier"], "already holds a deployment (pki, run); use --force"),
+])
+def test_argument_errors_are_one_line_before_anything_starts(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-an-app").mkdir()
+    (tmp_path / "not-an-app" / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "earlier" / "pki").mkdir(parents=True)
+    (tmp_path / "earlier" / "run").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "deploy")]
+    code = cli(["deploy", "local", "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("fedmoe: error:") and message in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children
 
 
 def test_supernode_command_line_carries_the_device_ca_and_key(tmp_path):

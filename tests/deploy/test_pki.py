@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key, load_ssh_public_key
 
+from fedmoe.cli import main as cli
 from fedmoe.deploy.pki import (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, PKIError, parse_hosts, supernode_key_names,
                                write_deployment_pki, write_supernode_key)
 
@@ -147,3 +148,21 @@ def test_bad_hosts_are_named(hosts, message):
 def test_hosts_accept_ipv6_and_wildcards():
     names = parse_hosts(["::1", "*.example.org"])
     assert [type(n).__name__ for n in names] == ["IPAddress", "DNSName"]
+
+
+def test_cli_writes_refuses_and_forces_in_one_line(tmp_path, capsys):
+    out = tmp_path / "pki"
+    assert cli(["deploy", "certs", "--out", str(out), "--nodes", "3", "--hosts", "localhost,192.168.1.10"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY] + [n for k in range(3) for n in supernode_key_names(k)])
+    capsys.readouterr()
+    assert cli(["deploy", "certs", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err and "--force" in err
+    assert cli(["deploy", "certs", "--out", str(out), "--force"]) == 0
+    for bad in (["--hosts", "a b"], ["--days", "0"], ["--nodes", "-1"]):
+        capsys.readouterr()
+        assert cli(["deploy", "certs", "--out", str(tmp_path / "other"), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("fedmoe: error:")
+        assert not (tmp_path / "other").exists()
