@@ -90,11 +90,14 @@ class RunResult:
     log: Path
     run_dir: Path
     round_starts_s: list[float] = field(default_factory=list)
+    finished_s: float | None = None
 
     @property
     def round_durations_s(self) -> list[float]:
-        """Wall time between successive ``[ROUND k/N]`` lines of the streamed log (the last round has none)."""
-        t = self.round_starts_s
+        """Wall time of each round: from its ``[ROUND k/N]`` line of the streamed log to the next one (the
+        last round: to ``Strategy execution finished``). The log arrives in batches, so each value is
+        good to about a second."""
+        t = self.round_starts_s + ([self.finished_s] if self.finished_s is not None and self.round_starts_s else [])
         return [b - a for a, b in zip(t, t[1:])]
 
 
@@ -220,6 +223,7 @@ class LocalCluster:
         t0 = time.perf_counter()
         proc = self.procs.start("flwr-run-raw", argv, env=env, cwd=self.app_dir)
         round_starts: list[float] = []
+        finished: list[float] = []
         run_id: int | None = None
         stop = threading.Event()
 
@@ -241,6 +245,8 @@ class LocalCluster:
                         run_id = int(m.group(1))
                     if re.search(r"\[ROUND \d+/\d+\]", text):
                         round_starts.append(elapsed)
+                    elif not finished and "Strategy execution finished" in text:
+                        finished.append(elapsed)
                     if self.stream:
                         self.echo(text)
 
@@ -260,7 +266,7 @@ class LocalCluster:
         if run_id is None:
             raise DeployError(f"flwr run did not start a run (status {rc}): {_last_line(proc.log_text())}")
         status = flower.run_status(run_id, self.cli_home, env=self.env)
-        return RunResult(run_id, status, rc, wall, log_path, run_dir, round_starts)
+        return RunResult(run_id, status, rc, wall, log_path, run_dir, round_starts, finished[0] if finished else None)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -331,8 +337,7 @@ def summarise(result: RunResult) -> str:
     s = doc.get("summary", {})
     acc = s.get("accuracy")
     per_round = result.round_durations_s
-    rounds = (f"; {sum(per_round) / len(per_round):.1f} s per round (rounds 1-{len(per_round)})"
-              if per_round else "")
+    rounds = f"; rounds took {', '.join(f'{d:.0f}' for d in per_round)} s" if per_round else ""
     return (f"run {result.run_id} {result.status}: {s.get('rounds')} rounds, final accuracy "
             f"{'n/a' if acc is None else f'{acc:.1%}'}; wall {result.wall_s:.0f} s{rounds}\n"
             f"wrote {result.run_dir}/metrics.json; logs in {result.log.parent}")
