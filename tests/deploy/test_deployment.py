@@ -1,7 +1,7 @@
 """A real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, three
 authenticated SuperNodes (one per device), and `flwr run` of this project for two rounds of the
-default scenario shrunk to three devices. A SuperNode with an unregistered key and a plaintext
-SuperNode are refused. Every process the test started is stopped by PID, also when a test fails
+default scenario shrunk to three devices, whose rounds equal those of the same apps called in
+this process. A SuperNode with an unregistered key and a plaintext SuperNode are refused. Every process the test started is stopped by PID, also when a test fails
 (the fixture's finaliser).
 
 Marked ``deploy`` (``make test-deploy``): about 4 minutes on two cores shared with other jobs; the
@@ -18,6 +18,8 @@ import time
 import psutil
 import pytest
 
+from fedmoe.cli import parse_assignment
+from fedmoe.config import dotted_to_nested
 from fedmoe.deploy.local import LocalCluster
 from fedmoe.deploy.pki import write_supernode_key
 from fedmoe.deploy.processes import free_port
@@ -29,7 +31,7 @@ SCENARIO = "default"
 SHRUNK = [  # the default scenario, 3 devices, 2 rounds (one per stage), small data and model, nobody left out
     f"partition.num_devices={NODES}", "federated.clients_per_round=3", "federated.rounds=2",
     "federated.stage1_rounds=1", "federated.deadline_s=1000.0", "partition.samples_per_device=48",
-    "federated.test_samples=64", "model.experts_per_modality=1", "model.head_hidden=32", "train.batch_size=32",
+    "federated.test_samples=500", "model.experts_per_modality=1", "model.head_hidden=32", "train.batch_size=32",
 ]
 ACTIVATED = re.compile(r'"POST /v1/fleet/activate-node HTTP/1.1" 200')
 
@@ -87,6 +89,19 @@ def test_two_rounds_of_the_default_scenario_run_to_completion(cluster):
         assert list((cluster.out / "home" / home / "apps").glob("fedmoe.fedmoe.*/clients/app.py")), home
     # only the three registered SuperNodes ever got in
     assert len(ACTIVATED.findall(cluster.superlink.log_text())) == NODES
+    # the same ServerApp loop over the same ClientApp handlers, called in this process, gives the same rounds
+    from fedmoe.scenarios import load_scenario
+    from strategies.server_app import serve
+    from tests.federated.conftest import LocalGrid
+
+    cfg = load_scenario(SCENARIO, dotted_to_nested(dict(parse_assignment(a) for a in SHRUNK)))
+    here = serve(LocalGrid(NODES), cfg, None).metrics["rounds"]
+    assert [r["round"] for r in here] == [r["round"] for r in doc["rounds"]]
+    for a, b in zip(doc["rounds"], here):
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=2 / cfg.federated.test_samples)
+        assert a.get("devices") == b.get("devices")
+        if a["round"] > 0:
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
     assert len(result.round_durations_s) == 2
     timings = {"startup_s": round(cluster.startup_s, 1), "run_wall_s": round(result.wall_s, 1),
                "server_wall_s": round(doc["wall_s"], 1),
