@@ -106,11 +106,12 @@ class LocalCluster:
 
     >>> with LocalCluster(Path("runs/deploy"), nodes=3) as cluster:   # doctest: +SKIP
     ...     cluster.start()
-    ...     result = cluster.run("default", ["partition.num_devices=3", "federated.rounds=2"])
+    ...     result = cluster.run("default", ["partition.num_devices=3", "federated.clients_per_round=3",
+    ...                                      "federated.rounds=2", "federated.stage1_rounds=1"])
     """
 
     def __init__(self, out: Path, nodes: int, app_dir: Path | None = None, force: bool = False,
-                 ready_timeout: float = 90.0, term_timeout: float = 15.0,
+                 ready_timeout: float = 120.0, term_timeout: float = 15.0,
                  echo: Callable[[str], None] | None = None, stream: bool = True) -> None:
         if nodes < 1:
             raise DeployArgumentError(f"--nodes: expected at least 1, got {nodes}")
@@ -137,7 +138,7 @@ class LocalCluster:
         present = [n for n in OWNED if (self.out / n).exists()]
         if present and not force:
             raise DeployArgumentError(f"{self.out} already holds a deployment ({', '.join(present)}); "
-                              "use --force to replace it or choose another --out")
+                                      "use --force to replace it or choose another --out")
         for name in present:
             path = self.out / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
