@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedmoe-installed
 OUT    ?= runs/demo
 
-.PHONY: install demo test test-slow test-cluster test-all bench clean
+.PHONY: install demo deploy-demo test test-slow test-cluster test-deploy test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fedmoe run --out $(OUT)
 
-## The default test suite (slow and cluster tests excluded). pytest exits 5 when it collects nothing: that fails.
+## A real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, 3 SuperNodes
+## (one per device), `flwr run` of this project for 3 rounds; every process is stopped afterwards.
+deploy-demo: $(STAMP)
+	$(VENV)/bin/fedmoe deploy local --force --out runs/deploy-demo --nodes 3 \
+		--set partition.num_devices=3 --set federated.clients_per_round=3 \
+		--set federated.rounds=3 --set federated.stage1_rounds=1
+
+## The default test suite (slow, cluster and deploy tests excluded). pytest exits 5 when it collects nothing: that fails.
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not cluster" -q
+	$(PY) -m pytest -m "not slow and not cluster and not deploy" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
@@ -28,6 +35,10 @@ test-slow: $(STAMP)
 ## A two-node Ray cluster started on this machine, the simulation attached to it (about 1.5 minutes).
 test-cluster: $(STAMP)
 	$(PY) -m pytest -m cluster -q
+
+## Real SuperLink/SuperNode processes with TLS on 127.0.0.1 (about 4 minutes on two busy cores).
+test-deploy: $(STAMP)
+	$(PY) -m pytest -m deploy -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

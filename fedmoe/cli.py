@@ -9,6 +9,9 @@
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
     fedmoe run [--out DIR]                     federated (or split, ``--set mode=split``) training on a Flower simulation
     fedmoe scenarios                           list the built-in scenarios
+    fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
+    fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
+    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication), `flwr run`
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
 to override single config values. A bad config value prints one line naming the field and
@@ -33,7 +36,7 @@ from fedmoe.config import ConfigError, FedMoEConfig, dotted_to_nested
 from fedmoe.registry import UnknownNameError
 
 EXIT_USAGE = 2
-EXIT_UNREACHABLE = 1
+EXIT_FAILURE = 1  # the command was fine, running it failed (unreachable Ray head, deployment error)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -238,6 +241,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_data_stats(args)
 
 
+def cmd_deploy_certs(args: argparse.Namespace) -> int:
+    """CA, SuperLink certificate and SuperNode key pairs for a real deployment."""
+    from fedmoe.deploy.pki import write_deployment_pki
+
+    paths = write_deployment_pki(Path(args.out), args.hosts, args.nodes, args.days, args.force)
+    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
+    print("ca.key signs certificates: keep it off the SuperLink and the SuperNodes; *.key files are private (mode 0600)")
+    return 0
+
+
+def cmd_deploy_node_key(args: argparse.Namespace) -> int:
+    """One SuperNode key pair (made on the SuperNode's own machine, only the .pub leaves it)."""
+    from fedmoe.deploy.pki import write_supernode_key
+
+    private, public = write_supernode_key(Path(args.out), args.force)
+    print(f"wrote {private} (private, keep it on this machine) and {public} (register it on the SuperLink)")
+    return 0
+
+
+def cmd_deploy_local(args: argparse.Namespace) -> int:
+    """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and authentication; ``flwr run`` of this project."""
+    import signal
+
+    from fedmoe.deploy.local import deploy_local, summarise
+
+    def _terminate(signum, frame):  # SIGTERM: leave through the launcher's clean-up, like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = deploy_local(Path(args.out), args.scenario, args.set or [], args.nodes,
+                              None if args.app is None else Path(args.app), args.timeout, args.force,
+                              stream=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(summarise(result))
+    return 0
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from fedmoe.scenarios import SCENARIOS
 
@@ -316,7 +358,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
     scen.set_defaults(func=cmd_scenarios)
+
+    dep = sub.add_parser("deploy", help="real deployment: certificates and keys, SuperLink + SuperNodes on 127.0.0.1")
+    dep_sub = dep.add_subparsers(dest="deploy_command", metavar="SUBCOMMAND", required=True)
+    certs = dep_sub.add_parser("certs", help="CA, SuperLink TLS certificate and SuperNode key pairs (OpenSSH ECDSA)")
+    certs.add_argument("--out", required=True, help="output folder")
+    certs.add_argument("--hosts", default="localhost,127.0.0.1", metavar="H1,H2,...",
+                       help="host names and IP addresses SuperNodes use to reach the SuperLink: the certificate's "
+                            "subject alternative names (default: %(default)s)")
+    certs.add_argument("--nodes", type=int, default=0, help="SuperNode key pairs to make (default: %(default)s)")
+    certs.add_argument("--days", type=int, default=365, help="validity of the certificates (default: %(default)s)")
+    certs.add_argument("--force", action="store_true", help="overwrite existing files")
+    certs.set_defaults(func=cmd_deploy_certs)
+    nkey = dep_sub.add_parser("node-key", help="one SuperNode key pair: FILE (private) and FILE's .pub")
+    nkey.add_argument("--out", required=True, help="private key file; the public key is written next to it as .pub")
+    nkey.add_argument("--force", action="store_true", help="overwrite existing files")
+    nkey.set_defaults(func=cmd_deploy_node_key)
+    loc = dep_sub.add_parser("local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
+                                           "authentication, then `flwr run` of this project; stops everything after")
+    _config_options(loc)
+    loc.add_argument("--nodes", type=int, default=None,
+                     help="SuperNodes, one per device (default and required value: partition.num_devices)")
+    loc.add_argument("--out", default="runs/deploy", help="deployment folder: certificates, logs, run folder "
+                                                          "(default: %(default)s)")
+    loc.add_argument("--app", default=None, help="the Flower app to run (default: this fedmoe source folder)")
+    loc.add_argument("--timeout", type=float, default=3600.0, help="longest wait for the run, s (default: %(default)g)")
+    loc.add_argument("--force", action="store_true", help="replace an earlier deployment in --out")
+    loc.set_defaults(func=cmd_deploy_local)
     return parser
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    """Failures of ``fedmoe deploy`` reported in one line with exit status 1 (not usage errors)."""
+    from fedmoe.deploy.flower import FlowerError
+    from fedmoe.deploy.local import DeployError
+    from fedmoe.deploy.processes import ProcessError
+
+    return DeployError, FlowerError, ProcessError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,11 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fedmoe: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ConnectionError as err:
+    except (ConnectionError, *_runtime_errors()) as err:  # an unreachable Ray head, a failed deployment
         if args.debug:
             raise
         print(f"fedmoe: error: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("fedmoe: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,17 @@
+"""Real deployment on Flower's runtime: ``flower-superlink`` and ``flower-supernode`` processes
+running the same ServerApp (:data:`strategies.server_app.app`) and ClientApp
+(:data:`clients.app.app`) as the simulation, with TLS and SuperNode authentication.
+
+Modules, one job each:
+
+:mod:`fedmoe.deploy.pki`
+    CA, SuperLink certificate and SuperNode keys (``fedmoe deploy certs``, ``fedmoe deploy node-key``).
+:mod:`fedmoe.deploy.processes`
+    start background processes; stop every one of them by PID, with bounded waits.
+:mod:`fedmoe.deploy.flower`
+    the command lines of the Flower executables, the ``flwr`` CLI connection, key registration.
+:mod:`fedmoe.deploy.local`
+    a SuperLink and N SuperNodes on 127.0.0.1 and ``flwr run`` of this project (``fedmoe deploy local``).
+
+The commands for separate machines are in the README, "Deployment on separate machines".
+"""

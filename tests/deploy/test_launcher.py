@@ -1,0 +1,103 @@
+"""fedmoe deploy local without starting anything: argument errors are one line with status 2 and leave
+no folder and no process behind; the command lines, the CLI connection and the run config; what
+`flwr run` packages from this project."""
+
+from __future__ import annotations
+
+import io
+import tomllib
+import zipfile
+
+import psutil
+import pytest
+
+from fedmoe.cli import main as cli
+from fedmoe.deploy import flower
+from fedmoe.deploy.local import project_root, run_config_toml
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "3"], "--nodes 3 but the scenario has partition.num_devices=10"),
+    (["--nodes", "0", "--set", "partition.num_devices=0"], "partition.num_devices"),
+    (["--set", "partition.num_devices=3;federated.rounds=2"], "must not contain ';'"),
+    (["--set", "federated.rounds=-1"], "federated.rounds"),
+    (["--set", "nope"], "expected key.path=value"),
+    (["--scenario", "nope"], "unknown scenario 'nope'"),
+    (["--scenario", "missing.toml"], "no such config file"),
+    (["--timeout", "0"], "--timeout"),
+    (["--app", "{tmp}/no-such-folder"], "no pyproject.toml"),
+    (["--app", "{tmp}/not-an-app"], "no [tool.flwr.app]"),
+    (["--out", "{tmp}/a-file"], "not a folder"),
+    (["--out", "{tmp}/earlier"], "already holds a deployment (pki, run); use --force"),
+])
+def test_argument_errors_are_one_line_before_anything_starts(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-an-app").mkdir()
+    (tmp_path / "not-an-app" / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "earlier" / "pki").mkdir(parents=True)
+    (tmp_path / "earlier" / "run").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "deploy")]
+    code = cli(["deploy", "local", "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("fedmoe: error:") and message in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children
+
+
+def test_supernode_command_line_carries_the_device_ca_and_key(tmp_path):
+    argv = flower.supernode_argv("127.0.0.1:9092", 2, 3, 9100, ca_cert=tmp_path / "ca.crt",
+                                 private_key=tmp_path / "k.key")
+    assert argv[0].endswith("flower-supernode")
+    text = " ".join(argv[1:])
+    assert "--insecure" not in argv and f"--root-certificates {tmp_path / 'ca.crt'}" in text
+    assert f"--auth-supernode-private-key {tmp_path / 'k.key'}" in text
+    assert argv[argv.index("--node-config") + 1] == "partition-id=2 num-partitions=3"
+    plain = flower.supernode_argv("127.0.0.1:9092", 0, 3, 9101, insecure=True, max_wait_s=8)
+    assert "--insecure" in plain and plain[plain.index("--max-wait-time") + 1] == "8"
+    assert "--root-certificates" not in plain and "--auth-supernode-private-key" not in plain
+
+
+def test_superlink_command_line_enables_tls_and_node_authentication(tmp_path):
+    argv = flower.superlink_argv(flower.TLSFiles.in_folder(tmp_path), tmp_path / "db", "127.0.0.1", 9092)
+    assert argv[0].endswith("flower-superlink") and "--insecure" not in argv
+    for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--enable-supernode-auth",
+                 "--disable-runtime-dependency-installation"):
+        assert flag in argv
+
+
+def test_connection_config_and_run_config_are_valid_toml(tmp_path):
+    path = flower.write_connection(tmp_path / "home", "127.0.0.1:9092", tmp_path / 'odd "name".crt')
+    doc = tomllib.loads(path.read_text())
+    assert doc["superlink"]["default"] == flower.CONNECTION
+    conn = doc["superlink"][flower.CONNECTION]
+    assert conn == {"address": "127.0.0.1:9092", "root-certificates": str(tmp_path / 'odd "name".crt')}
+    rc = tomllib.loads(run_config_toml("/some where/my.toml", ["partition.num_devices=3", 'a.b="x y"'], tmp_path / "run"))
+    assert rc == {"scenario": "/some where/my.toml", "overrides": 'partition.num_devices=3;a.b="x y"',
+                  "run-dir": str(tmp_path / "run")}
+
+
+def test_runtime_env_puts_the_flower_executables_first():
+    env = flower.runtime_env({"PATH": "/usr/bin"})
+    assert env["PATH"].split(":")[0] == str(flower.bin_dir()) and env["PATH"].endswith("/usr/bin")
+    assert env["FLWR_TELEMETRY_ENABLED"] == "0"
+    for name in ("flower-superlink", "flower-supernode", "flower-superexec", "flwr"):
+        assert flower.executable(name)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # flwr's dependencies (click, pathspec)
+def test_flwr_run_packages_the_code_and_scenarios_only():
+    """The FAB `flwr run .` sends to the SuperLink (built by flwr itself, as `flwr run` does)."""
+    from flwr.cli.build import build_fab_from_disk
+
+    fab = build_fab_from_disk(project_root())
+    names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
+    for needed in ("pyproject.toml", "clients/app.py", "strategies/server_app.py", "fedmoe/federated/world.py",
+                   "sims/scenarios/default.toml"):
+        assert needed in names
+    assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "runs") or "/bench/" in n]
+    assert len(fab) < 2_000_000  # flwr refuses more than 10 MB
