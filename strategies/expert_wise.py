@@ -165,6 +165,7 @@ class ExpertWise(Strategy):
         self.clock_s = 0.0
         self._plan: RoundPlan | None = None
         self._sent: dict[str, np.ndarray] = {}  # the packed arrays of this round's TRAIN messages
+        self._sent_named: dict[str, np.ndarray] = {}  # the same, by state-dict name
         self._stage = 1
         self._reported: dict[int, tuple[float, float]] = {}  # device -> (flops per sample, bits) in stage II
         self._loss: dict[int, float] = {}
@@ -194,6 +195,7 @@ class ExpertWise(Strategy):
         nodes = [node_of[int(k)] for k in plan.devices]
         wire = self._wire(arrays)
         self._sent = to_numpy(wire)
+        self._sent_named = self.layout.unpack(self._sent)
         extra = self._rule_config(server_round, wire, nodes)
         messages = []
         for j, k in enumerate(plan.devices):
@@ -285,7 +287,7 @@ class ExpertWise(Strategy):
                         reason = check_arrays(received, self._sent)
                     if reason is None:
                         reason = check_steps(self._trainable(self.layout.unpack(received)),
-                                             self.layout.unpack(self._sent), self.fed.max_update_ratio)
+                                             self._sent_named, self.fed.max_update_ratio)
             if reason is None:
                 accepted.append(msg)
             else:

@@ -46,6 +46,7 @@ from fedmoe.flower import to_numpy, to_record
 from fedmoe.v2i.agents import Agent, build_agent
 from fedmoe.v2i.federated import alone_seed, eval_seed, group_keys, load_arrays, road, state_arrays
 from fedmoe.v2i.training import agent_policy, evaluate, fixed_policies, train_agent
+from strategies.validation import check_arrays
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +185,10 @@ class V2IFederated:
     the same number of episodes the weights are equal and each group's average is
     FedAvg's; the weights matter once base stations report different episode counts.
 
-    A base station whose reply is an error, or that does not reply within
-    ``split.message_timeout_s``, is logged and left out of that round; a round with no
-    replies keeps the global agent.
+    A base station whose reply is an error, fails :func:`strategies.validation.check_arrays`
+    against the global state dict (unknown names, other dtypes or shapes, NaN/Inf), has no
+    positive ``num-episodes``, or does not reply within ``split.message_timeout_s``, is
+    logged and left out of that round; a round with no replies keeps the global agent.
 
     Every base station **must** honour the message's ``config`` and ``arrays``
     (:mod:`clients.v2i` does):
@@ -252,12 +254,10 @@ class V2IFederated:
             else:
                 arrays, metrics = to_numpy(reply.content["arrays"]), dict(reply.content["metrics"])
                 weight = float(metrics.get("num-episodes", 0))
-                bad = [k for k, v in arrays.items() if k not in self.arrays or v.shape != self.arrays[k].shape]
-                if bad:
-                    problem = f"unexpected or mis-shaped arrays {bad[:3]}"
-                elif not (math.isfinite(weight) and weight > 0):
+                problem = check_arrays(arrays, self.arrays)  # names, dtypes, shapes, finite values
+                if problem is None and not (math.isfinite(weight) and weight > 0):
                     problem = f"num-episodes {metrics.get('num-episodes')!r} is not positive"
-                else:
+                if problem is None:
                     out[station] = (arrays, metrics)
             if problem is not None:
                 failures.append(f"base station {station}: {problem}")

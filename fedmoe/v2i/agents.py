@@ -104,6 +104,10 @@ class Agent(nn.Module):
         """Beam phases ``(…, K, M)`` of states ``(…, K, 3)``."""
         raise NotImplementedError
 
+    def _phases_from(self, raw: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """:func:`phase_map` of a flat raw output ``(…, K (1 + M))``."""
+        return phase_map(raw.reshape(*obs.shape[:-2], self.k, 1 + self.m), obs)
+
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-vehicle values ``(B, N, K)`` of a state sequence."""
         raise NotImplementedError
@@ -137,7 +141,7 @@ class HeteroMoE(Agent):
         return self.policy_head(out), state
 
     def phases(self, obs):
-        return phase_map(self.spatial(self._flat(obs)).reshape(*obs.shape[:-2], self.k, 1 + self.m), obs)
+        return self._phases_from(self.spatial(self._flat(obs)), obs)
 
     def values(self, obs):
         out, _ = self.critic(self._flat(obs))
@@ -160,7 +164,7 @@ class _SharedHeads(Agent):
         return self._outputs(obs)[0], None
 
     def phases(self, obs):
-        return phase_map(self._outputs(obs)[1].reshape(*obs.shape[:-2], self.k, 1 + self.m), obs)
+        return self._phases_from(self._outputs(obs)[1], obs)
 
     def values(self, obs):
         return self._outputs(obs)[2]

@@ -44,6 +44,7 @@ def csi_error_variance(p_misa: np.ndarray, rho: float) -> np.ndarray:
 class SlotCost:
     """What one slot costs (arrays over the leading axes, vehicles summed or averaged)."""
 
+    p_misa: np.ndarray  # (..., K) P_k at the start of the slot (eq. 7)
     compute_j: np.ndarray  # Σ_k π_k e_vis (eq. 4)
     sweep_j: np.ndarray  # Σ_k P_k E_rec (eq. 5)
     l_bmp: np.ndarray  # mean_k P_k
@@ -67,7 +68,7 @@ def slot_cost(aoi: np.ndarray, schedule: np.ndarray, cfg: V2IConfig, beta: np.nd
     sweep = p.sum(-1) * cfg.e_rec_j
     l_bmp = p.mean(-1)
     reward = -(compute + sweep) - cfg.penalty * np.maximum(0.0, l_bmp - cfg.gamma)
-    return SlotCost(compute, sweep, l_bmp, (np.asarray(aoi) > cfg.a_max).any(-1), l_bmp > cfg.gamma + 1e-12, reward)
+    return SlotCost(p, compute, sweep, l_bmp, (np.asarray(aoi) > cfg.a_max).any(-1), l_bmp > cfg.gamma + 1e-12, reward)
 
 
 @dataclass

@@ -43,7 +43,8 @@ import numpy as np
 
 from fedmoe.config import V2IConfig
 from fedmoe.v2i.channel import csi_error, geometric_channel
-from fedmoe.v2i.dynamics import SlotCost, misalignment, next_aoi, slot_cost
+from fedmoe.v2i.dynamics import SlotCost, next_aoi, slot_cost
+from fedmoe.v2i.oracle import lower_bound
 
 NUM_FEATURES = 3  # θ̂, d̂, A per vehicle
 LANES = 4
@@ -132,7 +133,7 @@ class V2IEnv:
         if schedule.shape != self.aoi.shape:
             raise ValueError(f"schedule has shape {schedule.shape}, expected {self.aoi.shape}")
         cost = slot_cost(self.aoi, schedule, cfg, self.beta)
-        p = misalignment(self.aoi, self.beta)
+        p = cost.p_misa
         h_hat = geometric_channel(cfg, self.angle, self.distance, self.rng)
         normal = (self.rng.normal(size=h_hat.shape) + 1j * self.rng.normal(size=h_hat.shape)) / math.sqrt(2)
         h = h_hat + csi_error(h_hat, p, cfg.rho, normal)
@@ -145,6 +146,4 @@ class V2IEnv:
 
     def lower_bound_j(self) -> np.ndarray:
         """Per episode, the lowest time-averaged energy any schedule reaches with its β (:mod:`fedmoe.v2i.oracle`)."""
-        from fedmoe.v2i.oracle import lower_bound
-
         return lower_bound(self.cfg, self.beta)
