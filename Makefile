@@ -29,6 +29,7 @@ deploy-demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not cluster and not deploy" -q
 
+## Slow tests: `fedmoe run` on Ray killed with SIGKILL mid-way and resumed (about 1.5 minutes).
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
 

@@ -5,7 +5,8 @@ One app for simulation and deployment: the device is ``context.node_config["part
 and the device's data, sensors and radio are derived from both
 (:class:`fedmoe.federated.world.ScenarioWorld`). Parameters travel packed, one flat
 array per group (:class:`fedmoe.federated.parameters.PackedLayout`). Per-device state (the score-function
-critic, parameters declared local) lives only in ``context.state``.
+critic, parameters declared local) lives in ``context.state`` and, when the device has a state
+folder, on its disk too, so that a resumed run finds it (:mod:`fedmoe.federated.device_state`).
 
 Handlers:
 
@@ -71,9 +72,31 @@ def _global_arrays(msg: Message, world) -> dict:
     return world.layout.unpack(to_numpy(msg.content["arrays"]))
 
 
-def _local_state(context: Context) -> dict:
+def _local_state(msg: Message, context: Context, device_id: int, server_round: int, evaluating: bool = False) -> dict:
+    """The device's local state as it was after the newest round before ``server_round`` (up to
+    it, ``evaluating``): from its state folder when it has one
+    (:mod:`fedmoe.federated.device_state`), else from ``context.state``."""
+    store = _state_store(msg, context, device_id)
+    if store is not None:
+        return store.load_up_to(server_round) if evaluating else store.load_before(server_round)
     rec = context.state.array_records.get(LOCAL_STATE_KEY)
     return {} if rec is None else to_numpy(rec)
+
+
+def _keep_local_state(msg: Message, context: Context, device_id: int, server_round: int, state: dict) -> None:
+    """Keep the state after training ``server_round``: in ``context.state`` and, when the device has
+    a state folder, on disk (a resumed run reads it there)."""
+    context.state[LOCAL_STATE_KEY] = to_record(state)
+    store = _state_store(msg, context, device_id)
+    if store is not None:
+        store.save(server_round, state)
+
+
+def _state_store(msg: Message, context: Context, device_id: int):
+    from fedmoe.federated.device_state import DeviceStateStore, state_folder
+
+    folder = state_folder(dict(context.node_config), dict(msg.content["config"]))
+    return None if folder is None else DeviceStateStore(folder, device_id)
 
 
 @app.query()
@@ -103,9 +126,10 @@ def train(msg: Message, context: Context) -> Message:
     instr = RoundInstructions.from_config(dict(msg.content["config"]))
     injected = world.cfg.federated.faults
     fate = faults.before_training(injected, instr.server_round, pid)
-    result = local_update(world, pid, _global_arrays(msg, world), _local_state(context), instr)
+    local_state = _local_state(msg, context, pid, instr.server_round)
+    result = local_update(world, pid, _global_arrays(msg, world), local_state, instr)
     if result.local_state:
-        context.state[LOCAL_STATE_KEY] = to_record(result.local_state)
+        _keep_local_state(msg, context, pid, instr.server_round, result.local_state)
     arrays, metrics = world.layout.pack(result.arrays), dict(result.metrics)
     malicious = pid in faults.malicious_devices(injected, world.num_devices)
     faults.after_training(injected, fate, metrics, arrays, to_numpy(msg.content["arrays"]), malicious)
@@ -120,7 +144,9 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     world = _world(msg)
     pid = _device_id(context, world.num_devices)
-    metrics = local_evaluate(world, pid, _global_arrays(msg, world), _local_state(context))
+    server_round = int(msg.content["config"].get("server-round", 0))
+    local_state = _local_state(msg, context, pid, server_round, evaluating=True)
+    metrics = local_evaluate(world, pid, _global_arrays(msg, world), local_state)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

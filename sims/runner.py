@@ -94,6 +94,24 @@ CHECKS = {"federated": check_run_config, "distributed": check_distributed_config
 """Config checks by ``mode`` (the split-learning modes: :func:`check_split_config`)."""
 
 
+CLIENT_STATE_FOLDER = "client_state"
+"""Where, inside the run folder, the virtual devices keep their local state (:mod:`fedmoe.federated.device_state`)."""
+
+
+def _rounds_done(cfg: FedMoEConfig, out: Path | None, resume: bool) -> int:
+    """Rounds the run to resume has completed (0 for a fresh run); a run that cannot be resumed
+    fails here, before Ray starts (:class:`fedmoe.federated.resume.ResumeError`)."""
+    if not resume:
+        return 0
+    from fedmoe.federated.resume import ResumeError, load_state
+    from strategies.server_app import check_resumable
+
+    check_resumable(cfg, resume)
+    if out is None:
+        raise ResumeError("resume needs the run folder (--out) of the run to continue")
+    return load_state(Path(out), cfg).round
+
+
 class RayClusterUnreachable(ConnectionError):
     """No Ray cluster (GCS) answers at the address given to attach to."""
 
@@ -179,17 +197,22 @@ def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: 
 
 def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, scenario_file: Path | None = None,
                   on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False,
-                  ray_address: str | None = None):
+                  ray_address: str | None = None, resume: bool = False):
     """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
 
     ``ray_address`` (``HOST:PORT``; default ``$RAY_ADDRESS``, else a local Ray): the Ray cluster to
     run the virtual clients on, checked to answer before anything starts.
+
+    ``resume``: continue the run saved in ``out`` after its last complete round
+    (:mod:`fedmoe.federated.resume`; federated mode), checked before anything starts. The
+    virtual devices keep their local state in ``out/client_state``.
 
     Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
     or :class:`strategies.v2i_federated.V2IRun`.
     """
     CHECKS.get(cfg.mode, check_split_config)(cfg)
+    done = _rounds_done(cfg, out, resume)
     address = resolve_ray_address(ray_address)
     backend = backend_config(cfg, num_cpus, address)
     if address is not None:
@@ -212,8 +235,8 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     from strategies.server_app import make_server_app
 
     v2i = cfg.mode == "v2i"
-    bar = tqdm(total=cfg.v2i.federated.rounds if v2i else cfg.federated.rounds, desc="rounds", unit="round",
-               disable=not progress)
+    bar = tqdm(total=cfg.v2i.federated.rounds if v2i else cfg.federated.rounds, initial=done, desc="rounds",
+               unit="round", disable=not progress)
 
     def _on_round(record) -> None:
         bar.update(1)
@@ -227,7 +250,8 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
             on_round(record)
 
     outcome: list = []
-    server = make_server_app(cfg, out, outcome, _on_round, scenario_file)
+    server = make_server_app(cfg, out, outcome, _on_round, scenario_file, resume,
+                             None if out is None else Path(out) / CLIENT_STATE_FOLDER)
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     if not verbose:

@@ -8,6 +8,7 @@ OFDMA model (eq. 3–5) with the exact allocator of :mod:`fedmoe.wireless.alloca
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
+from strategies.resumable import ResumableStrategy
 from strategies.validation import WEIGHT_KEY, check_arrays, check_metrics, check_steps
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class _Participants:
         return list(self._ids)
 
 
-class ExpertWise(Strategy):
+class ExpertWise(ResumableStrategy):
     r"""Expert-wise aggregation of a mixture of experts, with resource-aware device selection.
 
     Every round :math:`t`:
@@ -215,9 +217,11 @@ class ExpertWise(Strategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        ok = [m for m in replies if not m.has_error()]
         dev_of = {d.node_id: d.device_id for d in (self.devices or {}).values()}
+        # replies arrive in whatever order the devices finish; sums of floats depend on the order,
+        # so the rule sees them by device: the same seed gives the same global arrays, bit for bit
+        replies = sorted(replies, key=lambda m: (dev_of.get(m.metadata.src_node_id, 1 << 62), m.metadata.src_node_id))
+        ok = [m for m in replies if not m.has_error()]
         failures = [f"device {dev_of.get(m.metadata.src_node_id, '?')} (node {m.metadata.src_node_id}): "
                     f"{short_reason(m.error.reason)}" for m in replies if m.has_error()]
         for f in failures:
@@ -257,6 +261,24 @@ class ExpertWise(Strategy):
         n = np.array([float(r[WEIGHT_KEY]) for r in ok])
         acc = np.array([float(r["accuracy"]) for r in ok])
         return MetricRecord({"accuracy": float((n * acc).sum() / max(n.sum(), 1.0)), WEIGHT_KEY: int(n.sum())})
+
+    # ------------------------------------------------------------------ checkpoint and resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """What later rounds depend on besides the global arrays (:mod:`fedmoe.federated.resume`):
+        round records, virtual clock, the devices' reported costs and losses, the selection RNG
+        and each group's rule (stateful rules: FedAvgM's momentum, FedAdam's moments)."""
+        return copy.deepcopy({"history": self.history, "clock_s": self.clock_s, "reported": self._reported,
+                              "loss": self._loss, "rng": self._rng.bit_generator.state, "rules": self._rules})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = copy.deepcopy(state)
+        self.history = list(state["history"])
+        self.clock_s = float(state["clock_s"])
+        self._reported = dict(state["reported"])
+        self._loss = dict(state["loss"])
+        self._rng.bit_generator.state = state["rng"]
+        self._rules = dict(state["rules"])
 
     # ------------------------------------------------------------------ aggregation
 

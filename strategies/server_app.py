@@ -5,7 +5,8 @@ Two entry points share :func:`serve`:
 
 * ``app`` — for ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml): the
   scenario is the run config's ``scenario`` (name or TOML path), ``overrides`` a
-  ``;``-separated list of ``key.path=value``, and the run folder ``run-dir``.
+  ``;``-separated list of ``key.path=value``, the run folder ``run-dir``, and ``resume``
+  (true: continue the run saved in ``run-dir``, :mod:`fedmoe.federated.resume`).
 * :func:`make_server_app` — for ``fedmoe run`` (:mod:`sims.runner`), which passes the
   config object directly (under ``run_simulation`` the run config is empty).
 """
@@ -13,18 +14,22 @@ Two entry points share :func:`serve`:
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedmoe.config import FedMoEConfig
+from fedmoe.federated.device_state import MESSAGE_CONFIG_KEY
 from fedmoe.federated.evaluation import ServerEvaluator
 from fedmoe.federated.parameters import LOCAL, to_numpy as state_to_numpy
 from fedmoe.federated.report import metrics_document, round_rows, write_run
+from fedmoe.federated.resume import (ResumeError, ServerState, capture_rng, load_state, restore_rng, resume_path,
+                                     save_state)
 from fedmoe.flower import to_numpy, to_record
 from strategies.registry import STRATEGIES
 
@@ -42,10 +47,19 @@ class FederatedRun:
 
 
 def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
-          scenario_file: Path | None = None) -> FederatedRun:
-    """Run ``cfg.federated.rounds`` rounds of ``cfg.federated.strategy`` on ``grid``; write ``run_dir``."""
+          scenario_file: Path | None = None, resume: bool = False,
+          client_state_dir: Path | None = None) -> FederatedRun:
+    """Run ``cfg.federated.rounds`` rounds of ``cfg.federated.strategy`` on ``grid``; write ``run_dir``.
+
+    With a ``run_dir`` the server's state is saved there after every round
+    (:mod:`fedmoe.federated.resume`); ``resume`` continues the run saved there instead of
+    starting afresh. ``client_state_dir`` (simulation: a folder every virtual device can
+    reach) is where devices keep their local state between rounds
+    (:mod:`fedmoe.federated.device_state`); it is sent in every message's config.
+    """
     t0 = time.perf_counter()
     fed = cfg.federated
+    saved = _prepare_run_dir(run_dir, cfg, resume, client_state_dir)
     strategy = STRATEGIES.get(fed.strategy)(cfg, on_round=on_round)
     world = strategy.world
     groups = getattr(strategy, "groups", {})
@@ -53,6 +67,13 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
     initial = {k: v for k, v in state_to_numpy(world.template.state_dict()).items() if k not in local}
     evaluator = ServerEvaluator(world, fed.rounds, fed.eval_every, fed.checkpoint_every,
                                 None if run_dir is None else Path(run_dir) / "checkpoints")
+    first_round = 1
+    if saved is not None:
+        strategy.load_state_dict(saved.strategy)
+        evaluator.results = dict(saved.evaluations)
+        restore_rng(saved.rng)
+        initial, first_round = saved.arrays, saved.round + 1
+        log.info("resuming the run in %s after round %d of %d", run_dir, saved.round, fed.rounds)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         res = evaluator.evaluate(server_round, to_numpy(arrays))
@@ -60,10 +81,20 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
             return None
         return MetricRecord({k: v for k, v in res.items() if k != "usage"})
 
-    result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s, evaluate_fn=evaluate_fn)
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        if run_dir is not None:
+            save_state(Path(run_dir), ServerState(server_round, cfg.model_dump(mode="json"), to_numpy(arrays),
+                                                  strategy.state_dict(), dict(evaluator.results), capture_rng()))
+
+    config = ConfigRecord({} if client_state_dir is None else {MESSAGE_CONFIG_KEY: str(Path(client_state_dir).resolve())})
+    result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s, evaluate_fn=evaluate_fn,
+                            train_config=config, evaluate_config=config, first_round=first_round,
+                            on_round_end=checkpoint)
     rows = round_rows(getattr(strategy, "history", []), evaluator.results)
     extra = {"strategy": world.cfg.federated.strategy, "aggregator": world.cfg.federated.aggregator, "selection": world.cfg.federated.selection,
              "experts": [e.name for e in world.template.experts], "wall_s": time.perf_counter() - t0}
+    if saved is not None:
+        extra["resumed_after_round"] = saved.round
     metrics = metrics_document(rows, extra)
     if run_dir is not None:
         write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"])
@@ -71,13 +102,29 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
                         time.perf_counter() - t0, strategy)
 
 
+def _prepare_run_dir(run_dir: Path | None, cfg: FedMoEConfig, resume: bool,
+                     client_state_dir: Path | None) -> ServerState | None:
+    """The saved state to resume from (``resume``), else ``None`` after removing what an earlier
+    run left in ``run_dir`` that a fresh run must not mix with its own (resume state, device states)."""
+    if resume:
+        if run_dir is None:
+            raise ResumeError("resume needs the run folder of the run to continue")
+        return load_state(Path(run_dir), cfg)
+    if run_dir is not None:
+        resume_path(Path(run_dir)).unlink(missing_ok=True)
+        if client_state_dir is not None and Path(client_state_dir).resolve().is_relative_to(Path(run_dir).resolve()):
+            shutil.rmtree(client_state_dir, ignore_errors=True)
+    return None
+
+
 def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
-              scenario_file: Path | None = None):
+              scenario_file: Path | None = None, resume: bool = False, client_state_dir: Path | None = None):
     """:func:`serve` for ``mode = "federated"``, :func:`strategies.distributed_experts.serve_distributed`
     for ``"distributed"``, :func:`strategies.v2i_federated.serve_v2i` for ``"v2i"``,
-    :func:`strategies.split_learning.serve_split` otherwise."""
+    :func:`strategies.split_learning.serve_split` otherwise (``resume``: federated only)."""
+    check_resumable(cfg, resume)
     if cfg.mode == "federated":
-        return serve(grid, cfg, run_dir, on_round, scenario_file)
+        return serve(grid, cfg, run_dir, on_round, scenario_file, resume, client_state_dir)
     if cfg.mode == "v2i":
         from strategies.v2i_federated import serve_v2i
 
@@ -91,15 +138,23 @@ def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Cal
     return serve_split(grid, cfg, run_dir, on_round, scenario_file)
 
 
+def check_resumable(cfg: FedMoEConfig, resume: bool) -> None:
+    """Only ``mode = "federated"`` runs checkpoint their whole state and can resume."""
+    if resume and cfg.mode != "federated":
+        raise ResumeError(f"resume is supported for mode 'federated' only, not {cfg.mode!r} (its run restarts from round 1)")
+
+
 def make_server_app(cfg: FedMoEConfig, run_dir: Path | None, outcome: list, on_round: Callable | None = None,
-                    scenario_file: Path | None = None) -> ServerApp:
-    """A ServerApp bound to ``cfg``; :func:`serve`'s result (or the exception it raised) is appended to ``outcome``."""
+                    scenario_file: Path | None = None, resume: bool = False,
+                    client_state_dir: Path | None = None) -> ServerApp:
+    """A ServerApp bound to ``cfg``; :func:`serve`'s result (or the exception it raised) is appended to
+    ``outcome``. ``resume`` and ``client_state_dir``: as in :func:`serve`."""
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         try:
-            outcome.append(serve_any(grid, cfg, run_dir, on_round, scenario_file))
+            outcome.append(serve_any(grid, cfg, run_dir, on_round, scenario_file, resume, client_state_dir))
         except BaseException as err:  # noqa: BLE001 - reported by the caller, which re-raises it
             outcome.append(err)
             raise
@@ -123,4 +178,7 @@ def main(grid: Grid, context: Context) -> None:
     overrides = dotted_to_nested(dict(parse_assignment(a) for a in assignments))
     cfg = load_scenario(scenario, overrides)
     run_dir = Path(str(rc.get("run-dir", "runs/flwr")))
-    serve_any(grid, cfg, run_dir, scenario_file=resolve_scenario(scenario))
+    resume = rc.get("resume", False)
+    if not isinstance(resume, bool):
+        raise ResumeError(f"run config resume={resume!r}: expected true or false")
+    serve_any(grid, cfg, run_dir, scenario_file=resolve_scenario(scenario), resume=resume)

@@ -88,18 +88,21 @@ def superlink_argv(tls: TLSFiles, database: Path | str, host: str, port: int) ->
             "--database", str(database), "--host", host, "--port", str(port)]
 
 
-def node_config(partition_id: int, num_partitions: int) -> str:
-    """The ``--node-config`` value that tells :mod:`clients.app` which device this SuperNode is."""
-    return f"partition-id={partition_id} num-partitions={num_partitions}"
+def node_config(partition_id: int, num_partitions: int, state_dir: Path | None = None) -> str:
+    """The ``--node-config`` value that tells :mod:`clients.app` which device this SuperNode is, and
+    where it keeps its local state between rounds (:mod:`fedmoe.federated.device_state`)."""
+    text = f"partition-id={partition_id} num-partitions={num_partitions}"
+    return text if state_dir is None else f"{text} state-dir={_toml_str(str(state_dir))}"
 
 
 def supernode_argv(superlink: str, partition_id: int, num_partitions: int, port: int, *,
                    ca_cert: Path | None = None, private_key: Path | None = None, insecure: bool = False,
-                   max_wait_s: float | None = None, host: str = "127.0.0.1") -> list[str]:
+                   max_wait_s: float | None = None, host: str = "127.0.0.1", state_dir: Path | None = None) -> list[str]:
     """``flower-supernode`` dialling ``superlink`` (``host:port``) with the CA and its authentication key.
 
     ``insecure=True`` (plaintext) and ``max_wait_s`` exist to show refusals: a plaintext SuperNode
-    retries a TLS SuperLink forever unless it has a ``--max-wait-time``.
+    retries a TLS SuperLink forever unless it has a ``--max-wait-time``. ``state_dir``: the
+    device's state folder (``state-dir`` in its node config).
     """
     argv = [executable("flower-supernode"), "--superlink", superlink]
     if insecure:
@@ -110,7 +113,8 @@ def supernode_argv(superlink: str, partition_id: int, num_partitions: int, port:
         argv += ["--auth-supernode-private-key", str(private_key)]
     if max_wait_s is not None:
         argv += ["--max-wait-time", f"{max_wait_s:g}"]
-    return argv + ["--node-config", node_config(partition_id, num_partitions), "--host", host, "--port", str(port)]
+    return argv + ["--node-config", node_config(partition_id, num_partitions, state_dir), "--host", host,
+                   "--port", str(port)]
 
 
 def _toml_str(value: str) -> str:

@@ -202,7 +202,8 @@ class LocalCluster:
         home.mkdir(parents=True, exist_ok=True)
         ca = self.tls.ca_cert if ca_cert == "default" else ca_cert
         argv = flower.supernode_argv(self.address, partition_id, self.nodes, port, ca_cert=ca,
-                                     private_key=private_key, insecure=insecure, max_wait_s=max_wait_s, host=HOST)
+                                     private_key=private_key, insecure=insecure, max_wait_s=max_wait_s, host=HOST,
+                                     state_dir=(home / "state").resolve())
         return self.procs.start(name, argv, env={"FLWR_HOME": str(home)}, cwd=home)
 
     # ------------------------------------------------------------------ the run

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -29,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedmoe.files import write_atomic
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 """Subject alternative names of the server certificate unless told otherwise."""
@@ -166,22 +166,6 @@ class Output:
     name: str
     content: bytes
     secret: bool = False
-
-
-def write_atomic(path: Path, content: bytes, secret: bool = False) -> None:
-    """Write ``content`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600 if secret else 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(out: Path, outputs: Sequence[Output], force: bool = False) -> list[Path]:

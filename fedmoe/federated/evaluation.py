@@ -9,8 +9,8 @@ the gate selects are comparable with ``fedmoe train``.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fedmoe.federated.local import load_model
+from fedmoe.files import write_atomic
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.builder import device_costs_for_samples
 from fedmoe.training import evaluate, summarise
@@ -75,9 +76,8 @@ class ServerEvaluator:
         last = server_round == self.last_round
         if not last and not (self.checkpoint_every and server_round % self.checkpoint_every == 0):
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         state = {k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()}
         name = "final.pt" if last else f"round_{server_round:04d}.pt"
-        tmp = self.checkpoint_dir / (name + ".tmp")
-        torch.save({"round": server_round, "state_dict": state}, tmp)
-        os.replace(tmp, self.checkpoint_dir / name)  # atomic: a reader never sees half a file
+        buffer = io.BytesIO()
+        torch.save({"round": server_round, "state_dict": state}, buffer)
+        write_atomic(self.checkpoint_dir / name, buffer.getvalue())  # a reader never sees half a file

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import tomllib
 import zipfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -57,6 +58,8 @@ def test_supernode_command_line_carries_the_device_ca_and_key(tmp_path):
     assert "--insecure" not in argv and f"--root-certificates {tmp_path / 'ca.crt'}" in text
     assert f"--auth-supernode-private-key {tmp_path / 'k.key'}" in text
     assert argv[argv.index("--node-config") + 1] == "partition-id=2 num-partitions=3"
+    with_state = flower.supernode_argv("127.0.0.1:9092", 2, 3, 9100, state_dir=Path("/srv/fed moe/state"))
+    assert with_state[with_state.index("--node-config") + 1] == 'partition-id=2 num-partitions=3 state-dir="/srv/fed moe/state"'
     plain = flower.supernode_argv("127.0.0.1:9092", 0, 3, 9101, insecure=True, max_wait_s=8)
     assert "--insecure" in plain and plain[plain.index("--max-wait-time") + 1] == "8"
     assert "--root-certificates" not in plain and "--auth-supernode-private-key" not in plain
