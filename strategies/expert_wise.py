@@ -228,7 +228,10 @@ class ExpertWise(ResumableStrategy):
             log.warning("round %d: %s", server_round, f)
         expected = 0 if self._plan is None else len(self._plan.devices)
         if len(replies) < expected:
+            answered = {dev_of.get(m.metadata.src_node_id) for m in replies}
+            silent = [int(k) for k in self._plan.devices if int(k) not in answered]
             failures.append(f"{expected - len(replies)} device(s) did not reply in time")
+            log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, silent)
         ok, rejected = self.validate(server_round, ok)
         failures += rejected
         merged = self.aggregate_groups(server_round, ok)

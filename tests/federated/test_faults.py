@@ -106,3 +106,37 @@ def test_failure_reasons_drop_the_ray_traceback():
                   "Exception ClientAppException occurred. Message: injected crash of device 3 in round 1'>")
     assert short_reason(ray_reason) == "injected crash of device 3 in round 1"
     assert short_reason("injected failure") == "injected failure"
+
+
+def _seed_with_one_hang(faults: dict, devices: int) -> int:
+    """A fault seed under which no device hangs in round 1 (the Ray workers start then, slowly on a
+    busy machine) and exactly one does in round 2."""
+    for seed in range(1000):
+        cfg = FaultConfig(**faults, seed=seed)
+        r1, r2 = [fate(cfg, 1, d) for d in range(devices)], [fate(cfg, 2, d) for d in range(devices)]
+        if "hang" not in r1 and r2.count("hang") == 1:
+            return seed
+    raise AssertionError("no such seed")
+
+
+def test_a_hanging_device_times_out_on_ray_and_the_run_goes_on(tmp_path, caplog):
+    """Flower's own wait: the server's ``send_and_receive`` gives up after ``round_timeout_s``,
+    aggregates the replies that arrived and logs the device that did not answer."""
+    from sims.runner import run_federated
+
+    faults = {"hang_rate": 0.3, "hang_s": 25.0}
+    seed = _seed_with_one_hang(faults, 3)
+    hung = [d for d in range(3) if fate(FaultConfig(**faults, seed=seed), 2, d) == "hang"]
+    cfg = tiny_config(partition={"num_devices": 3},
+                      federated={"rounds": 3, "clients_per_round": 3, "round_timeout_s": 15.0,
+                                 "faults": {**faults, "seed": seed}})
+    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+        run = run_federated(cfg, tmp_path, progress=False)
+    first, second, third = run.strategy.history
+    assert first.completed == 3 and first.failed == 0
+    assert second.selected == 3 and second.completed == 2 and second.failed == 1
+    assert second.failures == ["1 device(s) did not reply in time"]
+    assert hung[0] not in second.devices
+    assert f"round 2: device(s) [{hung[0]}] did not reply within the round's timeout" in caplog.text
+    assert third.completed == 3 and third.failed == 0  # while the hung worker may still be asleep
+    assert run.metrics["summary"]["rounds"] == 3 and run.metrics["summary"]["accuracy"] is not None
