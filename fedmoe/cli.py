@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc = dep_sub.add_parser("local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
                                            "authentication, then `flwr run` of this project; stops everything after")
     _config_options(loc)
-    loc.add_argument("--nodes", type=int_at_least(1), default=None,
+    loc.add_argument("--nodes", type=int, default=None,
                      help="SuperNodes, one per device (default and required value: partition.num_devices)")
     loc.add_argument("--out", default="runs/deploy", help="deployment folder: certificates, logs, run folder "
                                                           "(default: %(default)s)")
