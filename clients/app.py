@@ -24,6 +24,8 @@ that starts a fresh process per message pays for them only when it trains.
 
 from __future__ import annotations
 
+import re
+
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -35,17 +37,32 @@ LOCAL_STATE_KEY = "fedmoe.local"
 
 
 def _device_id(context: Context, num_devices: int) -> int:
+    """The device this node is: its node config's ``partition-id``, checked to be an integer in
+    ``[0, num_devices)`` and, if the node config has ``num-partitions``, that it equals
+    ``num_devices``; else a one-line ``ValueError`` naming the node-config key."""
     cfg = context.node_config
     if "partition-id" not in cfg:
         raise ValueError("node config lacks 'partition-id' (start the SuperNode with --node-config "
                          "\"partition-id=K num-partitions=N\")")
-    pid = int(cfg["partition-id"])
-    if "num-partitions" in cfg and int(cfg["num-partitions"]) != num_devices:
+    pid = _node_int(cfg, "partition-id")
+    if "num-partitions" in cfg and _node_int(cfg, "num-partitions") != num_devices:
         raise ValueError(f"node config says num-partitions={cfg['num-partitions']}, the scenario has "
                          f"partition.num_devices={num_devices}")
     if not 0 <= pid < num_devices:
-        raise ValueError(f"partition-id {pid} is outside [0, {num_devices})")
+        raise ValueError(f"node config partition-id {pid} is outside [0, {num_devices})")
     return pid
+
+
+def _node_int(node_config, key: str) -> int:
+    """The integer value of ``key`` in a node config (an int, or a string of one); else a ``ValueError``."""
+    value = node_config[key]
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"node config {key}={value!r}: expected an integer")
 
 
 def _world(msg: Message):

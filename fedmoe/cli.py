@@ -14,8 +14,12 @@
     fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication), `flwr run`
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
-to override single config values. A bad config value prints one line naming the field and
-what is allowed, and exits with status 2 (no traceback). ``fedmoe run --ray-address HOST:PORT``
+to override single config values. A bad config value, scenario, path or option prints one
+line naming the field (or the option, or the path) and what is allowed, exits with status 2
+(no traceback) and writes nothing: commands check their input before they start and remove
+an output folder they made if they fail (a bad option type is argparse's usage and error
+lines, also status 2). A failure while running (a file system error, a deployment that
+fails) prints one line and exits with status 1. ``fedmoe run --ray-address HOST:PORT``
 attaches the simulation to a running Ray cluster (default: ``$RAY_ADDRESS``, else a local Ray);
 a cluster that does not answer prints one line and exits with status 1.
 """
@@ -33,17 +37,21 @@ from typing import Any, Sequence
 
 from fedmoe import __version__
 from fedmoe.config import ConfigError, FedMoEConfig, dotted_to_nested
+from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
 from fedmoe.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # the command was fine, running it failed (unreachable Ray head, deployment error)
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """``"data.seed=3"`` -> ``("data.seed", 3)``; the value is read as TOML, else kept as a string."""
+def parse_assignment(text: str, option: str = "--set") -> tuple[str, Any]:
+    """``"data.seed=3"`` -> ``("data.seed", 3)``; the value is read as TOML, else kept as a string.
+    ``option`` names where the text came from in the error (``--set``, the run config's ``overrides``)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected key.path=value")
+        raise ConfigError(f"{option} {text!r}: expected key.path=value")
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"{option} {text!r}: empty part in the key {key.strip()!r}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -66,10 +74,12 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     from fedmoe.data.synthetic import generate
 
     cfg = config_from_args(args)
+    out = Path(args.out)
+    check_file_target(out if out.suffix == ".npz" else out.with_suffix(".npz"))  # where samples.save writes
     t0 = time.perf_counter()
     samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
-    path = samples.save(args.out)
+    path = samples.save(out)
     print(f"wrote {len(samples)} samples ({samples.nbytes / len(samples) / 1e3:.1f} kB/sample, "
           f"{len(samples) / elapsed:,.0f} samples/s) to {path}")
     return 0
@@ -82,8 +92,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     from fedmoe.data.synthetic import generate, train_test_split
 
     cfg = config_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_folder_target(args.out)
     if args.input:
         samples = ISACSamples.load(args.input)
     else:
@@ -95,8 +104,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
           f"blocked {summary['blocked_fraction']:.1%}, UAV {summary['uav_fraction']:.1%}, "
           f"beam entropy {summary['beam_entropy_bits']:.2f} bit")
     print("uplink bits per sample: " + ", ".join(f"{m} {b:,}" for m, b in summary["bits_per_sample"].items()))
-    figures = [plots.plot_label_histograms(samples, out / "labels.png", num_beams),
-               plots.plot_examples(samples, out / "examples.png")]
+    results = None
     if args.epochs > 0:
         train, test = train_test_split(samples, cfg.data.test_fraction, cfg.data.seed)
         results = modality_baselines(train, test, num_beams, epochs=args.epochs, seed=cfg.data.seed,
@@ -108,8 +116,12 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         }
         print("\nbeam prediction baselines (test split):")
         print(format_baseline_table(results))
-        figures.append(plots.plot_baselines(results, out / "baselines.png"))
-    (out / "stats.json").write_text(json.dumps(report, indent=2))
+    with output_folder(out):
+        figures = [plots.plot_label_histograms(samples, out / "labels.png", num_beams),
+                   plots.plot_examples(samples, out / "examples.png")]
+        if results is not None:
+            figures.append(plots.plot_baselines(results, out / "baselines.png"))
+        write_atomic(out / "stats.json", json.dumps(report, indent=2).encode())
     print(f"\nwrote {out / 'stats.json'} and " + ", ".join(str(f) for f in figures))
     return 0
 
@@ -117,18 +129,20 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Centralised two-stage training of the mixture on the synthetic data; report and plots."""
     from fedmoe.centralised import make_split, run_centralised
+    from fedmoe.models.builder import check_model_names
     from fedmoe.models.plots import plot_diagnostics
 
     cfg = config_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_folder_target(args.out)
+    check_model_names(cfg.model)
     split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
     run = run_centralised(cfg, split, progress=not args.quiet)
     summary = run.summary
     report = {"config": cfg.model_dump(mode="json"), "summary": summary,
               "epochs": [r.__dict__ for r in run.reports]}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    plot_diagnostics(run.reports, summary["experts"], out / "diagnostics.png")
+    with output_folder(out):
+        write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
+        plot_diagnostics(run.reports, summary["experts"], out / "diagnostics.png")
     print(f"test accuracy {summary['accuracy']['all']:.1%} (LoS {summary['accuracy']['los']:.1%}, "
           f"blocked {summary['accuracy']['blocked']:.1%}); {summary['mean_flops']:,.0f} FLOPs/sample; "
           f"costly modality chosen for {summary['costly_rate']['los']:.0%} of LoS and "
@@ -151,15 +165,18 @@ def parse_lambdas(text: str) -> list[float]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Train one mixture per λ on the same data; JSON table and Pareto plot."""
     from fedmoe.centralised import make_split
+    from fedmoe.models.builder import check_model_names
     from fedmoe.pareto import format_table, plot_pareto, sweep_lambda
 
     cfg = config_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_folder_target(args.out)
+    check_model_names(cfg.model)
     split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
     rows = sweep_lambda(cfg, split, args.lambdas, progress=not args.quiet)
-    (out / "sweep.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "points": rows}, indent=2))
-    figure = plot_pareto(rows, out / "pareto.png", f"λ sweep, gate {cfg.model.gate}, scenario {cfg.name}")
+    with output_folder(out):
+        write_atomic(out / "sweep.json", json.dumps({"config": cfg.model_dump(mode="json"), "points": rows},
+                                                    indent=2).encode())
+        figure = plot_pareto(rows, out / "pareto.png", f"λ sweep, gate {cfg.model.gate}, scenario {cfg.name}")
     print(format_table(rows))
     print(f"wrote {out / 'sweep.json'} and {figure}")
     return 0
@@ -247,6 +264,7 @@ def cmd_deploy_certs(args: argparse.Namespace) -> int:
     """CA, SuperLink certificate and SuperNode key pairs for a real deployment."""
     from fedmoe.deploy.pki import write_deployment_pki
 
+    check_folder_target(args.out)
     paths = write_deployment_pki(Path(args.out), args.hosts, args.nodes, args.days, args.force)
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     print("ca.key signs certificates: keep it off the SuperLink and the SuperNodes; *.key files are private (mode 0600)")
@@ -257,6 +275,7 @@ def cmd_deploy_node_key(args: argparse.Namespace) -> int:
     """One SuperNode key pair (made on the SuperNode's own machine, only the .pub leaves it)."""
     from fedmoe.deploy.pki import write_supernode_key
 
+    check_file_target(args.out)
     private, public = write_supernode_key(Path(args.out), args.force)
     print(f"wrote {private} (private, keep it on this machine) and {public} (register it on the SuperLink)")
     return 0
@@ -266,7 +285,12 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and authentication; ``flwr run`` of this project."""
     import signal
 
-    from fedmoe.deploy.local import deploy_local, summarise
+    from fedmoe.deploy.local import deploy_local, summarise, validate_run
+    from sims.runner import check_config
+
+    check_folder_target(args.out)
+    validate_run(args.scenario, args.set or [], args.nodes)
+    check_config(config_from_args(args))  # what `fedmoe run` checks too, before any process starts
 
     def _terminate(signum, frame):  # SIGTERM: leave through the launcher's clean-up, like Ctrl-C
         raise KeyboardInterrupt
@@ -301,9 +325,25 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer ``>= minimum`` (the error names the value and the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _generation_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num-samples", type=int, default=None, help="samples to generate (default: data.num_samples)")
-    p.add_argument("--seed", type=int, default=None, help="generator seed (default: data.seed)")
+    p.add_argument("--num-samples", type=int_at_least(1), default=None,
+                   help="samples to generate (default: data.num_samples)")
+    p.add_argument("--seed", type=int_at_least(0), default=None, help="generator seed (default: data.seed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(demo)
     _generation_options(demo)
     demo.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=10, help="baseline training epochs; 0 skips the baselines")
+    demo.add_argument("--epochs", type=int_at_least(0), default=10, help="baseline training epochs; 0 skips the baselines")
     demo.set_defaults(func=cmd_demo, input=None)
 
     data = sub.add_parser("data", help="make or inspect datasets")
@@ -331,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_options(stats)
     stats.add_argument("--input", help="a .npz dataset from `fedmoe data make` (default: generate one)")
     stats.add_argument("--out", default="runs/stats", help="output folder (default: %(default)s)")
-    stats.add_argument("--epochs", type=int, default=10, help="baseline training epochs; 0 skips the baselines")
+    stats.add_argument("--epochs", type=int_at_least(0), default=10, help="baseline training epochs; 0 skips the baselines")
     stats.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="centralised two-stage training of the mixture of experts (report, plots)")
@@ -402,24 +442,24 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     return DeployError, FlowerError, ProcessError
 
 
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (a config error with several problems joins them with ``;``)."""
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "epochs", 0) < 0:
-        parser.error("--epochs must be >= 0")
-    if getattr(args, "num_samples", None) is not None and args.num_samples < 1:
-        parser.error("--num-samples must be >= 1")
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (ConfigError, ValueError, FileNotFoundError, UnknownNameError) as err:
         if args.debug:
             raise
-        print(f"fedmoe: error: {err}", file=sys.stderr)
+        print(f"fedmoe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConnectionError, *_runtime_errors()) as err:  # an unreachable Ray head, a failed deployment
+    except (ConnectionError, OSError, *_runtime_errors()) as err:  # an unreachable Ray head, a failed deployment
         if args.debug:
             raise
-        print(f"fedmoe: error: {err}", file=sys.stderr)
+        print(f"fedmoe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("fedmoe: interrupted", file=sys.stderr)

@@ -13,8 +13,9 @@ The command line prints that line and exits with status 2; it never shows a trac
 from __future__ import annotations
 
 import tomllib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -580,10 +581,76 @@ def _field_bounds(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     return " and ".join(parts) or None
 
 
+def _plain(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated[...]`` and without the ``None`` of an optional (``X | None``)."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, types.UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _union_member_index(model: type[BaseModel], loc: tuple[Any, ...]) -> int | None:
+    """Where in ``loc`` pydantic put the member's name (``"int"``) of a union field that the value
+    matched none of (one error per member), or ``None`` when ``loc`` goes through no union."""
+    current: Any = model
+    for i, part in enumerate(loc):
+        current = _plain(current)
+        origin = get_origin(current)
+        if origin in (Union, types.UnionType):
+            return i
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return None
+            current = info.annotation
+        elif origin is dict:
+            current = get_args(current)[1]
+        elif origin is list or (origin is tuple and get_args(current)[-1:] == (Ellipsis,)):
+            current = get_args(current)[0]
+        elif origin is tuple and isinstance(part, int) and part < len(get_args(current)):
+            current = get_args(current)[part]
+        else:
+            return None
+    return None
+
+
+def _essential_errors(errors: list[dict[str, Any]], model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Pydantic's errors, one per problem: a value that matched no member of a union field gives one
+    error instead of one per member (``aggregator_options.mu: Input should match one of float, int,
+    bool, str``), and a list too short only because an item failed gives none of its own."""
+    merged: list[dict[str, Any]] = []
+    unions: dict[tuple[Any, ...], dict[str, Any]] = {}
+    locs = [tuple(e["loc"]) for e in errors]
+    for e in errors:
+        loc = tuple(e["loc"])
+        if e["type"] == "too_short" and any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs):
+            continue
+        i = _union_member_index(model, tuple(e["loc"]))
+        if i is None:
+            merged.append(e)
+            continue
+        where = tuple(e["loc"])[:i]
+        if where not in unions:
+            unions[where] = {"loc": where, "type": "union", "members": [], **{k: e[k] for k in ("input",) if k in e}}
+            merged.append(unions[where])
+        member = str(e["loc"][i])
+        if member not in unions[where]["members"]:
+            unions[where]["members"].append(member)
+    for e in unions.values():
+        e["msg"] = f"Input should match one of {', '.join(e.pop('members'))}"
+    return merged
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """One line per problem: ``field.path: message (allowed: range; got value)``."""
     lines = []
-    for e in err.errors():
+    for e in _essential_errors(err.errors(), model):
         loc = tuple(e["loc"])
         where = ".".join(str(p) for p in (prefix,) + loc if p != "")
         msg = e["msg"].removeprefix("Value error, ")
@@ -610,6 +677,8 @@ def parse_config(data: dict[str, Any], model: type[StrictModel] = FedMoEConfig, 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The content of a TOML file; a missing file or bad TOML is a one-line :class:`ConfigError`."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a config file")
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
     try:
@@ -644,12 +713,17 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def dotted_to_nested(assignments: dict[str, Any]) -> dict[str, Any]:
-    """``{"data.num_samples": 5}`` -> ``{"data": {"num_samples": 5}}``."""
+    """``{"data.num_samples": 5}`` -> ``{"data": {"num_samples": 5}}``; a :class:`ConfigError` when
+    one key sets a value that another goes inside of (``data.seed`` and ``data.seed.x``)."""
     nested: dict[str, Any] = {}
     for key, value in assignments.items():
         node = nested
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {'.'.join(parts[:i + 1])} is set to a value, so it has no key {parts[i + 1]!r}")
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(f"{key}: conflicts with the keys set inside it ({key}.{next(iter(node[parts[-1]]))})")
         node[parts[-1]] = value
     return nested

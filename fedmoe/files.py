@@ -5,13 +5,20 @@ of a new one: the content goes to a temporary file in the same folder, is flushe
 disk (``fsync``) and then renamed over the target (``os.replace``, atomic on POSIX and
 Windows within one file system); the folder is synced too, so the rename itself survives
 a power cut.
+
+The commands that write a folder check the path first (:func:`check_folder_target`) and
+write into it through :func:`output_folder`, which removes the folder again if the command
+fails, so a failed command leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def write_atomic(path: Path, content: bytes, secret: bool = False) -> None:
@@ -44,3 +51,63 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class PathError(ValueError):
+    """A path the user gave cannot be written to (one-line message naming the option and the path)."""
+
+
+def check_folder_target(path: str | Path, what: str = "--out") -> Path:
+    """``path`` if it is a folder, or one can be made there (no file in the way, a writable folder
+    above); else a :class:`PathError` naming ``what`` and the path.
+
+    Commands call it before any work, so a bad ``--out`` fails at once, with nothing written.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise PathError(f"{what} {path}: exists and is not a folder")
+    _check_parents(path, what)
+    return path
+
+
+def check_file_target(path: str | Path, what: str = "--out") -> Path:
+    """``path`` if a file can be written there (it is not a folder, and its folder can be made)."""
+    path = Path(path)
+    if path.is_dir():
+        raise PathError(f"{what} {path}: is a folder")
+    _check_parents(path, what)
+    return path
+
+
+def _check_parents(path: Path, what: str) -> None:
+    """The nearest existing one of ``path`` and its ancestors is a writable folder (or ``path`` itself)."""
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            if p != path and not p.is_dir():
+                raise PathError(f"{what} {path}: {p} is not a folder")
+            folder = p if p.is_dir() else p.parent
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PathError(f"{what} {path}: {folder} is not writable")
+            return
+
+
+@contextmanager
+def output_folder(path: str | Path, what: str = "--out") -> Iterator[Path]:
+    """The folder ``path`` (checked by :func:`check_folder_target`), made for the block to write into.
+
+    If the block fails (an error, Ctrl-C), what was made for it is removed again: the folder
+    and any parents made with it. A folder that existed before is kept.
+    """
+    path = check_folder_target(path, what)
+    made = None
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            break
+        made = p
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise

@@ -53,6 +53,13 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "(none)"
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
+    def check(self, name: str, field: str) -> T:
+        """:meth:`get`, with the config field that gave ``name`` in the error ("model.gate: unknown gate ...")."""
+        try:
+            return self.get(name)
+        except UnknownNameError as err:
+            raise UnknownNameError(f"{field}: {err}") from None
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

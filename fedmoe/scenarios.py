@@ -28,8 +28,12 @@ for _path in sorted(SCENARIO_DIR.glob("*.toml")):
 
 def resolve_scenario(name_or_path: str | Path) -> Path:
     """The TOML file of a scenario given by registered name or by path."""
+    if not str(name_or_path).strip():
+        raise ConfigError("empty scenario name (give a built-in scenario name or a path to a .toml file)")
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or candidate.exists():
+        if candidate.is_dir():
+            raise ConfigError(f"{candidate}: is a folder, not a config file")
         if not candidate.is_file():
             raise ConfigError(f"{candidate}: no such config file")
         return candidate
@@ -51,6 +55,10 @@ def scenario_data(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dic
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: 'extends' must be a scenario name or path, got {base!r}")
+    try:
+        resolve_scenario(base)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: extends = {base!r}: {err}") from None
     return deep_merge(scenario_data(base, (*_seen, path.resolve())), data)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from fedmoe.config import FedMoEConfig
+from fedmoe.files import check_folder_target
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,22 @@ QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
 
 
 def check_run_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts: unknown strategy, aggregator or selection policy, bad aggregator
-    options, more devices per round than resource blocks (``ValueError`` / ``UnknownNameError``)."""
+    """Fail before Ray starts: unknown strategy, aggregator, selection policy, gate or gate backbone,
+    bad aggregator options, more devices per round than resource blocks (``ValueError`` /
+    ``UnknownNameError``, naming the field)."""
     from fedmoe.federated.selection import SELECTION_POLICIES
-    from strategies import STRATEGIES, make_aggregator
+    from fedmoe.models.builder import check_model_names
+    from strategies import AGGREGATORS, STRATEGIES, make_aggregator
 
     fed = cfg.federated
-    STRATEGIES.get(fed.strategy)
-    SELECTION_POLICIES.get(fed.selection)
-    make_aggregator(fed.aggregator, dict(fed.aggregator_options))
+    STRATEGIES.check(fed.strategy, "federated.strategy")
+    SELECTION_POLICIES.check(fed.selection, "federated.selection")
+    AGGREGATORS.check(fed.aggregator, "federated.aggregator")
+    try:
+        make_aggregator(fed.aggregator, dict(fed.aggregator_options))
+    except ValueError as err:
+        raise ValueError(f"federated.aggregator_options: {err}") from None
+    check_model_names(cfg.model)
     _check_devices_per_round(cfg, cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round)
 
 
@@ -58,8 +66,11 @@ def _check_devices_per_round(cfg: FedMoEConfig, per_round: int) -> None:
 
 
 def check_split_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a split-learning config: a bad link option, more devices per round
-    than devices or resource blocks."""
+    """Fail before Ray starts on a split-learning config: an unknown gate or gate backbone, a bad link
+    option, more devices per round than devices or resource blocks."""
+    from fedmoe.models.builder import check_model_names
+
+    check_model_names(cfg.model)
     if cfg.split.link != "ideal":
         _check_link(cfg.split.link, cfg.split.link_options, "split")
     elif cfg.split.link_options:
@@ -87,11 +98,17 @@ def check_v2i_config(cfg: FedMoEConfig) -> None:
     road is a config error already)."""
     from fedmoe.v2i.agents import AGENTS
 
-    AGENTS.get(cfg.v2i.agent.policy)
+    AGENTS.check(cfg.v2i.agent.policy, "v2i.agent.policy")
 
 
 CHECKS = {"federated": check_run_config, "distributed": check_distributed_config, "v2i": check_v2i_config}
 """Config checks by ``mode`` (the split-learning modes: :func:`check_split_config`)."""
+
+
+def check_config(cfg: FedMoEConfig) -> None:
+    """The checks of ``cfg.mode`` (:data:`CHECKS`): what a run needs beyond a valid config, found
+    before Ray or any process starts (``fedmoe run``, ``fedmoe deploy local``)."""
+    CHECKS.get(cfg.mode, check_split_config)(cfg)
 
 
 CLIENT_STATE_FOLDER = "client_state"
@@ -203,6 +220,9 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     ``ray_address`` (``HOST:PORT``; default ``$RAY_ADDRESS``, else a local Ray): the Ray cluster to
     run the virtual clients on, checked to answer before anything starts.
 
+    ``out`` must be a folder or a path where one can be made (:func:`fedmoe.files.check_folder_target`),
+    checked with the config before anything starts.
+
     ``resume``: continue the run saved in ``out`` after its last complete round
     (:mod:`fedmoe.federated.resume`; federated mode), checked before anything starts. The
     virtual devices keep their local state in ``out/client_state``.
@@ -211,7 +231,9 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
     or :class:`strategies.v2i_federated.V2IRun`.
     """
-    CHECKS.get(cfg.mode, check_split_config)(cfg)
+    check_config(cfg)
+    if out is not None:
+        check_folder_target(out)
     done = _rounds_done(cfg, out, resume)
     address = resolve_ray_address(ray_address)
     backend = backend_config(cfg, num_cpus, address)

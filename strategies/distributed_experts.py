@@ -42,6 +42,7 @@ from fedmoe.flower import to_numpy, to_record
 from fedmoe.split.distributed import DistributedMoE, fixed_snr
 from fedmoe.split.task import TaskData, task_data, task_link, train_task
 from fedmoe.wireless.devices import equal_share_rate
+from strategies.expert_wise import short_reason
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class DistributedExperts:
         for reply in replies:
             dev = dev_of[reply.metadata.src_node_id]
             if reply.has_error():
-                raise RuntimeError(f"expert device {dev} failed: {reply.error.reason}")
+                raise RuntimeError(f"expert device {dev} failed: {short_reason(reply.error.reason)}")
             out[dev] = to_numpy(reply.content["arrays"]) if "arrays" in reply.content.array_records else {}
         missing = sorted(set(per_device) - set(out))
         if missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -527,12 +528,16 @@ class ExpertWise(ResumableStrategy):
 
 
 def short_reason(reason: str) -> str:
-    """The message of an error reply without the Ray/Flower traceback around it."""
-    text = str(reason)
+    """The message of an error reply without the Ray/Flower wrapping around it: the simulation's
+    ``<class '...RayTaskError(ClientAppException)'>:<ray::... traceback ... Message: MSG'>`` and a
+    SuperNode's ``<class 'ValueError'>:<'MSG'>`` both give ``MSG`` (its last line)."""
+    text = str(reason).strip().removesuffix("'>")
     if "Message: " in text:
         text = text.rsplit("Message: ", 1)[1]
+    else:
+        text = re.sub(r"^<class '[^']*'>:<'?", "", text)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else text).rstrip("'>").strip()
+    return lines[-1] if lines else text.strip()
 
 
 def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: float = 120.0) -> dict[int, DeviceInfo]:
@@ -557,7 +562,7 @@ def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: floa
     seen: dict[int, int] = {}
     for msg in replies:
         if msg.has_error():
-            raise RuntimeError(f"node {msg.metadata.src_node_id} failed the device query: {msg.error.reason}")
+            raise RuntimeError(f"node {msg.metadata.src_node_id} failed the device query: {short_reason(msg.error.reason)}")
         m = msg.content["metrics"]
         dev = int(m["partition-id"])
         if not 0 <= dev < expected:

@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, NamedTuple
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -162,23 +162,60 @@ def make_server_app(cfg: FedMoEConfig, run_dir: Path | None, outcome: list, on_r
     return server
 
 
+class RunConfig(NamedTuple):
+    """What the ``flwr run`` run config asks for (:func:`config_from_run_config`)."""
+
+    cfg: FedMoEConfig
+    run_dir: Path
+    resume: bool
+    scenario_file: Path
+
+
+def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """The config, run folder and resume flag of a ``flwr run`` run config (module docstring).
+
+    Keys left out take the defaults of ``[tool.flwr.app.config]``. A bad value is a one-line
+    :class:`~fedmoe.config.ConfigError` (or ``ValueError``) naming the run-config key: an unknown
+    scenario, an ``overrides`` entry that is not ``key.path=value`` or whose value the config
+    refuses, a ``resume`` that is not a boolean, a ``run-dir`` that is empty, not a string or
+    not a folder that can be written.
+    """
+    from fedmoe.cli import parse_assignment
+    from fedmoe.config import ConfigError, dotted_to_nested
+    from fedmoe.files import check_folder_target
+    from fedmoe.scenarios import load_scenario, resolve_scenario
+
+    def text(key: str, default: str) -> str:
+        value = run_config.get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(f"run config {key}={value!r}: expected a string")
+        return value
+
+    scenario = text("scenario", "default")
+    assignments = [a.strip() for a in text("overrides", "").split(";") if a.strip()]
+    overrides = dotted_to_nested(dict(parse_assignment(a, "run config overrides:") for a in assignments))
+    try:
+        scenario_file = resolve_scenario(scenario)
+    except ConfigError as err:
+        raise ConfigError(f"run config scenario: {err}") from None
+    try:
+        cfg = load_scenario(scenario, overrides)
+    except ConfigError as err:
+        raise ConfigError("run config: " + "; ".join(str(err).splitlines())) from None
+    run_dir = text("run-dir", "runs/flwr")
+    if not run_dir.strip():
+        raise ConfigError("run config run-dir='': expected the run folder's path")
+    resume = run_config.get("resume", False)
+    if not isinstance(resume, bool):
+        raise ResumeError(f"run config resume={resume!r}: expected true or false")
+    return RunConfig(cfg, check_folder_target(run_dir.strip(), "run config run-dir"), resume, scenario_file)
+
+
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """``flwr run .`` entry point: config from the run config (module docstring)."""
-    from fedmoe.cli import parse_assignment
-    from fedmoe.config import dotted_to_nested
-    from fedmoe.scenarios import load_scenario, resolve_scenario
-
-    rc = context.run_config
-    scenario = str(rc.get("scenario", "default"))
-    assignments = [a for a in str(rc.get("overrides", "")).split(";") if a.strip()]
-    overrides = dotted_to_nested(dict(parse_assignment(a) for a in assignments))
-    cfg = load_scenario(scenario, overrides)
-    run_dir = Path(str(rc.get("run-dir", "runs/flwr")))
-    resume = rc.get("resume", False)
-    if not isinstance(resume, bool):
-        raise ResumeError(f"run config resume={resume!r}: expected true or false")
-    serve_any(grid, cfg, run_dir, scenario_file=resolve_scenario(scenario), resume=resume)
+    """``flwr run .`` entry point: config from the run config (:func:`config_from_run_config`)."""
+    cfg, run_dir, resume, scenario_file = config_from_run_config(context.run_config)
+    serve_any(grid, cfg, run_dir, scenario_file=scenario_file, resume=resume)

@@ -54,6 +54,7 @@ from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.split.clock import LinkBudget, exchange_cost, link_budget, uplink_seconds
 from fedmoe.split.device import Encoded, num_chunks
 from fedmoe.split.server import ChunkInput, SplitServer
+from strategies.expert_wise import short_reason
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ class SplitLearning:
                 continue
             if reply.has_error():
                 errored.add(dev)
-                failures.append(f"device {dev} ({what}): {reply.error.reason}")
-                log.warning("split %s: device %d failed: %s", what, dev, reply.error.reason)
+                failures.append(f"device {dev} ({what}): {short_reason(reply.error.reason)}")
+                log.warning("split %s: device %d failed: %s", what, dev, short_reason(reply.error.reason))
                 continue
             out[dev] = reply
         for dev in sorted(set(msgs) - set(out) - errored):

@@ -46,6 +46,7 @@ from fedmoe.flower import to_numpy, to_record
 from fedmoe.v2i.agents import Agent, build_agent
 from fedmoe.v2i.federated import alone_seed, eval_seed, group_keys, load_arrays, road, state_arrays
 from fedmoe.v2i.training import agent_policy, evaluate, fixed_policies, train_agent
+from strategies.expert_wise import short_reason
 from strategies.validation import check_arrays
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class V2IFederated:
             answered.add(station)
             problem = None
             if reply.has_error():
-                problem = reply.error.reason
+                problem = short_reason(reply.error.reason)
             elif "arrays" not in reply.content.array_records or "metrics" not in reply.content.metric_records:
                 problem = "reply lacks 'arrays' or 'metrics'"
             else:

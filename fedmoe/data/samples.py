@@ -7,6 +7,7 @@ only modalities a source provides at all appear in ``inputs``.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,17 +101,25 @@ class ISACSamples:
         payload["bits/names"] = np.array(list(self.bits_per_sample), dtype=str)
         payload["bits/values"] = np.array(list(self.bits_per_sample.values()), dtype=np.int64)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **payload)
-        tmp.replace(path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **payload)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "ISACSamples":
         """Read a file written by :meth:`save`; a wrong or damaged file gives a ValueError naming it."""
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path}: is a folder, not a dataset file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such dataset file")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a fedmoe dataset file (not an .npz archive; make one with `fedmoe data make`)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
@@ -120,6 +129,6 @@ class ISACSamples:
                         groups[group][name] = z[key]
                 bits = dict(zip(z["bits/names"].tolist(), (int(v) for v in z["bits/values"])))
                 present = z["present"]
-        except (KeyError, ValueError, OSError) as err:
+            return cls(groups["inputs"], present, groups["labels"], groups["conditions"], bits)
+        except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path}: not a fedmoe dataset file ({err})") from None
-        return cls(groups["inputs"], present, groups["labels"], groups["conditions"], bits)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmoe.files import write_atomic
+from fedmoe.files import check_folder_target, write_atomic
 
 NODE_CONFIG_KEY = "state-dir"
 MESSAGE_CONFIG_KEY = "client-state-dir"
@@ -81,9 +81,12 @@ class DeviceStateStore:
 
 def state_folder(node_config: dict, message_config: dict) -> Path | None:
     """The device's state folder: its node config's ``state-dir``, else the message's
-    ``client-state-dir``, else ``None`` (module docstring)."""
-    for source, key in ((node_config, NODE_CONFIG_KEY), (message_config, MESSAGE_CONFIG_KEY)):
+    ``client-state-dir``, else ``None`` (module docstring). A path where no folder can be made
+    (a file is in the way) is a one-line :class:`~fedmoe.files.PathError` naming the key, raised
+    when the device reads its state, before it trains."""
+    for source, key, what in ((node_config, NODE_CONFIG_KEY, "node config"),
+                              (message_config, MESSAGE_CONFIG_KEY, "message config")):
         value = source.get(key)
         if value is not None and str(value).strip():
-            return Path(str(value))
+            return check_folder_target(str(value), f"{what} {key}")
     return None

@@ -18,9 +18,17 @@ from torch import nn
 from fedmoe.config import ModelConfig, WirelessConfig
 from fedmoe.models.device_costs import CostMatrices, ExpertFootprint, expert_cost_matrices, selection_latency_energy
 from fedmoe.models.experts import ExpertCost, build_experts, default_expert_specs, expert_costs
+from fedmoe.models.gate_backbones import GATE_BACKBONES
 from fedmoe.models.gates import GATES, TopNGate
 from fedmoe.models.moe import MoE
 from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_device_profiles
+
+
+def check_model_names(cfg: ModelConfig) -> None:
+    """An :class:`~fedmoe.registry.UnknownNameError` naming the field if ``model.gate`` or
+    ``model.gate_backbone`` is not registered (commands call it before generating data)."""
+    GATES.check(cfg.gate, "model.gate")
+    GATE_BACKBONES.check(cfg.gate_backbone, "model.gate_backbone")
 
 
 def build_moe(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], num_beams: int) -> MoE:

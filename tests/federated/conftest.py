@@ -101,8 +101,8 @@ class LocalGrid(Grid):
                 self.answered[node] = self.answered.get(node, 0) + 1
             try:
                 reply = client_app(msg, self.contexts[node])
-            except Exception as err:  # noqa: BLE001 - becomes the reply's error, as in Flower
-                reply = Message(Error(code=0, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
+            except Exception as err:  # noqa: BLE001 - becomes the reply's error, as a SuperNode makes it
+                reply = Message(Error(code=0, reason=str(type(err)) + ":<'" + str(err) + "'>"), reply_to=msg)
             if training and node in self.tamper and not reply.has_error():
                 self.tamper[node](reply)
             replies.append(reply)
