@@ -334,7 +334,7 @@ OPTION_CASES = [  # refused by our code: one line
     (["deploy", "certs", "--out", "pki", "--hosts", "a.example,a.example"], ["--hosts", "duplicate"]),
     (["deploy", "node-key", "--out", "node.pub"], ["node.pub", "private key"]),
     (["deploy", "local", "--nodes", "3"], ["--nodes 3", "partition.num_devices=10"]),
-    (["deploy", "local", "--nodes", "0"], ["--nodes 0", "partition.num_devices=10"]),
+    (["deploy", "local", "--nodes", "0"], ["--nodes: expected at least 1, got 0"]),
     (["deploy", "local", "--nodes", "0", "--set", "partition.num_devices=0"], ["partition.num_devices", "got 0"]),
     (["deploy", "local", "--nodes", "4", "--set", "partition.num_devices=5"], ["--nodes 4", "partition.num_devices=5"]),
     (["deploy", "local", "--timeout", "0"], ["--timeout", "got 0"]),

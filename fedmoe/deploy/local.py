@@ -305,6 +305,8 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     devices = cfg.partition.num_devices
     if nodes is None:
         nodes = devices
+    elif nodes < 1:
+        raise DeployArgumentError(f"--nodes: expected at least 1, got {nodes}")
     elif nodes != devices:
         raise DeployArgumentError(f"--nodes {nodes} but the scenario has partition.num_devices={devices} "
                           f"(add --set partition.num_devices={nodes}, or drop --nodes)")

@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from fedmoe.files import write_atomic
+
 CSV_COLUMNS = ("round", "stage", "selected", "completed", "failed", "planned_latency_s", "latency_s", "energy_j",
                "clock_s", "upload_bits", "train_loss", "accuracy", "accuracy_los", "accuracy_blocked",
                "inference_latency_s", "inference_energy_j", "gate_entropy")
@@ -79,19 +81,13 @@ def write_run(out: Path, config: dict[str, Any], doc: dict[str, Any], scenario_f
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if scenario_file is not None and scenario_file.is_file():
         (out / "scenario.toml").write_text(scenario_file.read_text())
-    _atomic_write(out / "metrics.json", json.dumps(doc, indent=2, default=_jsonable))
+    write_atomic(out / "metrics.json", json.dumps(doc, indent=2, default=_jsonable).encode())
     with open(out / "rounds.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
     plot_run(out, rows, expert_names)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _jsonable(x: Any) -> Any:
