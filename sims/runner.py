@@ -212,6 +212,29 @@ def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: 
             "init_args": {"address": LOCAL_RAY, "num_cpus": cpus, "include_dashboard": False, "log_to_driver": True}}
 
 
+def start_ray(backend: dict) -> None:
+    """Start (or attach to) Ray in the calling thread, exactly as Flower's Ray backend would.
+
+    ``run_simulation`` starts the ServerApp's thread and the backend together, and the backend
+    would then start Ray's processes (``fork``) while the ServerApp computes with numpy. A
+    ``fork`` while another thread uses OpenBLAS can hang for ever in OpenBLAS's pre-fork
+    handler (seen once on the 2-core CI machine: ``blas_thread_shutdown_`` joining a
+    worker). Started here, before any other thread of the run exists, Ray is already up when
+    the backend looks (it skips ``ray.init`` then) and nothing forks later.
+    """
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    RayBackend(backend)  # its constructor only runs ray.init with the backend's arguments (no actors yet)
+
+
+def stop_ray() -> None:
+    """Shut Ray down if it is still up (Flower's backend does so when it ends normally)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, scenario_file: Path | None = None,
                   on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False,
                   ray_address: str | None = None, resume: bool = False):
@@ -280,9 +303,11 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
         flwr_logger.setLevel(logging.WARNING)
     t0 = time.perf_counter()
     try:
+        start_ray(backend)
         run_simulation(server_app=server, client_app=client_app, num_supernodes=cfg.partition.num_devices,
                        backend_config=backend, verbose_logging=verbose)
     finally:
+        stop_ray()
         flwr_logger.setLevel(level)
         bar.close()
     if not outcome:

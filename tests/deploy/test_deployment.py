@@ -87,6 +87,9 @@ def test_two_rounds_of_the_default_scenario_run_to_completion(cluster):
     # the ServerApp and the ClientApps ran from the bundle `flwr run` sent, unpacked in each FLWR_HOME
     for home in ["superlink", *(f"supernode-{k}" for k in range(NODES))]:
         assert list((cluster.out / "home" / home / "apps").glob("fedmoe.fedmoe.*/clients/app.py")), home
+    # each SuperNode kept its device's local state (the stage-II critic) in its node config's state-dir
+    for k in range(NODES):
+        assert (cluster.out / "home" / f"supernode-{k}" / "state" / f"device_{k}" / "round_000002.npz").is_file(), k
     # only the three registered SuperNodes ever got in
     assert len(ACTIVATED.findall(cluster.superlink.log_text())) == NODES
     # the same ServerApp loop over the same ClientApp handlers, called in this process, gives the same rounds
