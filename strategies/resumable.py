@@ -12,15 +12,14 @@ server saves its state. Subclasses provide :meth:`state_dict` and
 
 from __future__ import annotations
 
-import logging
 import time
+from logging import INFO
 from typing import Any, Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
-
-log = logging.getLogger(__name__)
 
 RoundEnd = Callable[[int, ArrayRecord], None]
 
@@ -59,7 +58,8 @@ class ResumableStrategy(Strategy):
         """
         if not 1 <= first_round <= num_rounds + 1:
             raise ValueError(f"first_round={first_round} is outside [1, {num_rounds + 1}]")
-        log.info("Starting %s strategy at round %d of %d", type(self).__name__, first_round, num_rounds)
+        # Flower's own logger and lines, as Strategy.start writes them: `flwr run --stream` shows them
+        log(INFO, "Starting %s strategy at round %d of %d", type(self).__name__, first_round, num_rounds)
         self.summary()
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
@@ -72,7 +72,8 @@ class ResumableStrategy(Strategy):
                 result.evaluate_metrics_serverapp[0] = res
         arrays = initial_arrays
         for current in range(first_round, num_rounds + 1):
-            log.info("[ROUND %d/%d]", current, num_rounds)
+            log(INFO, "")
+            log(INFO, "[ROUND %d/%d]", current, num_rounds)
             replies = grid.send_and_receive(messages=self.configure_train(current, arrays, train_config, grid),
                                             timeout=timeout)
             new_arrays, train_metrics = self.aggregate_train(current, replies)
@@ -91,5 +92,5 @@ class ResumableStrategy(Strategy):
                     result.evaluate_metrics_serverapp[current] = res
             if on_round_end is not None:
                 on_round_end(current, arrays)
-        log.info("%s finished rounds %d..%d in %.2f s", type(self).__name__, first_round, num_rounds, time.time() - t0)
+        log(INFO, "Strategy execution finished in %.2fs (rounds %d..%d)", time.time() - t0, first_round, num_rounds)
         return result
