@@ -18,18 +18,26 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 
-def write_atomic(path: Path, content: bytes, secret: bool = False) -> None:
-    """Write ``content`` to ``path`` whole or not at all (module docstring); ``secret``: mode 0600."""
+def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secret: bool = False) -> None:
+    """Write ``content`` to ``path`` whole or not at all (module docstring); ``secret``: mode 0600.
+
+    ``content`` is the bytes, or a function that writes them to the open temporary file
+    (``lambda f: np.savez(f, **arrays)``, ``lambda f: torch.save(obj, f)``), so that large
+    contents are streamed to the disk instead of first being built in memory.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600 if secret else 0o644)
         with os.fdopen(fd, "wb") as f:
-            f.write(content)
+            if callable(content):
+                content(f)
+            else:
+                f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedmoe.config import MODALITIES
+from fedmoe.files import write_atomic
 
 LABEL_KEYS: tuple[str, ...] = ("beam", "pathloss_db", "next_position")
 """Task labels: best beam index (classification), path loss in dB and next position in m (regression)."""
@@ -89,25 +90,17 @@ class ISACSamples:
         return int(sum(a.nbytes for a in arrays))
 
     def save(self, path: str | Path) -> Path:
-        """Write an uncompressed ``.npz`` (atomically: a temporary file renamed into place)."""
+        """Write an uncompressed ``.npz`` whole or not at all (:func:`fedmoe.files.write_atomic`)."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload: dict[str, np.ndarray] = {"present": self.present}
         for group in ("inputs", "labels", "conditions"):
             for key, arr in getattr(self, group).items():
                 payload[f"{group}/{key}"] = arr
         payload["bits/names"] = np.array(list(self.bits_per_sample), dtype=str)
         payload["bits/values"] = np.array(list(self.bits_per_sample.values()), dtype=np.int64)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **payload)
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez(f, **payload))
         return path
 
     @classmethod

@@ -27,7 +27,6 @@ Where the folder is:
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -64,10 +63,8 @@ class DeviceStateStore:
 
     def save(self, server_round: int, state: dict[str, np.ndarray]) -> Path:
         """Write the state after ``server_round``; drop all but the :data:`KEEP_VERSIONS` newest."""
-        buffer = io.BytesIO()
-        np.savez(buffer, **{k: np.asarray(v) for k, v in state.items()})
         path = self.folder / f"round_{int(server_round):06d}.npz"
-        write_atomic(path, buffer.getvalue())
+        write_atomic(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in state.items()}))
         for old in self.versions()[:-KEEP_VERSIONS]:
             (self.folder / f"round_{old:06d}.npz").unlink(missing_ok=True)
         return path

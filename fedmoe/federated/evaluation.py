@@ -9,7 +9,6 @@ the gate selects are comparable with ``fedmoe train``.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +77,5 @@ class ServerEvaluator:
             return
         state = {k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()}
         name = "final.pt" if last else f"round_{server_round:04d}.pt"
-        buffer = io.BytesIO()
-        torch.save({"round": server_round, "state_dict": state}, buffer)
-        write_atomic(self.checkpoint_dir / name, buffer.getvalue())  # a reader never sees half a file
+        # a reader never sees half a file
+        write_atomic(self.checkpoint_dir / name, lambda f: torch.save({"round": server_round, "state_dict": state}, f))

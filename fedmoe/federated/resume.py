@@ -79,7 +79,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save_state(run_dir: Path, state: ServerState) -> Path:
     """Write ``state`` atomically to :func:`resume_path` (a crash leaves the previous round's)."""
     path = resume_path(run_dir)
-    write_atomic(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    write_atomic(path, lambda f: pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL))
     return path
 
 

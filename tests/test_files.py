@@ -1,0 +1,30 @@
+"""fedmoe.files.write_atomic: the file is whole or absent, written from bytes or streamed by a function."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmoe.files import write_atomic
+
+
+def test_bytes_and_streamed_content_land_whole(tmp_path):
+    write_atomic(tmp_path / "a" / "b.bin", b"abc")
+    assert (tmp_path / "a" / "b.bin").read_bytes() == b"abc"
+    write_atomic(tmp_path / "x.npz", lambda f: np.savez(f, w=np.arange(3)))
+    with np.load(tmp_path / "x.npz") as z:
+        assert z["w"].tolist() == [0, 1, 2]
+
+
+def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "state.bin"
+    write_atomic(target, b"old")
+
+    def half_then_fail(f):
+        f.write(b"new, but only ha")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, half_then_fail)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
