@@ -89,27 +89,26 @@ def _global_arrays(msg: Message, world) -> dict:
     return world.layout.unpack(to_numpy(msg.content["arrays"]))
 
 
-def _local_state(msg: Message, context: Context, device_id: int, server_round: int, evaluating: bool = False) -> dict:
+def _local_state(context: Context, store, server_round: int, evaluating: bool = False) -> dict:
     """The device's local state as it was after the newest round before ``server_round`` (up to
-    it, ``evaluating``): from its state folder when it has one
+    it, ``evaluating``): from its state folder's ``store`` when it has one
     (:mod:`fedmoe.federated.device_state`), else from ``context.state``."""
-    store = _state_store(msg, context, device_id)
     if store is not None:
         return store.load_up_to(server_round) if evaluating else store.load_before(server_round)
     rec = context.state.array_records.get(LOCAL_STATE_KEY)
     return {} if rec is None else to_numpy(rec)
 
 
-def _keep_local_state(msg: Message, context: Context, device_id: int, server_round: int, state: dict) -> None:
+def _keep_local_state(context: Context, store, server_round: int, state: dict) -> None:
     """Keep the state after training ``server_round``: in ``context.state`` and, when the device has
     a state folder, on disk (a resumed run reads it there)."""
     context.state[LOCAL_STATE_KEY] = to_record(state)
-    store = _state_store(msg, context, device_id)
     if store is not None:
         store.save(server_round, state)
 
 
 def _state_store(msg: Message, context: Context, device_id: int):
+    """The device's :class:`~fedmoe.federated.device_state.DeviceStateStore`, or ``None`` without a state folder."""
     from fedmoe.federated.device_state import DeviceStateStore, state_folder
 
     folder = state_folder(dict(context.node_config), dict(msg.content["config"]))
@@ -143,10 +142,11 @@ def train(msg: Message, context: Context) -> Message:
     instr = RoundInstructions.from_config(dict(msg.content["config"]))
     injected = world.cfg.federated.faults
     fate = faults.before_training(injected, instr.server_round, pid)
-    local_state = _local_state(msg, context, pid, instr.server_round)
+    store = _state_store(msg, context, pid)
+    local_state = _local_state(context, store, instr.server_round)
     result = local_update(world, pid, _global_arrays(msg, world), local_state, instr)
     if result.local_state:
-        _keep_local_state(msg, context, pid, instr.server_round, result.local_state)
+        _keep_local_state(context, store, instr.server_round, result.local_state)
     arrays, metrics = world.layout.pack(result.arrays), dict(result.metrics)
     malicious = pid in faults.malicious_devices(injected, world.num_devices)
     faults.after_training(injected, fate, metrics, arrays, to_numpy(msg.content["arrays"]), malicious)
@@ -162,7 +162,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     world = _world(msg)
     pid = _device_id(context, world.num_devices)
     server_round = int(msg.content["config"].get("server-round", 0))
-    local_state = _local_state(msg, context, pid, server_round, evaluating=True)
+    local_state = _local_state(context, _state_store(msg, context, pid), server_round, evaluating=True)
     metrics = local_evaluate(world, pid, _global_arrays(msg, world), local_state)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 

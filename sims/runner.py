@@ -120,13 +120,9 @@ def _rounds_done(cfg: FedMoEConfig, out: Path | None, resume: bool) -> int:
     fails here, before Ray starts (:class:`fedmoe.federated.resume.ResumeError`)."""
     if not resume:
         return 0
-    from fedmoe.federated.resume import ResumeError, load_state
-    from strategies.server_app import check_resumable
+    from strategies.server_app import saved_run
 
-    check_resumable(cfg, resume)
-    if out is None:
-        raise ResumeError("resume needs the run folder (--out) of the run to continue")
-    return load_state(Path(out), cfg).round
+    return saved_run(cfg, out).round
 
 
 class RayClusterUnreachable(ConnectionError):

@@ -218,7 +218,7 @@ class ExpertWise(ResumableStrategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        dev_of = {d.node_id: d.device_id for d in (self.devices or {}).values()}
+        dev_of = self._device_of_node()
         # replies arrive in whatever order the devices finish; sums of floats depend on the order,
         # so the rule sees them by device: the same seed gives the same global arrays, bit for bit
         replies = sorted(replies, key=lambda m: (dev_of.get(m.metadata.src_node_id, 1 << 62), m.metadata.src_node_id))
@@ -293,7 +293,7 @@ class ExpertWise(ResumableStrategy):
 
         cfg = self.world.cfg
         num_experts = len(self.world.template.experts)
-        dev_of = {d.node_id: d.device_id for d in (self.devices or {}).values()}
+        dev_of = self._device_of_node()
         accepted, reasons = [], []
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -320,6 +320,10 @@ class ExpertWise(ResumableStrategy):
                 log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
                 reasons.append(f"node {node}: rejected: {reason}")
         return accepted, reasons
+
+    def _device_of_node(self) -> dict[int, int]:
+        """``{node id: device id}`` of the devices discovered (empty before the first round)."""
+        return {d.node_id: d.device_id for d in (self.devices or {}).values()}
 
     @cached_property
     def _parameter_names(self) -> frozenset[str]:

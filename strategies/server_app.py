@@ -107,9 +107,7 @@ def _prepare_run_dir(run_dir: Path | None, cfg: FedMoEConfig, resume: bool,
     """The saved state to resume from (``resume``), else ``None`` after removing what an earlier
     run left in ``run_dir`` that a fresh run must not mix with its own (resume state, device states)."""
     if resume:
-        if run_dir is None:
-            raise ResumeError("resume needs the run folder of the run to continue")
-        return load_state(Path(run_dir), cfg)
+        return saved_run(cfg, run_dir)
     if run_dir is not None:
         resume_path(Path(run_dir)).unlink(missing_ok=True)
         if client_state_dir is not None and Path(client_state_dir).resolve().is_relative_to(Path(run_dir).resolve()):
@@ -142,6 +140,15 @@ def check_resumable(cfg: FedMoEConfig, resume: bool) -> None:
     """Only ``mode = "federated"`` runs checkpoint their whole state and can resume."""
     if resume and cfg.mode != "federated":
         raise ResumeError(f"resume is supported for mode 'federated' only, not {cfg.mode!r} (its run restarts from round 1)")
+
+
+def saved_run(cfg: FedMoEConfig, run_dir: Path | None) -> ServerState:
+    """The state to resume the run of ``cfg`` saved in ``run_dir`` from; a one-line
+    :class:`~fedmoe.federated.resume.ResumeError` if this run cannot be resumed from there."""
+    check_resumable(cfg, True)
+    if run_dir is None:
+        raise ResumeError("resume needs the run folder (--out, run-dir) of the run to continue")
+    return load_state(Path(run_dir), cfg)
 
 
 def make_server_app(cfg: FedMoEConfig, run_dir: Path | None, outcome: list, on_round: Callable | None = None,
