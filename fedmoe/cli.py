@@ -71,11 +71,11 @@ def config_from_args(args: argparse.Namespace) -> FedMoEConfig:
 
 
 def cmd_data_make(args: argparse.Namespace) -> int:
+    from fedmoe.data.samples import ISACSamples
     from fedmoe.data.synthetic import generate
 
     cfg = config_from_args(args)
-    out = Path(args.out)
-    check_file_target(out if out.suffix == ".npz" else out.with_suffix(".npz"))  # where samples.save writes
+    out = check_file_target(ISACSamples.file_path(args.out))
     t0 = time.perf_counter()
     samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     elapsed = time.perf_counter() - t0

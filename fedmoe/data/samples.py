@@ -89,11 +89,15 @@ class ISACSamples:
         arrays = [*self.inputs.values(), *self.labels.values(), *self.conditions.values(), self.present]
         return int(sum(a.nbytes for a in arrays))
 
+    @staticmethod
+    def file_path(path: str | Path) -> Path:
+        """Where :meth:`save` writes for ``path``: ``path`` with the ``.npz`` suffix."""
+        path = Path(path)
+        return path if path.suffix == ".npz" else path.with_suffix(".npz")
+
     def save(self, path: str | Path) -> Path:
         """Write an uncompressed ``.npz`` whole or not at all (:func:`fedmoe.files.write_atomic`)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        path = self.file_path(path)
         payload: dict[str, np.ndarray] = {"present": self.present}
         for group in ("inputs", "labels", "conditions"):
             for key, arr in getattr(self, group).items():
