@@ -285,12 +285,9 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and authentication; ``flwr run`` of this project."""
     import signal
 
-    from fedmoe.deploy.local import deploy_local, summarise, validate_run
-    from sims.runner import check_config
+    from fedmoe.deploy.local import deploy_local, summarise
 
-    check_folder_target(args.out)
-    validate_run(args.scenario, args.set or [], args.nodes)
-    check_config(config_from_args(args))  # what `fedmoe run` checks too, before any process starts
+    check_folder_target(args.out)  # deploy_local checks the scenario and the run before any process starts
 
     def _terminate(signum, frame):  # SIGTERM: leave through the launcher's clean-up, like Ctrl-C
         raise KeyboardInterrupt

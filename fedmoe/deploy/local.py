@@ -289,12 +289,14 @@ def _last_line(text: str) -> str:
 def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple[str, list[str], int]:
     """Check the scenario and overrides here, before any process starts; ``(scenario, sets, nodes)``.
 
-    A scenario given as a file becomes an absolute path (the ServerApp resolves it from its own
-    folder); ``nodes`` defaults to ``partition.num_devices`` and must equal it.
+    The config gets the checks ``fedmoe run`` makes (:func:`sims.runner.check_config`). A scenario
+    given as a file becomes an absolute path (the ServerApp resolves it from its own folder);
+    ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
     from fedmoe.cli import parse_assignment
     from fedmoe.config import dotted_to_nested
     from fedmoe.scenarios import load_scenario
+    from sims.runner import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'
@@ -310,6 +312,7 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     elif nodes != devices:
         raise DeployArgumentError(f"--nodes {nodes} but the scenario has partition.num_devices={devices} "
                           f"(add --set partition.num_devices={nodes}, or drop --nodes)")
+    check_config(cfg)
     return scenario, sets, nodes
 
 
