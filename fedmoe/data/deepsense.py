@@ -15,7 +15,8 @@ radar     ``unit1_radar``          FMCW cube -> ``1 x R x A`` range-angle map (d
 gps       ``unit2_loc[_cal]``      lat/lon -> local east/north/up metres from unit 1
 ========  =======================  ===================================================
 
-Labels: ``beam`` is the (NaN-aware) argmax of the power vector, 0-based; a beam label
+Labels: ``beam`` is the (NaN-aware) argmax of the power vector, 0-based (and
+``beam_power_db`` every beam's power relative to it, dB); a beam label
 column (``unit1_beam``, 1-based in the published CSVs) is checked against it.
 ``pathloss_db`` is NaN (the powers are not calibrated); ``next_position`` is the
 position ``next_step`` rows later in the same ``seq_index`` sequence (NaN at the end).
@@ -39,6 +40,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 
 from fedmoe.config import MODALITIES, SensorConfig
+from fedmoe.data.multipath import relative_power_db
 from fedmoe.data.samples import ISACSamples
 
 try:  # Pillow decodes JPEG/PNG; it is installed with matplotlib, but stay usable without it.
@@ -834,6 +836,13 @@ def load_deepsense_scenario(
         "pathloss_db": np.full(n, np.nan, dtype=np.float32),
         "next_position": next_position.astype(np.float32),
     }
+    if cols["rf"] is not None:
+        # Each beam's power relative to the row's best (dB); NaN where the row has no power vector.
+        rel = np.full((n, num_beams), np.nan, dtype=np.float32)
+        rows = [i for i, p in enumerate(powers) if p is not None]
+        if rows:
+            rel[rows] = relative_power_db(np.nan_to_num(np.stack([powers[i] for i in rows]), nan=0.0))
+        labels["beam_power_db"] = rel
     conditions = {
         "blocked": np.array([b is not None and b != 0 for b in blockage], dtype=bool),
         "blocked_known": np.array([b is not None for b in blockage], dtype=bool),

@@ -101,7 +101,30 @@ def compute_multipath(scene: Scene, scene_cfg: SceneConfig, channel: ChannelConf
     return Multipath(gain_db, u, phase, leg1_blocked | leg2_blocked, h)
 
 
-def best_beam_labels(mp: Multipath, channel: ChannelConfig) -> np.ndarray:
-    """argmax_b |w_b^H h|^2 over the DFT codebook (int64)."""
-    gains = beam_gains(mp.h, dft_codebook(channel.num_antennas, channel.codebook_size).astype(np.complex64))
-    return np.argmax(gains, axis=1).astype(np.int64)
+BEAM_POWER_FLOOR_DB = -60.0
+"""Lowest relative beam power kept in the ``beam_power_db`` label (deeper nulls are clipped)."""
+
+
+def beam_power_db(mp: Multipath, channel: ChannelConfig) -> np.ndarray:
+    """Received power of every codebook beam relative to the best one, dB (N, B) float32, ``<= 0``.
+
+    ``P_b = 10 log10(|w_b^H h|^2 / max_b' |w_b'^H h|^2)``, clipped below at
+    :data:`BEAM_POWER_FLOOR_DB`. It scores a beam prediction by the power it loses (the
+    *power ratio*, :mod:`fedmoe.models.scores`) and gives the soft training targets of
+    the ``soft_power`` beam objective (:func:`fedmoe.models.heads.beam_loss`).
+    """
+    return relative_power_db(_codebook_gains(mp, channel))
+
+
+def relative_power_db(gains: np.ndarray) -> np.ndarray:
+    """``10 log10(g_b / max_b g_b)`` per row of linear powers ``gains`` (N, B), clipped at the floor; float32."""
+    g = np.asarray(gains, dtype=np.float64)
+    top = np.max(g, axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = 10.0 * np.log10(np.where(top > 0, g / np.where(top > 0, top, 1.0), 1.0))
+    return np.maximum(np.nan_to_num(rel, nan=BEAM_POWER_FLOOR_DB, neginf=BEAM_POWER_FLOOR_DB),
+                      BEAM_POWER_FLOOR_DB).astype(np.float32)
+
+
+def _codebook_gains(mp: Multipath, channel: ChannelConfig) -> np.ndarray:
+    return beam_gains(mp.h, dft_codebook(channel.num_antennas, channel.codebook_size).astype(np.complex64))

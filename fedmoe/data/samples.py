@@ -17,7 +17,10 @@ from fedmoe.config import MODALITIES
 from fedmoe.files import write_atomic
 
 LABEL_KEYS: tuple[str, ...] = ("beam", "pathloss_db", "next_position")
-"""Task labels: best beam index (classification), path loss in dB and next position in m (regression)."""
+"""Task labels: best beam index (classification), path loss in dB and next position in m (regression).
+
+A source may also give ``beam_power_db`` (N, B): every beam's power relative to the best,
+dB (``<= 0``), which the power-ratio score and the ``soft_power`` objective need."""
 
 
 @dataclass
@@ -31,7 +34,8 @@ class ISACSamples:
     present
         (N, len(MODALITIES)) bool; column order is :data:`fedmoe.config.MODALITIES`.
     labels
-        ``beam`` (N,) int64, ``pathloss_db`` (N,) float32, ``next_position`` (N, 3) float32.
+        ``beam`` (N,) int64, ``pathloss_db`` (N,) float32, ``next_position`` (N, 3) float32;
+        optionally ``beam_power_db`` (N, B) float32, each beam's power relative to the best (dB).
     conditions
         per-sample facts that are not model inputs: ``blocked`` (N,) bool (the LoS path is
         obstructed), ``is_uav`` (N,) bool, ``position`` (N, 3) float32 (true position, m).

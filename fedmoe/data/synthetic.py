@@ -4,8 +4,9 @@ A sample is one snapshot of the street scene of :mod:`fedmoe.data.scene`, with
 
 * inputs: camera (3 x S x S uint8), lidar (range scan, m), radar (2 x R x A range-angle
   power/velocity map), GPS (current and previous noisy fix, m), RF (wide-beam powers, dBm);
-* labels: best narrow beam of the BS codebook, multipath path loss (dB), next position
-  of the user after ``time_step_s`` (m);
+* labels: best narrow beam of the BS codebook, the power of every codebook beam relative
+  to the best (dB), multipath path loss (dB), next position of the user after
+  ``time_step_s`` (m);
 * conditions: ``blocked`` (the direct path crosses a large vehicle), ``is_uav``, ``position``.
 
 Why the gate has something to learn: with a clear line of sight the best beam points at
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from fedmoe.config import MODALITIES, ChannelConfig, DataConfig
 from fedmoe.data import sensors
-from fedmoe.data.multipath import best_beam_labels, compute_multipath
+from fedmoe.data.multipath import beam_power_db, compute_multipath
 from fedmoe.data.partition import SampleSource
 from fedmoe.data.samples import ISACSamples
 from fedmoe.data.scene import draw_scene
@@ -49,8 +50,10 @@ def generate_chunk(cfg: DataConfig, channel: ChannelConfig, n: int, rng: np.rand
     }
     dt = sc.time_step_s
     next_pos = scene.user_pos + scene.user_vel * dt + 0.5 * scene.user_acc * dt**2
+    power_db = beam_power_db(mp, channel)
     labels = {
-        "beam": best_beam_labels(mp, channel),
+        "beam": np.argmax(power_db, axis=1).astype(np.int64),
+        "beam_power_db": power_db,
         "pathloss_db": mp.pathloss_db.astype(np.float32),
         "next_position": next_pos.astype(np.float32),
     }

@@ -153,3 +153,22 @@ def test_train_test_split_is_disjoint_and_complete(samples):
 def test_bad_sample_count():
     with pytest.raises(ValueError, match="num_samples"):
         generate(DataConfig(), num_samples=0)
+
+
+def test_beam_powers_are_the_codebook_gains_relative_to_the_best():
+    """Recompute |w_bᴴ h|² from the channel of the same draw (same seed) and compare."""
+    from fedmoe.data.synthetic import generate_chunk
+    from fedmoe.wireless.antenna import beam_gains, dft_codebook
+
+    cfg, channel = DataConfig(), ChannelConfig()
+    s = generate_chunk(cfg, channel, 200, np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    scene = draw_scene(cfg.scene, channel.bs_height_m, 200, rng)
+    mp = compute_multipath(scene, cfg.scene, channel, rng)
+    g = beam_gains(mp.h.astype(np.complex128), dft_codebook(channel.num_antennas, channel.codebook_size))
+    expected = np.maximum(10 * np.log10(g / g.max(axis=1, keepdims=True)), -60.0)
+    p = s.labels["beam_power_db"]
+    assert p.shape == (200, channel.codebook_size) and p.dtype == np.float32
+    np.testing.assert_allclose(p, expected, atol=1e-3)
+    np.testing.assert_array_equal(s.labels["beam"], np.argmax(expected, axis=1))
+    assert (p.max(axis=1) == 0).all() and (p <= 0).all()

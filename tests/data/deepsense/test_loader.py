@@ -84,6 +84,10 @@ def test_beam_label_is_the_zero_based_argmax_of_the_powers(scenario):
     assert data.labels["beam"].dtype == np.int64
     assert data.labels["beam"].tolist() == scenario.best  # CSV holds best + 1 (1-based)
     np.testing.assert_array_equal(data.labels["beam"], np.argmax(data.inputs["rf"], axis=1))
+    # Relative beam powers, recomputed here from the linear powers the loader read.
+    linear = data.inputs["rf"].astype(np.float64)
+    expected = np.maximum(10 * np.log10(np.maximum(linear, 1e-300) / linear.max(axis=1, keepdims=True)), -60.0)
+    np.testing.assert_allclose(data.labels["beam_power_db"], expected, atol=1e-4)
 
 
 def test_a_label_column_that_disagrees_warns_or_raises(scenario):
