@@ -219,11 +219,24 @@ class PartitionConfig(StrictModel):
 
 
 class TaskWeights(StrictModel):
-    """Weights α_t of the multi-task loss."""
+    """Weights α_t of the multi-task loss, and the objective of the beam task (fedmoe.models.heads.beam_loss)."""
 
     beam: float = Field(1.0, ge=0.0, le=1e3)
+    beam_objective: Literal["cross_entropy", "soft_power", "topk_set"] = Field(
+        "cross_entropy", description="beam loss: cross-entropy on the best beam, cross-entropy on soft labels from "
+                                     "the beam powers, or -log of the probability of the k best beams")
+    soft_power_db: float = Field(3.0, gt=0.0, le=100.0, description="soft_power: targets ∝ 10^(P_b / this) (dB)")
+    objective_k: int = Field(3, ge=1, le=4096, description="topk_set: the k best beams whose probability is raised")
     pathloss: float = Field(0.0, ge=0.0, le=1e3, description="weight of the path-loss Huber loss (dB / 10)")
     next_position: float = Field(0.0, ge=0.0, le=1e3, description="weight of the next-position Huber loss (m)")
+
+
+class ScoreConfig(StrictModel):
+    """How beam predictions are scored (fedmoe.models.scores): beams swept per sample and the main score."""
+
+    top_k: int = Field(3, ge=1, le=4096, description="beams a base station sweeps from the predicted ranking")
+    main: Literal["top1", "topk", "power_ratio_db"] = Field(
+        "topk", description="the score summaries, targets and the demo lead with")
 
 
 class TrainConfig(StrictModel):
@@ -241,8 +254,12 @@ class TrainConfig(StrictModel):
     stage1_mode: Literal["each", "subsets"] = Field(
         "each", description="stage I: every expert predicts alone (each), or random subsets are averaged")
     keep_prob: float = Field(0.7, gt=0.0, le=1.0, description="stage I subsets: chance an available expert is active")
-    gate_estimator: Literal["score_function", "straight_through"] = Field(
-        "score_function", description="stage II gate gradient for sampling gates (gumbel_hard, gumbel_topn)")
+    gate_estimator: Literal["score_function", "straight_through", "oracle_routing"] = Field(
+        "score_function", description="stage II gate training: score function or straight-through gradients (sampling "
+                                      "gates), or classification of the per-sample oracle choice (one-expert gates)")
+    routing_loss: Literal["task", "topk_miss", "power_loss_db"] = Field(
+        "power_loss_db", description="oracle_routing: the per-sample loss the oracle minimises with λ·C: the training "
+                                     "objective, a top-k miss (0/1), or the dB a top-k sweep loses (score.top_k)")
     critic_baseline: bool = Field(True, description="score function: per-sample learned baseline (else batch mean)")
     entropy_weight: float = Field(0.05, ge=0.0, le=10.0, description="score function: gate entropy bonus β_H")
     tau_start: float = Field(2.0, gt=0.0, le=100.0)
@@ -250,6 +267,7 @@ class TrainConfig(StrictModel):
     collapse_share: float = Field(0.9, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0)
     tasks: TaskWeights = Field(default_factory=TaskWeights)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
 
 def distinct_modalities(v: tuple[str, ...]) -> tuple[str, ...]:
@@ -266,6 +284,9 @@ class ModelConfig(StrictModel):
     modalities: tuple[Modality, ...] = Field(MODALITIES, description="modalities with their own experts (paper 000)")
     subsets: tuple[tuple[Modality, ...], ...] = Field(
         (), description="modality-subset experts (paper 001), e.g. [['gps', 'rf'], ['gps', 'rf', 'radar']]")
+    expert_widths: dict[str, tuple[int, ...]] = Field(
+        default_factory=dict, description="widths (small, medium, large) of a modality's or subset's experts, by "
+                                          "name ('gps', 'gps+rf'): overrides the architecture's defaults")
     expert_dim: int = Field(32, ge=4, le=1024, description="width of every expert's output z_d")
     head_hidden: int = Field(128, ge=0, le=4096, description="hidden width of the task heads (0: linear heads)")
     gate: str = Field("gumbel_hard", description="a name in fedmoe.models.gates.GATES")
@@ -294,6 +315,17 @@ class ModelConfig(StrictModel):
     def _some_expert(self) -> "ModelConfig":
         if not self.modalities and not self.subsets:
             raise ValueError("the mixture has no experts: give modalities or subsets")
+        return self
+
+    @model_validator(mode="after")
+    def _widths_name_groups(self) -> "ModelConfig":
+        groups = {*self.modalities, *("+".join(s) for s in self.subsets)}
+        for name, widths in self.expert_widths.items():
+            if name not in groups:
+                raise ValueError(f"expert_widths.{name}: no such expert group; groups: {sorted(groups)}")
+            if len(widths) < self.experts_per_modality or any(w < 1 or w > 4096 for w in widths):
+                raise ValueError(f"expert_widths.{name}: give {self.experts_per_modality} width(s) in [1, 4096], "
+                                 f"got {list(widths)}")
         return self
 
 
@@ -544,6 +576,14 @@ class FedMoEConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     v2i: V2IConfig = Field(default_factory=V2IConfig)
+
+    @model_validator(mode="after")
+    def _k_fits_codebook(self) -> "FedMoEConfig":
+        beams = self.wireless.channel.codebook_size
+        for name, k in (("train.score.top_k", self.train.score.top_k), ("train.tasks.objective_k", self.train.tasks.objective_k)):
+            if k > beams:
+                raise ValueError(f"{name}={k} exceeds the codebook (wireless.channel.codebook_size={beams})")
+        return self
 
     @model_validator(mode="after")
     def _experts_have_devices(self) -> "FedMoEConfig":

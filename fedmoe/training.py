@@ -34,9 +34,11 @@ import torch
 
 from fedmoe.config import MODALITIES, TrainConfig
 from fedmoe.data.samples import ISACSamples
+from fedmoe.models.aux_losses import router_z_loss
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE, batch_tensors
+from fedmoe.models.scores import ranked_beams, ranking_scores, summarise_scores
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,65 @@ def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor 
     return total + _router_penalties(gate_out.aux, z_weight, balance_weight)
 
 
+def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: torch.Tensor,
+                        labels: dict[str, torch.Tensor], costs: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
+    """Stage II by supervised routing: every expert learns alone, the gate learns the oracle's choice.
+
+    Each available expert ``i`` predicts alone (as in stage I) with per-sample task loss
+    ``ℓ_bi``; the target of sample ``b`` is the per-sample oracle of
+    :mod:`fedmoe.models.oracle`, ``i*_b = argmin_i ℓ_bi + λ C_bi`` (paper 001 eq. 9 per
+    sample, losses detached), and the gate is trained by cross-entropy on its logits::
+
+        L = mean_i mean_{b: i available} ℓ_bi  +  mean_b [−log softmax(l_b)_{i*_b}]  + β_z L_z
+
+    The gate thus regresses the decision the resource-aware loss asks for from the cheap
+    cues it reads, with no sampling noise (the score-function estimator sees one expert's
+    loss per sample; here it sees all of them). The price is training compute: every
+    available expert runs on every training sample, as in stage I; inference still
+    computes only the expert the gate selects. For gates that select one expert.
+    """
+    pairs = model.forward_each(inputs, present)
+    avail = model.available(present.bool())
+    batch = present.shape[0]
+    loss_matrix = torch.full((batch, model.num_experts), float("inf"))
+    expert_loss = 0.0
+    cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
+    for i, (r, out) in zip(cols, pairs):
+        sub = {k: v[r] for k, v in labels.items()}
+        per, _ = task_loss(out, sub, cfg.tasks, reduction="none")
+        loss_matrix[r, i] = routing_loss(out.beam_logits.detach(), per.detach(), sub, cfg)
+        expert_loss = expert_loss + per.mean()
+    cost = costs if costs is not None else torch.zeros_like(loss_matrix)
+    target = -(loss_matrix + cfg.cost_weight * cost)
+    logits = model.gate_logits(inputs, present, costs)
+    gate_loss = ((logits - target)[avail] ** 2).mean()
+    return expert_loss / max(len(pairs), 1) + gate_loss
+
+
+def routing_loss(logits: torch.Tensor, task: torch.Tensor, labels: dict[str, torch.Tensor],
+                 cfg: TrainConfig) -> torch.Tensor:
+    """Per-sample loss ``ℓ`` the routing oracle weighs against ``λ C`` (``cfg.routing_loss``).
+
+    ``task``: the training objective itself; ``topk_miss``: 1 when the best beam is not
+    among the ``k = cfg.score.top_k`` predicted; ``power_loss_db``: the dB the sweep of
+    those ``k`` beams loses to the best beam (``−`` the power ratio of
+    :mod:`fedmoe.models.scores`). The last two value a prediction as beam management
+    does: a near-miss that the sweep corrects costs nothing.
+    """
+    if cfg.routing_loss == "task":
+        return task
+    k = min(cfg.score.top_k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    if cfg.routing_loss == "topk_miss":
+        return (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
+    if "beam_power_db" not in labels:
+        raise ValueError("routing_loss 'power_loss_db' needs the beam_power_db label, which the data lacks")
+    power = labels["beam_power_db"]
+    miss = (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
+    lost = -power.gather(1, top).max(dim=1).values.to(task.dtype)
+    return torch.where(torch.isfinite(lost), lost, miss)
+
+
 @dataclass
 class EpochReport:
     stage: int
@@ -182,11 +243,16 @@ def _optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int):
 
 
 @torch.no_grad()
-def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, batch_size: int = 1024) -> dict:
-    """Beam accuracy, gate statistics and the computed (sample, expert) pairs on ``samples``."""
+def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, batch_size: int = 1024,
+             top_k: int = 3) -> dict:
+    """Beam scores, gate statistics and the computed (sample, expert) pairs on ``samples``.
+
+    ``accuracy`` is top-1; ``scores`` holds the per-sample top-1, top-``top_k`` and power
+    ratio of :func:`fedmoe.models.scores.beam_scores` (beams swept: ``top_k``).
+    """
     model.eval()
     correct, entropy, usage, spent, cost_sum = 0, 0.0, torch.zeros(model.num_experts), 0, 0.0
-    selected_all, hits = [], []
+    selected_all, hits, ranked = [], [], []
     for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         c = _costs_for(costs, rows)
@@ -194,6 +260,7 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
         hit = out.tasks.beam_logits.argmax(1) == labels["beam"]
         correct += int(hit.sum())
         hits.append(hit)
+        ranked.append(ranked_beams(out.tasks.beam_logits, min(top_k, out.tasks.beam_logits.shape[1])))
         p = torch.nan_to_num(out.gate.probs)
         entropy += float(-(p * torch.log(p.clamp_min(1e-12))).sum(1).sum())
         usage += out.gate.selected.float().sum(0)
@@ -202,9 +269,10 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
             cost_sum += float((out.gate.selected.float() * c).sum())
         selected_all.append(out.gate.selected)
     n = len(samples)
+    scores = ranking_scores(np.concatenate(ranked), samples.labels["beam"], samples.labels.get("beam_power_db"))
     return {"accuracy": correct / n, "gate_entropy": entropy / n, "usage": (usage / n).tolist(),
             "expert_evaluations_per_sample": spent / n, "mean_cost": cost_sum / n if costs is not None else float("nan"),
-            "selected": torch.cat(selected_all).numpy(), "correct": torch.cat(hits).numpy()}
+            "selected": torch.cat(selected_all).numpy(), "correct": torch.cat(hits).numpy(), "scores": scores}
 
 
 def accuracy_under_dropout(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None) -> dict[str, float]:
@@ -302,6 +370,15 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
         model.gate.temperature = float(schedule(step))
         inputs, present, labels = batch_tensors(train_set, rows)
         c = _costs_for(costs, rows)
+        if cfg.gate_estimator == "oracle_routing":
+            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg)
+            total += _optimise(model, loss, opt, sched, anchor, mu) * len(rows)
+            rows_done += len(rows)
+            computed += model.available(present.bool()).sum(0).numpy()
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            continue
         out = model(inputs, present, c, detach_weights=score_function)
         per_sample, _ = task_loss(out.tasks, labels, cfg.tasks, reduction="none")
         if score_function:
@@ -409,7 +486,8 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
         return {"all": float(values.mean()), "los": float(values[~blocked].mean()) if (~blocked).any() else float("nan"),
                 "blocked": float(values[blocked].mean()) if blocked.any() else float("nan")}
 
-    return {"accuracy": by_condition(correct.astype(float)), "mean_flops": float((selected @ flops).mean()),
+    return {"accuracy": by_condition(correct.astype(float)), "scores": summarise_scores(final["scores"], blocked),
+            "mean_flops": float((selected @ flops).mean()),
             "mean_latency_s": float(latency.mean()), "mean_energy_j": float(energy.mean()),
             "costly_rate": by_condition(uses_costly.astype(float)), "usage": final["usage"],
             "expert_evaluations_per_sample": final["expert_evaluations_per_sample"]}

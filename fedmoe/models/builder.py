@@ -40,7 +40,8 @@ def build_moe(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], num_beams: i
     if not single and not cfg.subsets:
         raise ValueError(f"no expert can be built: model.modalities {list(cfg.modalities)} are not in the data "
                          f"(it has {sorted(shapes)}) and model.subsets is empty")
-    specs = default_expert_specs(cfg.experts_per_modality, single, subsets=cfg.subsets)
+    widths = {g: w for g, w in cfg.expert_widths.items() if g not in cfg.modalities or g in single}
+    specs = default_expert_specs(cfg.experts_per_modality, single, subsets=cfg.subsets, widths=widths)
     experts = build_experts(specs, shapes, cfg.expert_dim)
     gate_cls = GATES.get(cfg.gate)
     kwargs = {"use_costs": cfg.use_costs, "backbone": cfg.gate_backbone}

@@ -44,7 +44,7 @@ and name it in an :class:`ExpertSpec`.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -473,7 +473,8 @@ def subset_architecture(modalities: Sequence[str]) -> str:
 
 
 def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = MODALITIES,
-                         subsets: Sequence[Sequence[str]] = ()) -> list[ExpertSpec]:
+                         subsets: Sequence[Sequence[str]] = (),
+                         widths: Mapping[str, Sequence[int]] | None = None) -> list[ExpertSpec]:
     """``num_per_modality`` experts of increasing width per modality (paper 000: 3 × 5 = 15).
 
     Parameters
@@ -488,6 +489,10 @@ def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = 
         ``num_per_modality`` experts named ``"gps+rf_s"`` etc., of architecture
         :func:`subset_architecture` (``subset_mlp`` for vector modalities only, else
         ``subset_fusion``).
+    widths
+        Optional widths by group name (a modality, or a subset joined by ``+`` such as
+        ``"gps+rf"``), overriding :data:`DEFAULT_WIDTHS` for that group's experts: a
+        cheap modality may deserve a network as wide as a costly one.
 
     Returns
     -------
@@ -501,9 +506,15 @@ def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = 
                          f"known: {list(DEFAULT_ARCHITECTURE)}")
     groups = [((m,), m, DEFAULT_ARCHITECTURE[m]) for m in modalities]
     groups += [(tuple(s), "+".join(s), subset_architecture(s)) for s in subsets]
+    widths = dict(widths or {})
+    unknown = sorted(set(widths) - {label for _, label, _ in groups})
+    if unknown:
+        raise ValueError(f"widths given for {unknown}, which are not expert groups here "
+                         f"({[label for _, label, _ in groups]})")
     return [ExpertSpec(name=f"{label}_{size}", architecture=arch, modalities=mods, width=width)
             for mods, label, arch in groups
-            for size, width in zip(SIZES[:num_per_modality], DEFAULT_WIDTHS[arch][:num_per_modality])]
+            for size, width in zip(SIZES[:num_per_modality],
+                                   tuple(widths.get(label, DEFAULT_WIDTHS[arch]))[:num_per_modality])]
 
 
 def build_experts(specs: Sequence[ExpertSpec], input_shapes: dict[str, Sequence[int]], out_dim: int) -> nn.ModuleList:

@@ -1,13 +1,14 @@
 """Task heads on the fused representation ``z`` and their multi-task loss.
 
 Three tasks share ``z = Σ_d w_d z_d`` (DESIGN.md, "The model"): best-beam classification
-over the DFT codebook (cross-entropy), path-loss regression (dB, Huber) and next-position
+over the DFT codebook (cross-entropy, or one of the objectives of :func:`beam_loss`), path-loss regression (dB, Huber) and next-position
 regression (m, Huber). The task loss is ``L_task = Σ_t α_t L_t`` with configurable
 weights ``α`` (:class:`TaskWeights`); a task with weight 0 is not computed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,41 @@ class TaskHeads(nn.Module):
                            self.next_position(h))
 
 
+def beam_loss(logits: torch.Tensor, labels: dict[str, torch.Tensor], weights: TaskWeights) -> torch.Tensor:
+    """Per-sample loss of the beam task, by ``weights.beam_objective`` (p = softmax(logits)):
+
+    * ``cross_entropy``: ``−log p_{b*}`` on the best beam ``b*``;
+    * ``soft_power``: ``−Σ_b q_b log p_b`` with soft targets ``q_b ∝ 10^{P_b / T}`` from the
+      beams' relative powers ``P_b`` (dB, label ``beam_power_db``) and ``T = soft_power_db``:
+      a beam ``T`` dB weaker than the best gets ``1/10`` of its target mass, so a miss by a
+      near-equal beam costs little and a miss onto a wrong path costs a lot — the way a
+      beam sweep values predictions (:mod:`fedmoe.models.scores`);
+    * ``topk_set``: ``−log Σ_{b ∈ K} p_b`` with ``K`` the ``objective_k`` strongest beams:
+      the probability that a sweep of the predicted ranking finds one of them.
+
+    Rows whose ``beam_power_db`` is NaN (no measured powers) fall back to cross-entropy.
+    """
+    objective = weights.beam_objective
+    if objective == "cross_entropy":
+        return nn.functional.cross_entropy(logits, labels["beam"], reduction="none")
+    if "beam_power_db" not in labels:
+        raise ValueError(f"beam objective {objective!r} needs the beam_power_db label, which the data lacks")
+    power = labels["beam_power_db"].to(logits.dtype)
+    if power.shape != logits.shape:
+        raise ValueError(f"beam_power_db has shape {tuple(power.shape)}, the beam logits {tuple(logits.shape)}")
+    known = torch.isfinite(power).all(dim=1, keepdim=True)
+    onehot = nn.functional.one_hot(labels["beam"], logits.shape[1]).to(logits.dtype)
+    logp = torch.log_softmax(logits, dim=1)
+    safe = torch.where(known, power, torch.zeros_like(power))
+    if objective == "soft_power":
+        target = torch.softmax(safe * (math.log(10.0) / weights.soft_power_db), dim=1)
+        return -(torch.where(known, target, onehot) * logp).sum(dim=1)
+    k = min(weights.objective_k, logits.shape[1])
+    best = torch.zeros_like(power, dtype=torch.bool).scatter_(1, safe.topk(k, dim=1).indices, True)
+    member = torch.where(known, best, onehot.bool())
+    return -torch.logsumexp(logp.masked_fill(~member, float("-inf")), dim=1)
+
+
 def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWeights,
               reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """``Σ_t α_t L_t`` and the per-task values (floats, batch means) for logging.
@@ -61,7 +97,7 @@ def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWe
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     per: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # task -> (per-sample loss, 0 where no label; valid)
     if weights.beam > 0:
-        ce = nn.functional.cross_entropy(out.beam_logits, labels["beam"], reduction="none")
+        ce = beam_loss(out.beam_logits, labels, weights)
         per["beam"] = (ce, torch.ones_like(ce, dtype=torch.bool))
     if weights.pathloss > 0:
         y = labels["pathloss_db"]

@@ -192,6 +192,12 @@ class MoE(nn.Module):
         z, counts = self.fuse(x, weights, gate_out.selected)
         return MoEOutput(self.heads(z), gate_out, counts, features)
 
+    def gate_logits(self, inputs: dict[str, torch.Tensor], present: torch.Tensor,
+                    costs: torch.Tensor | None = None, link_quality: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, E) gate logits alone (``-inf`` at unavailable experts), without computing any expert."""
+        x, present = self._prepare(inputs, present)
+        return self.gate.compute_logits(self.gate_features(x, present), costs, self.available(present), link_quality)
+
     def forward_uniform(self, inputs: dict[str, torch.Tensor], present: torch.Tensor,
                         active: torch.Tensor | None = None) -> tuple[TaskOutputs, torch.Tensor]:
         """Stage-I pass without the gate: equal weights over the ``active`` available experts.

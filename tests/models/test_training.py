@@ -96,3 +96,51 @@ def test_both_stage_one_modes_learn(data, mode):
 def test_straight_through_estimator_is_still_available(data):
     free = run(data, 0.0, gate_estimator="straight_through")[-1]
     assert sum(free.usage) == pytest.approx(1.0) and 0.0 <= free.accuracy <= 1.0
+
+
+@pytest.fixture(scope="module")
+def cue_data():
+    """GPS informative except on a flagged half of the samples, where it is noise; the flag is a cheap cue (RF)."""
+    s = generate(DataConfig(), num_samples=1600, seed=6)
+    s.labels["beam"] = s.labels["beam"] // 16
+    s.labels.pop("beam_power_db")
+    rng = np.random.default_rng(1)
+    flagged = rng.random(len(s)) < 0.5
+    s.inputs["gps"][flagged] = rng.standard_normal((int(flagged.sum()), 6)).astype(np.float32) * 30
+    s.inputs["rf"] = np.stack([flagged.astype(np.float32), rng.standard_normal(len(s)).astype(np.float32)], 1)
+    s.conditions["flagged"] = flagged
+    return s
+
+
+def test_oracle_routing_sends_the_costly_expert_where_the_cue_says_it_pays(cue_data):
+    """The gate regresses ℓ_i + λ C_i; the radar expert should serve the flagged (GPS-useless) samples only."""
+    share = {}
+    for sign in (1.0, -1.0):
+        moe = make_moe(cue_data)
+        cfg = TrainConfig(stage1_epochs=6, stage2_epochs=6, cost_weight=0.5, batch_size=128,
+                          gate_estimator="oracle_routing", routing_loss="topk_miss",
+                          score={"top_k": 1})
+        costs = np.tile(COST, (len(cue_data), 1))
+        if sign < 0:  # a deliberate bug: the gate learns the objective with the wrong sign
+            import fedmoe.training as training
+            real = training.oracle_routing_loss
+
+            def flipped(model, inputs, present, labels, c, cfg_):
+                cfg_neg = cfg_.model_copy(update={"cost_weight": -cfg_.cost_weight})
+                return real(model, inputs, present, labels, c, cfg_neg)
+            training.oracle_routing_loss = flipped
+            try:
+                train(moe, cue_data, cfg, costs)
+            finally:
+                training.oracle_routing_loss = real
+        else:
+            reports = train(moe, cue_data, cfg, costs)
+            assert [r.stage for r in reports] == [1] * 6 + [2] * 6
+        inputs, present, _ = batch_tensors(cue_data)
+        with torch.no_grad():
+            selected = moe.eval()(inputs, present, torch.from_numpy(costs)).gate.selected.numpy()
+        flagged = cue_data.conditions["flagged"]
+        share[sign] = (selected[flagged, 2].mean(), selected[~flagged, 2].mean(), selected[~flagged, 0].mean())
+    on_flagged, on_clean, gps_on_clean = share[1.0]
+    assert on_flagged > 0.8 and on_clean < 0.2 and gps_on_clean > 0.6, share
+    assert not (share[-1.0][0] > 0.8 and share[-1.0][1] < 0.2), share
