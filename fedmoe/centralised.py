@@ -64,7 +64,7 @@ def run_centralised(cfg: FedMoEConfig, split: Split, progress: bool = False) -> 
     n = len(split.train)
     c_train, c_test = costs.per_sample[:n], costs.per_sample[n:]
     reports = train(model, split.train, cfg.train, c_train, split.test, c_test, progress=progress)
-    final = evaluate(model, split.test, c_test)
+    final = evaluate(model, split.test, c_test, top_k=cfg.train.score.top_k)
     summary = summarise(final, split.test, model, costs, slice(n, None))
     summary["experts"] = [e.name for e in model.experts]
     return CentralisedRun(model, costs, reports, summary)

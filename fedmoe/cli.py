@@ -143,8 +143,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     with output_folder(out):
         write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
         plot_diagnostics(run.reports, summary["experts"], out / "diagnostics.png")
-    print(f"test accuracy {summary['accuracy']['all']:.1%} (LoS {summary['accuracy']['los']:.1%}, "
-          f"blocked {summary['accuracy']['blocked']:.1%}); {summary['mean_flops']:,.0f} FLOPs/sample; "
+    main = cfg.train.score.main
+    sc = summary["scores"]
+    print(f"test accuracy ({main}) {sc[main]['all']:.1%} (LoS {sc[main]['los']:.1%}, blocked {sc[main]['blocked']:.1%}; "
+          f"top-1 {sc['top1']['all']:.1%}, top-{cfg.train.score.top_k} {sc['topk']['all']:.1%}, power ratio "
+          f"{sc['power_ratio_db']['all']:.2f} dB); {summary['mean_flops']:,.0f} FLOPs/sample; "
           f"costly modality chosen for {summary['costly_rate']['los']:.0%} of LoS and "
           f"{summary['costly_rate']['blocked']:.0%} of blocked samples")
     print(f"wrote {out / 'report.json'} and {out / 'diagnostics.png'}")
@@ -225,9 +228,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     s = run.metrics["summary"]
     if cfg.mode == "federated":
-        print(f"final test accuracy {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}) "
-              f"after {s['rounds']} rounds; virtual time {s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J "
+        print(f"final test {s['score']} {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}; "
+              f"top-1 {s['top1']:.1%}, power ratio {s['power_ratio_db']:.2f} dB) after {s['rounds']} rounds; "
+              f"virtual time {s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J "
               f"({s['mean_energy_per_round_j']:.2f} J/round); wall {run.wall_s:.0f} s")
+        bits = ", ".join(f"{c} {b:,.0f}" for c, b in (s["uplink_bits_by_class"] or {}).items())
+        print(f"camera/lidar/radar used for {s['costly_share_los']:.0%} of LoS and {s['costly_share_blocked']:.0%} of "
+              f"blocked samples; uplink bits per sample by link class: {bits}")
         print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png, gate_usage.png, checkpoints/")
     else:
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"

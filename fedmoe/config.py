@@ -285,8 +285,8 @@ class ModelConfig(StrictModel):
     subsets: tuple[tuple[Modality, ...], ...] = Field(
         (), description="modality-subset experts (paper 001), e.g. [['gps', 'rf'], ['gps', 'rf', 'radar']]")
     expert_widths: dict[str, tuple[int, ...]] = Field(
-        default_factory=dict, description="widths (small, medium, large) of a modality's or subset's experts, by "
-                                          "name ('gps', 'gps+rf'): overrides the architecture's defaults")
+        default_factory=dict, description="widths (small, medium, large; or one for all) of a modality's or "
+                                          "subset's experts, by name ('gps', 'gps+rf'): overrides the defaults")
     expert_dim: int = Field(32, ge=4, le=1024, description="width of every expert's output z_d")
     head_hidden: int = Field(128, ge=0, le=4096, description="hidden width of the task heads (0: linear heads)")
     gate: str = Field("gumbel_hard", description="a name in fedmoe.models.gates.GATES")
@@ -319,13 +319,16 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _widths_name_groups(self) -> "ModelConfig":
-        groups = {*self.modalities, *("+".join(s) for s in self.subsets)}
+        # A group the mixture does not have is allowed (a scenario that extends this one may drop it),
+        # but its name must be modalities joined by '+', so that a typo is an error.
         for name, widths in self.expert_widths.items():
-            if name not in groups:
-                raise ValueError(f"expert_widths.{name}: no such expert group; groups: {sorted(groups)}")
-            if len(widths) < self.experts_per_modality or any(w < 1 or w > 4096 for w in widths):
-                raise ValueError(f"expert_widths.{name}: give {self.experts_per_modality} width(s) in [1, 4096], "
-                                 f"got {list(widths)}")
+            unknown = [m for m in name.split("+") if m not in MODALITIES]
+            if unknown:
+                raise ValueError(f"expert_widths.{name}: unknown modalities {unknown}; a group is a modality or "
+                                 f"modalities joined by '+' (known: {list(MODALITIES)})")
+            if len(widths) not in (1, *range(self.experts_per_modality, 4)) or any(w < 1 or w > 4096 for w in widths):
+                raise ValueError(f"expert_widths.{name}: give one width, or {self.experts_per_modality} (small, "
+                                 f"medium, large), each in [1, 4096]; got {list(widths)}")
         return self
 
 

@@ -38,7 +38,8 @@ from fedmoe.models.aux_losses import router_z_loss
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE, batch_tensors
-from fedmoe.models.scores import ranked_beams, ranking_scores, summarise_scores
+from fedmoe.models.device_costs import link_classes
+from fedmoe.models.scores import by_condition, ranked_beams, ranking_scores, summarise_scores
 
 log = logging.getLogger(__name__)
 
@@ -468,12 +469,19 @@ COSTLY_MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar")
 
 
 def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice) -> dict:
-    """Test metrics of a trained mixture: accuracy by condition, and the cost of what the gate chose.
+    """Test metrics of a trained mixture: scores by condition, and the cost of what the gate chose.
 
     ``final`` is :func:`evaluate`'s output on ``test_set``; ``costs`` a
     :class:`fedmoe.models.builder.SampleCosts` whose samples ``rows`` are the test set.
     Per-sample latency and energy are those of the selected experts on the sample's
     device, each modality sensed and sent once (:meth:`SampleCosts.of_selection`).
+
+    Besides the totals: ``scores`` (top-1, top-k, power ratio by condition,
+    :mod:`fedmoe.models.scores`), ``costly_rate`` (share of samples whose selection reads
+    camera, lidar or radar, by condition), ``usage_by_condition`` (each expert's share of
+    the LoS and of the blocked samples) and ``uplink_bits`` (mean bits per sample of the
+    modalities the selection reads, over all samples and by the link class of the
+    sample's device, :func:`fedmoe.models.device_costs.link_classes`).
     """
     selected, correct = final["selected"], final["correct"]
     blocked = test_set.conditions.get("blocked", np.zeros(len(test_set), bool))
@@ -481,13 +489,18 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
     latency, energy = costs.of_selection(selected, rows)
     costly = np.array([any(m in COSTLY_MODALITIES for m in e.modalities) for e in model.experts])
     uses_costly = (selected & costly).any(1)
+    bits = costs.bits_of_selection(selected)
+    device_class = link_classes(costs.rate_bps)[costs.device[rows]]
 
-    def by_condition(values: np.ndarray) -> dict[str, float]:
-        return {"all": float(values.mean()), "los": float(values[~blocked].mean()) if (~blocked).any() else float("nan"),
-                "blocked": float(values[blocked].mean()) if blocked.any() else float("nan")}
+    def usage(mask: np.ndarray) -> list[float]:
+        return selected[mask].mean(axis=0).tolist() if mask.any() else [float("nan")] * selected.shape[1]
 
-    return {"accuracy": by_condition(correct.astype(float)), "scores": summarise_scores(final["scores"], blocked),
+    return {"accuracy": by_condition(correct.astype(float), blocked),
+            "scores": summarise_scores(final["scores"], blocked),
             "mean_flops": float((selected @ flops).mean()),
             "mean_latency_s": float(latency.mean()), "mean_energy_j": float(energy.mean()),
-            "costly_rate": by_condition(uses_costly.astype(float)), "usage": final["usage"],
+            "costly_rate": by_condition(uses_costly.astype(float), blocked), "usage": final["usage"],
+            "usage_by_condition": {"los": usage(~blocked), "blocked": usage(blocked)},
+            "uplink_bits": {"all": float(bits.mean()),
+                            **{c: float(bits[device_class == c].mean()) for c in sorted(set(device_class))}},
             "expert_evaluations_per_sample": final["expert_evaluations_per_sample"]}

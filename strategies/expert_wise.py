@@ -27,6 +27,7 @@ from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expe
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
+from fedmoe.models.device_costs import link_classes
 from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
 from strategies.resumable import ResumableStrategy
@@ -488,12 +489,8 @@ class ExpertWise(ResumableStrategy):
     # ------------------------------------------------------------------ bookkeeping
 
     def _classes(self) -> np.ndarray:
-        """Device class by equal-share uplink rate: ``weak`` / ``medium`` / ``strong`` terciles."""
-        rate = self.world.equal_share_rate
-        if len(rate) < 3:
-            return np.array(["all"] * len(rate))
-        lo, hi = np.quantile(rate, [1 / 3, 2 / 3])
-        return np.where(rate <= lo, "weak", np.where(rate <= hi, "medium", "strong"))
+        """Device class by equal-share uplink rate (:func:`fedmoe.models.device_costs.link_classes`)."""
+        return link_classes(self.world.equal_share_rate)
 
     def _record(self, server_round: int, ok: list[Message], failures: list[str], expected: int) -> RoundRecord:
         lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []

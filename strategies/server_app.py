@@ -79,7 +79,8 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
         res = evaluator.evaluate(server_round, to_numpy(arrays))
         if res is None:
             return None
-        return MetricRecord({k: v for k, v in res.items() if k != "usage"})
+        # A MetricRecord holds numbers only: the main score's name and the nested tables stay in metrics.json.
+        return MetricRecord({k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
         if run_dir is not None:

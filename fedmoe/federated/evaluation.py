@@ -55,17 +55,10 @@ class ServerEvaluator:
         if not self.due(server_round):
             return None
         model = load_model(self.world, arrays)
-        final = evaluate(model, self.test, self.costs.per_sample)
+        final = evaluate(model, self.test, self.costs.per_sample, top_k=self.world.cfg.train.score.top_k)
         summary = summarise(final, self.test, model, self.costs, slice(None))
-        out = {
-            "accuracy": summary["accuracy"]["all"],
-            "accuracy_los": summary["accuracy"]["los"],
-            "accuracy_blocked": summary["accuracy"]["blocked"],
-            "inference_latency_s": summary["mean_latency_s"],
-            "inference_energy_j": summary["mean_energy_j"],
-            "gate_entropy": float(final["gate_entropy"]),
-            "usage": [float(u) for u in final["usage"]],
-        }
+        out = evaluation_row(summary, self.world.cfg.train.score.main)
+        out["gate_entropy"] = float(final["gate_entropy"])
         self.results[server_round] = out
         return out
 
@@ -79,3 +72,27 @@ class ServerEvaluator:
         name = "final.pt" if last else f"round_{server_round:04d}.pt"
         # a reader never sees half a file
         write_atomic(self.checkpoint_dir / name, lambda f: torch.save({"round": server_round, "state_dict": state}, f))
+
+
+def evaluation_row(summary: dict[str, Any], main_score: str) -> dict[str, Any]:
+    """One round's test metrics from a :func:`fedmoe.training.summarise` summary.
+
+    ``accuracy`` (and ``accuracy_los``, ``accuracy_blocked``) is the scenario's main score
+    (``train.score.main``, named in ``score``); ``top1``, ``topk`` and ``power_ratio_db`` are
+    all three scores over all samples; ``costly_share_los`` and ``costly_share_blocked`` the
+    share of LoS and of blocked samples whose selection reads camera, lidar or radar;
+    ``uplink_bits`` the mean bits per sample by link class.
+    """
+    main = summary["scores"][main_score]
+    return {
+        "score": main_score,
+        "accuracy": main["all"], "accuracy_los": main["los"], "accuracy_blocked": main["blocked"],
+        **{name: values["all"] for name, values in summary["scores"].items()},
+        "inference_latency_s": summary["mean_latency_s"],
+        "inference_energy_j": summary["mean_energy_j"],
+        "costly_share_los": summary["costly_rate"]["los"],
+        "costly_share_blocked": summary["costly_rate"]["blocked"],
+        "uplink_bits": summary["uplink_bits"],
+        "usage": [float(u) for u in summary["usage"]],
+        "usage_by_condition": summary["usage_by_condition"],
+    }

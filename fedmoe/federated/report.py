@@ -24,7 +24,8 @@ from typing import Any, Sequence
 from fedmoe.files import write_atomic
 
 CSV_COLUMNS = ("round", "stage", "selected", "completed", "failed", "planned_latency_s", "latency_s", "energy_j",
-               "clock_s", "upload_bits", "train_loss", "accuracy", "accuracy_los", "accuracy_blocked",
+               "clock_s", "upload_bits", "train_loss", "accuracy", "accuracy_los", "accuracy_blocked", "top1", "topk",
+               "power_ratio_db", "costly_share_los", "costly_share_blocked",
                "inference_latency_s", "inference_energy_j", "gate_entropy")
 
 
@@ -41,13 +42,21 @@ def round_rows(history: Sequence[Any], evaluations: dict[int, dict[str, Any]]) -
 
 
 def final_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Last evaluated accuracy, total virtual time and energy, rounds completed."""
+    """Last evaluated scores (``accuracy`` is the main score, ``score`` names it), the costly-sensor share by
+    condition and uplink bits per sample by link class, total virtual time and energy, rounds completed."""
     evaluated = [r for r in rows if "accuracy" in r]
     trained = [r for r in rows if r["round"] > 0]
     last = evaluated[-1] if evaluated else {}
     return {
         "rounds": len(trained),
+        "score": last.get("score"),
         "accuracy": last.get("accuracy"),
+        "top1": last.get("top1"),
+        "topk": last.get("topk"),
+        "power_ratio_db": last.get("power_ratio_db"),
+        "costly_share_los": last.get("costly_share_los"),
+        "costly_share_blocked": last.get("costly_share_blocked"),
+        "uplink_bits_by_class": last.get("uplink_bits"),
         "accuracy_los": last.get("accuracy_los"),
         "accuracy_blocked": last.get("accuracy_blocked"),
         "inference_latency_s": last.get("inference_latency_s"),

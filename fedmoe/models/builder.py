@@ -16,7 +16,8 @@ import numpy as np
 from torch import nn
 
 from fedmoe.config import ModelConfig, WirelessConfig
-from fedmoe.models.device_costs import CostMatrices, ExpertFootprint, expert_cost_matrices, selection_latency_energy
+from fedmoe.models.device_costs import (CostMatrices, ExpertFootprint, expert_cost_matrices, selection_bits,
+                                        selection_latency_energy)
 from fedmoe.models.experts import ExpertCost, build_experts, default_expert_specs, expert_costs
 from fedmoe.models.gate_backbones import GATE_BACKBONES
 from fedmoe.models.gates import GATES, TopNGate
@@ -40,7 +41,8 @@ def build_moe(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], num_beams: i
     if not single and not cfg.subsets:
         raise ValueError(f"no expert can be built: model.modalities {list(cfg.modalities)} are not in the data "
                          f"(it has {sorted(shapes)}) and model.subsets is empty")
-    widths = {g: w for g, w in cfg.expert_widths.items() if g not in cfg.modalities or g in single}
+    groups = {*single, *("+".join(sub) for sub in cfg.subsets)}
+    widths = {g: w * 3 if len(w) == 1 else w for g, w in cfg.expert_widths.items() if g in groups}
     specs = default_expert_specs(cfg.experts_per_modality, single, subsets=cfg.subsets, widths=widths)
     experts = build_experts(specs, shapes, cfg.expert_dim)
     gate_cls = GATES.get(cfg.gate)
@@ -69,6 +71,11 @@ class SampleCosts:
         (:func:`fedmoe.models.device_costs.selection_latency_energy`: each modality counted once)."""
         return selection_latency_energy(selected, self.device[rows], self.footprints, self.profiles, self.rate_bps,
                                         self.bits_per_sample)
+
+    def bits_of_selection(self, selected: np.ndarray) -> np.ndarray:
+        """Uplink bits of ``selected`` (N, E) per sample, each modality sent once
+        (:func:`fedmoe.models.device_costs.selection_bits`)."""
+        return selection_bits(selected, self.footprints, self.profiles.modalities, self.bits_per_sample)
 
 
 def device_costs_for_samples(experts: nn.ModuleList, bits_per_sample: dict[str, int], wireless: WirelessConfig,

@@ -127,16 +127,43 @@ def selection_latency_energy(selected: np.ndarray, device: np.ndarray, footprint
     if device.shape != (selected.shape[0],):
         raise ValueError(f"device must have shape ({selected.shape[0]},), got {device.shape}")
     mods = profiles.modalities
-    needs = np.zeros((len(footprints), len(mods)), dtype=bool)
-    for i, fp in enumerate(footprints):
-        needs[i, [mods.index(m) for m in fp.modalities]] = True
-    used = (selected.astype(np.int64) @ needs.astype(np.int64)) > 0
-    bits_m = np.array([float(bits_per_modality.get(m, 0.0)) for m in mods])
+    used = modalities_used(selected, footprints, mods)
     flops = selected.astype(np.float64) @ np.array([fp.flops for fp in footprints], dtype=np.float64)
-    bits = used.astype(np.float64) @ bits_m
+    bits = selection_bits(selected, footprints, mods, bits_per_modality)
     on = profiles.subset(device)
     rate = np.broadcast_to(np.asarray(rate_bps, dtype=np.float64), (len(profiles),))[device]
     return device_latency(on, flops, bits, rate, used), device_energy(on, flops, bits, rate, used)
+
+
+def modalities_used(selected: np.ndarray, footprints: Sequence[ExpertFootprint], modalities: Sequence[str]) -> np.ndarray:
+    """(N, M) bool: the modalities ``U_n = ∪_{i∈S_n} M_i`` the selected experts of each sample read."""
+    needs = np.zeros((len(footprints), len(modalities)), dtype=bool)
+    for i, fp in enumerate(footprints):
+        needs[i, [list(modalities).index(m) for m in fp.modalities]] = True
+    return (np.asarray(selected, dtype=np.int64) @ needs.astype(np.int64)) > 0
+
+
+def selection_bits(selected: np.ndarray, footprints: Sequence[ExpertFootprint], modalities: Sequence[str],
+                   bits_per_modality: dict[str, float]) -> np.ndarray:
+    """Uplink bits of each sample's selection (N,): ``Σ_{m∈U_n} b_m``, each modality sent once."""
+    bits_m = np.array([float(bits_per_modality.get(m, 0.0)) for m in modalities])
+    return modalities_used(selected, footprints, modalities).astype(np.float64) @ bits_m
+
+
+LINK_CLASSES: tuple[str, ...] = ("weak", "medium", "strong")
+"""Link classes of :func:`link_classes`, weakest first."""
+
+
+def link_classes(rate_bps: np.ndarray) -> np.ndarray:
+    """Each device's link class by its uplink rate: terciles ``weak`` / ``medium`` / ``strong``.
+
+    With fewer than three devices there are no terciles: every device is ``all``.
+    """
+    rate = np.asarray(rate_bps, dtype=np.float64)
+    if len(rate) < 3:
+        return np.array(["all"] * len(rate))
+    lo, hi = np.quantile(rate, [1 / 3, 2 / 3])
+    return np.where(rate <= lo, "weak", np.where(rate <= hi, "medium", "strong"))
 
 
 def _reference(x: np.ndarray) -> float:
