@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bits = ", ".join(f"{c} {b:,.0f}" for c, b in (s["uplink_bits_by_class"] or {}).items())
         print(f"camera/lidar/radar used for {s['costly_share_los']:.0%} of LoS and {s['costly_share_blocked']:.0%} of "
               f"blocked samples; uplink bits per sample by link class: {bits}")
-        print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png, gate_usage.png, checkpoints/")
+        print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png, gate_usage.png, policy.png, checkpoints/")
     else:
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
         print(f"final accuracy on the devices' held-out data {acc} after {s['rounds']} rounds; virtual time "

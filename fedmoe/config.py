@@ -260,6 +260,10 @@ class TrainConfig(StrictModel):
     routing_loss: Literal["task", "topk_miss", "power_loss_db"] = Field(
         "power_loss_db", description="oracle_routing: the per-sample loss the oracle minimises with λ·C: the training "
                                      "objective, a top-k miss (0/1), or the dB a top-k sweep loses (score.top_k)")
+    routing_trains_experts: bool = Field(
+        True, description="oracle_routing: stage II also fine-tunes the experts (else only the gate learns)")
+    routing_top_k: int | None = Field(
+        None, ge=1, le=4096, description="oracle_routing: beams the routing loss sweeps (default: train.score.top_k)")
     critic_baseline: bool = Field(True, description="score function: per-sample learned baseline (else batch mean)")
     entropy_weight: float = Field(0.05, ge=0.0, le=10.0, description="score function: gate entropy bonus β_H")
     tau_start: float = Field(2.0, gt=0.0, le=100.0)
@@ -382,6 +386,9 @@ class FederatedConfig(StrictModel):
     max_modalities: int = Field(5, ge=1, le=5, description="modality budget: the cheapest this many sensors a device may use per round")
     test_samples: int = Field(4000, ge=1, le=10_000_000, description="held-out samples of the server-side evaluation")
     eval_every: int = Field(1, ge=1, le=100_000, description="server-side evaluation every this many rounds (and the last)")
+    centralised_reference: bool = Field(
+        True, description="also train the same model centrally on the union of the devices' data (cached per "
+                          "configuration) and report its score beside the federated one")
     fraction_evaluate: float = Field(0.0, ge=0.0, le=1.0, description="share of devices asked to evaluate on their own data")
     checkpoint_every: int = Field(5, ge=0, le=100_000, description="save the global model every this many rounds (0: only the last)")
     client_cpus: int = Field(1, ge=1, le=1024, description="CPUs per virtual client (Ray backend)")

@@ -34,7 +34,6 @@ import torch
 
 from fedmoe.config import MODALITIES, TrainConfig
 from fedmoe.data.samples import ISACSamples
-from fedmoe.models.aux_losses import router_z_loss
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE, batch_tensors
@@ -131,22 +130,26 @@ def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor 
 
 def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: torch.Tensor,
                         labels: dict[str, torch.Tensor], costs: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
-    """Stage II by supervised routing: every expert learns alone, the gate learns the oracle's choice.
+    """Stage II by supervised routing: every expert learns alone, the gate learns to predict their losses.
 
     Each available expert ``i`` predicts alone (as in stage I) with per-sample task loss
-    ``ℓ_bi``; the target of sample ``b`` is the per-sample oracle of
-    :mod:`fedmoe.models.oracle`, ``i*_b = argmin_i ℓ_bi + λ C_bi`` (paper 001 eq. 9 per
-    sample, losses detached), and the gate is trained by cross-entropy on its logits::
+    ``t_bi`` and routing loss ``ℓ_bi`` (:func:`routing_loss`, detached). The gate's logits
+    are ``l_bi = f_i(x_b, C_b) − λ C_bi``: its backbone ``f`` regresses ``−ℓ_bi`` by least
+    squares and the cost term is exact (``Gate.routing_cost_weight = λ``)::
 
-        L = mean_i mean_{b: i available} ℓ_bi  +  mean_b [−log softmax(l_b)_{i*_b}]  + β_z L_z
+        L = mean_i mean_{b: i available} t_bi  +  mean_{b,i available} (f_i(x_b, C_b) + ℓ_bi)²
 
-    The gate thus regresses the decision the resource-aware loss asks for from the cheap
-    cues it reads, with no sampling noise (the score-function estimator sees one expert's
-    loss per sample; here it sees all of them). The price is training compute: every
-    available expert runs on every training sample, as in stage I; inference still
-    computes only the expert the gate selects. For gates that select one expert.
+    So ``argmax_i l_bi`` is the expert with the smallest predicted ``ℓ + λ C``: the
+    per-sample oracle of :mod:`fedmoe.models.oracle` (paper 001 eq. 9 per sample) with
+    the loss replaced by its expectation given the gate's cheap inputs (the Bayes
+    decision). There is no sampling noise (the score-function estimator sees one
+    expert's loss per sample; here it sees all of them), and a device with a costlier
+    link gets a cheaper choice without having to learn it. The price is training compute:
+    every available expert runs on every training sample, as in stage I; inference
+    still computes only the expert the gate selects. For gates that select one expert.
     """
-    pairs = model.forward_each(inputs, present)
+    with torch.set_grad_enabled(cfg.routing_trains_experts and torch.is_grad_enabled()):
+        pairs = model.forward_each(inputs, present)
     avail = model.available(present.bool())
     batch = present.shape[0]
     loss_matrix = torch.full((batch, model.num_experts), float("inf"))
@@ -157,11 +160,26 @@ def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: to
         per, _ = task_loss(out, sub, cfg.tasks, reduction="none")
         loss_matrix[r, i] = routing_loss(out.beam_logits.detach(), per.detach(), sub, cfg)
         expert_loss = expert_loss + per.mean()
-    cost = costs if costs is not None else torch.zeros_like(loss_matrix)
-    target = -(loss_matrix + cfg.cost_weight * cost)
+    set_routing_cost_weight(model, cfg)
     logits = model.gate_logits(inputs, present, costs)
-    gate_loss = ((logits - target)[avail] ** 2).mean()
+    # The backbone predicts −ℓ; the gate's logits are that minus λ C (exact, Gate.routing_cost_weight).
+    cost_term = model.gate.routing_cost_weight * costs if costs is not None else 0.0
+    gate_loss = ((logits + cost_term + loss_matrix)[avail] ** 2).mean()
+    if not cfg.routing_trains_experts:
+        return gate_loss
     return expert_loss / max(len(pairs), 1) + gate_loss
+
+
+def set_routing_cost_weight(model: MoE, cfg: TrainConfig) -> None:
+    """Give the gate the λ it subtracts (``λ C``) under supervised routing, 0 otherwise (``Gate.routing_cost_weight``)."""
+    lam = cfg.cost_weight if cfg.gate_estimator == "oracle_routing" else 0.0
+    if float(model.gate.routing_cost_weight) != lam:
+        model.gate.routing_cost_weight.fill_(lam)
+
+
+ROUTING_LOSS_CAP_DB = 10.0
+"""``power_loss_db`` larger than this counts as this much: a sweep that loses more has failed either way, and
+the rare deep misses (up to 60 dB) would otherwise dominate the gate's least-squares fit."""
 
 
 def routing_loss(logits: torch.Tensor, task: torch.Tensor, labels: dict[str, torch.Tensor],
@@ -169,14 +187,14 @@ def routing_loss(logits: torch.Tensor, task: torch.Tensor, labels: dict[str, tor
     """Per-sample loss ``ℓ`` the routing oracle weighs against ``λ C`` (``cfg.routing_loss``).
 
     ``task``: the training objective itself; ``topk_miss``: 1 when the best beam is not
-    among the ``k = cfg.score.top_k`` predicted; ``power_loss_db``: the dB the sweep of
+    among the ``k`` predicted (``cfg.routing_top_k``, by default ``cfg.score.top_k``); ``power_loss_db``: the dB the sweep of
     those ``k`` beams loses to the best beam (``−`` the power ratio of
     :mod:`fedmoe.models.scores`). The last two value a prediction as beam management
     does: a near-miss that the sweep corrects costs nothing.
     """
     if cfg.routing_loss == "task":
         return task
-    k = min(cfg.score.top_k, logits.shape[1])
+    k = min(cfg.routing_top_k or cfg.score.top_k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     if cfg.routing_loss == "topk_miss":
         return (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
@@ -184,7 +202,7 @@ def routing_loss(logits: torch.Tensor, task: torch.Tensor, labels: dict[str, tor
         raise ValueError("routing_loss 'power_loss_db' needs the beam_power_db label, which the data lacks")
     power = labels["beam_power_db"]
     miss = (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
-    lost = -power.gather(1, top).max(dim=1).values.to(task.dtype)
+    lost = (-power.gather(1, top).max(dim=1).values.to(task.dtype)).clamp(max=ROUTING_LOSS_CAP_DB)
     return torch.where(torch.isfinite(lost), lost, miss)
 
 
@@ -490,7 +508,8 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
     costly = np.array([any(m in COSTLY_MODALITIES for m in e.modalities) for e in model.experts])
     uses_costly = (selected & costly).any(1)
     bits = costs.bits_of_selection(selected)
-    device_class = link_classes(costs.rate_bps)[costs.device[rows]]
+    device_class = link_classes(costs.rate_bps)[costs.device[rows]].astype(str).tolist()
+    device_class = np.array(device_class, dtype=object)
 
     def usage(mask: np.ndarray) -> list[float]:
         return selected[mask].mean(axis=0).tolist() if mask.any() else [float("nan")] * selected.shape[1]
@@ -502,5 +521,5 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
             "costly_rate": by_condition(uses_costly.astype(float), blocked), "usage": final["usage"],
             "usage_by_condition": {"los": usage(~blocked), "blocked": usage(blocked)},
             "uplink_bits": {"all": float(bits.mean()),
-                            **{c: float(bits[device_class == c].mean()) for c in sorted(set(device_class))}},
+                            **{str(c): float(bits[device_class == c].mean()) for c in sorted(set(device_class))}},
             "expert_evaluations_per_sample": final["expert_evaluations_per_sample"]}

@@ -26,6 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.device_state import MESSAGE_CONFIG_KEY
 from fedmoe.federated.evaluation import ServerEvaluator
+from fedmoe.federated.reference import centralised_reference
 from fedmoe.federated.parameters import LOCAL, to_numpy as state_to_numpy
 from fedmoe.federated.report import metrics_document, round_rows, write_run
 from fedmoe.federated.resume import (ResumeError, ServerState, capture_rng, load_state, restore_rng, resume_path,
@@ -97,6 +98,11 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
     if saved is not None:
         extra["resumed_after_round"] = saved.round
     metrics = metrics_document(rows, extra)
+    if fed.centralised_reference and world.cfg.mode == "federated" and metrics["summary"].get("accuracy") is not None:
+        ref = centralised_reference(world.cfg)
+        metrics["centralised"] = ref
+        metrics["summary"]["centralised_accuracy"] = ref["accuracy"]
+        metrics["summary"]["accuracy_ratio"] = metrics["summary"]["accuracy"] / max(ref["accuracy"], 1e-12)
     if run_dir is not None:
         write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"])
     return FederatedRun(metrics, to_numpy(result.arrays) if len(result.arrays) else initial,

@@ -12,6 +12,15 @@ from fedmoe.config import MODALITIES
 from fedmoe.data.samples import ISACSamples
 
 
+def pytest_configure(config) -> None:
+    """Centralised references (fedmoe.federated.reference) are cached in a folder of this test session, never in
+    the user's home."""
+    import os
+    import tempfile
+
+    os.environ["FEDMOE_CACHE"] = tempfile.mkdtemp(prefix="fedmoe-cache-")
+
+
 def random_samples(n: int, rng: np.random.Generator, num_beams: int = 64) -> ISACSamples:
     """Random (not physical) samples with the synthetic generator's default shapes.
 

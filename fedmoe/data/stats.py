@@ -7,13 +7,14 @@ std) and encoded by a small network — two conv layers for camera and radar map
 features — the features of a group are concatenated (late fusion) and a 128-unit MLP
 head predicts the best beam; Adam with a one-cycle schedule (peak lr 3e-3, batch 256,
 cross-entropy), 10 epochs by default. It is evaluated by
-top-1 and top-3 accuracy and the mean absolute beam-index error, overall and per
-condition (LoS / blocked).
+top-1 and top-3 accuracy, the power ratio of a 3-beam sweep (dB, :mod:`fedmoe.models.scores`)
+and the mean absolute beam-index error, overall and per condition (LoS / blocked): the
+value of each modality group under each condition, on each score.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from fedmoe.config import MODALITIES
 from fedmoe.data.samples import ISACSamples
+from fedmoe.models.scores import beam_scores, by_condition
 
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     **{m: (m,) for m in MODALITIES},
@@ -76,10 +78,12 @@ class BaselineResult:
     top1: dict[str, float]
     top3: dict[str, float]
     mean_abs_beam_error: dict[str, float]
+    power_ratio_db: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"group": self.group, "modalities": list(self.modalities), "bits_per_sample": self.bits_per_sample,
-                "top1": self.top1, "top3": self.top3, "mean_abs_beam_error": self.mean_abs_beam_error}
+                "top1": self.top1, "top3": self.top3, "power_ratio_db": self.power_ratio_db,
+                "mean_abs_beam_error": self.mean_abs_beam_error}
 
 
 def _encoder(modality: str, shape: tuple[int, ...]) -> nn.Module:
@@ -109,13 +113,6 @@ class BaselineNet(nn.Module):
         return self.head(torch.cat([enc(xs[m]) for m, enc in self.encoders.items()], dim=1))
 
 
-def _by_condition(values: np.ndarray, blocked: np.ndarray) -> dict[str, float]:
-    out = {"all": float(values.mean())}
-    for name, mask in (("los", ~blocked), ("blocked", blocked)):
-        out[name] = float(values[mask].mean()) if mask.any() else float("nan")
-    return out
-
-
 def train_beam_baseline(train: ISACSamples, test: ISACSamples, modalities: tuple[str, ...], num_classes: int,
                         epochs: int = 10, seed: int = 0, group: str | None = None) -> BaselineResult:
     """Train the baseline (:class:`BaselineNet`) on ``modalities``; evaluate it per condition on ``test``."""
@@ -141,13 +138,16 @@ def train_beam_baseline(train: ISACSamples, test: ISACSamples, modalities: tuple
         logits = torch.cat([model({m: x[i] for m, x in x_te.items()})
                             for i in torch.arange(len(test)).split(2048)])
     y = test.labels["beam"]
-    top3 = logits.topk(min(3, num_classes), dim=1).indices.numpy()
-    pred = top3[:, 0]
+    power = test.labels.get("beam_power_db")
+    scores = beam_scores(logits, y, power if power is not None and power.shape[1] == num_classes else None,
+                         min(3, num_classes))
+    pred = logits.argmax(dim=1).numpy()
     blocked = test.conditions.get("blocked", np.zeros(len(test), bool))
     bits = sum(train.bits_per_sample.get(m, 0) for m in modalities)
     return BaselineResult(group or "+".join(modalities), modalities, bits,
-                          _by_condition(pred == y, blocked), _by_condition((top3 == y[:, None]).any(1), blocked),
-                          _by_condition(np.abs(pred - y).astype(np.float64), blocked))
+                          by_condition(scores["top1"], blocked), by_condition(scores["topk"], blocked),
+                          by_condition(np.abs(pred - y).astype(np.float64), blocked),
+                          by_condition(scores["power_ratio_db"], blocked))
 
 
 def modality_baselines(train: ISACSamples, test: ISACSamples, num_classes: int,
@@ -165,9 +165,12 @@ def modality_baselines(train: ISACSamples, test: ISACSamples, num_classes: int,
 
 def format_baseline_table(results: list[BaselineResult]) -> str:
     """A plain-text table: one row per group, top-1/top-3 by condition."""
-    head = f"{'modalities':<12} {'kbit':>7} | {'top-1 LoS':>9} {'top-1 blk':>9} | {'top-3 LoS':>9} {'top-3 blk':>9} | {'top-1 all':>9}"
+    head = (f"{'modalities':<12} {'kbit':>7} | {'top-1 LoS':>9} {'top-1 blk':>9} | {'top-3 LoS':>9} {'top-3 blk':>9} | "
+            f"{'dB LoS':>7} {'dB blk':>7} | {'top-1 all':>9}")
     rows = [head, "-" * len(head)]
     for r in results:
+        pr = r.power_ratio_db or {}
         rows.append(f"{r.group:<12} {r.bits_per_sample / 1000:>7.2f} | {r.top1['los']:>9.1%} {r.top1['blocked']:>9.1%} | "
-                    f"{r.top3['los']:>9.1%} {r.top3['blocked']:>9.1%} | {r.top1['all']:>9.1%}")
+                    f"{r.top3['los']:>9.1%} {r.top3['blocked']:>9.1%} | {pr.get('los', float('nan')):>7.2f} "
+                    f"{pr.get('blocked', float('nan')):>7.2f} | {r.top1['all']:>9.1%}")
     return "\n".join(rows)

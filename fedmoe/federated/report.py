@@ -9,7 +9,8 @@
     <out>/checkpoints/*.pt         global model every ``federated.checkpoint_every`` rounds and final.pt
     <out>/accuracy.png             test accuracy vs rounds and vs virtual time
     <out>/energy.png               energy and latency per round
-    <out>/gate_usage.png           expert usage per device class (stage II)
+    <out>/gate_usage.png           expert usage in local training per device class (stage II)
+    <out>/policy.png               the gate's choice on the test set by condition, uplink bits by link class
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def plot_run(out: Path, rows: list[dict[str, Any]], expert_names: Sequence[str] 
             ax.plot([r[x_key] for r in ev], [r.get(key) for r in ev], marker="o" if key == "accuracy" else None,
                     ms=3, label=name, lw=2 if key == "accuracy" else 1)
         ax.set_xlabel(label)
-        ax.set_ylabel("test beam accuracy (top-1)")
+        ax.set_ylabel(f"test beam {ev[-1].get('score', 'top1') if ev else 'accuracy'}")
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("Global model on the server's held-out set")
@@ -162,4 +163,34 @@ def plot_run(out: Path, rows: list[dict[str, Any]], expert_names: Sequence[str] 
         ax.text(0.5, 0.5, "no stage-II round", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(out / "gate_usage.png", dpi=120)
+    plt.close(fig)
+    if ev and ev[-1].get("usage_by_condition"):
+        plot_policy(out / "policy.png", ev[-1], expert_names)
+
+
+def plot_policy(path: Path, row: dict[str, Any], expert_names: Sequence[str] | None = None) -> None:
+    """policy.png: what the gate selects on the test set, by condition (left) and uplink bits by link class (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    usage = row["usage_by_condition"]
+    num = len(usage["los"])
+    names = list(expert_names) if expert_names else [str(i) for i in range(num)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for j, (cond, colour) in enumerate((("los", "tab:green"), ("blocked", "tab:red"))):
+        axes[0].bar([i + 0.4 * j for i in range(num)], usage[cond], 0.4, color=colour, label=cond)
+    axes[0].set_xticks([i + 0.2 for i in range(num)], names, rotation=30, fontsize=8)
+    axes[0].set_ylabel("share of test samples")
+    axes[0].set_title(f"gate's choice: costly sensors for {row.get('costly_share_los', float('nan')):.0%} of LoS, "
+                      f"{row.get('costly_share_blocked', float('nan')):.0%} of blocked", fontsize=9)
+    axes[0].legend()
+    bits = {k: v for k, v in (row.get("uplink_bits") or {}).items() if k != "all"}
+    order = [c for c in ("weak", "medium", "strong") if c in bits] + [c for c in bits if c not in ("weak", "medium", "strong")]
+    axes[1].bar(order, [bits[c] for c in order], color="tab:blue")
+    axes[1].set_ylabel("uplink bits per sample")
+    axes[1].set_title("what each link class sends", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -32,6 +32,7 @@ from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
 from fedmoe.models.device_costs import ExpertFootprint, cost_reference, expert_cost_matrices
 from fedmoe.models.moe import MoE
+from fedmoe.training import set_routing_cost_weight
 from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_device_profiles
 
 _SERVER_TEST_STREAM = 0x7E57
@@ -87,7 +88,9 @@ class ScenarioWorld:
     def template(self) -> MoE:
         """The initial mixture (seeded by ``train.seed``), never trained: copy it with :meth:`new_model`."""
         torch.manual_seed(self.cfg.train.seed)
-        return build_moe(self.cfg.model, self.shapes, self.num_beams)
+        model = build_moe(self.cfg.model, self.shapes, self.num_beams)
+        set_routing_cost_weight(model, self.cfg.train)  # fixed for the run: never an update to validate
+        return model
 
     def new_model(self) -> MoE:
         """A fresh copy of :attr:`template`."""

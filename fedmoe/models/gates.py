@@ -140,6 +140,9 @@ class Gate(nn.Module):
         # a buffer, not an attribute: τ travels with the state_dict (federated updates, checkpoints), so a
         # model evaluated elsewhere uses the temperature it was trained at
         self.register_buffer("tau", torch.tensor(1.0))
+        # λ of supervised routing (fedmoe.training.oracle_routing_loss): the backbone predicts each expert's
+        # loss and the gate subtracts λ·C exactly; 0 for every other training. A buffer, so it travels too.
+        self.register_buffer("routing_cost_weight", torch.tensor(0.0))
 
     @property
     def input_dim(self) -> int:
@@ -203,6 +206,8 @@ class Gate(nn.Module):
         if self.use_link_quality:
             side.append(q * self.link_scale)
         logits = self.backbone(features, torch.stack(side, dim=2) if side else None)
+        if costs is not None and float(self.routing_cost_weight) != 0.0:
+            logits = logits - self.routing_cost_weight * c
         if available is not None:
             logits = logits.masked_fill(~available, float("-inf"))
         return logits

@@ -3,18 +3,18 @@
     python -m sims.bench.pareto [--seeds 0,1,2] [--num-samples 20000] [--lambdas 0.3,1,3,10]
                                 [--out sims/bench/results/pareto.json]
 
-On the ``adaptive`` scenario (its model, objective and score), per seed, side by side on one
+On the default scenario (its adaptive model, objective and score), per seed, side by side on one
 generated dataset and one set of devices:
 
-* **static subsets**, each trained alone with the same epochs: GPS, RF, radar, GPS+RF,
-  GPS+RF+radar (one expert, the widths of the scenario);
+* **static subsets**, each trained alone with the same epochs: each modality, GPS+RF,
+  GPS+RF+radar and all five (one expert, the widths of the scenario or the defaults);
 * the **dense mixture**: the scenario's experts, all computed, softmax weights;
 * the **adaptive mixture** at every λ of the sweep (the scenario's hard gate trained by
   supervised routing), and the **per-sample oracle** at each point's mean cost.
 
 Data: 64 % train, 16 % validation, 20 % test. The *knee* λ is chosen on the validation
-split only: the largest λ whose validation main score is within 0.5 points of the best
-λ's. Every reported score is on the test split. Each point reports top-1, top-k and the
+split only (:func:`knee_point`: the point of the score-vs-log-energy curve farthest above
+the chord from the cheapest to the most accurate λ). Every reported score is on the test split. Each point reports top-1, top-k and the
 power ratio (all samples, LoS, blocked), mean per-sample latency, energy and uplink bits
 (by link class), and the costly-sensor share by condition.
 
@@ -52,8 +52,8 @@ from fedmoe.scenarios import load_scenario
 from fedmoe.training import evaluate, summarise
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pareto.json"
-STATIC = (("gps",), ("rf",), ("radar",), ("gps", "rf"), ("gps", "rf", "radar"))
-KNEE_TOLERANCE = 0.005
+STATIC = (("gps",), ("rf",), ("radar",), ("lidar",), ("camera",), ("gps", "rf"), ("gps", "rf", "radar"),
+          ("camera", "lidar", "radar", "gps", "rf"))
 
 
 def static_config(base: FedMoEConfig, modalities: tuple[str, ...]) -> FedMoEConfig:
@@ -102,6 +102,7 @@ def row(label: str, kind: str, m: dict, main: str, **extra) -> dict:
     t = m["test"]
     r = {"label": label, "kind": kind, **extra, "train_seconds": m["train_seconds"],
          "score": t["scores"][main]["all"], "score_val": m["val"]["scores"][main]["all"],
+         "energy_val": m["val"]["mean_energy_j"],
          "scores": t["scores"], "mean_latency_s": t["mean_latency_s"], "mean_energy_j": t["mean_energy_j"],
          "uplink_bits": t["uplink_bits"], "costly_rate": t["costly_rate"],
          "usage": dict(zip(m["experts"], t["usage"])), "usage_by_condition": t["usage_by_condition"]}
@@ -123,8 +124,7 @@ def seed_targets(rows: list[dict], main: str) -> dict:
     matched = {s["label"]: [a["label"] for a in adaptive
                             if a["score"] >= s["score"] and a["mean_energy_j"] <= 0.7 * s["mean_energy_j"]]
                for s in front}
-    best_val = max(a["score_val"] for a in adaptive)
-    knee = max((a for a in adaptive if a["score_val"] >= best_val - KNEE_TOLERANCE), key=lambda a: a["lambda"])
+    knee = knee_point(adaptive)
     costly = knee["costly_rate"]
     bits = knee["uplink_bits"]
     return {
@@ -138,6 +138,19 @@ def seed_targets(rows: list[dict], main: str) -> dict:
         "oracle_gap": knee["oracle"][main] - knee["score"],
         "knee_score": knee["score"],
     }
+
+
+def knee_point(points: list[dict]) -> dict:
+    """The knee of the validation curve (score vs energy): the point farthest above the chord joining the
+    cheapest and the most accurate point, both axes scaled to [0, 1] (the "Kneedle" rule). Validation only."""
+    e = np.log10(np.array([p["energy_val"] for p in points]))
+    s = np.array([p["score_val"] for p in points])
+    lo, hi = int(np.argmin(e)), int(np.argmax(s))
+    if lo == hi or e[hi] == e[lo]:
+        return points[hi]
+    x = (e - e[lo]) / (e[hi] - e[lo])
+    y = (s - s[lo]) / max(s[hi] - s[lo], 1e-12)
+    return points[int(np.argmax(y - x))]
 
 
 GOALS = {
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    base = load_scenario("adaptive")
+    base = load_scenario("default")
     main_score = base.train.score.main
     per_seed, all_rows = [], []
     for seed in seeds:

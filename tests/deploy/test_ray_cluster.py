@@ -239,6 +239,15 @@ def _actor_logs(node_dir: Path) -> list[Path]:
 RUN_TIMEOUT_S = 300.0
 
 
+def _dotted(tree: dict, prefix: str = ""):
+    """``--set`` assignments (``key.path=value``, the value as TOML) of a nested dict of overrides."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}={json.dumps(value)}"
+
+
 @pytest.mark.cluster
 @pytest.mark.timeout(900)
 def test_tiny_run_on_a_two_node_ray_cluster(ray_cluster, tmp_path):
@@ -247,8 +256,7 @@ def test_tiny_run_on_a_two_node_ray_cluster(ray_cluster, tmp_path):
     2 alive 1-CPU nodes throughout the run, and each node hosted a ClientAppActor."""
     import fedmoe
 
-    sets = [f"{section}.{k}={v}" for section in ("partition", "model", "train") for k, v in TINY[section].items()]
-    sets += [f"federated.{k}={v}" for k, v in TINY["federated"].items()]
+    sets = list(_dotted(TINY))
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(fedmoe.__file__).parents[1]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -15,10 +15,16 @@ from fedmoe.scenarios import load_scenario
 
 TINY = {
     "partition": {"num_devices": 4, "samples_per_device": 48},
-    "model": {"experts_per_modality": 1, "head_hidden": 32},
-    "train": {"batch_size": 32},
+    # One expert per modality and the score-function gate: the federated mechanics (aggregation per
+    # expert, validation, faults, resume) are tested on five experts with distinct modalities.
+    "model": {"modalities": ["camera", "lidar", "radar", "gps", "rf"], "subsets": [], "experts_per_modality": 1,
+              "expert_widths": {"gps": [16, 32, 64]},
+              "head_hidden": 32},
+    "train": {"batch_size": 32, "cost_weight": 1.0, "gate_estimator": "score_function", "stage1_epochs": 6,
+              "stage2_epochs": 6,
+              "tasks": {"beam_objective": "cross_entropy"}},
     "federated": {"rounds": 2, "stage1_rounds": 1, "clients_per_round": 4, "test_samples": 64,
-                  "checkpoint_every": 1, "deadline_s": 1000.0},
+                  "checkpoint_every": 1, "deadline_s": 1000.0, "local_epochs": 1, "selection": "deadline-max-devices"},
 }
 
 
