@@ -260,6 +260,12 @@ class TrainConfig(StrictModel):
     routing_loss: Literal["task", "topk_miss", "power_loss_db"] = Field(
         "power_loss_db", description="oracle_routing: the per-sample loss the oracle minimises with λ·C: the training "
                                      "objective, a top-k miss (0/1), or the dB a top-k sweep loses (score.top_k)")
+    routing_holdout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="oracle_routing: share of the training samples the experts never train on; "
+                                         "the gate learns from their losses there (0: the gate learns on the "
+                                         "experts' own training samples)")
+    routing_from_stage1: bool = Field(
+        False, description="oracle_routing: the gate also learns in stage I (the experts run alone there anyway)")
     routing_trains_experts: bool = Field(
         True, description="oracle_routing: stage II also fine-tunes the experts (else only the gate learns)")
     routing_top_k: int | None = Field(

@@ -129,7 +129,8 @@ def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor 
 
 
 def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: torch.Tensor,
-                        labels: dict[str, torch.Tensor], costs: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
+                        labels: dict[str, torch.Tensor], costs: torch.Tensor | None, cfg: TrainConfig,
+                        gate_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Stage II by supervised routing: every expert learns alone, the gate learns to predict their losses.
 
     Each available expert ``i`` predicts alone (as in stage I) with per-sample task loss
@@ -147,27 +148,51 @@ def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: to
     link gets a cheaper choice without having to learn it. The price is training compute:
     every available expert runs on every training sample, as in stage I; inference
     still computes only the expert the gate selects. For gates that select one expert.
+
+    ``gate_rows`` (B,) bool marks the rows held out from the experts (``routing_holdout``):
+    the gate learns from those rows only and the experts from the others, so the gate
+    sees the losses the experts make on data they were not fitted to.
     """
+    batch = present.shape[0]
+    gate_rows = torch.ones(batch, dtype=torch.bool) if gate_rows is None else gate_rows.bool()
+    expert_rows = ~gate_rows if bool((~gate_rows).any()) and bool(gate_rows.any()) else torch.ones_like(gate_rows)
     with torch.set_grad_enabled(cfg.routing_trains_experts and torch.is_grad_enabled()):
         pairs = model.forward_each(inputs, present)
     avail = model.available(present.bool())
-    batch = present.shape[0]
     loss_matrix = torch.full((batch, model.num_experts), float("inf"))
-    expert_loss = 0.0
+    expert_loss, trained = 0.0, 0
     cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
     for i, (r, out) in zip(cols, pairs):
         sub = {k: v[r] for k, v in labels.items()}
         per, _ = task_loss(out, sub, cfg.tasks, reduction="none")
         loss_matrix[r, i] = routing_loss(out.beam_logits.detach(), per.detach(), sub, cfg)
-        expert_loss = expert_loss + per.mean()
+        fit = expert_rows[r]
+        if bool(fit.any()):
+            expert_loss, trained = expert_loss + per[fit].mean(), trained + 1
     set_routing_cost_weight(model, cfg)
     logits = model.gate_logits(inputs, present, costs)
     # The backbone predicts −ℓ; the gate's logits are that minus λ C (exact, Gate.routing_cost_weight).
     cost_term = model.gate.routing_cost_weight * costs if costs is not None else 0.0
-    gate_loss = ((logits + cost_term + loss_matrix)[avail] ** 2).mean()
+    learn = avail & gate_rows[:, None]
+    gate_loss = ((logits + cost_term + loss_matrix)[learn] ** 2).mean() if bool(learn.any()) else logits.sum() * 0.0
     if not cfg.routing_trains_experts:
         return gate_loss
-    return expert_loss / max(len(pairs), 1) + gate_loss
+    return expert_loss / max(trained, 1) + gate_loss
+
+
+def routing_holdout_mask(n: int, cfg: TrainConfig, seed: int) -> np.ndarray:
+    """(n,) bool: the training samples held out from the experts for the gate (``cfg.routing_holdout``).
+
+    Fixed by ``seed`` (the same rows every epoch and, for a device, every round); all False
+    unless supervised routing with a hold-out is configured.
+    """
+    if cfg.gate_estimator != "oracle_routing" or cfg.routing_holdout <= 0 or n < 2:
+        return np.zeros(n, dtype=bool)
+    mask = np.random.default_rng(np.random.SeedSequence([seed, 0x70_75_74])).random(n) < cfg.routing_holdout
+    if mask.all() or not mask.any():  # keep both parts non-empty
+        mask[:] = False
+        mask[: max(1, int(round(n * cfg.routing_holdout)))] = True
+    return mask
 
 
 def set_routing_cost_weight(model: MoE, cfg: TrainConfig) -> None:
@@ -349,15 +374,31 @@ def _optimise(model: MoE, loss: torch.Tensor, opt, sched, anchor: dict[str, torc
     return float(loss.detach())
 
 
+def routes_in_stage1(cfg: TrainConfig) -> bool:
+    """Supervised routing from stage I (``routing_from_stage1``): every expert runs alone there anyway
+    (``each``), so the gate can learn their losses from the first pass at no extra expert compute."""
+    return cfg.gate_estimator == "oracle_routing" and cfg.stage1_mode == "each" and cfg.routing_from_stage1
+
+
 def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sched, rng: np.random.Generator,
-                 bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0) -> EpochStats:
-    """One stage-I pass (module docstring): every available expert alone (``each``) or random subsets."""
+                 bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0,
+                 costs: np.ndarray | None = None, routing_mask: np.ndarray | None = None) -> EpochStats:
+    """One stage-I pass (module docstring): every available expert alone (``each``) or random subsets.
+
+    Under supervised routing (:func:`routes_in_stage1`) the pass is :func:`oracle_routing_loss`: the
+    experts learn alone as in ``each`` and the gate learns their losses (``costs`` and ``routing_mask``
+    as for :func:`stage2_epoch`).
+    """
     model.train()
     total, rows_done = 0.0, 0
     computed = np.zeros(model.num_experts, dtype=np.int64)
     for rows in _batches(len(train_set), cfg.batch_size, rng):
         inputs, present, labels = batch_tensors(train_set, rows)
-        if cfg.stage1_mode == "each":
+        if routes_in_stage1(cfg):
+            held = None if routing_mask is None or not routing_mask.any() else torch.from_numpy(routing_mask[rows])
+            loss = oracle_routing_loss(model, inputs, present, labels, _costs_for(costs, rows), cfg, held)
+            computed += model.available(present).sum(0).numpy()
+        elif cfg.stage1_mode == "each":
             pairs = model.forward_each(inputs, present)
             loss = sum(task_loss(o, {k: v[r] for k, v in labels.items()}, cfg.tasks)[0] for r, o in pairs) / len(pairs)
             computed += model.available(present).sum(0).numpy()
@@ -375,11 +416,13 @@ def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sche
 
 def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, cfg: TrainConfig, opt, sched,
                  rng: np.random.Generator, schedule, step: int, critic: "RewardBaseline | None" = None,
-                 bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0) -> tuple[EpochStats, int]:
+                 bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0,
+                 routing_mask: np.ndarray | None = None) -> tuple[EpochStats, int]:
     """One stage-II pass: the gate (score function or straight-through, module docstring) and fine-tuning.
 
     ``schedule(step) -> τ`` sets the gate temperature; returns the pass's statistics and
-    the step count after it.
+    the step count after it. ``routing_mask`` (N,) marks the samples held out from the
+    experts under supervised routing (:func:`routing_holdout_mask`).
     """
     score_function = cfg.gate_estimator == "score_function" and model.gate.samples_in_training
     model.train()
@@ -390,7 +433,8 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
         inputs, present, labels = batch_tensors(train_set, rows)
         c = _costs_for(costs, rows)
         if cfg.gate_estimator == "oracle_routing":
-            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg)
+            held = None if routing_mask is None or not routing_mask.any() else torch.from_numpy(routing_mask[rows])
+            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg, held)
             total += _optimise(model, loss, opt, sched, anchor, mu) * len(rows)
             rows_done += len(rows)
             computed += model.available(present.bool()).sum(0).numpy()
@@ -424,8 +468,10 @@ def make_critic(model: MoE, cfg: TrainConfig, with_costs: bool) -> "RewardBaseli
     return RewardBaseline(model.gate.in_dim + (model.num_experts if with_costs else 0))
 
 
-def stage1_parameters(model: MoE) -> list[torch.nn.Parameter]:
-    """What stage I trains: everything but the gate."""
+def stage1_parameters(model: MoE, cfg: TrainConfig | None = None) -> list[torch.nn.Parameter]:
+    """What stage I trains: everything but the gate (and the gate too under :func:`routes_in_stage1`)."""
+    if cfg is not None and routes_in_stage1(cfg):
+        return list(model.parameters())
     return [p for n, p in model.named_parameters() if not n.startswith("gate.")]
 
 
@@ -455,9 +501,13 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     bar = tqdm(total=(cfg.stage1_epochs + cfg.stage2_epochs) * steps_per_epoch, desc="training",
                disable=not progress, leave=False)
 
-    opt, sched = _optimiser(stage1_parameters(model), cfg, cfg.stage1_epochs * steps_per_epoch)
+    held_out = routing_holdout_mask(len(train_set), cfg, cfg.seed)
+    routing = routes_in_stage1(cfg)
+    stage1_set = train_set if routing or not held_out.any() else train_set.subset(np.flatnonzero(~held_out))
+    opt, sched = _optimiser(stage1_parameters(model, cfg), cfg, cfg.stage1_epochs * steps_per_epoch)
     for epoch in range(cfg.stage1_epochs):
-        stats = stage1_epoch(model, train_set, cfg, opt, sched, rng, bar)
+        stats = stage1_epoch(model, stage1_set, cfg, opt, sched, rng, bar, costs=costs if routing else None,
+                             routing_mask=held_out if routing else None)
         acc = _stage1_accuracy(model, val_set, cfg.stage1_mode)
         reports.append(EpochReport(1, epoch, stats.loss, acc))
         log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
@@ -467,7 +517,8 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
                             total_steps2)
     step = 0
     for epoch in range(cfg.stage2_epochs):
-        stats, step = stage2_epoch(model, train_set, costs, cfg, opt, sched, rng, schedule, step, critic, bar)
+        stats, step = stage2_epoch(model, train_set, costs, cfg, opt, sched, rng, schedule, step, critic, bar,
+                                   routing_mask=held_out)
         ev = evaluate(model, val_set, val_costs)
         usage = np.asarray(ev["usage"])
         share = usage / max(usage.sum(), 1e-12)

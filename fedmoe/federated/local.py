@@ -36,7 +36,8 @@ from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
-from fedmoe.training import (_optimiser, evaluate, make_critic, stage1_epoch, stage1_parameters, stage2_epoch)
+from fedmoe.training import (_optimiser, evaluate, make_critic, routes_in_stage1, routing_holdout_mask, stage1_epoch,
+                              stage1_parameters, stage2_epoch)
 
 CRITIC_PREFIX = "critic."
 """Local-state keys of the score-function critic (it never leaves the device)."""
@@ -156,10 +157,17 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     steps = int(np.ceil(len(samples) / tcfg.batch_size)) * instr.local_epochs
     rows = np.zeros(model.num_experts, dtype=np.int64)
     losses = []
+    # Samples the experts never train on, fixed per device: the gate learns from the experts' losses there.
+    held_out = routing_holdout_mask(len(samples), tcfg, _seed(world, 0, device_id))
     if instr.stage == 1:
-        opt, sched = _optimiser(stage1_parameters(model), tcfg, steps)
+        routing = routes_in_stage1(tcfg)
+        stage1_set = samples if routing or not held_out.any() else samples.subset(np.flatnonzero(~held_out))
+        costs = np.broadcast_to(world.cost_row(device_id, instr.rate_bps), (len(samples), model.num_experts)) \
+            if routing else None
+        opt, sched = _optimiser(stage1_parameters(model, tcfg), tcfg, steps)
         for _ in range(instr.local_epochs):
-            stats = stage1_epoch(model, samples, tcfg, opt, sched, rng, anchor=anchor, mu=instr.proximal_mu)
+            stats = stage1_epoch(model, stage1_set, tcfg, opt, sched, rng, anchor=anchor, mu=instr.proximal_mu,
+                                 costs=costs, routing_mask=held_out if routing else None)
             rows += stats.expert_rows
             losses.append(stats.loss)
     else:
@@ -176,7 +184,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
         step = 0
         for _ in range(instr.local_epochs):
             stats, step = stage2_epoch(model, samples, costs, tcfg, opt, sched, rng, lambda _s: instr.tau, step,
-                                       critic, anchor=anchor, mu=instr.proximal_mu)
+                                       critic, anchor=anchor, mu=instr.proximal_mu, routing_mask=held_out)
             rows += stats.expert_rows
             losses.append(stats.loss)
         if critic is not None:

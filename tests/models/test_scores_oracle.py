@@ -129,3 +129,37 @@ def test_oracle_at_cost_takes_the_smallest_lambda_within_budget():
                for combo in itertools.product(range(3), repeat=5)
                if sum(small.cost[i, c] for i, c in enumerate(combo)) <= res["mean_cost"] * 5 + 1e-12)
     assert picked(small.loss, res["choice"]).sum() == pytest.approx(best)
+
+
+def test_expert_table_is_each_expert_alone_and_marks_unavailable_ones():
+    from fedmoe.config import DataConfig, MODALITIES
+    from fedmoe.data.synthetic import generate
+    from fedmoe.models.experts import ExpertSpec, build_experts
+    from fedmoe.models.gates import GATES
+    from fedmoe.models.heads import task_loss
+    from fedmoe.models.moe import MoE, batch_tensors
+    from fedmoe.models.oracle import expert_table
+
+    s = generate(DataConfig(), num_samples=120, seed=2)
+    s.present[:40, MODALITIES.index("radar")] = False  # the radar expert cannot serve these rows
+    torch.manual_seed(0)
+    specs = [ExpertSpec(name="gps", architecture="mlp", modalities=("gps",), width=16),
+             ExpertSpec(name="radar", architecture="conv2d", modalities=("radar",), width=4)]
+    moe = MoE(build_experts(specs, s.input_shapes, 16), GATES.get("gumbel_hard")(MoE.gate_in_dim(s.input_shapes), 2),
+              s.input_shapes, 64).eval()
+    moe.fit_standardiser(s)
+    cost = np.tile([0.1, 0.9], (len(s), 1))
+    tasks = TaskWeights(beam_objective="soft_power")
+    table = expert_table(moe, s, cost, tasks, top_k=3, batch_size=50)  # batches cut across the unavailable rows
+    inputs, present, labels = batch_tensors(s)
+    with torch.no_grad():
+        x, _ = moe._prepare(inputs, present)
+        for i, expert in enumerate(moe.experts):
+            out = moe.heads(expert({m: x[m] for m in expert.modalities}))
+            want = task_loss(out, labels, tasks, reduction="none")[0].numpy()
+            rows = slice(40, None) if i == 1 else slice(None)
+            np.testing.assert_allclose(table.loss[rows, i], want[rows], rtol=1e-4, atol=1e-5)
+            hit = beam_scores(out.beam_logits, s.labels["beam"], s.labels["beam_power_db"], 3)["topk"]
+            np.testing.assert_array_equal(table.scores["topk"][rows, i], hit[rows])
+    assert np.isinf(table.loss[:40, 1]).all() and np.isnan(table.scores["topk"][:40, 1]).all()
+    assert (oracle_choice(table.loss, table.cost, 0.0)[:40] == 0).all()

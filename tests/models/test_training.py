@@ -125,9 +125,9 @@ def test_oracle_routing_sends_the_costly_expert_where_the_cue_says_it_pays(cue_d
             import fedmoe.training as training
             real = training.oracle_routing_loss
 
-            def flipped(model, inputs, present, labels, c, cfg_):
+            def flipped(model, inputs, present, labels, c, cfg_, *rest):
                 cfg_neg = cfg_.model_copy(update={"cost_weight": -cfg_.cost_weight})
-                return real(model, inputs, present, labels, c, cfg_neg)
+                return real(model, inputs, present, labels, c, cfg_neg, *rest)
             training.oracle_routing_loss = flipped
             try:
                 train(moe, cue_data, cfg, costs)
@@ -144,3 +144,46 @@ def test_oracle_routing_sends_the_costly_expert_where_the_cue_says_it_pays(cue_d
     on_flagged, on_clean, gps_on_clean = share[1.0]
     assert on_flagged > 0.8 and on_clean < 0.2 and gps_on_clean > 0.6, share
     assert not (share[-1.0][0] > 0.8 and share[-1.0][1] < 0.2), share
+
+
+def _grads(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return ({n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("experts.") and p.grad is not None},
+            {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("gate.") and p.grad is not None})
+
+
+def test_held_out_rows_teach_the_gate_only(cue_data):
+    """routing_holdout: the experts' gradient ignores the held-out rows, the gate's comes only from them."""
+    from fedmoe.training import oracle_routing_loss, routing_holdout_mask
+
+    cfg = TrainConfig(gate_estimator="oracle_routing", routing_loss="task", routing_holdout=0.3, cost_weight=0.5)
+    held = routing_holdout_mask(len(cue_data), cfg, seed=4)
+    assert held.tolist() == routing_holdout_mask(len(cue_data), cfg, seed=4).tolist()  # fixed by the seed
+    assert 0.25 < held.mean() < 0.35 and not routing_holdout_mask(len(cue_data), TrainConfig(), 4).any()
+    rows = np.arange(200)
+    moe = make_moe(cue_data)
+    moe.fit_standardiser(cue_data)
+    inputs, present, labels = batch_tensors(cue_data, rows)
+    costs = torch.from_numpy(np.tile(COST, (len(rows), 1)))
+    mask = torch.from_numpy(held[rows])
+    expert_g, gate_g = _grads(moe, oracle_routing_loss(moe, inputs, present, labels, costs, cfg, mask))
+    other = {k: v.clone() for k, v in labels.items()}
+    other["beam"][mask] = (other["beam"][mask] + 1) % 4  # change only what the held-out rows say
+    expert_g2, gate_g2 = _grads(moe, oracle_routing_loss(moe, inputs, present, other, costs, cfg, mask))
+    assert all(torch.allclose(expert_g[n], expert_g2[n]) for n in expert_g)
+    assert any(not torch.allclose(gate_g[n], gate_g2[n]) for n in gate_g)
+    # a batch with no held-out row teaches the gate nothing
+    _, gate_none = _grads(moe, oracle_routing_loss(moe, inputs, present, labels, costs, cfg, torch.zeros_like(mask)))
+    assert all(float(g.abs().sum()) == 0.0 for g in gate_none.values())
+
+
+@pytest.mark.parametrize("from_stage1", [False, True])
+def test_routing_from_stage_one_trains_the_gate_there(cue_data, from_stage1):
+    moe = make_moe(cue_data)
+    before = {n: p.detach().clone() for n, p in moe.gate.named_parameters()}
+    cfg = TrainConfig(stage1_epochs=1, stage2_epochs=0, batch_size=128, gate_estimator="oracle_routing",
+                      routing_loss="task", routing_from_stage1=from_stage1)
+    train(moe, cue_data, cfg, np.tile(COST, (len(cue_data), 1)))
+    moved = any(not torch.equal(before[n], p) for n, p in moe.gate.named_parameters())
+    assert moved == from_stage1
