@@ -32,6 +32,7 @@ SHRUNK = [  # the default scenario, 3 devices, 2 rounds (one per stage), small d
     f"partition.num_devices={NODES}", "federated.clients_per_round=3", "federated.rounds=2",
     "federated.stage1_rounds=1", "federated.deadline_s=1000.0", "partition.samples_per_device=48",
     "federated.test_samples=500", "model.experts_per_modality=1", "model.head_hidden=32", "train.batch_size=32",
+    "federated.local_keys=['heads.trunk.*']",  # state every device keeps in its state-dir, whatever the gate's training
 ]
 ACTIVATED = re.compile(r'"POST /v1/fleet/activate-node HTTP/1.1" 200')
 
@@ -87,7 +88,7 @@ def test_two_rounds_of_the_default_scenario_run_to_completion(cluster):
     # the ServerApp and the ClientApps ran from the bundle `flwr run` sent, unpacked in each FLWR_HOME
     for home in ["superlink", *(f"supernode-{k}" for k in range(NODES))]:
         assert list((cluster.out / "home" / home / "apps").glob("fedmoe.fedmoe.*/clients/app.py")), home
-    # each SuperNode kept its device's local state (the stage-II critic) in its node config's state-dir
+    # each SuperNode kept its device's local state (its local keys) in its node config's state-dir
     for k in range(NODES):
         assert (cluster.out / "home" / f"supernode-{k}" / "state" / f"device_{k}" / "round_000002.npz").is_file(), k
     # only the three registered SuperNodes ever got in
