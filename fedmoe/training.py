@@ -559,8 +559,7 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
     costly = np.array([any(m in COSTLY_MODALITIES for m in e.modalities) for e in model.experts])
     uses_costly = (selected & costly).any(1)
     bits = costs.bits_of_selection(selected)
-    device_class = link_classes(costs.rate_bps)[costs.device[rows]].astype(str).tolist()
-    device_class = np.array(device_class, dtype=object)
+    device_class = link_classes(costs.rate_bps)[costs.device[rows]].astype(str)
 
     def usage(mask: np.ndarray) -> list[float]:
         return selected[mask].mean(axis=0).tolist() if mask.any() else [float("nan")] * selected.shape[1]
