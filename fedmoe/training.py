@@ -195,6 +195,11 @@ def routing_holdout_mask(n: int, cfg: TrainConfig, seed: int) -> np.ndarray:
     return mask
 
 
+def _held_rows(routing_mask: np.ndarray | None, rows: np.ndarray) -> torch.Tensor | None:
+    """The batch ``rows`` of ``routing_mask`` as the ``gate_rows`` of :func:`oracle_routing_loss` (``None``: no hold-out)."""
+    return None if routing_mask is None or not routing_mask.any() else torch.from_numpy(routing_mask[rows])
+
+
 def set_routing_cost_weight(model: MoE, cfg: TrainConfig) -> None:
     """Give the gate the λ it subtracts (``λ C``) under supervised routing, 0 otherwise (``Gate.routing_cost_weight``)."""
     lam = cfg.cost_weight if cfg.gate_estimator == "oracle_routing" else 0.0
@@ -221,12 +226,12 @@ def routing_loss(logits: torch.Tensor, task: torch.Tensor, labels: dict[str, tor
         return task
     k = min(cfg.routing_top_k or cfg.score.top_k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
+    miss = (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
     if cfg.routing_loss == "topk_miss":
-        return (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
+        return miss
     if "beam_power_db" not in labels:
         raise ValueError("routing_loss 'power_loss_db' needs the beam_power_db label, which the data lacks")
     power = labels["beam_power_db"]
-    miss = (~(top == labels["beam"][:, None]).any(dim=1)).to(task.dtype)
     lost = (-power.gather(1, top).max(dim=1).values.to(task.dtype)).clamp(max=ROUTING_LOSS_CAP_DB)
     return torch.where(torch.isfinite(lost), lost, miss)
 
@@ -395,8 +400,8 @@ def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sche
     for rows in _batches(len(train_set), cfg.batch_size, rng):
         inputs, present, labels = batch_tensors(train_set, rows)
         if routes_in_stage1(cfg):
-            held = None if routing_mask is None or not routing_mask.any() else torch.from_numpy(routing_mask[rows])
-            loss = oracle_routing_loss(model, inputs, present, labels, _costs_for(costs, rows), cfg, held)
+            loss = oracle_routing_loss(model, inputs, present, labels, _costs_for(costs, rows), cfg,
+                                       _held_rows(routing_mask, rows))
             computed += model.available(present).sum(0).numpy()
         elif cfg.stage1_mode == "each":
             pairs = model.forward_each(inputs, present)
@@ -433,8 +438,7 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
         inputs, present, labels = batch_tensors(train_set, rows)
         c = _costs_for(costs, rows)
         if cfg.gate_estimator == "oracle_routing":
-            held = None if routing_mask is None or not routing_mask.any() else torch.from_numpy(routing_mask[rows])
-            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg, held)
+            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg, _held_rows(routing_mask, rows))
             total += _optimise(model, loss, opt, sched, anchor, mu) * len(rows)
             rows_done += len(rows)
             computed += model.available(present.bool()).sum(0).numpy()
@@ -519,7 +523,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     for epoch in range(cfg.stage2_epochs):
         stats, step = stage2_epoch(model, train_set, costs, cfg, opt, sched, rng, schedule, step, critic, bar,
                                    routing_mask=held_out)
-        ev = evaluate(model, val_set, val_costs)
+        ev = evaluate(model, val_set, val_costs, top_k=cfg.score.top_k)
         usage = np.asarray(ev["usage"])
         share = usage / max(usage.sum(), 1e-12)
         collapsed = bool(share.max() > cfg.collapse_share) and model.num_experts > 1

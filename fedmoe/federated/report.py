@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedmoe.files import write_atomic
+from fedmoe.models.device_costs import LINK_CLASSES
 
 CSV_COLUMNS = ("round", "stage", "selected", "completed", "failed", "planned_latency_s", "latency_s", "energy_j",
                "clock_s", "upload_bits", "train_loss", "accuracy", "accuracy_los", "accuracy_blocked", "top1", "topk",
@@ -187,7 +188,7 @@ def plot_policy(path: Path, row: dict[str, Any], expert_names: Sequence[str] | N
                       f"{row.get('costly_share_blocked', float('nan')):.0%} of blocked", fontsize=9)
     axes[0].legend()
     bits = {k: v for k, v in (row.get("uplink_bits") or {}).items() if k != "all"}
-    order = [c for c in ("weak", "medium", "strong") if c in bits] + [c for c in bits if c not in ("weak", "medium", "strong")]
+    order = [c for c in LINK_CLASSES if c in bits] + [c for c in bits if c not in LINK_CLASSES]
     axes[1].bar(order, [bits[c] for c in order], color="tab:blue")
     axes[1].set_ylabel("uplink bits per sample")
     axes[1].set_title("what each link class sends", fontsize=9)

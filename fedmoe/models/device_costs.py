@@ -129,7 +129,7 @@ def selection_latency_energy(selected: np.ndarray, device: np.ndarray, footprint
     mods = profiles.modalities
     used = modalities_used(selected, footprints, mods)
     flops = selected.astype(np.float64) @ np.array([fp.flops for fp in footprints], dtype=np.float64)
-    bits = selection_bits(selected, footprints, mods, bits_per_modality)
+    bits = _bits_of(used, mods, bits_per_modality)
     on = profiles.subset(device)
     rate = np.broadcast_to(np.asarray(rate_bps, dtype=np.float64), (len(profiles),))[device]
     return device_latency(on, flops, bits, rate, used), device_energy(on, flops, bits, rate, used)
@@ -146,8 +146,13 @@ def modalities_used(selected: np.ndarray, footprints: Sequence[ExpertFootprint],
 def selection_bits(selected: np.ndarray, footprints: Sequence[ExpertFootprint], modalities: Sequence[str],
                    bits_per_modality: dict[str, float]) -> np.ndarray:
     """Uplink bits of each sample's selection (N,): ``Σ_{m∈U_n} b_m``, each modality sent once."""
+    return _bits_of(modalities_used(selected, footprints, modalities), modalities, bits_per_modality)
+
+
+def _bits_of(used: np.ndarray, modalities: Sequence[str], bits_per_modality: dict[str, float]) -> np.ndarray:
+    """``Σ_{m∈U_n} b_m`` from the (N, M) modalities used."""
     bits_m = np.array([float(bits_per_modality.get(m, 0.0)) for m in modalities])
-    return modalities_used(selected, footprints, modalities).astype(np.float64) @ bits_m
+    return used.astype(np.float64) @ bits_m
 
 
 LINK_CLASSES: tuple[str, ...] = ("weak", "medium", "strong")
