@@ -379,6 +379,9 @@ class FederatedConfig(StrictModel):
     rounds: int = Field(20, ge=1, le=100_000)
     stage1_rounds: int = Field(8, ge=0, le=100_000, description="rounds of stage I (experts alone); the rest train the gate")
     local_epochs: int = Field(1, ge=1, le=1_000, description="passes over the local data per round")
+    stage2_local_epochs: int | None = Field(
+        None, ge=1, le=1_000, description="passes per stage-II round (default: local_epochs); with frozen experts "
+                                          "under supervised routing only the gate trains then, which is cheap")
     clients_per_round: int = Field(10, ge=1, le=100_000, description="devices sampled per round (random, utility caps)")
     selection: str = Field("deadline-max-devices", description="a name in fedmoe.federated.selection.SELECTION_POLICIES")
     allocation: Literal["min-latency", "equal"] = Field(
@@ -411,6 +414,10 @@ class FederatedConfig(StrictModel):
         if self.stage1_rounds > self.rounds:
             raise ValueError(f"stage1_rounds ({self.stage1_rounds}) exceeds rounds ({self.rounds})")
         return self
+
+    def epochs_of_stage(self, stage: int) -> int:
+        """Local passes per round of ``stage`` (1 or 2): ``local_epochs``, or ``stage2_local_epochs`` in stage II."""
+        return self.stage2_local_epochs or self.local_epochs if stage == 2 else self.local_epochs
 
 
 class SplitConfig(StrictModel):

@@ -130,7 +130,7 @@ def score_function_loss(per_sample: torch.Tensor, gate_out, costs: torch.Tensor 
 
 def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: torch.Tensor,
                         labels: dict[str, torch.Tensor], costs: torch.Tensor | None, cfg: TrainConfig,
-                        gate_rows: torch.Tensor | None = None) -> torch.Tensor:
+                        gate_rows: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
     """Stage II by supervised routing: every expert learns alone, the gate learns to predict their losses.
 
     Each available expert ``i`` predicts alone (as in stage I) with per-sample task loss
@@ -151,24 +151,31 @@ def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: to
 
     ``gate_rows`` (B,) bool marks the rows held out from the experts (``routing_holdout``):
     the gate learns from those rows only and the experts from the others, so the gate
-    sees the losses the experts make on data they were not fitted to.
+    sees the losses the experts make on data they were not fitted to. ``targets`` (B, E) are
+    the batch's rows of :func:`routing_targets` when the experts are frozen: then no expert
+    runs here and only the gate's loss is returned.
     """
     batch = present.shape[0]
     gate_rows = torch.ones(batch, dtype=torch.bool) if gate_rows is None else gate_rows.bool()
     expert_rows = ~gate_rows if bool((~gate_rows).any()) and bool(gate_rows.any()) else torch.ones_like(gate_rows)
-    with torch.set_grad_enabled(cfg.routing_trains_experts and torch.is_grad_enabled()):
-        pairs = model.forward_each(inputs, present)
     avail = model.available(present.bool())
-    loss_matrix = torch.full((batch, model.num_experts), float("inf"))
     expert_loss, trained = 0.0, 0
-    cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
-    for i, (r, out) in zip(cols, pairs):
-        sub = {k: v[r] for k, v in labels.items()}
-        per, _ = task_loss(out, sub, cfg.tasks, reduction="none")
-        loss_matrix[r, i] = routing_loss(out.beam_logits.detach(), per.detach(), sub, cfg)
-        fit = expert_rows[r]
-        if bool(fit.any()):
-            expert_loss, trained = expert_loss + per[fit].mean(), trained + 1
+    if targets is not None:
+        if cfg.routing_trains_experts:
+            raise ValueError("cached routing targets need frozen experts (train.routing_trains_experts = false)")
+        loss_matrix = targets
+    else:
+        with torch.set_grad_enabled(cfg.routing_trains_experts and torch.is_grad_enabled()):
+            pairs = model.forward_each(inputs, present)
+        loss_matrix = torch.full((batch, model.num_experts), float("inf"))
+        cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
+        for i, (r, out) in zip(cols, pairs):
+            sub = {k: v[r] for k, v in labels.items()}
+            per, _ = task_loss(out, sub, cfg.tasks, reduction="none")
+            loss_matrix[r, i] = routing_loss(out.beam_logits.detach(), per.detach(), sub, cfg)
+            fit = expert_rows[r]
+            if bool(fit.any()):
+                expert_loss, trained = expert_loss + per[fit].mean(), trained + 1
     set_routing_cost_weight(model, cfg)
     logits = model.gate_logits(inputs, present, costs)
     # The backbone predicts −ℓ; the gate's logits are that minus λ C (exact, Gate.routing_cost_weight).
@@ -178,6 +185,38 @@ def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: to
     if not cfg.routing_trains_experts:
         return gate_loss
     return expert_loss / max(trained, 1) + gate_loss
+
+
+def caches_routing_targets(cfg: TrainConfig) -> bool:
+    """Whether stage II can compute the gate's regression targets once instead of every batch: under
+    supervised routing with frozen experts (``routing_trains_experts = false``) nothing but the gate
+    changes in stage II, so every expert's loss on a sample stays what it was at the stage's start."""
+    return cfg.gate_estimator == "oracle_routing" and not cfg.routing_trains_experts
+
+
+@torch.no_grad()
+def routing_targets(model: MoE, samples: ISACSamples, cfg: TrainConfig, batch_size: int = 1024) -> torch.Tensor:
+    """(N, E) routing loss ``ℓ_ni`` (:func:`routing_loss`) of every expert alone on each sample, ``inf``
+    where the expert is unavailable: the targets :func:`oracle_routing_loss` regresses.
+
+    With frozen experts (:func:`caches_routing_targets`) one pass before stage II replaces an
+    expert forward pass per batch and epoch: the gate's epochs then cost only the gate's own
+    compute. The experts are deterministic (no dropout, and a standardiser fitted once), so the
+    targets are exactly those each batch would compute.
+    """
+    out = torch.full((len(samples), model.num_experts), float("inf"))
+    was_training = model.training
+    model.train()  # the mode of the stage-II batches (the same outputs: nothing in the experts depends on it)
+    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+        inputs, present, labels = batch_tensors(samples, rows)
+        avail = model.available(present.bool())
+        cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
+        for i, (r, res) in zip(cols, model.forward_each(inputs, present)):
+            sub = {k: v[r] for k, v in labels.items()}
+            per, _ = task_loss(res, sub, cfg.tasks, reduction="none")
+            out[torch.as_tensor(rows)[r], i] = routing_loss(res.beam_logits, per, sub, cfg)
+    model.train(was_training)
+    return out
 
 
 def routing_holdout_mask(n: int, cfg: TrainConfig, seed: int) -> np.ndarray:
@@ -422,12 +461,14 @@ def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sche
 def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, cfg: TrainConfig, opt, sched,
                  rng: np.random.Generator, schedule, step: int, critic: "RewardBaseline | None" = None,
                  bar=None, anchor: dict[str, torch.Tensor] | None = None, mu: float = 0.0,
-                 routing_mask: np.ndarray | None = None) -> tuple[EpochStats, int]:
+                 routing_mask: np.ndarray | None = None,
+                 targets: torch.Tensor | None = None) -> tuple[EpochStats, int]:
     """One stage-II pass: the gate (score function or straight-through, module docstring) and fine-tuning.
 
     ``schedule(step) -> τ`` sets the gate temperature; returns the pass's statistics and
     the step count after it. ``routing_mask`` (N,) marks the samples held out from the
-    experts under supervised routing (:func:`routing_holdout_mask`).
+    experts under supervised routing (:func:`routing_holdout_mask`); ``targets`` (N, E) are
+    the cached :func:`routing_targets` of ``train_set`` (frozen experts).
     """
     score_function = cfg.gate_estimator == "score_function" and model.gate.samples_in_training
     model.train()
@@ -438,7 +479,8 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
         inputs, present, labels = batch_tensors(train_set, rows)
         c = _costs_for(costs, rows)
         if cfg.gate_estimator == "oracle_routing":
-            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg, _held_rows(routing_mask, rows))
+            loss = oracle_routing_loss(model, inputs, present, labels, c, cfg, _held_rows(routing_mask, rows),
+                                       None if targets is None else targets[torch.from_numpy(rows)])
             total += _optimise(model, loss, opt, sched, anchor, mu) * len(rows)
             rows_done += len(rows)
             computed += model.available(present.bool()).sum(0).numpy()
@@ -520,9 +562,10 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     opt, sched = _optimiser(list(model.parameters()) + (list(critic.parameters()) if critic else []), cfg,
                             total_steps2)
     step = 0
+    targets = routing_targets(model, train_set, cfg) if caches_routing_targets(cfg) and cfg.stage2_epochs else None
     for epoch in range(cfg.stage2_epochs):
         stats, step = stage2_epoch(model, train_set, costs, cfg, opt, sched, rng, schedule, step, critic, bar,
-                                   routing_mask=held_out)
+                                   routing_mask=held_out, targets=targets)
         ev = evaluate(model, val_set, val_costs, top_k=cfg.score.top_k)
         usage = np.asarray(ev["usage"])
         share = usage / max(usage.sum(), 1e-12)

@@ -205,7 +205,7 @@ class ExpertWise(ResumableStrategy):
         for j, k in enumerate(plan.devices):
             k = int(k)
             instr = RoundInstructions(
-                server_round=server_round, stage=self._stage, local_epochs=self.fed.local_epochs,
+                server_round=server_round, stage=self._stage, local_epochs=self.fed.epochs_of_stage(self._stage),
                 lr=self._lr(server_round), tau=self._tau(server_round), cost_weight=self._cost_weight(),
                 rate_bps=float(plan.rate_bps[j]), num_rb=int(plan.num_rb[j]), deadline_s=self.fed.deadline_s,
                 modalities=tuple(m for m, on in zip(MODALITIES, allowed[k]) if on),
@@ -446,15 +446,15 @@ class ExpertWise(ResumableStrategy):
         uses = ~((~allowed[:, None, :]) & world.expert_modalities[None]).any(axis=2)  # (K, E)
         expert_flops = world.expert_flops
         shared_bits, expert_bits = self._param_bits
-        flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)
+        flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)  # stage I's compute
         bits = shared_bits + uses @ expert_bits
         if self._stage == 2 and self._reported:
             per_sample = np.array([v[0] for v in self._reported.values()])
             sent = np.array([v[1] for v in self._reported.values()])
-            flops = self.fed.local_epochs * n * per_sample.mean()
+            flops = n * per_sample.mean()
             bits = np.full(k, sent.mean())
             for dev, (f, b) in self._reported.items():
-                flops[dev] = self.fed.local_epochs * n[dev] * f
+                flops[dev] = n[dev] * f
                 bits[dev] = b
         mean_loss = float(np.mean(list(self._loss.values()))) if self._loss else 1.0
         loss = np.array([self._loss.get(d, mean_loss) for d in range(k)])
@@ -508,8 +508,7 @@ class ExpertWise(ResumableStrategy):
             n.append(float(m[WEIGHT_KEY]))
             self._loss[dev] = loss[-1]
             if self._stage == 2:
-                passes = max(float(m[WEIGHT_KEY]) * self.fed.local_epochs, 1.0)
-                self._reported[dev] = (float(m["flops"]) / passes, float(m["upload-bits"]))
+                self._reported[dev] = (float(m["flops"]) / max(float(m[WEIGHT_KEY]), 1.0), float(m["upload-bits"]))
             cls = str(self._device_class[dev])
             u = np.asarray(list(m["expert-usage"]), dtype=np.float64) * float(m[WEIGHT_KEY])
             usage_sum[cls] = usage_sum.get(cls, 0.0) + u

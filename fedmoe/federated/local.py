@@ -14,11 +14,16 @@ modality budget). The device
    stage II (:func:`fedmoe.training.stage2_epoch`, the resource-aware loss of paper 001
    eq. 9 with its own cost vector ``C_k`` at its allocated rate,
    :meth:`ScenarioWorld.cost_row`), adding FedProx's ``(μ/2)||w − w_t||²`` when ``μ > 0``,
-3. replies with the shared parameters and the experts it computed, its sample count,
-   per-expert usage ``u_ki`` (share of its samples each expert was computed on), training
+3. replies with the shared parameters and the experts it trained, its sample count,
+   per-expert usage ``u_ki`` (share of its samples each expert was trained on), training
    FLOPs ``F_k = 3 Σ_i rows_ki F_i`` (forward and backward ≈ 3 forward passes, experts
    only), update bits ``b_k`` and the resulting ``T_k``, ``E_k``
    (:func:`fedmoe.federated.selection.round_costs`).
+
+Under supervised routing with frozen experts (``train.routing_trains_experts = false``) a
+stage-II round runs every expert forward once on the local data (:func:`fedmoe.training.routing_targets`,
+``F_i`` per sample instead of ``3 F_i`` per sample and epoch), then trains the gate alone
+on those cached losses: ``u_ki = 0``, so the device uploads the shared group only.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
-from fedmoe.training import (_optimiser, evaluate, make_critic, routes_in_stage1, routing_holdout_mask, stage1_epoch,
-                              stage1_parameters, stage2_epoch)
+from fedmoe.training import (_optimiser, caches_routing_targets, evaluate, make_critic, routes_in_stage1,
+                              routing_holdout_mask, routing_targets, stage1_epoch, stage1_parameters, stage2_epoch)
 
 CRITIC_PREFIX = "critic."
 """Local-state keys of the score-function critic (it never leaves the device)."""
@@ -155,7 +160,8 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     tcfg = cfg.train.model_copy(update={"lr": instr.lr, "lr_schedule": "constant", "cost_weight": instr.cost_weight})
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()} if instr.proximal_mu > 0 else None
     steps = int(np.ceil(len(samples) / tcfg.batch_size)) * instr.local_epochs
-    rows = np.zeros(model.num_experts, dtype=np.int64)
+    rows = np.zeros(model.num_experts, dtype=np.int64)  # (sample, expert) pairs trained
+    forward_rows = np.zeros(model.num_experts, dtype=np.int64)  # pairs only run forward (cached routing targets)
     losses = []
     # Samples the experts never train on, fixed per device: the gate learns from the experts' losses there.
     held_out = routing_holdout_mask(len(samples), tcfg, _seed(world, 0, device_id))
@@ -182,10 +188,16 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
         params = list(model.parameters()) + (list(critic.parameters()) if critic else [])
         opt, sched = _optimiser(params, tcfg, steps)
         step = 0
+        targets = None
+        if caches_routing_targets(tcfg):  # frozen experts: run them once, then only the gate learns
+            targets = routing_targets(model, samples, tcfg)
+            forward_rows += model.available(torch.from_numpy(samples.present)).sum(0).numpy()
         for _ in range(instr.local_epochs):
             stats, step = stage2_epoch(model, samples, costs, tcfg, opt, sched, rng, lambda _s: instr.tau, step,
-                                       critic, anchor=anchor, mu=instr.proximal_mu, routing_mask=held_out)
-            rows += stats.expert_rows
+                                       critic, anchor=anchor, mu=instr.proximal_mu, routing_mask=held_out,
+                                       targets=targets)
+            if targets is None:
+                rows += stats.expert_rows
             losses.append(stats.loss)
         if critic is not None:
             local_state.update({CRITIC_PREFIX + k: v for k, v in to_numpy(critic.state_dict()).items()})
@@ -196,7 +208,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     keys = upload_keys(list(state), usage, patterns)
     arrays = {k: state[k] for k in keys}
     local_state.update({k: v for k, v in state.items() if is_local(k, patterns)})
-    flops = FORWARD_BACKWARD_FACTOR * float(rows @ world.expert_flops)
+    flops = FORWARD_BACKWARD_FACTOR * float(rows @ world.expert_flops) + float(forward_rows @ world.expert_flops)
     bits = payload_bits(arrays)
     profile = world.profiles.subset([device_id])
     latency, energy = round_costs(profile, np.array([flops]), np.array([bits]), np.array([instr.rate_bps]))

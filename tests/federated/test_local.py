@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fedmoe.federated.local import RoundInstructions, local_update
 from fedmoe.federated.parameters import payload_bits, to_numpy
@@ -63,3 +64,28 @@ def test_bad_partition_id_is_refused(tiny_cfg):
     world = world_for(tiny_cfg)
     with pytest.raises(ValueError, match="partition-id"):
         local_update(world, 99, to_numpy(world.template.state_dict()), None, instructions())
+
+
+def test_frozen_experts_upload_the_gate_only_and_count_one_forward_pass():
+    """Stage II under supervised routing with frozen experts: the experts run forward once (``F_i`` per
+    sample, not ``3 F_i`` per sample and epoch), nothing but the shared group moves, and no expert is sent."""
+    cfg = tiny_config(train={"gate_estimator": "oracle_routing", "routing_trains_experts": False},
+                      model={"gate": "gumbel_hard"})
+    world = world_for(cfg)
+    glob = to_numpy(world.template.state_dict())
+    res = local_update(world, 0, glob, None, instructions(stage=2, local_epochs=3, fit_standardiser=False))
+    assert res.metrics["expert-usage"] == [0.0] * world.template.num_experts
+    assert res.arrays and all(not k.startswith("experts.") for k in res.arrays)
+    moved = [k for k in res.arrays if not np.array_equal(res.arrays[k], glob[k])]
+    assert moved and all(k.startswith("gate.") for k in moved)
+    samples = world.partition(0).samples
+    forward = world.template.available(torch.from_numpy(samples.present)).sum(0).numpy()
+    assert res.metrics["flops"] == pytest.approx(float(forward @ world.expert_flops))
+    trained = local_update(world, 0, glob, None, instructions(stage=1, local_epochs=3, fit_standardiser=False))
+    assert trained.metrics["flops"] > 2.5 * res.metrics["flops"]
+
+
+def test_stage_two_may_run_its_own_number_of_local_epochs():
+    cfg = tiny_config(federated={"local_epochs": 2, "stage2_local_epochs": 7})
+    assert (cfg.federated.epochs_of_stage(1), cfg.federated.epochs_of_stage(2)) == (2, 7)
+    assert tiny_config(federated={"local_epochs": 2}).federated.epochs_of_stage(2) == 2

@@ -187,3 +187,43 @@ def test_routing_from_stage_one_trains_the_gate_there(cue_data, from_stage1):
     train(moe, cue_data, cfg, np.tile(COST, (len(cue_data), 1)))
     moved = any(not torch.equal(before[n], p) for n, p in moe.gate.named_parameters())
     assert moved == from_stage1
+
+
+def test_cached_routing_targets_train_the_gate_exactly_as_per_batch_losses(cue_data):
+    """Frozen experts: stage II on :func:`routing_targets` computed once moves the gate exactly as the
+    per-batch expert losses do, and leaves every other parameter where it was."""
+    from fedmoe.training import _optimiser, caches_routing_targets, routing_targets, stage2_epoch
+
+    data = cue_data.subset(np.arange(900))
+    data.present[:300, 3] = False  # no GPS (column 3 of MODALITIES) on some rows: the GPS expert is unavailable there (and for a whole batch)
+    cfg = TrainConfig(batch_size=128, gate_estimator="oracle_routing", routing_loss="task", cost_weight=0.5,
+                      routing_trains_experts=False)
+    assert caches_routing_targets(cfg) and not caches_routing_targets(cfg.model_copy(
+        update={"routing_trains_experts": True}))
+    costs = np.tile(COST, (len(data), 1))
+    trained = []
+    for cached in (False, True):
+        moe = make_moe(data)
+        moe.fit_standardiser(data)
+        before = {n: p.detach().clone() for n, p in moe.named_parameters()}
+        targets = routing_targets(moe, data, cfg, batch_size=256) if cached else None
+        if cached:
+            assert torch.isinf(targets[:300, 0]).all() and torch.isfinite(targets[300:]).all()
+        opt, sched = _optimiser(list(moe.parameters()), cfg, 8)
+        stage2_epoch(moe, data, costs, cfg, opt, sched, np.random.default_rng(3), lambda _s: 1.0, 0,
+                     targets=targets)
+        after = dict(moe.named_parameters())
+        assert all(torch.equal(before[n], p) for n, p in after.items() if not n.startswith("gate."))
+        assert any(not torch.equal(before[n], p) for n, p in after.items() if n.startswith("gate."))
+        trained.append({n: p.detach().clone() for n, p in after.items() if n.startswith("gate.")})
+    assert all(torch.allclose(trained[0][n], trained[1][n], atol=1e-6) for n in trained[0])
+
+
+def test_cached_routing_targets_need_frozen_experts(cue_data):
+    from fedmoe.training import oracle_routing_loss
+
+    moe = make_moe(cue_data)
+    inputs, present, labels = batch_tensors(cue_data, np.arange(10))
+    with pytest.raises(ValueError, match="frozen experts"):
+        oracle_routing_loss(moe, inputs, present, labels, None, TrainConfig(gate_estimator="oracle_routing"),
+                            targets=torch.zeros(10, 3))
