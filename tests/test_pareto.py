@@ -28,3 +28,16 @@ def test_table_and_plot(tmp_path):
     path = plot_pareto(rows, tmp_path / "p.png", "test")
     assert path.stat().st_size > 10_000
     assert np.all(pareto_front([r["mean_latency_s"] for r in rows], [r["accuracy"] for r in rows]))
+
+
+def test_benchmark_knee_and_static_subsets():
+    """The benchmark's knee rule (validation curve, Kneedle) on hand values, and its 31 static subsets."""
+    from sims.bench.pareto import ALL_STATIC, CORE_STATIC, knee_point
+
+    pts = [{"lambda": lam, "energy_val": e, "score_val": s}
+           for lam, e, s in ((30, 1e-4, 0.80), (10, 1e-3, 0.95), (3, 1e-2, 0.955), (1, 1e-1, 0.96))]
+    assert knee_point(pts)["lambda"] == 10
+    flat = [{**p, "score_val": 0.9} for p in pts]  # no gain for the cost: the cheapest is the most accurate too
+    assert knee_point(flat)["lambda"] == 30
+    assert len(ALL_STATIC) == 31 == len(set(map(frozenset, ALL_STATIC)))
+    assert set(map(frozenset, CORE_STATIC)) <= set(map(frozenset, ALL_STATIC))

@@ -86,7 +86,7 @@ def _train_reference(cfg: FedMoEConfig) -> dict[str, Any]:
                                      n + len(test), cfg.data.seed, cfg.model.latency_weight,
                                      counted=world.expert_costs)
     log.info("training the centralised reference on the union of the devices' %d samples", n)
-    train(model, union, cfg.train, costs.per_sample[:n], test, costs.per_sample[n:])
+    train(model, union, cfg.train, costs.per_sample[:n], diagnostics=False)
     final = evaluate(model, test, costs.per_sample[n:], top_k=cfg.train.score.top_k)
     row = evaluation_row(summarise(final, test, model, costs, slice(n, None)), cfg.train.score.main)
     return {k: row[k] for k in REFERENCE_KEYS}

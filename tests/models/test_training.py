@@ -227,3 +227,16 @@ def test_cached_routing_targets_need_frozen_experts(cue_data):
     with pytest.raises(ValueError, match="frozen experts"):
         oracle_routing_loss(moe, inputs, present, labels, None, TrainConfig(gate_estimator="oracle_routing"),
                             targets=torch.zeros(10, 3))
+
+
+def test_training_without_diagnostics_trains_the_same_model(data):
+    """``diagnostics=False`` (the centralised reference) only skips the per-epoch evaluation."""
+    models, reports = [], []
+    for diagnostics in (True, False):
+        moe = make_moe(data)
+        cfg = TrainConfig(stage1_epochs=2, stage2_epochs=2, cost_weight=0.5, batch_size=128)
+        reports.append(train(moe, data, cfg, np.tile(COST, (len(data), 1)), diagnostics=diagnostics))
+        models.append(moe.state_dict())
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
+    assert [r.loss for r in reports[0]] == [r.loss for r in reports[1]]
+    assert all(np.isfinite(r.accuracy) for r in reports[0]) and all(np.isnan(r.accuracy) for r in reports[1])
