@@ -476,7 +476,11 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
     computed = np.zeros(model.num_experts, dtype=np.int64)
     for rows in _batches(len(train_set), cfg.batch_size, rng):
         model.gate.temperature = float(schedule(step))
-        inputs, present, labels = batch_tensors(train_set, rows)
+        if targets is not None:  # the gate alone learns: only its own inputs are needed
+            inputs = {m: torch.from_numpy(train_set.inputs[m][rows]) for m in model.gate_modalities}
+            present, labels = torch.from_numpy(train_set.present[rows]), {}
+        else:
+            inputs, present, labels = batch_tensors(train_set, rows)
         c = _costs_for(costs, rows)
         if cfg.gate_estimator == "oracle_routing":
             loss = oracle_routing_loss(model, inputs, present, labels, c, cfg, _held_rows(routing_mask, rows),
@@ -521,6 +525,14 @@ def stage1_parameters(model: MoE, cfg: TrainConfig | None = None) -> list[torch.
     return [p for n, p in model.named_parameters() if not n.startswith("gate.")]
 
 
+def stage2_parameters(model: MoE, cfg: TrainConfig) -> list[torch.nn.Parameter]:
+    """What stage II trains: everything, or the gate alone when supervised routing freezes the experts
+    (:func:`caches_routing_targets`)."""
+    if caches_routing_targets(cfg):
+        return list(model.gate.parameters())
+    return list(model.parameters())
+
+
 def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarray | None = None,
           val_set: ISACSamples | None = None, val_costs: np.ndarray | None = None,
           schedule=None, progress: bool = False, diagnostics: bool = True) -> list[EpochReport]:
@@ -563,7 +575,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
         log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
 
     critic = make_critic(model, cfg, costs is not None)
-    opt, sched = _optimiser(list(model.parameters()) + (list(critic.parameters()) if critic else []), cfg,
+    opt, sched = _optimiser(stage2_parameters(model, cfg) + (list(critic.parameters()) if critic else []), cfg,
                             total_steps2)
     step = 0
     targets = routing_targets(model, train_set, cfg) if caches_routing_targets(cfg) and cfg.stage2_epochs else None

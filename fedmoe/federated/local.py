@@ -42,7 +42,8 @@ from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
 from fedmoe.training import (_optimiser, caches_routing_targets, evaluate, make_critic, routes_in_stage1,
-                              routing_holdout_mask, routing_targets, stage1_epoch, stage1_parameters, stage2_epoch)
+                              routing_holdout_mask, routing_targets, stage1_epoch, stage1_parameters, stage2_epoch,
+                              stage2_parameters)
 
 CRITIC_PREFIX = "critic."
 """Local-state keys of the score-function critic (it never leaves the device)."""
@@ -185,7 +186,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
                      if k.startswith(CRITIC_PREFIX)}
             if saved:
                 critic.load_state_dict(saved)
-        params = list(model.parameters()) + (list(critic.parameters()) if critic else [])
+        params = stage2_parameters(model, tcfg) + (list(critic.parameters()) if critic else [])
         opt, sched = _optimiser(params, tcfg, steps)
         step = 0
         targets = None

@@ -194,8 +194,18 @@ class MoE(nn.Module):
 
     def gate_logits(self, inputs: dict[str, torch.Tensor], present: torch.Tensor,
                     costs: torch.Tensor | None = None, link_quality: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, E) gate logits alone (``-inf`` at unavailable experts), without computing any expert."""
-        x, present = self._prepare(inputs, present)
+        """(B, E) gate logits alone (``-inf`` at unavailable experts), without computing any expert.
+
+        Only the gate's own modalities (``gate_modalities``) are read and standardised; ``inputs``
+        may hold just those.
+        """
+        if present.dim() != 2 or present.shape[1] != len(MODALITIES):
+            raise ValueError(f"present must have shape (B, {len(MODALITIES)}), got {tuple(present.shape)}")
+        missing = [m for m in self.gate_modalities if m not in inputs]
+        if missing:
+            raise ValueError(f"the gate reads {missing}, which the inputs lack")
+        present = present.bool()
+        x = self.standardiser({m: inputs[m] for m in self.gate_modalities}, present)
         return self.gate.compute_logits(self.gate_features(x, present), costs, self.available(present), link_quality)
 
     def forward_uniform(self, inputs: dict[str, torch.Tensor], present: torch.Tensor,
