@@ -614,7 +614,8 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
     Besides the totals: ``scores`` (top-1, top-k, power ratio by condition,
     :mod:`fedmoe.models.scores`), ``costly_rate`` (share of samples whose selection reads
     camera, lidar or radar, by condition), ``usage_by_condition`` (each expert's share of
-    the LoS and of the blocked samples) and ``uplink_bits`` (mean bits per sample of the
+    the LoS and of the blocked samples), ``usage_by_class`` (the same by the link class of the
+    sample's device) and ``uplink_bits`` (mean bits per sample of the
     modalities the selection reads, over all samples and by the link class of the
     sample's device, :func:`fedmoe.models.device_costs.link_classes`).
     """
@@ -636,6 +637,7 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
             "mean_latency_s": float(latency.mean()), "mean_energy_j": float(energy.mean()),
             "costly_rate": by_condition(uses_costly.astype(float), blocked), "usage": final["usage"],
             "usage_by_condition": {"los": usage(~blocked), "blocked": usage(blocked)},
+            "usage_by_class": {str(c): usage(device_class == c) for c in sorted(set(device_class))},
             "uplink_bits": {"all": float(bits.mean()),
                             **{str(c): float(bits[device_class == c].mean()) for c in sorted(set(device_class))}},
             "expert_evaluations_per_sample": final["expert_evaluations_per_sample"]}

@@ -81,7 +81,8 @@ def evaluation_row(summary: dict[str, Any], main_score: str) -> dict[str, Any]:
     (``train.score.main``, named in ``score``); ``top1``, ``topk`` and ``power_ratio_db`` are
     all three scores over all samples; ``costly_share_los`` and ``costly_share_blocked`` the
     share of LoS and of blocked samples whose selection reads camera, lidar or radar;
-    ``uplink_bits`` the mean bits per sample by link class.
+    ``uplink_bits`` the mean bits per sample and ``gate_usage_by_class`` each expert's share of
+    the samples, by link class (the round's ``usage_by_class`` is the devices' training usage).
     """
     main = summary["scores"][main_score]
     return {
@@ -95,4 +96,5 @@ def evaluation_row(summary: dict[str, Any], main_score: str) -> dict[str, Any]:
         "uplink_bits": summary["uplink_bits"],
         "usage": [float(u) for u in summary["usage"]],
         "usage_by_condition": summary["usage_by_condition"],
+        "gate_usage_by_class": summary["usage_by_class"],
     }

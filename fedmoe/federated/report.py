@@ -145,21 +145,32 @@ def plot_run(out: Path, rows: list[dict[str, Any]], expert_names: Sequence[str] 
     fig.savefig(out / "energy.png", dpi=120)
     plt.close(fig)
 
-    stage2 = [r for r in trained if r.get("stage") == 2 and r.get("usage_by_class")]
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    if stage2:
+    chosen = ev[-1].get("gate_usage_by_class") if ev else None
+    stage2 = [r for r in trained if r.get("stage") == 2 and r.get("usage_by_class")]
+    if chosen:  # what the gate selects on the server's test set, by the link class of the sample's device
+        by_class, title, ylabel = chosen, "Gate's choice on the test set by link class (final model)", \
+            "share of test samples"
+    elif stage2:  # no evaluation: the devices' own training usage in the stage-II rounds
         classes = sorted({c for r in stage2 for c in r["usage_by_class"]})
-        num_experts = len(next(iter(stage2[-1]["usage_by_class"].values())))
-        width = 0.8 / max(len(classes), 1)
-        for j, c in enumerate(classes):
+        by_class = {}
+        for c in classes:
             seen = [r["usage_by_class"][c] for r in stage2 if c in r["usage_by_class"]]
-            mean = [sum(u[i] for u in seen) / len(seen) for i in range(num_experts)]
-            ax.bar([i + j * width for i in range(num_experts)], mean, width, label=f"{c} uplink")
+            by_class[c] = [sum(u[i] for u in seen) / len(seen) for i in range(len(seen[0]))]
+        title, ylabel = "Expert usage in local training by device class (stage II rounds)", "share of local samples"
+    else:
+        by_class = {}
+    if by_class:
+        order = [c for c in LINK_CLASSES if c in by_class] + sorted(c for c in by_class if c not in LINK_CLASSES)
+        num_experts = len(by_class[order[0]])
+        width = 0.8 / len(order)
+        for j, c in enumerate(order):
+            ax.bar([i + j * width for i in range(num_experts)], by_class[c], width, label=f"{c} uplink")
         names = list(expert_names) if expert_names else [str(i) for i in range(num_experts)]
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(num_experts)], names, rotation=60, fontsize=7)
-        ax.set_ylabel("share of local samples")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(num_experts)], names, rotation=30, fontsize=8)
+        ax.set_ylabel(ylabel)
         ax.legend()
-        ax.set_title("Expert usage in local training by device class (stage II rounds)")
+        ax.set_title(title)
     else:
         ax.text(0.5, 0.5, "no stage-II round", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()

@@ -40,14 +40,25 @@ def test_summary_leads_with_the_main_score_and_reports_the_policy(run):
     bits = cfg.data.sensors
     most = 6 * 32 + bits.rf_beams * 16 + 2 * bits.radar_range_bins * bits.radar_angle_bins * 16
     assert all(192 <= b <= most for b in s["uplink_bits_by_class"].values())
+    # The gate picks one expert per sample: its choice by link class sums to 1 for every class it served.
+    by_class = last["gate_usage_by_class"]
+    assert set(by_class) == set(last["uplink_bits"]) - {"all"}
+    assert all(np.isclose(sum(u), 1.0) for u in by_class.values())
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["summary"]["centralised_accuracy"] == pytest.approx(s["centralised_accuracy"])
 
 
-def test_stage_two_trains_every_expert_on_every_sample(run):
-    _, _, result = run
-    stage2 = [r for r in result.metrics["rounds"] if r.get("stage") == 2]
-    assert stage2 and all(np.allclose(u, 1.0) for r in stage2 for u in r["usage_by_class"].values())
+def test_stage_one_trains_every_expert_and_stage_two_only_the_gate(run):
+    """Stage I: every expert on every sample. Stage II (frozen experts): no expert is trained or sent, so a
+    device uploads the shared group only."""
+    cfg, _, result = run
+    assert not cfg.train.routing_trains_experts
+    rounds = result.metrics["rounds"]
+    stage1 = [r for r in rounds if r.get("stage") == 1]
+    stage2 = [r for r in rounds if r.get("stage") == 2]
+    assert stage1 and all(np.allclose(u, 1.0) for r in stage1 for u in r["usage_by_class"].values())
+    assert stage2 and all(np.allclose(u, 0.0) for r in stage2 for u in r["usage_by_class"].values())
+    assert max(r["upload_bits"] for r in stage2) < 0.5 * min(r["upload_bits"] for r in stage1)
 
 
 def test_centralised_reference_is_cached_per_configuration(run, monkeypatch):
