@@ -1,13 +1,13 @@
 """The per-sample oracle: the best expert choice a gate could make, as a reference policy.
 
 For a mixture whose gate selects one expert per sample (a hard gate over modality or
-modality-subset experts, paper 001), the oracle knows for every test sample ``n`` the
+modality-subset experts, [P001]), the oracle knows for every test sample ``n`` the
 true task loss ``ℓ_ni`` of each expert ``i`` alone and its cost ``C_ni`` on the sample's
 device, and picks
 
     i*_n(λ) = argmin_i  ℓ_ni + λ C_ni
 
-the per-sample minimiser of the resource-aware objective (paper 001, eq. 9) with the
+the per-sample minimiser of the resource-aware objective ([P001] eq. 9) with the
 labels in hand. Sweeping ``λ`` traces the oracle's accuracy–cost curve; the mean cost
 of ``i*(λ)`` never increases with ``λ``, so :func:`oracle_at_cost` finds by bisection the
 smallest ``λ`` whose mean cost is within a budget — the gate's own mean cost — and

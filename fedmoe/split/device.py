@@ -1,7 +1,7 @@
 """A device's side of multimodal split learning, without Flower: its experts, its data, its batches.
 
-In split learning (Vepakomma et al. 2018; the multimodal setting of paper 001 and the survey,
-paper 003) the mixture is cut after the modality experts. A device keeps
+In split learning (Vepakomma et al. 2018; the multimodal setting of [P001] and of the
+survey [P003]) the mixture is cut after the modality experts. A device keeps
 
 * the standardiser, fitted once on its own data, and the experts (encoders) of the
   mixture (:class:`~fedmoe.models.moe.MoE`), with their AdamW optimiser state;
