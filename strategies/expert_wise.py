@@ -1,7 +1,7 @@
 """Expert-wise federated averaging of a multimodal mixture of experts with resource-aware rounds.
 
-The aggregation follows DESIGN.md ("Federated learning") and the federated MoE setting of
-the survey ([P003]): shared parameters over all participants, each expert over the
+The aggregation (``docs/architecture.md``, "A federated round") follows the federated MoE setting
+of the survey [P003]: shared parameters over all participants, each expert over the
 devices that hold and use it. Device selection and uplink allocation follow [P001]'s
 OFDMA model (eq. 3–5) with the exact allocator of :mod:`fedmoe.wireless.allocator`.
 """

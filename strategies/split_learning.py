@@ -2,7 +2,8 @@
 
 Split learning (Vepakomma et al., 2018; Gupta & Raskar, 2018) cuts the mixture after its
 modality experts: devices keep the experts (encoders) and their data, the server keeps the
-gate, the fusion and the task heads (DESIGN.md, "Split learning"; [P001] and [P003]).
+gate, the fusion and the task heads (``docs/architecture.md``, "Split learning and the other modes";
+[P001] and [P003]).
 SplitFed (Thapa et al., 2022) adds one federated step per round: the devices' experts are
 averaged per expert with :class:`strategies.expert_wise.ExpertWise`'s aggregation.
 

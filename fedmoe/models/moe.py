@@ -1,6 +1,6 @@
 """The multimodal mixture of experts: standardise, gate, compute only the selected experts, fuse, heads.
 
-Forward pass for a batch (DESIGN.md, "The model"; [P000] and [P001]):
+Forward pass for a batch (``docs/architecture.md``, "The model"; [P000] and [P001]):
 
 1. inputs are standardised per feature with statistics fitted on training data
    (:meth:`MoE.fit_standardiser`); an absent modality (``present`` False) is zero;
