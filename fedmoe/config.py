@@ -414,7 +414,7 @@ class FederatedConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`fedmoe.split.protocol`).
+    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`strategies.split_learning`).
 
     Devices keep their modality experts (encoders); per batch they send the features of the
     experts the server's gate selected over ``link``; the server runs gate, fusion and heads

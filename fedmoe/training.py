@@ -547,7 +547,7 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
     ``final`` is :func:`evaluate`'s output on ``test_set``; ``costs`` a
     :class:`fedmoe.models.builder.SampleCosts` whose samples ``rows`` are the test set.
     Per-sample latency and energy are those of the selected experts on the sample's
-    device, each modality sensed and sent once (:meth:`SampleCosts.of_selection`).
+    device, each modality sensed and sent once (:meth:`~fedmoe.models.builder.SampleCosts.of_selection`).
 
     Besides the totals: ``scores`` (top-1, top-k, power ratio by condition,
     :mod:`fedmoe.models.scores`), ``costly_rate`` (share of samples whose selection reads

@@ -389,7 +389,8 @@ class ExpertWise(ResumableStrategy):
         return self.aggregate_groups(server_round, replies)
 
     def _wire(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The global arrays as messages carry them: packed per group (:class:`PackedLayout`)."""
+        """The global arrays as messages carry them: packed per group
+        (:class:`~fedmoe.federated.parameters.PackedLayout`)."""
         return to_record(self.layout.pack(to_numpy(arrays)))
 
     def _rule(self, group: str) -> Strategy:

@@ -152,7 +152,7 @@ class MoE(nn.Module):
         """``[(i, rows, z_i)]``: expert ``i``'s output on the batch rows that selected it.
 
         Experts selected by no row are not computed. This is the part of the forward pass a
-        device runs in split learning (:mod:`fedmoe.split.protocol`).
+        device runs in split learning (:mod:`fedmoe.split.device`).
         """
         pieces = []
         for i, expert in enumerate(self.experts):

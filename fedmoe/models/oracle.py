@@ -14,7 +14,7 @@ smallest ``λ`` whose mean cost is within a budget — the gate's own mean cost 
 reports the oracle's scores there. The gap between them is how much a gate that reads
 only cheap cues leaves on the table. Each choice ``i*(λ)`` also minimises
 ``Σ_n ℓ_n`` among all choices with the same total cost (Lagrangian relaxation of a
-multiple-choice knapsack), which ``tests/models/test_oracle.py`` checks against an
+multiple-choice knapsack), which ``tests/models/test_scores_oracle.py`` checks against an
 exact MILP.
 """
 

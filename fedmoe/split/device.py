@@ -23,8 +23,8 @@ With one batch per message this is exactly the gradient of the unsplit model; wi
 the later batches of a chunk receive gradients computed at features from before the
 chunk's earlier steps (stale by at most ``batches_per_message − 1`` steps).
 
-Everything a device keeps between messages is in :class:`DeviceState` (plain arrays, for
-Flower's ``context.state``).
+Everything a device keeps between messages is what :meth:`DevicePart.state` returns (plain
+arrays, for Flower's ``context.state``).
 """
 
 from __future__ import annotations
