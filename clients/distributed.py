@@ -1,4 +1,4 @@
-"""Expert-hosting handler of the fedmoe ClientApp (message type ``query.expert``, paper 004).
+"""Expert-hosting handler of the fedmoe ClientApp (message type ``query.expert``, [P004]).
 
 Device ``k`` (``partition-id`` ``k``) hosts expert ``k`` of the distributed mixture
 (:mod:`strategies.distributed_experts`). ``config["phase"]``:

@@ -1,4 +1,4 @@
-"""Base-station handler of the fedmoe ClientApp: V2I agent training (message type ``train.v2i``, paper 002).
+"""Base-station handler of the fedmoe ClientApp: V2I agent training (message type ``train.v2i``, [P002]).
 
 Base station ``r`` (``partition-id`` ``r``) serves one road section:
 ``speed_scale = v2i.federated.road_speed_scale[r]`` and the radar SNR

@@ -1,14 +1,45 @@
 """fedmoe: federated and split learning of multimodal mixture-of-experts models over wireless devices.
 
+How the parts fit together is in ``docs/architecture.md``; the papers cited as ``[P000]`` …
+``[P004]`` are in ``docs/references.md``.
+
 Subpackages
 -----------
-fedmoe.wireless
-    Channel (3GPP TR 38.901), antennas and beam codebooks, OFDMA uplink, device
-    latency/energy accounting, and the exact resource allocator.
-fedmoe.data
-    The embedded synthetic multimodal ISAC generator, partitioners and real-format loaders.
-fedmoe.config
-    Pydantic models for every configuration, loaded from TOML.
+:mod:`fedmoe.wireless`
+    TR 38.901 channel and fading, antennas and codebooks, OFDMA uplink, device latency and energy, the allocator.
+:mod:`fedmoe.data`
+    The embedded synthetic multimodal ISAC generator, the DeepSense 6G loader, partitioners and dataset statistics.
+:mod:`fedmoe.models`
+    Modality experts, gates and their backbones, router losses, task heads, the ``MoE`` module, costs, the oracle.
+:mod:`fedmoe.federated`
+    One device's federated round without Flower, device selection, parameter groups, evaluation, reports, resume.
+:mod:`fedmoe.split`
+    Split learning's device and server halves without Flower, feature links, and distributed experts.
+:mod:`fedmoe.v2i`
+    V2I camera scheduling and beamforming ([P002]): environment, agents, training, exact reference.
+:mod:`fedmoe.flower`
+    The only Flower import of the library: numpy arrays to and from Flower records.
+:mod:`fedmoe.deploy`
+    Real deployment: certificates and keys, Flower's executables, a SuperLink and SuperNodes on 127.0.0.1.
+
+Modules
+-------
+:mod:`fedmoe.config`
+    Pydantic models for every configuration, loaded from TOML, with one-line errors.
+:mod:`fedmoe.registry`
+    The name -> object registry behind every pluggable part.
+:mod:`fedmoe.files`
+    Files written whole or not at all; output folders removed when a command fails.
+:mod:`fedmoe.scenarios`
+    Scenarios by name (``sims/scenarios/*.toml``), ``extends`` and overrides.
+:mod:`fedmoe.training`
+    The resource-aware loss and two-stage training of the mixture, with diagnostics.
+:mod:`fedmoe.centralised`
+    One centralised experiment: data, mixture, per-device costs, training, test summary.
+:mod:`fedmoe.pareto`
+    λ sweeps of the resource-aware loss and their accuracy–cost Pareto front.
+:mod:`fedmoe.cli`
+    The ``fedmoe`` command line.
 """
 
 __version__ = "0.1.0"

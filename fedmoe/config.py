@@ -64,7 +64,7 @@ class ChannelConfig(StrictModel):
 
 
 class UplinkConfig(StrictModel):
-    """OFDMA uplink: total bandwidth B split in integer resource blocks of B_min (paper 001, eq. 3-4)."""
+    """OFDMA uplink: total bandwidth B split in integer resource blocks of B_min ([P001] eq. 3-4)."""
 
     total_bandwidth_hz: float = Field(20e6, gt=0.0, le=1e10, description="total uplink bandwidth B")
     resource_block_hz: float = Field(200e3, gt=0.0, le=1e10, description="resource-block width B_min")
@@ -248,7 +248,7 @@ class TrainConfig(StrictModel):
     lr: float = Field(2e-3, gt=0.0, le=1.0)
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="per stage: cosine decay to lr/100, or constant")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW decoupled weight decay")
-    cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss (paper 001 eq. 9)")
+    cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss ([P001] eq. 9)")
     z_loss_weight: float = Field(1e-3, ge=0.0, le=10.0)
     balance_weight: float = Field(0.0, ge=0.0, le=10.0)
     stage1_mode: Literal["each", "subsets"] = Field(
@@ -290,10 +290,10 @@ def distinct_modalities(v: tuple[str, ...]) -> tuple[str, ...]:
 class ModelConfig(StrictModel):
     """The mixture of experts (see fedmoe.models and docs/models.md)."""
 
-    experts_per_modality: int = Field(3, ge=1, le=3, description="paper 000: 3 per modality, 15 in all")
-    modalities: tuple[Modality, ...] = Field(MODALITIES, description="modalities with their own experts (paper 000)")
+    experts_per_modality: int = Field(3, ge=1, le=3, description="[P000]: 3 per modality, 15 in all")
+    modalities: tuple[Modality, ...] = Field(MODALITIES, description="modalities with their own experts ([P000])")
     subsets: tuple[tuple[Modality, ...], ...] = Field(
-        (), description="modality-subset experts (paper 001), e.g. [['gps', 'rf'], ['gps', 'rf', 'radar']]")
+        (), description="modality-subset experts ([P001]), e.g. [['gps', 'rf'], ['gps', 'rf', 'radar']]")
     expert_widths: dict[str, tuple[int, ...]] = Field(
         default_factory=dict, description="widths (small, medium, large; or one for all) of a modality's or "
                                           "subset's experts, by name ('gps', 'gps+rf'): overrides the defaults")
@@ -421,7 +421,7 @@ class FederatedConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`fedmoe.split.protocol`).
+    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`strategies.split_learning`).
 
     Devices keep their modality experts (encoders); per batch they send the features of the
     experts the server's gate selected over ``link``; the server runs gate, fusion and heads
@@ -430,7 +430,7 @@ class SplitConfig(StrictModel):
     """
 
     link: Literal["ideal", "analog", "digital"] = Field(
-        "ideal", description="uplink of the features: lossless at the Shannon rate, analog (paper 004) or quantised")
+        "ideal", description="uplink of the features: lossless at the Shannon rate, analog ([P004]) or quantised")
     link_options: dict[str, float | int] = Field(
         default_factory=dict, description="keyword arguments of the link (digital: bits, clip, bits_per_symbol)")
     snr_db: float | None = Field(
@@ -443,10 +443,10 @@ class SplitConfig(StrictModel):
 
 
 class DistributedConfig(StrictModel):
-    """Distributed experts over noisy links with a channel-aware gate (``mode = "distributed"``, paper 004).
+    """Distributed experts over noisy links with a channel-aware gate (``mode = "distributed"``, [P004]).
 
     A backbone and the gate at the server, expert ``k`` on device ``k`` (partition id
-    ``k < num_experts``). The mixture is trained at the server in paper 004's two stages
+    ``k < num_experts``). The mixture is trained at the server in [P004]'s two stages
     (:mod:`fedmoe.split.distributed`); the experts are then deployed to their devices and
     the test set is classified over Flower messages at every SNR of ``eval_snr_db``, with
     the naive and the channel-aware gate (:mod:`strategies.distributed_experts`).
@@ -519,9 +519,9 @@ class V2IFederatedConfig(StrictModel):
 
 
 class V2IConfig(StrictModel):
-    """V2I semantic-AoI camera scheduling and beamforming (paper 002; :mod:`fedmoe.v2i`).
+    """V2I semantic-AoI camera scheduling and beamforming ([P002]; :mod:`fedmoe.v2i`).
 
-    Defaults follow paper 002's Section IV where it gives a value (K = 4 vehicles, M = 64,
+    Defaults follow [P002]'s Section IV where it gives a value (K = 4 vehicles, M = 64,
     28 GHz, 10 J per camera frame, i.e. 40 J/slot for all four, 25 J per beam recovery,
     P_max = 30 dBm, σ² = −114 dBm). Everything else is ours: the kinematic rates ``beta``,
     ``t_proc`` (0: a processed frame leaves no misalignment, which gives the paper's
@@ -594,8 +594,8 @@ class FedMoEConfig(StrictModel):
     federated: FederatedConfig = Field(default_factory=FederatedConfig)
     mode: Literal["federated", "split", "splitfed", "distributed", "v2i"] = Field(
         "federated", description="federated averaging, split learning, split learning with experts averaged per round, "
-                                 "distributed experts over noisy links (paper 004), or V2I scheduling agents trained "
-                                 "across base stations (paper 002)")
+                                 "distributed experts over noisy links ([P004]), or V2I scheduling agents trained "
+                                 "across base stations ([P002])")
     split: SplitConfig = Field(default_factory=SplitConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     v2i: V2IConfig = Field(default_factory=V2IConfig)

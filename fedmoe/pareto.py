@@ -1,6 +1,6 @@
 """The accuracy–cost trade-off: λ sweeps of the resource-aware loss and their Pareto front.
 
-Paper 001 (eq. 9) trades accuracy against cost through the weight ``λ`` of
+[P001] (eq. 9) trades accuracy against cost through the weight ``λ`` of
 ``L = L_task + λ Σ_i g_i C(E_i)``: a small ``λ`` lets the gate pick expensive experts, a
 large one pushes it to cheap ones. :func:`sweep_lambda` trains one mixture per ``λ`` on
 the same data and devices and returns one row per point; :func:`pareto_front` marks

@@ -1,6 +1,6 @@
-"""Resource-aware, two-stage training of the mixture of experts (paper 001) with diagnostics.
+"""Resource-aware, two-stage training of the mixture of experts ([P001]) with diagnostics.
 
-Loss (paper 001, eq. 9, with the auxiliary router losses of paper 003)::
+Loss ([P001] eq. 9, with the auxiliary router losses of [P003])::
 
     L = L_task + λ · mean_b Σ_i g_bi C_bi + β_z · L_z + β_lb · L_lb
 
@@ -10,7 +10,7 @@ selection), ``C_bi`` the sample's device cost of the expert
 (:mod:`fedmoe.models.device_costs`), ``L_z`` the router z-loss and ``L_lb`` the
 load-balancing loss.
 
-Two stages (paper 001, Sec. "training"):
+Two stages ([P001] Sec. "training"):
 
 * **stage I** trains the experts and heads without the gate: each sample averages a
   random subset of its available experts (each kept with probability ``keep_prob``), so
@@ -18,7 +18,7 @@ Two stages (paper 001, Sec. "training"):
 * **stage II** trains the gate (and fine-tunes everything) with the loss above while the
   gate temperature anneals from ``tau_start`` to ``tau_end``.
 
-Diagnostics after every epoch (paper 000's failure signatures): gate entropy, per-expert
+Diagnostics after every epoch ([P000]'s failure signatures): gate entropy, per-expert
 usage, a collapse warning when one expert takes more than ``collapse_share`` of the
 selections, accuracy, mean selected cost, and accuracy under modality dropout.
 """
@@ -141,7 +141,7 @@ def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: to
         L = mean_i mean_{b: i available} t_bi  +  mean_{b,i available} (f_i(x_b, C_b) + ℓ_bi)²
 
     So ``argmax_i l_bi`` is the expert with the smallest predicted ``ℓ + λ C``: the
-    per-sample oracle of :mod:`fedmoe.models.oracle` (paper 001 eq. 9 per sample) with
+    per-sample oracle of :mod:`fedmoe.models.oracle` ([P001] eq. 9 per sample) with
     the loss replaced by its expectation given the gate's cheap inputs (the Bayes
     decision). There is no sampling noise (the score-function estimator sees one
     expert's loss per sample; here it sees all of them), and a device with a costlier
@@ -364,7 +364,7 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
 
 
 def accuracy_under_dropout(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None) -> dict[str, float]:
-    """Accuracy when each modality in turn is removed from every sample (paper 000's robustness check)."""
+    """Accuracy when each modality in turn is removed from every sample ([P000]'s robustness check)."""
     out = {}
     for j, m in enumerate(MODALITIES):
         if m not in samples.inputs:
@@ -609,7 +609,7 @@ def summarise(final: dict, test_set: ISACSamples, model: MoE, costs, rows: slice
     ``final`` is :func:`evaluate`'s output on ``test_set``; ``costs`` a
     :class:`fedmoe.models.builder.SampleCosts` whose samples ``rows`` are the test set.
     Per-sample latency and energy are those of the selected experts on the sample's
-    device, each modality sensed and sent once (:meth:`SampleCosts.of_selection`).
+    device, each modality sensed and sent once (:meth:`~fedmoe.models.builder.SampleCosts.of_selection`).
 
     Besides the totals: ``scores`` (top-1, top-k, power ratio by condition,
     :mod:`fedmoe.models.scores`), ``costly_rate`` (share of samples whose selection reads

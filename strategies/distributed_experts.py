@@ -1,6 +1,6 @@
-"""Distributed experts over noisy downlinks with a channel-aware gate, on Flower messages (paper 004).
+"""Distributed experts over noisy downlinks with a channel-aware gate, on Flower messages ([P004]).
 
-Paper 004 (and the survey's WDMoE) keeps a backbone and the gate at the server and hosts
+[P004] (and the WDMoE of the survey [P003]) keeps a backbone and the gate at the server and hosts
 expert ``k`` on device ``k``. To classify a sample the server computes ``z = F(x)``, the
 gate picks one expert ``k*`` (naive: from ``z``; channel-aware: from ``z`` and every
 expert's link distortion ``d_k``), ``z`` crosses the downlink to device ``k*`` (which
@@ -8,7 +8,7 @@ receives ``แบ‘``, :mod:`fedmoe.split.links`), and the device returns ``E_{k*}(แบ
 
 This ServerApp loop
 
-1. trains the mixture at the server in paper 004's two stages (:func:`fedmoe.split.task.train_task`);
+1. trains the mixture at the server in [P004]'s two stages (:func:`fedmoe.split.task.train_task`);
 2. deploys expert ``k`` to the device with partition id ``k`` (``query.expert``, phase ``deploy``,
    :mod:`clients.distributed`);
 3. for every SNR of ``distributed.eval_snr_db`` and both gates, draws each test sample's

@@ -1,8 +1,8 @@
 """Expert-wise federated averaging of a multimodal mixture of experts with resource-aware rounds.
 
-The aggregation follows DESIGN.md ("Federated learning") and the federated MoE setting of
-the survey (paper 003): shared parameters over all participants, each expert over the
-devices that hold and use it. Device selection and uplink allocation follow paper 001's
+The aggregation (``docs/architecture.md``, "A federated round") follows the federated MoE setting
+of the survey [P003]: shared parameters over all participants, each expert over the
+devices that hold and use it. Device selection and uplink allocation follow [P001]'s
 OFDMA model (eq. 3–5) with the exact allocator of :mod:`fedmoe.wireless.allocator`.
 """
 
@@ -389,7 +389,8 @@ class ExpertWise(ResumableStrategy):
         return self.aggregate_groups(server_round, replies)
 
     def _wire(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The global arrays as messages carry them: packed per group (:class:`PackedLayout`)."""
+        """The global arrays as messages carry them: packed per group
+        (:class:`~fedmoe.federated.parameters.PackedLayout`)."""
         return to_record(self.layout.pack(to_numpy(arrays)))
 
     def _rule(self, group: str) -> Strategy:

@@ -6,8 +6,9 @@ instead continue with round ``t + 1`` from the arrays and the strategy state sav
 round ``t``. :class:`ResumableStrategy` runs the same loop as Flower's ``start`` (training
 round, client-side evaluation, server-side ``evaluate_fn``) from ``first_round``, and
 calls ``on_round_end(round, arrays)`` once each round is complete, which is where the
-server saves its state. Subclasses provide :meth:`state_dict` and
-:meth:`load_state_dict`: everything besides the global arrays that the next rounds depend on.
+server saves its state. Subclasses provide :meth:`ResumableStrategy.state_dict` and
+:meth:`ResumableStrategy.load_state_dict`: everything besides the global arrays that the
+next rounds depend on.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Split learning (Vepakomma et al., 2018; Gupta & Raskar, 2018) cuts the mixture after its
 modality experts: devices keep the experts (encoders) and their data, the server keeps the
-gate, the fusion and the task heads (DESIGN.md, "Split learning"; papers 001 and 003).
+gate, the fusion and the task heads (``docs/architecture.md``, "Split learning and the other modes";
+[P001] and [P003]).
 SplitFed (Thapa et al., 2022) adds one federated step per round: the devices' experts are
 averaged per expert with :class:`strategies.expert_wise.ExpertWise`'s aggregation.
 
@@ -218,7 +219,7 @@ class SplitLearning:
                    .generate_state(1)[0])
 
     def _costs(self, budget: LinkBudget) -> dict[int, np.ndarray]:
-        """Each device's (E,) cost vector at its rate this round (paper 001 eq. 9), once per round."""
+        """Each device's (E,) cost vector at its rate this round ([P001] eq. 9), once per round."""
         return {int(d): self.world.cost_row(int(d), float(r)) for d, r in zip(budget.device_ids, budget.rate_bps)}
 
     def train_round(self, grid: Grid, server_round: int) -> SplitRoundRecord:

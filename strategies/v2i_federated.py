@@ -1,6 +1,6 @@
 """Federated training of the V2I scheduling-and-beamforming agent across base stations (``mode = "v2i"``).
 
-Paper 002 trains one RL-H-MoE agent (LSTM temporal expert for the camera schedule, MLP
+[P002] trains one RL-H-MoE agent (LSTM temporal expert for the camera schedule, MLP
 spatial expert for the beams, a critic; :mod:`fedmoe.v2i.agents`) at one base station.
 Everything in this module is ours: several base stations, each on its own road section
 (its own vehicle speeds ``v2i.federated.road_speed_scale[r]`` and radar SNR
@@ -182,7 +182,7 @@ class V2IFederated:
     :math:`U` = ``v2i.federated.local_updates`` local updates of :math:`B` =
     ``v2i.agent.episodes_per_update`` episodes each, started from :math:`\theta^t`. The
     groups never mix, so the spatial expert is averaged only with spatial experts, as each
-    trains on its own loss (paper 002's gradient isolation). While every base station runs
+    trains on its own loss ([P002]'s gradient isolation). While every base station runs
     the same number of episodes the weights are equal and each group's average is
     FedAvg's; the weights matter once base stations report different episode counts.
 

@@ -12,7 +12,7 @@ diffraction loss drawn from ``SceneConfig.blockage_loss_db`` for every leg that 
 large vehicle, and ``SF`` the large-scale shadowing of TR 38.901 (LoS or NLoS sigma by
 whether the direct path is blocked), common to all paths of the sample.
 
-The BS channel is the narrowband geometric sum (as in paper 002, eq. 2, with one ray per
+The BS channel is the narrowband geometric sum (as in [P002] eq. 2, with one ray per
 path)
 
     h = sum_p sqrt(g_p) exp(j phi_p) a(u_p),   phi_p ~ U[0, 2 pi),

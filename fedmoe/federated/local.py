@@ -11,7 +11,7 @@ modality budget). The device
 
 1. masks the modalities outside its budget (their experts get no rows, hence no update),
 2. runs ``local_epochs`` passes of stage I (:func:`fedmoe.training.stage1_epoch`) or
-   stage II (:func:`fedmoe.training.stage2_epoch`, the resource-aware loss of paper 001
+   stage II (:func:`fedmoe.training.stage2_epoch`, the resource-aware loss of [P001]
    eq. 9 with its own cost vector ``C_k`` at its allocated rate,
    :meth:`ScenarioWorld.cost_row`), adding FedProx's ``(μ/2)||w − w_t||²`` when ``μ > 0``,
 3. replies with the shared parameters and the experts it trained, its sample count,

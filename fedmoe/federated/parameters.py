@@ -1,4 +1,4 @@
-"""Which parameters of the mixture are aggregated over whom (DESIGN.md, "Federated learning").
+"""Which parameters of the mixture are aggregated over whom (``docs/architecture.md``, "A federated round").
 
 Every entry of the mixture's ``state_dict`` falls in exactly one group:
 

@@ -2,7 +2,7 @@
 
 A federated mixture is judged against what the same model, objective and ``λ`` reach
 when one machine holds every device's training samples
-(:meth:`ScenarioWorld.partition` of each device, concatenated) and trains them with
+(:meth:`~fedmoe.federated.world.ScenarioWorld.partition` of each device, concatenated) and trains them with
 ``cfg.train`` (stage-I and stage-II epochs); it is scored on the server's held-out set with
 the same per-sample device costs as the federated evaluation
 (:class:`fedmoe.federated.evaluation.ServerEvaluator`). The result depends only on the

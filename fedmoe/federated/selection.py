@@ -1,8 +1,8 @@
 """Resource-aware rounds: the channel of a round, device selection by named policy, and
 resource-block allocation with the exact allocator (:mod:`fedmoe.wireless.allocator`).
 
-A federated round on device ``k`` costs (DESIGN.md, "The wireless and device layer";
-paper 001 eq. 3–5 for the rate)::
+A federated round on device ``k`` costs (``docs/architecture.md``, "The wireless and device layer";
+[P001] eq. 3–5 for the rate)::
 
     T_k = F_k / f_k + b_k / R_k(n_k),        E_k = e_k F_k + P_k b_k / R_k(n_k)
 

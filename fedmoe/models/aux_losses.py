@@ -1,4 +1,4 @@
-"""Auxiliary router losses (paper 003, §II): router z-loss and Switch-style load balancing.
+"""Auxiliary router losses ([P003] §II): router z-loss and Switch-style load balancing.
 
 Both accept logits that are ``-inf`` at experts a sample cannot use (a missing modality):
 such entries contribute nothing and produce no NaN, in value or gradient.
@@ -10,7 +10,7 @@ import torch
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Router z-loss ``L_Z = (1/B) Σ_b (log Σ_n exp l_bn)²`` (paper 003, eq. 6).
+    """Router z-loss ``L_Z = (1/B) Σ_b (log Σ_n exp l_bn)²`` ([P003] eq. 6).
 
     Parameters
     ----------
@@ -35,7 +35,7 @@ def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 def load_balancing_loss(probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """Switch-Transformer load-balancing loss ``E Σ_i f_i P_i`` (cited by paper 003, §II).
+    """Switch-Transformer load-balancing loss ``E Σ_i f_i P_i`` (cited by [P003] §II).
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Counted cost of an expert: FLOPs per sample, parameters, uplink bits of its input.
 
-Every expert has a known cost (DESIGN.md, "The model"): the resource-aware loss of
-paper 001 (eq. 9) charges ``C(E_i)``, built in :mod:`fedmoe.models.device_costs` from
+Every expert has a known cost (``docs/architecture.md``, "The model"): the resource-aware loss of
+[P001] (eq. 9) charges ``C(E_i)``, built in :mod:`fedmoe.models.device_costs` from
 the FLOPs an expert spends per sample and the bits its input needs on the uplink.
 
 FLOPs are *counted*, never guessed: :func:`count_flops` runs the module once on a batch

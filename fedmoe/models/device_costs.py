@@ -1,4 +1,4 @@
-"""Per-device cost vector ``C(E_i)`` of the resource-aware loss (paper 001, eq. 9).
+"""Per-device cost vector ``C(E_i)`` of the resource-aware loss ([P001] eq. 9).
 
 For device ``k`` and expert ``i`` (which reads modalities ``M_i``, costs ``F_i`` FLOPs per
 sample and needs ``b_i`` uplink bits for its input), using the device layer

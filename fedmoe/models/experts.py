@@ -1,10 +1,10 @@
 """Modality experts (encoders), registered by architecture name, with counted costs.
 
-Paper 000 (multimodal MoE for ISAC in low-altitude networks) gives every modality its
+[P000] (multimodal MoE for ISAC in low-altitude networks) gives every modality its
 own experts with an architecture suited to it — a ResNet for images, a point/scan
 network for lidar, a map encoder for radar — three per modality, 15 in all, of which a
 sparse gate activates a few. :func:`default_expert_specs` builds that layout with
-three widths per modality, sized for a CPU. Paper 001 (§II-B, eq. 8) lets an expert read
+three widths per modality, sized for a CPU. [P001] (§II-B, eq. 8) lets an expert read
 a *subset* of the modalities, ``E_i(x_i)`` with ``x_i ⊆ x`` (up to ``2^M − 1`` experts);
 the ``subset_mlp`` architecture does that for the small vector modalities (GPS + RF) and
 ``subset_fusion`` for any modalities (one encoder per modality, fused inside the expert).
@@ -215,7 +215,7 @@ CAMERA_GRID = 4
 @ARCHITECTURES.register("camera_resnet")
 def camera_resnet(modalities: Sequence[str], input_shapes: dict[str, Sequence[int]], out_dim: int, width: int,
                   *, name: str | None = None) -> Expert:
-    """Small ResNet for images (paper 000: ResNet image experts), sized for a CPU.
+    """Small ResNet for images ([P000]: ResNet image experts), sized for a CPU.
 
     ``(C, H, W)`` → stem ``conv3x3/2 (w)`` → stage 1: basic block ``/2`` (``w``) →
     stage 2: basic block ``/2`` (``2w``) → a ``CAMERA_GRID × CAMERA_GRID`` grid
@@ -260,7 +260,7 @@ def lidar_conv1d(modalities: Sequence[str], input_shapes: dict[str, Sequence[int
                  *, name: str | None = None) -> Expert:
     """1-D CNN for lidar range scans ``(L,)`` or ``(C, L)`` (a scan per elevation channel).
 
-    Paper 000 uses a point-cloud network for lidar; our lidar is an ordered range scan,
+    [P000] uses a point-cloud network for lidar; our lidar is an ordered range scan,
     so a 1-D convolution over the bearing axis plays that role. ``conv5/2 (w)`` →
     ``conv5/2 (w)`` → flatten (bearing preserved) → linear.
     """
@@ -310,7 +310,7 @@ def rf_mlp(modalities: Sequence[str], input_shapes: dict[str, Sequence[int]], ou
 @ARCHITECTURES.register("subset_mlp")
 def subset_mlp(modalities: Sequence[str], input_shapes: dict[str, Sequence[int]], out_dim: int, width: int,
                *, name: str | None = None) -> Expert:
-    """Modality-subset expert ``E_i(x_i)`` of paper 001 (§II-B, eq. 8) for 1-D modalities.
+    """Modality-subset expert ``E_i(x_i)`` of [P001] (§II-B, eq. 8) for 1-D modalities.
 
     The vectors of its modalities (e.g. GPS and RF) are concatenated and encoded by the
     two-hidden-layer MLP of :func:`gps_mlp`; the gate may then pick one expert that
@@ -343,12 +343,12 @@ class FusionExpert(Expert):
 @ARCHITECTURES.register("subset_fusion")
 def subset_fusion(modalities: Sequence[str], input_shapes: dict[str, Sequence[int]], out_dim: int, width: int,
                   *, name: str | None = None) -> Expert:
-    """Modality-subset expert ``E_i(x_i)`` of paper 001 (§II-B, eq. 8) for modalities of any shape.
+    """Modality-subset expert ``E_i(x_i)`` of [P001] (§II-B, eq. 8) for modalities of any shape.
 
     Each modality gets its :data:`DEFAULT_ARCHITECTURE` encoder of width ``width`` and
     output ``out_dim``; the concatenated encodings pass a ReLU and a linear layer to
     ``out_dim``. This is how one expert covers e.g. GPS + RF + radar, the combination a
-    DynMM-style hard gate (paper 001) picks for blocked users. FLOPs: the encoders' sum
+    DynMM-style hard gate ([P001]) picks for blocked users. FLOPs: the encoders' sum
     plus ``2·k·out_dim²``.
     """
     name = name or "subset_fusion"
@@ -450,7 +450,7 @@ class ExpertSpec(StrictModel):
 
 DEFAULT_ARCHITECTURE: dict[str, str] = {"camera": "camera_resnet", "lidar": "lidar_conv1d", "radar": "radar_conv",
                                         "gps": "gps_mlp", "rf": "rf_mlp"}
-"""Default architecture per modality (paper 000: an architecture suited to each modality)."""
+"""Default architecture per modality ([P000]: an architecture suited to each modality)."""
 
 DEFAULT_WIDTHS: dict[str, tuple[int, int, int]] = {
     "camera_resnet": (8, 16, 24),  # 0.4 / 1.3 / 2.8 MFLOPs per 32x32 image: well under 5 M on a CPU
@@ -475,7 +475,7 @@ def subset_architecture(modalities: Sequence[str]) -> str:
 def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = MODALITIES,
                          subsets: Sequence[Sequence[str]] = (),
                          widths: Mapping[str, Sequence[int]] | None = None) -> list[ExpertSpec]:
-    """``num_per_modality`` experts of increasing width per modality (paper 000: 3 × 5 = 15).
+    """``num_per_modality`` experts of increasing width per modality ([P000]: 3 × 5 = 15).
 
     Parameters
     ----------
@@ -485,7 +485,7 @@ def default_expert_specs(num_per_modality: int = 3, modalities: Sequence[str] = 
     modalities
         Modalities to cover, each with its :data:`DEFAULT_ARCHITECTURE`.
     subsets
-        Optional modality subsets (paper 001), e.g. ``[("gps", "rf")]``: each adds
+        Optional modality subsets ([P001]), e.g. ``[("gps", "rf")]``: each adds
         ``num_per_modality`` experts named ``"gps+rf_s"`` etc., of architecture
         :func:`subset_architecture` (``subset_mlp`` for vector modalities only, else
         ``subset_fusion``).

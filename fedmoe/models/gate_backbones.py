@@ -5,15 +5,15 @@ side_dim=0, **options)`` and called as ``backbone(features, side)`` with
 
 * ``features`` (B, F): the sample's gate features,
 * ``side`` (B, E, S) or ``None``: ``S = side_dim`` per-expert side inputs — the expert's
-  cost on the sample's device (paper 001 eq. 9) and/or its link quality (paper 004) —
+  cost on the sample's device ([P001] eq. 9) and/or its link quality ([P004]) —
   already cleaned by the gate (finite, zero at unavailable experts),
 
 returning logits (B, E). Backbones are registered by name in :data:`GATE_BACKBONES`, so a
 new architecture needs no change to the gates.
 
-* ``mlp``: the 3-layer MLP with 128 hidden units of paper 000 on the flat input
+* ``mlp``: the 3-layer MLP with 128 hidden units of [P000] on the flat input
   ``[features, side.flatten()]`` (width ``F + E·S``).
-* ``transformer``: a small transformer encoder (paper 001 §IV uses a lightweight
+* ``transformer``: a small transformer encoder ([P001] §IV uses a lightweight
   transformer gate with 2 heads; we keep it much smaller, ``d_model`` 32 by default).
   Tokenisation: **one token per expert**. Token ``e`` is
   ``W_x x + u_e + W_s s_e`` — the projected features (shared by all tokens), a learned
@@ -43,7 +43,7 @@ def _check_dims(feature_dim: int, num_experts: int, side_dim: int) -> None:
 
 @GATE_BACKBONES.register("mlp")
 class MLPBackbone(nn.Module):
-    """Three linear layers with ReLU between them (paper 000: 128 hidden units).
+    """Three linear layers with ReLU between them ([P000]: 128 hidden units).
 
     Parameters
     ----------

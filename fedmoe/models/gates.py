@@ -2,15 +2,15 @@
 
 A gate maps a sample's gate features — plus, optionally, per-expert side inputs — to
 logits over the ``E`` experts with a backbone from
-:data:`~fedmoe.models.gate_backbones.GATE_BACKBONES` (``mlp``: 3 layers, 128 hidden, paper
-000; ``transformer``: one token per expert, paper 001). The side inputs are
+:data:`~fedmoe.models.gate_backbones.GATE_BACKBONES` (``mlp``: 3 layers, 128 hidden,
+[P000]; ``transformer``: one token per expert, [P001]). The side inputs are
 
 * the sample's **cost vector** ``C`` (``use_costs=True``): the normalised cost of every
-  expert on the sample's own device (paper 001 eq. 9), so one gate serves devices with
+  expert on the sample's own device ([P001] eq. 9), so one gate serves devices with
   different channels and compute;
 * the per-expert **link quality** (``use_link_quality=True``; always for
   ``channel_aware``): e.g. SNR in dB, or the log of the analog distortion variance
-  ``σ²/(p|h|²)`` of paper 004 — pass a quantity of order one (or set ``link_scale``).
+  ``σ²/(p|h|²)`` of [P004] — pass a quantity of order one (or set ``link_scale``).
 
 Experts a sample cannot use (``available`` false: a missing modality) get logit ``-inf``,
 weight 0 and are never selected; a sample with no available expert is a ``ValueError``.
@@ -18,27 +18,27 @@ weight 0 and are never selected; a sample with no available expert is a ``ValueE
 Every gate returns a :class:`GateOutput`: fusion ``weights`` (exactly 0 outside
 ``selected``), the boolean ``selected`` mask of experts that must be computed, ``logits``,
 ``probs = softmax(logits / τ)`` — the ``g_i`` of the resource-aware loss
-``λ Σ_i g_i C_i`` (paper 001 eq. 9) — and the auxiliary losses of paper 003
+``λ Σ_i g_i C_i`` ([P001] eq. 9) — and the auxiliary losses of [P003]
 (:mod:`fedmoe.models.aux_losses`). ``τ`` is :attr:`Gate.temperature`, set by the trainer
 (see :class:`TemperatureSchedule`); it only changes ``probs`` and the straight-through
 gradients, never which experts are selected.
 
 * ``dense``: ``w = softmax(l / τ)``; every available expert selected.
-* ``topn``: the ``N`` largest logits (paper 000: N = 5 of 15), weights renormalised over
+* ``topn``: the ``N`` largest logits ([P000]: N = 5 of 15), weights renormalised over
   them; straight-through — the forward value is the renormalised sparse vector, the
   gradient that of the dense softmax, so the logits of unselected experts learn too.
   Fewer than ``N`` are selected only when fewer are available.
 * ``gumbel_hard``: one-hot ``g = onehot(argmax_j (l_j + e_j))`` with Gumbel(0, 1) noise
   ``e`` in training, straight-through with the gradient of
-  ``ĝ = softmax((l + e) / τ)`` (paper 001 eq. 10–11; the paper writes ``log G(x)_j``,
+  ``ĝ = softmax((l + e) / τ)`` ([P001] eq. 10–11; the paper writes ``log G(x)_j``,
   which differs from ``l_j`` by a per-sample constant that cancels). No noise in
   evaluation: plain argmax.
 * ``gumbel_topn``: ``topn`` whose ``N`` experts are drawn without replacement from
   ``softmax(l)`` in training (Gumbel-top-k), deterministic top-N in evaluation.
 * ``softmax_hard``: the same without noise (temperature softmax + straight-through
   one-hot, DynMM-style), deterministic in training too.
-* ``channel_aware`` (paper 004): the backbone also reads each expert's link quality;
-  selection is top-``N`` as in ``topn`` with **N = 1 by default** — paper 004 routes each
+* ``channel_aware`` ([P004]): the backbone also reads each expert's link quality;
+  selection is top-``N`` as in ``topn`` with **N = 1 by default** — [P004] routes each
   sample to the single expert ``k*`` — so its weights are exactly one-hot; pass
   ``top_n`` for more.
 
@@ -268,7 +268,7 @@ def build_gate(name: str, in_dim: int, num_experts: int, **options: object) -> G
 
 @GATES.register("dense")
 class DenseGate(Gate):
-    """Dense softmax gate: all available experts computed, ``w = softmax(l / τ)`` (paper 000, dense MoE)."""
+    """Dense softmax gate: all available experts computed, ``w = softmax(l / τ)`` ([P000], dense MoE)."""
 
     def select(self, logits: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return probs, torch.isfinite(logits)
@@ -304,12 +304,12 @@ def _check_top_n(top_n: int, num_experts: int) -> int:
 
 @GATES.register("topn")
 class TopNGate(Gate):
-    """Sparse top-N gate with renormalised weights and straight-through gradients (paper 000).
+    """Sparse top-N gate with renormalised weights and straight-through gradients ([P000]).
 
     Parameters
     ----------
     top_n
-        ``N``, experts computed per sample (paper 000: 5 of 15).
+        ``N``, experts computed per sample ([P000]: 5 of 15).
     **options
         As for :class:`Gate`.
     """
@@ -329,7 +329,7 @@ class HardGate(Gate):
 
     Forward: ``g = onehot(argmax_j s_j)``; backward: gradient of ``softmax(s / τ)``, with
     ``s = l`` here and ``s = l + e`` (Gumbel noise, training only) in
-    :class:`GumbelHardGate` (paper 001 eq. 10–11).
+    :class:`GumbelHardGate` ([P001] eq. 10–11).
     """
 
     gumbel: bool = False
@@ -353,7 +353,7 @@ class HardGate(Gate):
 
 @GATES.register("gumbel_hard")
 class GumbelHardGate(HardGate):
-    """Hard one-hot Gumbel-softmax gate with straight-through gradients (paper 001 eq. 10–11).
+    """Hard one-hot Gumbel-softmax gate with straight-through gradients ([P001] eq. 10–11).
 
     In training the choice is a sample of ``softmax(l)`` (Gumbel-max), and its
     log-probability is returned for the score-function estimator.
@@ -396,10 +396,10 @@ class GumbelTopNGate(TopNGate):
 
 @GATES.register("channel_aware")
 class ChannelAwareGate(Gate):
-    """Channel-aware gate (paper 004): the backbone reads each expert's link quality too.
+    """Channel-aware gate ([P004]): the backbone reads each expert's link quality too.
 
     Selection is top-``N`` with renormalised weights and straight-through gradients as in
-    :class:`TopNGate`, with ``N = 1`` by default (paper 004 sends each sample to the single
+    :class:`TopNGate`, with ``N = 1`` by default ([P004] sends each sample to the single
     expert ``k*``). Every call must pass ``link_quality`` (B, E).
 
     Parameters
@@ -424,7 +424,7 @@ class ChannelAwareGate(Gate):
 class TemperatureSchedule:
     """Annealing of the gate temperature from ``tau_start`` to ``tau_end`` over ``steps`` steps.
 
-    Paper 001 (§III-D) anneals ``τ`` of eq. 11 so that ``ĝ`` approaches the one-hot ``g``;
+    [P001] (§III-D) anneals ``τ`` of eq. 11 so that ``ĝ`` approaches the one-hot ``g``;
     it gives no formula, so we offer the usual exponential decay
     ``τ(t) = τ₀ (τ₁/τ₀)^{min(t/T, 1)}`` and, as an option, linear interpolation
     ``τ(t) = τ₀ + (τ₁ − τ₀) min(t/T, 1)``. After ``steps`` the temperature stays at

@@ -1,12 +1,12 @@
 """The multimodal mixture of experts: standardise, gate, compute only the selected experts, fuse, heads.
 
-Forward pass for a batch (DESIGN.md, "The model"; papers 000 and 001):
+Forward pass for a batch (``docs/architecture.md``, "The model"; [P000] and [P001]):
 
 1. inputs are standardised per feature with statistics fitted on training data
    (:meth:`MoE.fit_standardiser`); an absent modality (``present`` False) is zero;
 2. the gate reads the cheap *gate modalities* (GPS and RF by default), the presence flags
-   and, when given, each sample's cost vector ``C`` (paper 001 eq. 9) and link quality
-   (paper 004); experts whose modalities a sample lacks are unavailable to it;
+   and, when given, each sample's cost vector ``C`` ([P001] eq. 9) and link quality
+   ([P004]); experts whose modalities a sample lacks are unavailable to it;
 3. only the (sample, expert) pairs the gate selects are computed — each expert runs on
    the sub-batch of samples that selected it, so an unselected expert costs nothing;
 4. fusion ``z = Σ_d w_d z_d`` over the selected experts, then the task heads.
@@ -152,7 +152,7 @@ class MoE(nn.Module):
         """``[(i, rows, z_i)]``: expert ``i``'s output on the batch rows that selected it.
 
         Experts selected by no row are not computed. This is the part of the forward pass a
-        device runs in split learning (:mod:`fedmoe.split.protocol`).
+        device runs in split learning (:mod:`fedmoe.split.device`).
         """
         pieces = []
         for i, expert in enumerate(self.experts):

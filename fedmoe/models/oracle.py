@@ -1,20 +1,20 @@
 """The per-sample oracle: the best expert choice a gate could make, as a reference policy.
 
 For a mixture whose gate selects one expert per sample (a hard gate over modality or
-modality-subset experts, paper 001), the oracle knows for every test sample ``n`` the
+modality-subset experts, [P001]), the oracle knows for every test sample ``n`` the
 true task loss ``ℓ_ni`` of each expert ``i`` alone and its cost ``C_ni`` on the sample's
 device, and picks
 
     i*_n(λ) = argmin_i  ℓ_ni + λ C_ni
 
-the per-sample minimiser of the resource-aware objective (paper 001, eq. 9) with the
+the per-sample minimiser of the resource-aware objective ([P001] eq. 9) with the
 labels in hand. Sweeping ``λ`` traces the oracle's accuracy–cost curve; the mean cost
 of ``i*(λ)`` never increases with ``λ``, so :func:`oracle_at_cost` finds by bisection the
 smallest ``λ`` whose mean cost is within a budget — the gate's own mean cost — and
 reports the oracle's scores there. The gap between them is how much a gate that reads
 only cheap cues leaves on the table. Each choice ``i*(λ)`` also minimises
 ``Σ_n ℓ_n`` among all choices with the same total cost (Lagrangian relaxation of a
-multiple-choice knapsack), which ``tests/models/test_oracle.py`` checks against an
+multiple-choice knapsack), which ``tests/models/test_scores_oracle.py`` checks against an
 exact MILP.
 """
 

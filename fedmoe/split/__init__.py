@@ -1,1 +1,1 @@
-"""Split learning and distributed experts over noisy feature links (paper 004)."""
+"""Split learning and distributed experts over noisy feature links ([P004])."""

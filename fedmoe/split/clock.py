@@ -2,15 +2,15 @@
 
 The ``K`` devices of a round share the uplink evenly: ``n = ⌊N_rb / K⌋`` resource blocks
 each (at least one), bandwidth ``B_k = n · B_rb`` and Shannon rate ``R_k``
-(:func:`fedmoe.wireless.devices.equal_share_rate`, paper 001 eq. 3). In one exchange device
+(:func:`fedmoe.wireless.devices.equal_share_rate`, [P001] eq. 3). In one exchange device
 ``k`` computes ``F_k`` FLOPs and sends
 
 * its features over the feature link: airtime ``D/(2 B_k)`` per vector for the analog link
-  (two real entries per complex symbol, paper 004), ``(D·b + 32)/(B_k log2 M)`` for the
+  (two real entries per complex symbol, [P004]), ``(D·b + 32)/(B_k log2 M)`` for the
   digital one, ``D · value_bits / R_k`` for the ideal (lossless, capacity-achieving) one;
 * side information (gate inputs, presence flags, labels, row indices) as bits at ``R_k``.
 
-``T_k = F_k / f_k + t_up,k`` and ``E_k = e_k F_k + P_k t_up,k`` (paper 001 eq. 4–5, no
+``T_k = F_k / f_k + t_up,k`` and ``E_k = e_k F_k + P_k t_up,k`` ([P001] eq. 4–5, no
 sensing: the data exist). Exchanges are synchronous: one lasts ``max_k T_k``; a round is
 the sum of its exchanges. Downlink traffic (gradients, selections) is counted in bits
 but, as in the federated rounds, not timed.

@@ -1,7 +1,7 @@
 """A device's side of multimodal split learning, without Flower: its experts, its data, its batches.
 
-In split learning (Vepakomma et al. 2018; the multimodal setting of paper 001 and the survey,
-paper 003) the mixture is cut after the modality experts. A device keeps
+In split learning (Vepakomma et al. 2018; the multimodal setting of [P001] and of the
+survey [P003]) the mixture is cut after the modality experts. A device keeps
 
 * the standardiser, fitted once on its own data, and the experts (encoders) of the
   mixture (:class:`~fedmoe.models.moe.MoE`), with their AdamW optimiser state;
@@ -23,8 +23,8 @@ With one batch per message this is exactly the gradient of the unsplit model; wi
 the later batches of a chunk receive gradients computed at features from before the
 chunk's earlier steps (stale by at most ``batches_per_message − 1`` steps).
 
-Everything a device keeps between messages is in :class:`DeviceState` (plain arrays, for
-Flower's ``context.state``).
+Everything a device keeps between messages is what :meth:`DevicePart.state` returns (plain
+arrays, for Flower's ``context.state``).
 """
 
 from __future__ import annotations

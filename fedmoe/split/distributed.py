@@ -1,4 +1,4 @@
-"""Distributed experts over noisy downlinks with a channel-aware gate (paper 004; the survey's WDMoE).
+"""Distributed experts over noisy downlinks with a channel-aware gate ([P004]; the WDMoE of the survey [P003]).
 
 A backbone ``F`` at the server maps an input to a feature ``z = F(x) ∈ R^D``. Expert ``k``
 is hosted on device ``k``; to use it the server sends ``z`` over the downlink to device
@@ -7,8 +7,8 @@ computes ``o_k = E_k(ẑ_k)`` and returns it (the return link is taken as ideal)
 picks the expert:
 
 * **naive**: ``g = softmax(G(z))``;
-* **channel-aware** (paper 004): ``g = softmax(G([z, ψ_1, …, ψ_K]))`` with ``d_k`` the
-  expected relative distortion of the link to expert ``k`` (paper 004's distortion
+* **channel-aware** ([P004]): ``g = softmax(G([z, ψ_1, …, ψ_K]))`` with ``d_k`` the
+  expected relative distortion of the link to expert ``k`` ([P004]'s distortion
   variance ``σ̃_k² = σ²/(p|h_k|²)`` for the analog link) and
 
   .. math::  ψ_k = c \\bigl(\\log_{10} d_k - \\tfrac1K \\textstyle\\sum_j \\log_{10} d_j\\bigr),
@@ -31,7 +31,7 @@ picks the expert:
     +0.7). The choice between experts only needs their differences.
 
 Inference uses the top-1 expert, ``ŷ = E_{k*}(ẑ_{k*})`` with ``k* = argmax g``. Training
-(:func:`train_stage1`, :func:`train_stage2`) follows paper 004's two stages:
+(:func:`train_stage1`, :func:`train_stage2`) follows [P004]'s two stages:
 
 1. backbone, gate and experts under ideal links, with the mixture likelihood
    ``−log Σ_k g_k p_k(y | z)`` and a load-balancing term ``β · K Σ_k \\bar g_k^2`` (the
@@ -132,7 +132,7 @@ class DistributedMoE(nn.Module):
         return self.aware_gate(z, self.channel_input(distortion))
 
     def channel_input(self, distortion: torch.Tensor) -> torch.Tensor:
-        """(B, K) ``ψ_k = c (log10 d_k − mean_j log10 d_j)`` from (B, K) ``distortion`` (paper 004: the gate
+        """(B, K) ``ψ_k = c (log10 d_k − mean_j log10 d_j)`` from (B, K) ``distortion`` ([P004]: the gate
         reads each expert's distortion variance ``σ²/(p|h_k|²)``; module docstring), ``d`` floored at 1e-8;
         without the mean when ``csi_relative`` is False."""
         psi = self.csi_scale * torch.log10(distortion.clamp_min(1e-8))

@@ -1,12 +1,12 @@
 """Feature links: what a feature vector looks like after crossing a wireless link, and what the
 crossing costs.
 
-Split learning and the distributed-expert mode (paper 004) send intermediate features
+Split learning and the distributed-expert mode ([P004]) send intermediate features
 ``z ∈ R^D`` (smashed activations) over a noisy link. Two link models, registered by name
 in :data:`LINKS`:
 
 ``analog``
-    Uncoded analog transmission (paper 004, "analog communication"): the transmitter
+    Uncoded analog transmission ([P004], "analog communication"): the transmitter
     scales ``z`` to unit power per entry, the receiver equalises and rescales, so
 
     .. math::  \\hat z = z + \\sqrt{P_z}\\,\\tilde\\sigma\\,\\varepsilon,
@@ -81,7 +81,7 @@ def _power(z: torch.Tensor) -> torch.Tensor:
 @LINKS.register("analog")
 @dataclass(frozen=True)
 class AnalogLink:
-    """Uncoded analog feature transmission (module docstring; paper 004)."""
+    """Uncoded analog feature transmission (module docstring; [P004])."""
 
     name: str = "analog"
 

@@ -12,7 +12,7 @@ chunk a device sent (:class:`fedmoe.split.device.Encoded`) it
      heads, the mean of their losses; ``subsets`` — the uniform mean over a random subset
      of the available experts (the device sent all of them);
    * stage II: the gate's weights on its selection (drawn by :meth:`select` from the gate
-     inputs the device sent first), the resource-aware loss of paper 001 eq. 9 with the
+     inputs the device sent first), the resource-aware loss of [P001] eq. 9 with the
      device's cost vector, by the score-function estimator when the gate samples
      (:func:`fedmoe.training.score_function_loss`) — exactly the centralised stage II;
 

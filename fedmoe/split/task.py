@@ -11,7 +11,7 @@ Data (``distributed.dataset``):
   [0, 1]; a non-wireless check.
 
 The backbone is an MLP to ``feature_dim``; the experts and gates are those of
-:class:`fedmoe.split.distributed.DistributedMoE`. :func:`train_task` runs paper 004's
+:class:`fedmoe.split.distributed.DistributedMoE`. :func:`train_task` runs [P004]'s
 stage 1 once and stage 2 for the naive and for the channel-aware gate on copies of the
 stage-1 model, so the two gates share the backbone and experts.
 """

@@ -1,1 +1,1 @@
-"""V2I semantic-AoI camera scheduling and beamforming (paper 002)."""
+"""V2I semantic-AoI camera scheduling and beamforming ([P002])."""

@@ -1,4 +1,4 @@
-"""Learned V2I policies: paper 002's heterogeneous MoE (RL-H-MoE) and its learned baselines.
+"""Learned V2I policies: [P002]'s heterogeneous MoE (RL-H-MoE) and its learned baselines.
 
 Every agent maps the state ``s_n`` (``K × 3``: radar angle, radar range, AoI; flattened) to
 
@@ -9,7 +9,7 @@ Every agent maps the state ``s_n`` (``K × 3``: radar angle, radar range, AoI; f
   The phase head (:func:`phase_map`, ours) outputs a direction correction ``c_k`` and
   per-element offsets ``δ_{k,m}``: ``Φ_{k,m} = π m (sin θ̂_k + 2 c_k / M) + δ_{k,m}`` (``c_k`` in
   units of the main lobe's half-width ``2/M`` in ``sin θ``). A plain linear
-  map to ``Φ`` (paper 002's wording) must grow weights of order ``π M`` to steer a beam, and
+  map to ``Φ`` ([P002]'s wording) must grow weights of order ``π M`` to steer a beam, and
   in our runs reached a normalised gain of 0.26 where steering to the radar angle gives 0.83;
   anchoring the phase slope at the radar angle lets the expert learn only the correction;
 * per-vehicle state values for the advantage (the critic).
@@ -17,7 +17,7 @@ Every agent maps the state ``s_n`` (``K × 3``: radar angle, radar range, AoI; f
 Registered in :data:`AGENTS` (``v2i.agent.policy``):
 
 ``hetero_moe``
-    paper 002's RL-H-MoE (Section III, Fig. 2): a temporal expert (LSTM over the state
+    [P002]'s RL-H-MoE (Section III, Fig. 2): a temporal expert (LSTM over the state
     sequence → linear → sigmoid), a spatial expert (MLP → phases) and a critic (its own
     LSTM). The three share no parameter, and :attr:`Agent.groups` gives each its own
     optimiser, so the temporal loss (eq. 12) and the spatial loss (eq. 13) reach only their
@@ -123,7 +123,7 @@ class Agent(nn.Module):
 
 
 class HeteroMoE(Agent):
-    """Paper 002's RL-H-MoE: LSTM temporal expert, MLP spatial expert, separate critic (module docstring)."""
+    """[P002]'s RL-H-MoE: LSTM temporal expert, MLP spatial expert, separate critic (module docstring)."""
 
     recurrent = True
 

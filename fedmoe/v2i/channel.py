@@ -1,4 +1,4 @@
-"""Geometric mmWave channel and constant-modulus analog beamforming of the V2I model (paper 002, eq. 1, 2, 8–10).
+"""Geometric mmWave channel and constant-modulus analog beamforming of the V2I model ([P002] eq. 1, 2, 8–10).
 
 * Channel (eq. 2): ``h_k = Σ_{l=1}^{L_p} α_{l,k} e^{−j2π f_c τ_{l,k}} a(θ_{l,k})`` with a
   half-wavelength ULA (``a(θ)_m = e^{jπ m sin θ}``, :func:`fedmoe.wireless.antenna.ula_steering`
@@ -8,7 +8,7 @@
   free space, ``|α| = λ / (4π d)``.
 * CSI error (eq. 8): the true channel is ``h = ĥ + Δh`` where ``ĥ`` is the geometric channel
   that sensing tracks and ``Δh ~ CN(0, ρ P_misa ||ĥ||² / M · I)``, so that
-  ``E||Δh||² = ρ P_misa ||ĥ||²`` (ρ relative to the channel's energy, ours: paper 002 gives ρ no unit).
+  ``E||Δh||² = ρ P_misa ||ĥ||²`` (ρ relative to the channel's energy, ours: [P002] gives ρ no unit).
 * Beamformer (eq. 10): ``v_{k,m} = e^{jΦ_{k,m}} / √M`` meets the constant modulus (9b) by
   construction; each vehicle gets ``p_k = P_max / K`` so that ``Σ_k p_k ||v_k||² = P_max`` (9c).
   Eq. 9b and 9c together allow no more: with ``|v_{k,m}| = 1/√M`` every ``||v_k||² = 1``, and

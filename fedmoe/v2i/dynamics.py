@@ -1,4 +1,4 @@
-"""Semantic AoI, beam misalignment, CSI error and energy of the V2I model (paper 002, eq. 3–9, 11).
+"""Semantic AoI, beam misalignment, CSI error and energy of the V2I model ([P002] eq. 3–9, 11).
 
 Every function works on arrays of any leading shape ``(..., K)`` (``K`` vehicles), so that
 thousands of slots or parallel episodes run as one numpy operation.

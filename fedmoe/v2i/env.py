@@ -1,8 +1,8 @@
-"""The V2I environment of paper 002: vehicles on a road, a radar, a camera schedule and the channel.
+"""The V2I environment of [P002]: vehicles on a road, a radar, a camera schedule and the channel.
 
 ``B`` episodes run side by side (numpy arrays with a leading ``B`` axis). Slot ``n``:
 
-1. the base station observes ``s_n = (θ̂_k, d̂_k, A_k(n))`` per vehicle (paper 002's state,
+1. the base station observes ``s_n = (θ̂_k, d̂_k, A_k(n))`` per vehicle ([P002]'s state,
    ``K × 3``; :meth:`V2IEnv.observe`);
 2. the agent picks ``π(n)`` and the beams ``v(n)``;
 3. :meth:`V2IEnv.step` charges the slot (eq. 3–5, 11, :func:`fedmoe.v2i.dynamics.slot_cost`),
@@ -13,7 +13,7 @@
 from the array) at a constant speed ``v_k`` and re-enters at the start when it leaves the section.
 The true angle from broadside is ``θ_k = atan2(x_k, y_k)``.
 
-**Radar and β (ours; paper 002 states neither).** The radar measures ``θ̂ = θ + e_θ`` and
+**Radar and β (ours; [P002] states neither).** The radar measures ``θ̂ = θ + e_θ`` and
 ``d̂ = d + e_d`` with standard deviations that scale as ``1/√SNR`` (the Cramér–Rao bound of
 angle and range estimation). Between camera frames the base station tracks with the
 radar, so the rate at which its estimate drifts off the beam has a part no radar removes

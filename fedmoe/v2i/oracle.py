@@ -1,4 +1,4 @@
-"""The lowest time-averaged energy any camera schedule can reach in the V2I model (paper 002, eq. 9).
+"""The lowest time-averaged energy any camera schedule can reach in the V2I model ([P002] eq. 9).
 
 The AoI dynamics are deterministic (eq. 6) and the energy of a slot depends only on the AoI
 and the decision (eq. 3–5, 7), so this is a deterministic minimum-mean-cycle problem.

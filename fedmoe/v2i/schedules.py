@@ -1,9 +1,9 @@
-"""Fixed camera schedules of the V2I model (paper 002's baselines that need no learning).
+"""Fixed camera schedules of the V2I model ([P002]'s baselines that need no learning).
 
 Each returns a boolean ``(N, K)`` schedule ``π`` for ``N`` slots; play it with
 :func:`fedmoe.v2i.dynamics.rollout`.
 
-* ``vision_only`` — every camera frame processed every slot (paper 002: 40 J/slot of compute);
+* ``vision_only`` — every camera frame processed every slot ([P002]: 40 J/slot of compute);
 * ``radar_only`` — no camera frame ever (the AoI grows without bound);
 * ``periodic`` — vehicle ``k`` every ``T_k`` slots, phase ``k mod T_k`` (staggered);
 * ``aoi_threshold`` — a frame whenever the vehicle's AoI would otherwise exceed ``θ_k``.

@@ -1,4 +1,4 @@
-"""Training and evaluation of V2I policies (paper 002, Algorithm 1, eq. 11–13).
+"""Training and evaluation of V2I policies ([P002] Algorithm 1, eq. 11–13).
 
 One update (Algorithm 1, one "episode" of ours being ``B`` parallel episodes):
 

@@ -6,7 +6,7 @@ blocks of ``B_min`` Hz its latency is::
 
     t_k(b) = c_k + bits_k / R_k(b),   R_k(b) = b B_min log2(1 + s_k / b)
 
-(:mod:`fedmoe.wireless.ofdma`, paper 001 eq. 3-5, noise ``N0 b B_min``; ``s_k = P_k h_k / (N0 B_min)``).
+(:mod:`fedmoe.wireless.ofdma`, [P001] eq. 3-5, noise ``N0 b B_min``; ``s_k = P_k h_k / (N0 B_min)``).
 ``R_k`` is strictly increasing in ``b`` (and concave), so ``t_k`` is strictly decreasing
 when ``bits_k > 0``. Every device that takes part gets ``b_k >= 1`` integer RBs and
 ``sum_k b_k <= N_rb``.

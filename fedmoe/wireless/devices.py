@@ -12,7 +12,7 @@ Transmit power, compute speed and energy per FLOP are drawn uniformly from the r
 :class:`~fedmoe.config.DeviceProfileConfig` (power uniform in dBm). Sensing costs per
 modality come from its ``sensing`` table.
 
-Per-round cost of device ``k`` (DESIGN.md, "The wireless and device layer"; paper 001):
+Per-round cost of device ``k`` (``docs/architecture.md``, "The wireless and device layer"; [P001]):
 
 * latency ``T_k = T_sense,k + F_k / f_k + bits_k / R_k``,
 * energy  ``E_k = e_k F_k + P_k bits_k / R_k + E_sense,k``,

@@ -2,12 +2,12 @@
 
 The total uplink bandwidth ``B`` is cut into ``N_rb = floor(B / B_min)`` resource blocks
 (RBs) of width ``B_min``; device ``k`` receives an integer number ``b_k`` of them, so
-``B_k = b_k B_min`` and ``sum_k b_k B_min <= B`` (paper 001, eq. 3-4). Its rate is the
-Shannon rate of an AWGN link (paper 001, eq. 5)::
+``B_k = b_k B_min`` and ``sum_k b_k B_min <= B`` ([P001] eq. 3-4). Its rate is the
+Shannon rate of an AWGN link ([P001] eq. 5)::
 
     R_k(b_k) = b_k B_min log2(1 + P_k h_k / (N0 b_k B_min))
 
-**Noise scales with the allocated bandwidth.** Paper 001 writes the noise as a constant
+**Noise scales with the allocated bandwidth.** [P001] writes the noise as a constant
 ``sigma^2``; we use the thermal noise of the band the device actually occupies,
 ``sigma_k^2 = N0 b_k B_min``, with ``N0 = -174 dBm/Hz + noise figure``. The device's
 power ``P_k`` is spread over its RBs, so its SNR falls as it gets more RBs while its rate
@@ -73,7 +73,7 @@ def snr_per_rb(power_w: ArrayLike, gain: ArrayLike, n0_w_hz: float, rb_hz: float
 def rate_from_snr(num_rb: ArrayLike, rb_hz: float, snr_rb: ArrayLike) -> np.ndarray:
     """Uplink rate in bit/s, ``R = b B_min log2(1 + s / b)`` with ``s`` from :func:`snr_per_rb`.
 
-    This is paper 001 eq. 5 with bandwidth-scaled noise (module docstring); ``b = 0`` gives 0.
+    This is [P001] eq. 5 with bandwidth-scaled noise (module docstring); ``b = 0`` gives 0.
     ``log2(1 + x)`` is evaluated as ``log1p(x) / ln 2`` to stay accurate at low SNR.
     """
     b = np.asarray(num_rb, dtype=np.float64)
@@ -92,7 +92,7 @@ def shannon_rate(num_rb: np.ndarray, rb_hz: float, snr_rb: np.ndarray) -> np.nda
 
 
 def uplink_rate(num_rb: ArrayLike, rb_hz: float, power_w: ArrayLike, gain: ArrayLike, n0_w_hz: float) -> np.ndarray:
-    """``R_k = b_k B_min log2(1 + P_k h_k / (N0 b_k B_min))`` (paper 001 eq. 3-5, noise ``N0 b_k B_min``)."""
+    """``R_k = b_k B_min log2(1 + P_k h_k / (N0 b_k B_min))`` ([P001] eq. 3-5, noise ``N0 b_k B_min``)."""
     return rate_from_snr(num_rb, rb_hz, snr_per_rb(power_w, gain, n0_w_hz, rb_hz))
 
 

@@ -1,13 +1,13 @@
-"""Channel-aware against naive gating of distributed experts over noisy links (paper 004).
+"""Channel-aware against naive gating of distributed experts over noisy links ([P004]).
 
     python -m sims.bench.split_gating [--quick] [--seeds 3] [--ks 4,8,12] [--datasets digits,isac]
                                       [--out sims/bench/results/split_gating.json]
 
 The system of :mod:`fedmoe.split.distributed`: a backbone at the server, K experts on K
 devices, the feature sent over a noisy downlink to the one expert the gate picks (top-1),
-every expert's link Rayleigh-faded on its own around the mean SNR (paper 004's distortion
+every expert's link Rayleigh-faded on its own around the mean SNR ([P004]'s distortion
 variance ``σ²/(p|h_k|²)`` per expert; the gate that knows it is the channel-aware one).
-Two-stage training as in paper 004: stage 1 everything under ideal links with load
+Two-stage training as in [P004]: stage 1 everything under ideal links with load
 balancing; stage 2 only the gate, at random per-expert SNRs (10–40 dB mean).
 
 Three gates are compared on the same stage-1 model and the same channel draws:

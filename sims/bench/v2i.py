@@ -1,9 +1,9 @@
-"""V2I camera scheduling and beamforming: every policy against paper 002's anchors and the exact bound.
+"""V2I camera scheduling and beamforming: every policy against [P002]'s anchors and the exact bound.
 
     python -m sims.bench.v2i [--quick] [--snrs 0,5,10,15,20] [--updates 150] [--seeds 1]
                              [--out sims/bench/results/v2i.json]
 
-For each radar SNR, every learned agent of :data:`fedmoe.v2i.agents.AGENTS` (paper 002's
+For each radar SNR, every learned agent of :data:`fedmoe.v2i.agents.AGENTS` ([P002]'s
 RL-H-MoE, the monolithic PPO-style MLP, the homogeneous MoE and the ablation without AoI) is
 trained with the same algorithm and budget (:func:`fedmoe.v2i.training.train_agent`) on that
 SNR, then every policy — learned and fixed (vision-only, radar-only, periodic with the best
@@ -16,7 +16,7 @@ normalised beam gain ``|hᴴv|²/||h||²`` (and, on the same channels, that of t
 to the radar angle, the learning-free reference) and the SINR of eq. 1, and the gap to the mean of the
 episodes' exact lower bounds (:func:`fedmoe.v2i.oracle.lower_bound`).
 
-Anchors (paper 002, Fig. 3 and 5): vision-only 40 J, radar-only above 60 J, PPO and
+Anchors ([P002] Fig. 3 and 5): vision-only 40 J, radar-only above 60 J, PPO and
 homogeneous MoE about 30 J, RL-H-MoE 20–25 J at 10 dB and about 20 J at 20 dB.
 Targets (issue): RL-H-MoE ≤ 20 J at 10 dB with ``L_BMP ≤ Γ`` in ≥ 99 % of slots, within 5 % of
 the exact reference. Writes the JSON, ``v2i.png`` (energy vs SNR, and the 10 dB bars) and

@@ -1,4 +1,4 @@
-"""The resource-aware loss of paper 001 eq. 9 (plus the router auxiliary losses)."""
+"""The resource-aware loss of [P001] eq. 9 (plus the router auxiliary losses)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Distributed experts with a channel-aware gate (paper 004): the mechanics of both stages."""
+"""Distributed experts with a channel-aware gate ([P004]): the mechanics of both stages."""
 
 from __future__ import annotations
 

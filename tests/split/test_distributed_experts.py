@@ -1,4 +1,4 @@
-"""Distributed experts on Flower messages (paper 004): deployment, routing through the devices, the CLI."""
+"""Distributed experts on Flower messages ([P004]): deployment, routing through the devices, the CLI."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from fedmoe.config import V2IConfig
 
 
 def small_v2i(**agent) -> V2IConfig:
-    """Paper 002's defaults with short rollouts (``agent`` overrides ``v2i.agent`` keys)."""
+    """[P002]'s defaults with short rollouts (``agent`` overrides ``v2i.agent`` keys)."""
     base = V2IConfig()
     opts = {"episodes_per_update": 8, "episode_slots": 64, "eval_episodes": 8, "eval_slots": 120, "warmup_slots": 20}
     return base.model_copy(update={"agent": base.agent.model_copy(update={**opts, **agent})})

@@ -1,4 +1,4 @@
-"""V2I agents (paper 002): outputs meet (9b), (9f); gradient isolation (eq. 12–13); training learns and is seeded."""
+"""V2I agents ([P002]): outputs meet (9b), (9f); gradient isolation (eq. 12–13); training learns and is seeded."""
 
 from __future__ import annotations
 

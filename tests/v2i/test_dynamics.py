@@ -1,4 +1,4 @@
-"""V2I model (paper 002): AoI, misalignment, energy and reward against hand-computed slots; the exact reference."""
+"""V2I model ([P002]): AoI, misalignment, energy and reward against hand-computed slots; the exact reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""V2I environment (paper 002): β from speed and SNR, radar noise, channel (eq. 2), CSI error (eq. 8), beams (eq. 10)."""
+"""V2I environment ([P002]): β from speed and SNR, radar noise, channel (eq. 2), CSI error (eq. 8), beams (eq. 10)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,8 @@ def test_episodes_meet_the_same_world_whatever_the_policy():
 
 def test_fixed_policies_against_the_paper_anchors_and_the_bound(v2i_cfg):
     res = {name: evaluate(v2i_cfg, make, seed=4) for name, make in fixed_policies(v2i_cfg).items()}
-    assert res["vision_only"]["energy_j"] == pytest.approx(40.0)  # paper 002: exactly 40 J (t_proc = 0)
-    assert res["radar_only"]["energy_j"] > 60.0  # paper 002: above 60 J
+    assert res["vision_only"]["energy_j"] == pytest.approx(40.0)  # [P002]: exactly 40 J (t_proc = 0)
+    assert res["radar_only"]["energy_j"] > 60.0  # [P002]: above 60 J
     bound = res["oracle"]["lower_bound_j"]
     assert res["oracle"]["energy_j"] == pytest.approx(bound, rel=0.01)
     for name, r in res.items():

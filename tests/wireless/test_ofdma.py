@@ -1,4 +1,4 @@
-"""OFDMA uplink rate, noise and unit conversions against hand values (paper 001 eq. 3-5)."""
+"""OFDMA uplink rate, noise and unit conversions against hand values ([P001] eq. 3-5)."""
 
 from __future__ import annotations
 
