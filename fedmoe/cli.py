@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import tomllib
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 
 from fedmoe import __version__
 from fedmoe.config import ConfigError, FedMoEConfig, dotted_to_nested
+from fedmoe.arguments import int_at_least, parse_lambdas
 from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
 from fedmoe.registry import UnknownNameError
 
@@ -152,17 +152,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{summary['costly_rate']['blocked']:.0%} of blocked samples")
     print(f"wrote {out / 'report.json'} and {out / 'diagnostics.png'}")
     return 0
-
-
-def parse_lambdas(text: str) -> list[float]:
-    """``"0,0.1,1"`` -> ``[0.0, 0.1, 1.0]`` (comma-separated, each finite and >= 0)."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not math.isfinite(x) or x < 0 for x in values):
-        raise argparse.ArgumentTypeError(f"expected one or more finite numbers >= 0, got {text!r}")
-    return values
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -327,21 +316,6 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config value, e.g. --set data.scene.num_blockers=4 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def int_at_least(minimum: int):
-    """An argparse ``type``: an integer ``>= minimum`` (the error names the value and the bound)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
