@@ -30,41 +30,25 @@ import argparse
 import json
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
 from fedmoe import __version__
-from fedmoe.config import ConfigError, FedMoEConfig, dotted_to_nested
 from fedmoe.arguments import int_at_least, parse_lambdas
+from fedmoe.config import ConfigError, FedMoEConfig
 from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
+from fedmoe.overrides import parse_overrides
 from fedmoe.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # the command was fine, running it failed (unreachable Ray head, deployment error)
 
 
-def parse_assignment(text: str, option: str = "--set") -> tuple[str, Any]:
-    """``"data.seed=3"`` -> ``("data.seed", 3)``; the value is read as TOML, else kept as a string.
-    ``option`` names where the text came from in the error (``--set``, the run config's ``overrides``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"{option} {text!r}: expected key.path=value")
-    if any(not part.strip() for part in key.split(".")):
-        raise ConfigError(f"{option} {text!r}: empty part in the key {key.strip()!r}")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.strip(), value
-
-
 def config_from_args(args: argparse.Namespace) -> FedMoEConfig:
     """The scenario named by ``--scenario`` with the ``--set`` overrides applied."""
     from fedmoe.scenarios import load_scenario
 
-    overrides = dotted_to_nested(dict(parse_assignment(s) for s in args.set or []))
-    return load_scenario(args.scenario, overrides)
+    return load_scenario(args.scenario, parse_overrides(args.set or []))
 
 
 # --------------------------------------------------------------------------- commands

@@ -194,9 +194,9 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     refuses, a ``resume`` that is not a boolean, a ``run-dir`` that is empty, not a string or
     not a folder that can be written.
     """
-    from fedmoe.cli import parse_assignment
-    from fedmoe.config import ConfigError, dotted_to_nested
+    from fedmoe.config import ConfigError
     from fedmoe.files import check_folder_target
+    from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import load_scenario, resolve_scenario
 
     def text(key: str, default: str) -> str:
@@ -207,7 +207,7 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
 
     scenario = text("scenario", "default")
     assignments = [a.strip() for a in text("overrides", "").split(";") if a.strip()]
-    overrides = dotted_to_nested(dict(parse_assignment(a, "run config overrides:") for a in assignments))
+    overrides = parse_overrides(assignments, "run config overrides:")
     try:
         scenario_file = resolve_scenario(scenario)
     except ConfigError as err:

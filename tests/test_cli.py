@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from fedmoe.cli import main, parse_assignment
+from fedmoe.cli import main
 from fedmoe.config import ConfigError
 from fedmoe.data.samples import ISACSamples
+from fedmoe.overrides import parse_assignment
 
 TINY = ["--num-samples", "400", "--quiet"]
 

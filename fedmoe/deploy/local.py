@@ -293,14 +293,13 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     given as a file becomes an absolute path (the ServerApp resolves it from its own folder);
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
-    from fedmoe.cli import parse_assignment
-    from fedmoe.config import dotted_to_nested
+    from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import load_scenario
     from sims.runner import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'
-    cfg = load_scenario(scenario, dotted_to_nested(dict(parse_assignment(s) for s in sets)))
+    cfg = load_scenario(scenario, parse_overrides(sets))
     path = Path(scenario)
     if path.suffix == ".toml" or path.exists():
         scenario = str(path.resolve())
