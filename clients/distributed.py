@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
-from clients.app import _request, app
+from clients.common import app, request
 from fedmoe.flower import to_numpy, to_record
 
 EXPERT_KEY = "fedmoe.expert"
@@ -32,7 +32,7 @@ def expert(msg: Message, context: Context) -> Message:
     """Keep the deployed expert, or run it on received features (module docstring)."""
     import torch
 
-    world, pid, config, phase = _request(msg, context)
+    world, pid, config, phase = request(msg, context)
     if pid >= world.cfg.distributed.num_experts:
         raise ValueError(f"device {pid} hosts no expert (distributed.num_experts={world.cfg.distributed.num_experts})")
     if phase == "deploy":
