@@ -21,10 +21,10 @@ EXPERT_KEY = "fedmoe.expert"
 
 
 def _expert(world, num_classes: int):
-    from fedmoe.models.experts import _mlp
+    from fedmoe.models.experts import mlp_layers
 
     d = world.cfg.distributed
-    return _mlp(d.feature_dim, d.hidden, num_classes)
+    return mlp_layers(d.feature_dim, d.hidden, num_classes)
 
 
 @app.query("expert")

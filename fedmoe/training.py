@@ -249,7 +249,7 @@ class EpochReport:
     dropout_accuracy: dict[str, float] = field(default_factory=dict)
 
 
-def _batches(n: int, size: int, rng: np.random.Generator, shuffle: bool = True) -> list[np.ndarray]:
+def minibatches(n: int, size: int, rng: np.random.Generator, shuffle: bool = True) -> list[np.ndarray]:
     order = rng.permutation(n) if shuffle else np.arange(n)
     return [order[i:i + size] for i in range(0, n, size)]
 
@@ -264,7 +264,7 @@ def _stage1_accuracy(model: MoE, samples: ISACSamples, mode: str, batch_size: in
     uniform average of all available experts (``subsets``)."""
     model.eval()
     hits, total = 0.0, 0
-    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+    for rows in minibatches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         if mode == "each":
             pairs = model.forward_each(inputs, present)
@@ -277,7 +277,7 @@ def _stage1_accuracy(model: MoE, samples: ISACSamples, mode: str, batch_size: in
     return hits / total
 
 
-def _optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int):
+def make_optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int):
     """Adam(W) at ``cfg.lr`` with weight decay, and the stage's learning-rate schedule.
 
     ``cosine`` decays the rate from ``lr`` to ``lr / 100`` over the stage's ``steps``;
@@ -302,7 +302,7 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
     model.eval()
     correct, entropy, usage, spent, cost_sum = 0, 0.0, torch.zeros(model.num_experts), 0, 0.0
     selected_all, hits, ranked = [], [], []
-    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+    for rows in minibatches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         c = _costs_for(costs, rows)
         out = model(inputs, present, c)
@@ -397,7 +397,7 @@ def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sche
     model.train()
     total, rows_done = 0.0, 0
     computed = np.zeros(model.num_experts, dtype=np.int64)
-    for rows in _batches(len(train_set), cfg.batch_size, rng):
+    for rows in minibatches(len(train_set), cfg.batch_size, rng):
         inputs, present, labels = batch_tensors(train_set, rows)
         if routes_in_stage1(cfg):
             loss = oracle_routing_loss(model, inputs, present, labels, _costs_for(costs, rows), cfg,
@@ -433,7 +433,7 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
     model.train()
     total, rows_done = 0.0, 0
     computed = np.zeros(model.num_experts, dtype=np.int64)
-    for rows in _batches(len(train_set), cfg.batch_size, rng):
+    for rows in minibatches(len(train_set), cfg.batch_size, rng):
         model.gate.temperature = float(schedule(step))
         inputs, present, labels = batch_tensors(train_set, rows)
         c = _costs_for(costs, rows)
@@ -508,7 +508,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     held_out = routing_holdout_mask(len(train_set), cfg, cfg.seed)
     routing = routes_in_stage1(cfg)
     stage1_set = train_set if routing or not held_out.any() else train_set.subset(np.flatnonzero(~held_out))
-    opt, sched = _optimiser(stage1_parameters(model, cfg), cfg, cfg.stage1_epochs * steps_per_epoch)
+    opt, sched = make_optimiser(stage1_parameters(model, cfg), cfg, cfg.stage1_epochs * steps_per_epoch)
     for epoch in range(cfg.stage1_epochs):
         stats = stage1_epoch(model, stage1_set, cfg, opt, sched, rng, bar, costs=costs if routing else None,
                              routing_mask=held_out if routing else None)
@@ -517,7 +517,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
         log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
 
     critic = make_critic(model, cfg, costs is not None)
-    opt, sched = _optimiser(list(model.parameters()) + (list(critic.parameters()) if critic else []), cfg,
+    opt, sched = make_optimiser(list(model.parameters()) + (list(critic.parameters()) if critic else []), cfg,
                             total_steps2)
     step = 0
     for epoch in range(cfg.stage2_epochs):
