@@ -246,7 +246,7 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     (:mod:`fedmoe.federated.resume`; federated mode), checked before anything starts. The
     virtual devices keep their local state in ``out/client_state``.
 
-    Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
+    Returns :class:`strategies.federated_learning.FederatedRun` (``mode = "federated"``) or
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
     or :class:`strategies.v2i_federated.V2IRun`.
     """
