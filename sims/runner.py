@@ -34,83 +34,6 @@ QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
              "RAY_DEDUP_LOGS": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
 
-def check_run_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts: unknown strategy, aggregator, selection policy, gate or gate backbone,
-    bad aggregator options, more devices per round than resource blocks (``ValueError`` /
-    ``UnknownNameError``, naming the field)."""
-    from fedmoe.federated.selection import SELECTION_POLICIES
-    from fedmoe.models.builder import check_model_names
-    from strategies import AGGREGATORS, STRATEGIES, make_aggregator
-
-    fed = cfg.federated
-    STRATEGIES.check(fed.strategy, "federated.strategy")
-    SELECTION_POLICIES.check(fed.selection, "federated.selection")
-    AGGREGATORS.check(fed.aggregator, "federated.aggregator")
-    try:
-        make_aggregator(fed.aggregator, dict(fed.aggregator_options))
-    except ValueError as err:
-        raise ValueError(f"federated.aggregator_options: {err}") from None
-    check_model_names(cfg.model)
-    _check_devices_per_round(cfg, cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round)
-
-
-def _check_devices_per_round(cfg: FedMoEConfig, per_round: int) -> None:
-    """``per_round`` devices need a resource block each, and ``clients_per_round`` cannot exceed the devices."""
-    num_rb = cfg.wireless.uplink.num_resource_blocks
-    if per_round > num_rb:
-        raise ValueError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
-                         "(each selected device needs one at least)")
-    if cfg.federated.clients_per_round > cfg.partition.num_devices:
-        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
-                         f"{cfg.partition.num_devices}")
-
-
-def check_split_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a split-learning config: an unknown gate or gate backbone, a bad link
-    option, more devices per round than devices or resource blocks."""
-    from fedmoe.models.builder import check_model_names
-
-    check_model_names(cfg.model)
-    if cfg.split.link != "ideal":
-        _check_link(cfg.split.link, cfg.split.link_options, "split")
-    elif cfg.split.link_options:
-        raise ValueError("split.link_options: the ideal link takes no options")
-    _check_devices_per_round(cfg, cfg.federated.clients_per_round)
-
-
-def _check_link(name: str, options: dict, field: str) -> None:
-    from fedmoe.split.links import make_link
-
-    try:
-        make_link(name, **dict(options))
-    except TypeError as err:
-        raise ValueError(f"{field}.link_options: {err}") from None
-
-
-def check_distributed_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a distributed-experts config with a bad link option (too few devices
-    for the experts is a config error already)."""
-    _check_link(cfg.distributed.link, cfg.distributed.link_options, "distributed")
-
-
-def check_v2i_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a V2I config whose agent is not registered (one base station per
-    road is a config error already)."""
-    from fedmoe.v2i.agents import AGENTS
-
-    AGENTS.check(cfg.v2i.agent.policy, "v2i.agent.policy")
-
-
-CHECKS = {"federated": check_run_config, "distributed": check_distributed_config, "v2i": check_v2i_config}
-"""Config checks by ``mode`` (the split-learning modes: :func:`check_split_config`)."""
-
-
-def check_config(cfg: FedMoEConfig) -> None:
-    """The checks of ``cfg.mode`` (:data:`CHECKS`): what a run needs beyond a valid config, found
-    before Ray or any process starts (``fedmoe run``, ``fedmoe deploy local``)."""
-    CHECKS.get(cfg.mode, check_split_config)(cfg)
-
-
 CLIENT_STATE_FOLDER = "client_state"
 """Where, inside the run folder, the virtual devices keep their local state (:mod:`fedmoe.federated.device_state`)."""
 
@@ -250,7 +173,10 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
     or :class:`strategies.v2i_federated.V2IRun`.
     """
-    check_config(cfg)
+    from strategies.modes import mode_of
+
+    mode = mode_of(cfg)
+    mode.check(cfg)  # what the mode needs beyond a valid config (strategies.modes.Mode.check)
     if out is not None:
         check_folder_target(out)
     done = _rounds_done(cfg, out, resume)
@@ -275,18 +201,11 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     from clients.app import app as client_app
     from strategies.server_app import make_server_app
 
-    v2i = cfg.mode == "v2i"
-    bar = tqdm(total=cfg.v2i.federated.rounds if v2i else cfg.federated.rounds, initial=done, desc="rounds",
-               unit="round", disable=not progress)
+    bar = tqdm(total=mode.rounds(cfg), initial=done, desc="rounds", unit="round", disable=not progress)
 
     def _on_round(record) -> None:
         bar.update(1)
-        if v2i:
-            energy = "n/a" if record.train_energy_j is None else f"{record.train_energy_j:.2f}J"
-            bar.set_postfix(stations=record.completed, energy=energy)
-        else:
-            bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.1f}s",
-                            loss=f"{record.train_loss:.3f}")
+        bar.set_postfix(**mode.progress(record))
         if on_round is not None:
             on_round(record)
 

@@ -23,33 +23,25 @@ from flwr.serverapp import Grid, ServerApp
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.resume import ResumeError, ServerState
 from strategies.federated_learning import saved_state, serve
+from strategies.modes import MODES, mode_of
 
 
 def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,
               scenario_file: Path | None = None, resume: bool = False, client_state_dir: Path | None = None):
-    """:func:`serve` for ``mode = "federated"``, :func:`strategies.distributed_experts.serve_distributed`
-    for ``"distributed"``, :func:`strategies.v2i_federated.serve_v2i` for ``"v2i"``,
-    :func:`strategies.split_learning.serve_split` otherwise (``resume``: federated only)."""
+    """The ServerApp loop of ``cfg.mode`` (:attr:`strategies.modes.Mode.serve`): :func:`serve` for
+    ``"federated"``, :func:`strategies.split_learning.serve_split` for ``"split"`` and ``"splitfed"``,
+    :func:`strategies.distributed_experts.serve_distributed`, :func:`strategies.v2i_federated.serve_v2i`
+    (``resume``: resumable modes only, :func:`check_resumable`)."""
     check_resumable(cfg, resume)
-    if cfg.mode == "federated":
-        return serve(grid, cfg, run_dir, on_round, scenario_file, resume, client_state_dir)
-    if cfg.mode == "v2i":
-        from strategies.v2i_federated import serve_v2i
-
-        return serve_v2i(grid, cfg, run_dir, on_round, scenario_file)
-    if cfg.mode == "distributed":
-        from strategies.distributed_experts import serve_distributed
-
-        return serve_distributed(grid, cfg, run_dir, on_round, scenario_file)
-    from strategies.split_learning import serve_split
-
-    return serve_split(grid, cfg, run_dir, on_round, scenario_file)
+    return mode_of(cfg).serve(grid, cfg, run_dir, on_round, scenario_file, resume, client_state_dir)
 
 
 def check_resumable(cfg: FedMoEConfig, resume: bool) -> None:
-    """Only ``mode = "federated"`` runs checkpoint their whole state and can resume."""
-    if resume and cfg.mode != "federated":
-        raise ResumeError(f"resume is supported for mode 'federated' only, not {cfg.mode!r} (its run restarts from round 1)")
+    """Only the modes whose runs checkpoint their whole state can resume (``federated``)."""
+    if resume and not mode_of(cfg).resumable:
+        resumable = " or ".join(repr(name) for name in MODES.names() if MODES.get(name).resumable)
+        raise ResumeError(f"resume is supported for mode {resumable} only, not {cfg.mode!r} (its run restarts from "
+                          "round 1)")
 
 
 def saved_run(cfg: FedMoEConfig, run_dir: Path | None) -> ServerState:

@@ -289,13 +289,13 @@ def _last_line(text: str) -> str:
 def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple[str, list[str], int]:
     """Check the scenario and overrides here, before any process starts; ``(scenario, sets, nodes)``.
 
-    The config gets the checks ``fedmoe run`` makes (:func:`sims.runner.check_config`). A scenario
+    The config gets the checks ``fedmoe run`` makes (:func:`strategies.modes.check_config`). A scenario
     given as a file becomes an absolute path (the ServerApp resolves it from its own folder);
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
     from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import load_scenario
-    from sims.runner import check_config
+    from strategies.modes import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'
