@@ -5,9 +5,9 @@ Read from the source (``ast``), every import counted, also those inside function
 import still makes the lower layer depend on the higher one. Lowest first:
 
 ===  ============================  ==========================================================
- 0   base                          ``fedmoe`` (the package itself), ``fedmoe.registry``, ``files``,
-                                   ``config``, ``arguments``, ``overrides``, ``scenarios``,
-                                   ``flower``
+ 0   base                          ``fedmoe`` (the package itself), ``fedmoe.errors``, ``registry``,
+                                   ``files``, ``config``, ``arguments``, ``overrides``,
+                                   ``scenarios``, ``flower``
  1   wireless                      ``fedmoe.wireless``
  2   data and models               ``fedmoe.data``, ``fedmoe.models``, ``fedmoe.v2i``
  3   training                      ``fedmoe.training``, ``fedmoe.centralised``, ``fedmoe.pareto``
@@ -38,7 +38,7 @@ PACKAGES = ("fedmoe", "clients", "strategies", "sims")
 """The top-level packages checked (the test suite itself may import anything)."""
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("fedmoe", "fedmoe.registry", "fedmoe.files", "fedmoe.config", "fedmoe.arguments",
+    ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.config", "fedmoe.arguments",
               "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower")),
     ("wireless", ("fedmoe.wireless",)),
     ("data and models", ("fedmoe.data", "fedmoe.models", "fedmoe.v2i")),

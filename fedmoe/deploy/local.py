@@ -33,6 +33,7 @@ from fedmoe.deploy import flower
 from fedmoe.deploy.flower import CONNECTION, FlowerError, TLSFiles
 from fedmoe.deploy.pki import supernode_key_names, write_deployment_pki
 from fedmoe.deploy.processes import ProcessError, ProcessSet, Started, free_ports
+from fedmoe.errors import UsageError
 
 HOST = "127.0.0.1"
 OWNED = ("pki", "home", "logs", "superlink.db", "superlink.db-shm", "superlink.db-wal", "run_config.toml", "run")
@@ -43,7 +44,7 @@ class DeployError(RuntimeError):
     """The local deployment could not be set up or the run failed (one-line message)."""
 
 
-class DeployArgumentError(ValueError):
+class DeployArgumentError(UsageError):
     """A bad argument, found before anything is started or written (one-line message)."""
 
 
