@@ -19,7 +19,9 @@ line naming the field (or the option, or the path) and what is allowed, exits wi
 (no traceback) and writes nothing: commands check their input before they start and remove
 an output folder they made if they fail (a bad option type is argparse's usage and error
 lines, also status 2). A failure while running (a file system error, a deployment that
-fails) prints one line and exits with status 1. ``fedmoe run --ray-address HOST:PORT``
+fails) prints one line and exits with status 1. Bad input is a :class:`fedmoe.errors.UsageError`
+(or an unknown registered name, a missing file, a value pydantic refuses); any other exception
+is not the user's doing and shows its traceback. ``fedmoe run --ray-address HOST:PORT``
 attaches the simulation to a running Ray cluster (default: ``$RAY_ADDRESS``, else a local Ray);
 a cluster that does not answer prints one line and exits with status 1.
 """
@@ -33,9 +35,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from pydantic import ValidationError
+
 from fedmoe import __version__
 from fedmoe.arguments import int_at_least, parse_lambdas
-from fedmoe.config import ConfigError, FedMoEConfig
+from fedmoe.config import FedMoEConfig
+from fedmoe.errors import UsageError
 from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
 from fedmoe.overrides import parse_overrides
 from fedmoe.registry import UnknownNameError
@@ -354,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError, UnknownNameError) as err:
+    except (UsageError, ValidationError, FileNotFoundError, UnknownNameError) as err:  # the user's input
         if args.debug:
             raise
         print(f"fedmoe: error: {one_line(err)}", file=sys.stderr)

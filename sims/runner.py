@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from fedmoe.config import FedMoEConfig
+from fedmoe.config import ConfigError, FedMoEConfig
+from fedmoe.errors import UsageError
 from fedmoe.files import check_folder_target
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def resolve_ray_address(ray_address: str | None) -> str | None:
     address = ray_address.strip()
     m = _HOST_PORT.match(address)
     if m is None or not 0 < int(m["port"]) < 65536:
-        raise ValueError(f"{source} {ray_address!r}: expected HOST:PORT of the Ray head (the --port of "
+        raise UsageError(f"{source} {ray_address!r}: expected HOST:PORT of the Ray head (the --port of "
                          f"`ray start --head`), or {LOCAL_RAY!r}")
     return address
 
@@ -109,8 +110,8 @@ def check_cluster_fits(cfg: FedMoEConfig, address: str, node_cpus: list[float]) 
     need = cfg.federated.client_cpus
     if not any(cpus >= need for cpus in node_cpus):
         have = ", ".join(f"{c:g}" for c in node_cpus) or "no alive node"
-        raise ValueError(f"federated.client_cpus={need} exceeds the CPUs of every node of the Ray cluster at "
-                         f"{address} ({have})")
+        raise ConfigError(f"federated.client_cpus={need} exceeds the CPUs of every node of the Ray cluster at "
+                          f"{address} ({have})")
 
 
 def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: str | None = None) -> dict:
@@ -126,7 +127,7 @@ def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: 
                 "init_args": {"address": ray_address, "include_dashboard": False, "log_to_driver": True}}
     cpus = num_cpus or os.cpu_count() or 1
     if cfg.federated.client_cpus > cpus:
-        raise ValueError(f"federated.client_cpus={cfg.federated.client_cpus} exceeds the {cpus} CPUs available")
+        raise ConfigError(f"federated.client_cpus={cfg.federated.client_cpus} exceeds the {cpus} CPUs available")
     return {"client_resources": client_resources,
             "init_args": {"address": LOCAL_RAY, "num_cpus": cpus, "include_dashboard": False, "log_to_driver": True}}
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fedmoe.config import FedMoEConfig
+from fedmoe.config import ConfigError, FedMoEConfig
 from fedmoe.registry import Registry
 
 ServeFunction = Callable[..., Any]
@@ -72,11 +72,11 @@ def check_devices_per_round(cfg: FedMoEConfig, per_round: int) -> None:
     """``per_round`` devices need a resource block each, and ``clients_per_round`` cannot exceed the devices."""
     num_rb = cfg.wireless.uplink.num_resource_blocks
     if per_round > num_rb:
-        raise ValueError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
-                         "(each selected device needs one at least)")
+        raise ConfigError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
+                          "(each selected device needs one at least)")
     if cfg.federated.clients_per_round > cfg.partition.num_devices:
-        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
-                         f"{cfg.partition.num_devices}")
+        raise ConfigError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
+                          f"{cfg.partition.num_devices}")
 
 
 def check_link(name: str, options: dict, field: str) -> None:
@@ -85,5 +85,7 @@ def check_link(name: str, options: dict, field: str) -> None:
 
     try:
         make_link(name, **dict(options))
-    except TypeError as err:
-        raise ValueError(f"{field}.link_options: {err}") from None
+    except TypeError as err:  # an option the link does not take
+        raise ConfigError(f"{field}.link_options: {err}") from None
+    except ValueError as err:  # a value it refuses (its message names the option)
+        raise ConfigError(str(err)) from None

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from fedmoe.config import FedMoEConfig
+from fedmoe.config import ConfigError, FedMoEConfig
 from strategies.modes.base import MODES, Mode, check_devices_per_round
 
 
 def check_federated_config(cfg: FedMoEConfig) -> None:
     """Fail before Ray starts: unknown strategy, aggregator, selection policy, gate or gate backbone,
-    bad aggregator options, more devices per round than resource blocks (``ValueError`` /
-    ``UnknownNameError``, naming the field)."""
+    bad aggregator options, more devices per round than resource blocks (:class:`~fedmoe.config.ConfigError`
+    / :class:`~fedmoe.registry.UnknownNameError`, naming the field)."""
     from fedmoe.federated.selection import SELECTION_POLICIES
     from fedmoe.models.builder import check_model_names
     from strategies import AGGREGATORS, STRATEGIES, make_aggregator
@@ -25,7 +25,7 @@ def check_federated_config(cfg: FedMoEConfig) -> None:
     try:
         make_aggregator(fed.aggregator, dict(fed.aggregator_options))
     except ValueError as err:
-        raise ValueError(f"federated.aggregator_options: {err}") from None
+        raise ConfigError(f"federated.aggregator_options: {err}") from None
     check_model_names(cfg.model)
     check_devices_per_round(cfg, cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from fedmoe.config import FedMoEConfig
+from fedmoe.config import ConfigError, FedMoEConfig
 from strategies.modes.base import MODES, Mode, check_devices_per_round, check_link
 
 
@@ -19,7 +19,7 @@ def check_split_config(cfg: FedMoEConfig) -> None:
     if cfg.split.link != "ideal":
         check_link(cfg.split.link, cfg.split.link_options, "split")
     elif cfg.split.link_options:
-        raise ValueError("split.link_options: the ideal link takes no options")
+        raise ConfigError("split.link_options: the ideal link takes no options")
     check_devices_per_round(cfg, cfg.federated.clients_per_round)
 
 
