@@ -30,9 +30,15 @@ from __future__ import annotations
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
+from clients import common
 from clients import distributed, split, v2i  # noqa: F401  their handlers (experts, split learning, V2I) on ``app``
-from clients.common import app, device_id, message_world
+from clients.common import device_id, message_world
 from fedmoe.flower import to_numpy, to_record
+
+app = common.app
+"""The whole ClientApp (``clients.app:app`` in pyproject.toml): the object every handler module
+registers on. An assignment, not an import: ``flwr run`` checks by reading this file that it
+assigns ``app``."""
 
 LOCAL_STATE_KEY = "fedmoe.local"
 

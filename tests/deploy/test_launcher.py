@@ -93,6 +93,17 @@ def test_runtime_env_puts_the_flower_executables_first():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # flwr's dependencies (click, pathspec)
+def test_flwr_run_accepts_the_app_configuration():
+    """What `flwr run` checks of pyproject.toml before it starts a run: among others that the
+    ServerApp and ClientApp modules assign `app` (read from their source, not imported)."""
+    from flwr.cli.config_utils import load_and_validate
+
+    config, _ = load_and_validate(project_root() / "pyproject.toml")
+    assert config["tool"]["flwr"]["app"]["components"] == {"serverapp": "strategies.server_app:app",
+                                                           "clientapp": "clients.app:app"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # flwr's dependencies (click, pathspec)
 def test_flwr_run_packages_the_code_and_scenarios_only():
     """The FAB `flwr run .` sends to the SuperLink (built by flwr itself, as `flwr run` does)."""
     from flwr.cli.build import build_fab_from_disk
