@@ -18,70 +18,29 @@ Handlers:
 ``@app.evaluate()``
     the global model on the device's own held-out data.
 
+The other modes' handlers are registered on the same ``app`` (:mod:`clients.common`) by
+:mod:`clients.split`, :mod:`clients.distributed` and :mod:`clients.v2i`, which this module
+imports: ``clients.app:app`` is the whole ClientApp.
+
 Heavy imports (torch, the model zoo) happen inside the handlers, so that a deployment
 that starts a fresh process per message pays for them only when it trains.
 """
 
 from __future__ import annotations
 
-import re
-
 from flwr.app import Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
+from clients import common
+from clients import distributed, split, v2i  # noqa: F401  their handlers (experts, split learning, V2I) on ``app``
+from clients.common import device_id, message_world
 from fedmoe.flower import to_numpy, to_record
 
-app = ClientApp()
+app = common.app
+"""The whole ClientApp (``clients.app:app`` in pyproject.toml): the object every handler module
+registers on. An assignment, not an import: ``flwr run`` checks by reading this file that it
+assigns ``app``."""
 
 LOCAL_STATE_KEY = "fedmoe.local"
-
-
-def _device_id(context: Context, num_devices: int) -> int:
-    """The device this node is: its node config's ``partition-id``, checked to be an integer in
-    ``[0, num_devices)`` and, if the node config has ``num-partitions``, that it equals
-    ``num_devices``; else a one-line ``ValueError`` naming the node-config key."""
-    cfg = context.node_config
-    if "partition-id" not in cfg:
-        raise ValueError("node config lacks 'partition-id' (start the SuperNode with --node-config "
-                         "\"partition-id=K num-partitions=N\")")
-    pid = _node_int(cfg, "partition-id")
-    if "num-partitions" in cfg and _node_int(cfg, "num-partitions") != num_devices:
-        raise ValueError(f"node config says num-partitions={cfg['num-partitions']}, the scenario has "
-                         f"partition.num_devices={num_devices}")
-    if not 0 <= pid < num_devices:
-        raise ValueError(f"node config partition-id {pid} is outside [0, {num_devices})")
-    return pid
-
-
-def _node_int(node_config, key: str) -> int:
-    """The integer value of ``key`` in a node config (an int, or a string of one); else a ``ValueError``."""
-    value = node_config[key]
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise ValueError(f"node config {key}={value!r}: expected an integer")
-
-
-def _world(msg: Message):
-    from fedmoe.federated.world import world_for
-
-    config = msg.content["config"]
-    if "scenario" not in config:
-        raise ValueError("message config lacks 'scenario' (the fedmoe config as JSON)")
-    return world_for(str(config["scenario"]))
-
-
-def _request(msg: Message, context: Context):
-    """``(world, device id, config, phase)`` of a message to a handler with phases (split, experts)."""
-    world = _world(msg)
-    pid = _device_id(context, world.num_devices)
-    config = msg.content["config"]
-    if "phase" not in config:
-        raise ValueError("message config lacks 'phase'")
-    return world, pid, config, str(config["phase"])
 
 
 def _global_arrays(msg: Message, world) -> dict:
@@ -120,8 +79,8 @@ def query(msg: Message, context: Context) -> Message:
     """Partition id, sample count and sensors of this device (no data is generated)."""
     from fedmoe.data.partition import device_modalities, local_size
 
-    world = _world(msg)
-    pid = _device_id(context, world.num_devices)
+    world = message_world(msg)
+    pid = device_id(context, world.num_devices)
     cfg = world.cfg
     metrics = MetricRecord({
         "partition-id": pid,
@@ -137,8 +96,8 @@ def train(msg: Message, context: Context) -> Message:
     from fedmoe.federated import faults
     from fedmoe.federated.local import RoundInstructions, local_update
 
-    world = _world(msg)
-    pid = _device_id(context, world.num_devices)
+    world = message_world(msg)
+    pid = device_id(context, world.num_devices)
     instr = RoundInstructions.from_config(dict(msg.content["config"]))
     injected = world.cfg.federated.faults
     fate = faults.before_training(injected, instr.server_round, pid)
@@ -159,14 +118,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the global model on this device's own held-out data."""
     from fedmoe.federated.local import local_evaluate
 
-    world = _world(msg)
-    pid = _device_id(context, world.num_devices)
+    world = message_world(msg)
+    pid = device_id(context, world.num_devices)
     server_round = int(msg.content["config"].get("server-round", 0))
     local_state = _local_state(context, _state_store(msg, context, pid), server_round, evaluating=True)
     metrics = local_evaluate(world, pid, _global_arrays(msg, world), local_state)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
-
-from clients import distributed as _distributed  # noqa: E402,F401  registers the expert-hosting handler
-from clients import split as _split  # noqa: E402,F401  registers the split-learning handlers on ``app``
-from clients import v2i as _v2i  # noqa: E402,F401  registers the V2I base-station handler

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
-from clients.app import _request, app
+from clients.common import app, request
 from fedmoe.flower import to_numpy, to_record
 
 EXPERT_KEY = "fedmoe.expert"
 
 
 def _expert(world, num_classes: int):
-    from fedmoe.models.experts import _mlp
+    from fedmoe.models.experts import mlp_layers
 
     d = world.cfg.distributed
-    return _mlp(d.feature_dim, d.hidden, num_classes)
+    return mlp_layers(d.feature_dim, d.hidden, num_classes)
 
 
 @app.query("expert")
@@ -32,7 +32,7 @@ def expert(msg: Message, context: Context) -> Message:
     """Keep the deployed expert, or run it on received features (module docstring)."""
     import torch
 
-    world, pid, config, phase = _request(msg, context)
+    world, pid, config, phase = request(msg, context)
     if pid >= world.cfg.distributed.num_experts:
         raise ValueError(f"device {pid} hosts no expert (distributed.num_experts={world.cfg.distributed.num_experts})")
     if phase == "deploy":

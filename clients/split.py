@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
-from clients.app import _request, app
+from clients.common import app, request
 from fedmoe.flower import to_numpy, to_record
 
 DEVICE_KEY = "fedmoe.split.device"
@@ -72,7 +72,7 @@ def split_train(msg: Message, context: Context) -> Message:
     from fedmoe.split.device import (apply_gradients, chunk_rows, encode, gate_inputs, load_device,
                                      round_batches, training_samples)
 
-    world, pid, config, phase = _request(msg, context)
+    world, pid, config, phase = request(msg, context)
     server_round = int(config["server-round"])
     if phase not in ("features", "encode", "finish"):
         raise ValueError(f"unknown split phase {phase!r}")
@@ -124,7 +124,7 @@ def split_evaluate(msg: Message, context: Context) -> Message:
     from fedmoe.federated.local import budgeted
     from fedmoe.split.device import encode, gate_inputs, load_device
 
-    world, pid, config, phase = _request(msg, context)
+    world, pid, config, phase = request(msg, context)
     part = load_device(world, pid, _state(context), _experts(msg, world))
     if not context.state.array_records.get(DEVICE_KEY):
         context.state[DEVICE_KEY] = to_record(part.state())  # keep the standardiser a first load fitted

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
-from clients.app import _request, app
+from clients.common import app, request
 from fedmoe.flower import to_numpy, to_record
 
 
@@ -36,7 +36,7 @@ def train_v2i(msg: Message, context: Context) -> Message:
     """One round of local training on this base station's road (module docstring)."""
     from fedmoe.v2i.federated import local_round
 
-    world, pid, config, phase = _request(msg, context)
+    world, pid, config, phase = request(msg, context)
     if phase != "train":
         raise ValueError(f"unknown v2i phase {phase!r} (expected 'train')")
     if "round" not in config:

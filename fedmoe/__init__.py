@@ -30,8 +30,14 @@ Modules
     The name -> object registry behind every pluggable part.
 :mod:`fedmoe.files`
     Files written whole or not at all; output folders removed when a command fails.
+:mod:`fedmoe.errors`
+    ``UsageError``: the base class of the errors a user's input causes (one line, exit status 2).
+:mod:`fedmoe.arguments`
+    Parsers of option values shared by the command line and the benchmarks.
+:mod:`fedmoe.overrides`
+    ``key.path=value`` overrides of a scenario's config values (``--set``, a run config's ``overrides``).
 :mod:`fedmoe.scenarios`
-    Scenarios by name (``sims/scenarios/*.toml``), ``extends`` and overrides.
+    Scenarios by name (``fedmoe/scenarios/*.toml``, package data), ``extends`` and overrides.
 :mod:`fedmoe.training`
     The resource-aware loss and two-stage training of the mixture, with diagnostics.
 :mod:`fedmoe.centralised`

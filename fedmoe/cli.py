@@ -19,7 +19,9 @@ line naming the field (or the option, or the path) and what is allowed, exits wi
 (no traceback) and writes nothing: commands check their input before they start and remove
 an output folder they made if they fail (a bad option type is argparse's usage and error
 lines, also status 2). A failure while running (a file system error, a deployment that
-fails) prints one line and exits with status 1. ``fedmoe run --ray-address HOST:PORT``
+fails) prints one line and exits with status 1. Bad input is a :class:`fedmoe.errors.UsageError`
+(or an unknown registered name, a missing file, a value pydantic refuses); any other exception
+is not the user's doing and shows its traceback. ``fedmoe run --ray-address HOST:PORT``
 attaches the simulation to a running Ray cluster (default: ``$RAY_ADDRESS``, else a local Ray);
 a cluster that does not answer prints one line and exits with status 1.
 """
@@ -28,43 +30,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
+from pydantic import ValidationError
+
 from fedmoe import __version__
-from fedmoe.config import ConfigError, FedMoEConfig, dotted_to_nested
+from fedmoe.arguments import int_at_least, parse_lambdas
+from fedmoe.config import FedMoEConfig
+from fedmoe.errors import UsageError
 from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
+from fedmoe.overrides import parse_overrides
 from fedmoe.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1  # the command was fine, running it failed (unreachable Ray head, deployment error)
 
 
-def parse_assignment(text: str, option: str = "--set") -> tuple[str, Any]:
-    """``"data.seed=3"`` -> ``("data.seed", 3)``; the value is read as TOML, else kept as a string.
-    ``option`` names where the text came from in the error (``--set``, the run config's ``overrides``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"{option} {text!r}: expected key.path=value")
-    if any(not part.strip() for part in key.split(".")):
-        raise ConfigError(f"{option} {text!r}: empty part in the key {key.strip()!r}")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.strip(), value
-
-
 def config_from_args(args: argparse.Namespace) -> FedMoEConfig:
     """The scenario named by ``--scenario`` with the ``--set`` overrides applied."""
     from fedmoe.scenarios import load_scenario
 
-    overrides = dotted_to_nested(dict(parse_assignment(s) for s in args.set or []))
-    return load_scenario(args.scenario, overrides)
+    return load_scenario(args.scenario, parse_overrides(args.set or []))
 
 
 # --------------------------------------------------------------------------- commands
@@ -154,17 +143,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_lambdas(text: str) -> list[float]:
-    """``"0,0.1,1"`` -> ``[0.0, 0.1, 1.0]`` (comma-separated, each finite and >= 0)."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not math.isfinite(x) or x < 0 for x in values):
-        raise argparse.ArgumentTypeError(f"expected one or more finite numbers >= 0, got {text!r}")
-    return values
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Train one mixture per λ on the same data; JSON table and Pareto plot."""
     from fedmoe.centralised import make_split
@@ -189,77 +167,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Federated training on a Flower simulation (Ray backend); run folder with metrics and plots."""
     from fedmoe.scenarios import resolve_scenario
     from sims.runner import run_federated
+    from strategies.modes import mode_of
 
     cfg = config_from_args(args)
     out = Path(args.out)
-    fed = cfg.federated
-    if cfg.mode == "federated":
-        print(f"fedmoe {__version__}: federated run of scenario {cfg.name!r}: {cfg.partition.num_devices} devices, "
-              f"{fed.rounds} rounds ({fed.stage1_rounds} stage I), strategy {fed.strategy} over {fed.aggregator}, "
-              f"selection {fed.selection}")
-    elif cfg.mode == "distributed":
-        d = cfg.distributed
-        print(f"fedmoe {__version__}: distributed experts (paper 004) of scenario {cfg.name!r}: {d.num_experts} experts "
-              f"on devices, {d.dataset} data, {d.link} links, SNR {', '.join(f'{s:g}' for s in d.eval_snr_db)} dB")
-    elif cfg.mode == "v2i":
-        v = cfg.v2i.federated
-        print(f"fedmoe {__version__}: V2I agent {cfg.v2i.agent.policy} (paper 002) of scenario {cfg.name!r} across "
-              f"{len(v.road_speed_scale)} base stations (road speed x{', x'.join(f'{s:g}' for s in v.road_speed_scale)}), "
-              f"{v.rounds} rounds of {v.local_updates} local updates")
-    else:
-        print(f"fedmoe {__version__}: {cfg.mode} learning run of scenario {cfg.name!r}: {cfg.partition.num_devices} "
-              f"devices, {fed.clients_per_round} per round, {fed.rounds} rounds ({fed.stage1_rounds} stage I), "
-              f"{cfg.split.link} feature link")
+    mode = mode_of(cfg)
+    print(f"fedmoe {__version__}: {mode.describe(cfg)}")
     if args.resume:
         print(f"resuming the run in {out} after its last complete round")
     run = run_federated(cfg, out, progress=not args.quiet, scenario_file=resolve_scenario(args.scenario),
                         verbose=args.verbose, ray_address=args.ray_address, resume=args.resume)
-    if cfg.mode == "distributed":
-        doc = run.metrics
-        print(f"ideal-link accuracy {doc['ideal_link_accuracy']:.1%}; accuracy naive -> channel-aware gate:")
-        for snr in doc["results"]["naive"]:
-            a, b = doc["results"]["naive"][snr]["accuracy"], doc["results"]["aware"][snr]["accuracy"]
-            print(f"  {float(snr):5.1f} dB: {a:.1%} -> {b:.1%} ({100 * (b - a):+.1f} points)")
-        print(f"wrote {out}/metrics.json, accuracy_vs_snr.png; wall {run.wall_s:.0f} s")
-        return 0
-    if cfg.mode == "v2i":
-        print_v2i_summary(run.metrics)
-        print(f"wrote {out}/metrics.json, config.json, energy_per_road.png; wall {run.wall_s:.0f} s")
-        return 0
-    s = run.metrics["summary"]
-    if cfg.mode == "federated":
-        print(f"final test accuracy ({s['score']}) {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}; "
-              f"top-1 {s['top1']:.1%}, power ratio {s['power_ratio_db']:.2f} dB) after {s['rounds']} rounds; "
-              f"virtual time {s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J "
-              f"({s['mean_energy_per_round_j']:.2f} J/round); wall {run.wall_s:.0f} s")
-        bits = ", ".join(f"{c} {b:,.0f}" for c, b in (s["uplink_bits_by_class"] or {}).items())
-        print(f"camera/lidar/radar used for {s['costly_share_los']:.0%} of LoS and {s['costly_share_blocked']:.0%} of "
-              f"blocked samples; uplink bits per sample by link class: {bits}")
-        print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png, gate_usage.png, policy.png, checkpoints/")
-    else:
-        acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
-        print(f"final accuracy on the devices' held-out data {acc} after {s['rounds']} rounds; virtual time "
-              f"{s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J ({s['mean_energy_per_round_j']:.2f} J/round); "
-              f"wall {run.wall_s:.0f} s")
-        print(f"wrote {out}/metrics.json, rounds.csv, accuracy.png, energy.png")
+    print(mode.summarise(run, out))
     return 0
-
-
-def print_v2i_summary(doc: dict) -> None:
-    """Energy per slot (and gap to the bound) of every policy on every road, and the average."""
-    from strategies.v2i_federated import POLICIES
-
-    print("energy J/slot (gap to the bound; reliable slots):")
-    label = {p: p.replace("_", "-") for p in POLICIES}
-
-    def line(name: str, row: dict) -> None:
-        cells = ", ".join(f"{label[p]} {row[p]['energy_j']:.2f} ({row[p]['gap_to_bound']:+.0%}; "
-                          f"{row[p]['reliable_slots']:.0%})" for p in POLICIES)
-        print(f"  {name:<24} {cells}")
-
-    for row in doc["roads"]:
-        line(f"road {row['road']} (x{row['speed_scale']:g}, {row['snr_db']:g} dB)", row)
-    line("average over roads", doc["average"])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -327,21 +246,6 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config value, e.g. --set data.scene.num_blockers=4 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def int_at_least(minimum: int):
-    """An argparse ``type``: an integer ``>= minimum`` (the error names the value and the bound)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
@@ -455,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError, UnknownNameError) as err:
+    except (UsageError, ValidationError, FileNotFoundError, UnknownNameError) as err:  # the user's input
         if args.debug:
             raise
         print(f"fedmoe: error: {one_line(err)}", file=sys.stderr)

@@ -20,13 +20,15 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedmoe.errors import UsageError
+
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "gps", "rf")
 """The sensing modalities fedmoe knows, in canonical order (costliest input first)."""
 
 Modality = Literal["camera", "lidar", "radar", "gps", "rf"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration problem; ``str(err)`` is ready to print to a user."""
 
 

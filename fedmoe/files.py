@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from fedmoe.errors import UsageError
+
 
 def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secret: bool = False) -> None:
     """Write ``content`` to ``path`` whole or not at all (module docstring); ``secret``: mode 0600.
@@ -61,7 +63,7 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class PathError(ValueError):
+class PathError(UsageError):
     """A path the user gave cannot be written to (one-line message naming the option and the path)."""
 
 

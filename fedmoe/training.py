@@ -207,7 +207,7 @@ def routing_targets(model: MoE, samples: ISACSamples, cfg: TrainConfig, batch_si
     out = torch.full((len(samples), model.num_experts), float("inf"))
     was_training = model.training
     model.train()  # the mode of the stage-II batches (the same outputs: nothing in the experts depends on it)
-    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+    for rows in minibatches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         avail = model.available(present.bool())
         cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
@@ -288,7 +288,7 @@ class EpochReport:
     dropout_accuracy: dict[str, float] = field(default_factory=dict)
 
 
-def _batches(n: int, size: int, rng: np.random.Generator, shuffle: bool = True) -> list[np.ndarray]:
+def minibatches(n: int, size: int, rng: np.random.Generator, shuffle: bool = True) -> list[np.ndarray]:
     order = rng.permutation(n) if shuffle else np.arange(n)
     return [order[i:i + size] for i in range(0, n, size)]
 
@@ -303,7 +303,7 @@ def _stage1_accuracy(model: MoE, samples: ISACSamples, mode: str, batch_size: in
     uniform average of all available experts (``subsets``)."""
     model.eval()
     hits, total = 0.0, 0
-    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+    for rows in minibatches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         if mode == "each":
             pairs = model.forward_each(inputs, present)
@@ -316,7 +316,7 @@ def _stage1_accuracy(model: MoE, samples: ISACSamples, mode: str, batch_size: in
     return hits / total
 
 
-def _optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int):
+def make_optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int):
     """Adam(W) at ``cfg.lr`` with weight decay, and the stage's learning-rate schedule.
 
     ``cosine`` decays the rate from ``lr`` to ``lr / 100`` over the stage's ``steps``;
@@ -341,7 +341,7 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
     model.eval()
     correct, entropy, usage, spent, cost_sum = 0, 0.0, torch.zeros(model.num_experts), 0, 0.0
     selected_all, hits, ranked = [], [], []
-    for rows in _batches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
+    for rows in minibatches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
         c = _costs_for(costs, rows)
         out = model(inputs, present, c)
@@ -436,7 +436,7 @@ def stage1_epoch(model: MoE, train_set: ISACSamples, cfg: TrainConfig, opt, sche
     model.train()
     total, rows_done = 0.0, 0
     computed = np.zeros(model.num_experts, dtype=np.int64)
-    for rows in _batches(len(train_set), cfg.batch_size, rng):
+    for rows in minibatches(len(train_set), cfg.batch_size, rng):
         inputs, present, labels = batch_tensors(train_set, rows)
         if routes_in_stage1(cfg):
             loss = oracle_routing_loss(model, inputs, present, labels, _costs_for(costs, rows), cfg,
@@ -474,7 +474,7 @@ def stage2_epoch(model: MoE, train_set: ISACSamples, costs: np.ndarray | None, c
     model.train()
     total, rows_done = 0.0, 0
     computed = np.zeros(model.num_experts, dtype=np.int64)
-    for rows in _batches(len(train_set), cfg.batch_size, rng):
+    for rows in minibatches(len(train_set), cfg.batch_size, rng):
         model.gate.temperature = float(schedule(step))
         if targets is not None:  # the gate alone learns: only its own inputs are needed
             inputs = {m: torch.from_numpy(train_set.inputs[m][rows]) for m in model.gate_modalities}
@@ -566,7 +566,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
     held_out = routing_holdout_mask(len(train_set), cfg, cfg.seed)
     routing = routes_in_stage1(cfg)
     stage1_set = train_set if routing or not held_out.any() else train_set.subset(np.flatnonzero(~held_out))
-    opt, sched = _optimiser(stage1_parameters(model, cfg), cfg, cfg.stage1_epochs * steps_per_epoch)
+    opt, sched = make_optimiser(stage1_parameters(model, cfg), cfg, cfg.stage1_epochs * steps_per_epoch)
     for epoch in range(cfg.stage1_epochs):
         stats = stage1_epoch(model, stage1_set, cfg, opt, sched, rng, bar, costs=costs if routing else None,
                              routing_mask=held_out if routing else None)
@@ -575,7 +575,7 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
         log.info("stage I epoch %d: loss %.4f, accuracy %.3f", epoch, reports[-1].loss, acc)
 
     critic = make_critic(model, cfg, costs is not None)
-    opt, sched = _optimiser(stage2_parameters(model, cfg) + (list(critic.parameters()) if critic else []), cfg,
+    opt, sched = make_optimiser(stage2_parameters(model, cfg) + (list(critic.parameters()) if critic else []), cfg,
                             total_steps2)
     step = 0
     targets = routing_targets(model, train_set, cfg) if caches_routing_targets(cfg) and cfg.stage2_epochs else None

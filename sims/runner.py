@@ -25,90 +25,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from fedmoe.config import FedMoEConfig
+from fedmoe.config import ConfigError, FedMoEConfig
+from fedmoe.errors import UsageError
 from fedmoe.files import check_folder_target
 
 log = logging.getLogger(__name__)
 
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
              "RAY_DEDUP_LOGS": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-
-
-def check_run_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts: unknown strategy, aggregator, selection policy, gate or gate backbone,
-    bad aggregator options, more devices per round than resource blocks (``ValueError`` /
-    ``UnknownNameError``, naming the field)."""
-    from fedmoe.federated.selection import SELECTION_POLICIES
-    from fedmoe.models.builder import check_model_names
-    from strategies import AGGREGATORS, STRATEGIES, make_aggregator
-
-    fed = cfg.federated
-    STRATEGIES.check(fed.strategy, "federated.strategy")
-    SELECTION_POLICIES.check(fed.selection, "federated.selection")
-    AGGREGATORS.check(fed.aggregator, "federated.aggregator")
-    try:
-        make_aggregator(fed.aggregator, dict(fed.aggregator_options))
-    except ValueError as err:
-        raise ValueError(f"federated.aggregator_options: {err}") from None
-    check_model_names(cfg.model)
-    _check_devices_per_round(cfg, cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round)
-
-
-def _check_devices_per_round(cfg: FedMoEConfig, per_round: int) -> None:
-    """``per_round`` devices need a resource block each, and ``clients_per_round`` cannot exceed the devices."""
-    num_rb = cfg.wireless.uplink.num_resource_blocks
-    if per_round > num_rb:
-        raise ValueError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
-                         "(each selected device needs one at least)")
-    if cfg.federated.clients_per_round > cfg.partition.num_devices:
-        raise ValueError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
-                         f"{cfg.partition.num_devices}")
-
-
-def check_split_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a split-learning config: an unknown gate or gate backbone, a bad link
-    option, more devices per round than devices or resource blocks."""
-    from fedmoe.models.builder import check_model_names
-
-    check_model_names(cfg.model)
-    if cfg.split.link != "ideal":
-        _check_link(cfg.split.link, cfg.split.link_options, "split")
-    elif cfg.split.link_options:
-        raise ValueError("split.link_options: the ideal link takes no options")
-    _check_devices_per_round(cfg, cfg.federated.clients_per_round)
-
-
-def _check_link(name: str, options: dict, field: str) -> None:
-    from fedmoe.split.links import make_link
-
-    try:
-        make_link(name, **dict(options))
-    except TypeError as err:
-        raise ValueError(f"{field}.link_options: {err}") from None
-
-
-def check_distributed_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a distributed-experts config with a bad link option (too few devices
-    for the experts is a config error already)."""
-    _check_link(cfg.distributed.link, cfg.distributed.link_options, "distributed")
-
-
-def check_v2i_config(cfg: FedMoEConfig) -> None:
-    """Fail before Ray starts on a V2I config whose agent is not registered (one base station per
-    road is a config error already)."""
-    from fedmoe.v2i.agents import AGENTS
-
-    AGENTS.check(cfg.v2i.agent.policy, "v2i.agent.policy")
-
-
-CHECKS = {"federated": check_run_config, "distributed": check_distributed_config, "v2i": check_v2i_config}
-"""Config checks by ``mode`` (the split-learning modes: :func:`check_split_config`)."""
-
-
-def check_config(cfg: FedMoEConfig) -> None:
-    """The checks of ``cfg.mode`` (:data:`CHECKS`): what a run needs beyond a valid config, found
-    before Ray or any process starts (``fedmoe run``, ``fedmoe deploy local``)."""
-    CHECKS.get(cfg.mode, check_split_config)(cfg)
 
 
 CLIENT_STATE_FOLDER = "client_state"
@@ -149,7 +73,7 @@ def resolve_ray_address(ray_address: str | None) -> str | None:
     address = ray_address.strip()
     m = _HOST_PORT.match(address)
     if m is None or not 0 < int(m["port"]) < 65536:
-        raise ValueError(f"{source} {ray_address!r}: expected HOST:PORT of the Ray head (the --port of "
+        raise UsageError(f"{source} {ray_address!r}: expected HOST:PORT of the Ray head (the --port of "
                          f"`ray start --head`), or {LOCAL_RAY!r}")
     return address
 
@@ -186,8 +110,8 @@ def check_cluster_fits(cfg: FedMoEConfig, address: str, node_cpus: list[float]) 
     need = cfg.federated.client_cpus
     if not any(cpus >= need for cpus in node_cpus):
         have = ", ".join(f"{c:g}" for c in node_cpus) or "no alive node"
-        raise ValueError(f"federated.client_cpus={need} exceeds the CPUs of every node of the Ray cluster at "
-                         f"{address} ({have})")
+        raise ConfigError(f"federated.client_cpus={need} exceeds the CPUs of every node of the Ray cluster at "
+                          f"{address} ({have})")
 
 
 def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: str | None = None) -> dict:
@@ -203,7 +127,7 @@ def backend_config(cfg: FedMoEConfig, num_cpus: int | None = None, ray_address: 
                 "init_args": {"address": ray_address, "include_dashboard": False, "log_to_driver": True}}
     cpus = num_cpus or os.cpu_count() or 1
     if cfg.federated.client_cpus > cpus:
-        raise ValueError(f"federated.client_cpus={cfg.federated.client_cpus} exceeds the {cpus} CPUs available")
+        raise ConfigError(f"federated.client_cpus={cfg.federated.client_cpus} exceeds the {cpus} CPUs available")
     return {"client_resources": client_resources,
             "init_args": {"address": LOCAL_RAY, "num_cpus": cpus, "include_dashboard": False, "log_to_driver": True}}
 
@@ -246,11 +170,14 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     (:mod:`fedmoe.federated.resume`; federated mode), checked before anything starts. The
     virtual devices keep their local state in ``out/client_state``.
 
-    Returns :class:`strategies.server_app.FederatedRun` (``mode = "federated"``) or
+    Returns :class:`strategies.federated_learning.FederatedRun` (``mode = "federated"``) or
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
     or :class:`strategies.v2i_federated.V2IRun`.
     """
-    check_config(cfg)
+    from strategies.modes import mode_of
+
+    mode = mode_of(cfg)
+    mode.check(cfg)  # what the mode needs beyond a valid config (strategies.modes.Mode.check)
     if out is not None:
         check_folder_target(out)
     done = _rounds_done(cfg, out, resume)
@@ -275,18 +202,11 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     from clients.app import app as client_app
     from strategies.server_app import make_server_app
 
-    v2i = cfg.mode == "v2i"
-    bar = tqdm(total=cfg.v2i.federated.rounds if v2i else cfg.federated.rounds, initial=done, desc="rounds",
-               unit="round", disable=not progress)
+    bar = tqdm(total=mode.rounds(cfg), initial=done, desc="rounds", unit="round", disable=not progress)
 
     def _on_round(record) -> None:
         bar.update(1)
-        if v2i:
-            energy = "n/a" if record.train_energy_j is None else f"{record.train_energy_j:.2f}J"
-            bar.set_postfix(stations=record.completed, energy=energy)
-        else:
-            bar.set_postfix(stage=record.stage, devices=record.completed, clock=f"{record.clock_s:.1f}s",
-                            loss=f"{record.train_loss:.3f}")
+        bar.set_postfix(**mode.progress(record))
         if on_round is not None:
             on_round(record)
 

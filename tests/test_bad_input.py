@@ -6,7 +6,7 @@ One table per entry point:
   with ``--set`` (for every command that reads a config), scenario names and files,
   registered names (gates, strategies, ...), ``--out`` paths, ``--input`` files, options;
 * the ``flwr run`` run config (:func:`strategies.server_app.config_from_run_config`);
-* a SuperNode's node config (``clients.app._device_id``,
+* a SuperNode's node config (``clients.common.device_id``,
   :func:`fedmoe.federated.device_state.state_folder`) and how its errors reach the server.
 
 An error from our code is exactly one stderr line ``fedmoe: error: ...`` with exit status 2
@@ -440,10 +440,10 @@ DEVICE_ID_CASES = [
 
 @pytest.mark.parametrize(("node_config", "fragments"), DEVICE_ID_CASES, ids=[repr(c[0]) for c in DEVICE_ID_CASES])
 def test_bad_partition_id(node_config, fragments):
-    from clients.app import _device_id
+    from clients.common import device_id
 
     with pytest.raises(ValueError) as err:
-        _device_id(node_context(node_config), 4)
+        device_id(node_context(node_config), 4)
     message = str(err.value)
     assert len(message.splitlines()) == 1
     for fragment in fragments:
@@ -451,11 +451,11 @@ def test_bad_partition_id(node_config, fragments):
 
 
 def test_good_partition_ids():
-    from clients.app import _device_id
+    from clients.common import device_id
 
     for node_config, expected in [({"partition-id": 2}, 2), ({"partition-id": "2", "num-partitions": "4"}, 2),
                                   ({"partition-id": 3.0, "num-partitions": 4}, 3), ({"partition-id": 0}, 0)]:
-        assert _device_id(node_context(node_config), 4) == expected
+        assert device_id(node_context(node_config), 4) == expected
 
 
 STATE_DIR_CASES = [

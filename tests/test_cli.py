@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from fedmoe.cli import main, parse_assignment
+from fedmoe.cli import main
 from fedmoe.config import ConfigError
 from fedmoe.data.samples import ISACSamples
+from fedmoe.overrides import parse_assignment
 
 TINY = ["--num-samples", "400", "--quiet"]
 
@@ -160,3 +161,23 @@ def test_sweep_writes_a_table_and_a_pareto_plot(tmp_path, capsys):
 def test_sweep_rejects_bad_lambdas(bad, tmp_path):
     proc = run_cli("sweep", "--out", str(tmp_path), "--lambdas", bad)
     assert proc.returncode == 2 and "--lambdas" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_only_usage_errors_are_reported_as_bad_input(monkeypatch, capsys):
+    """A :class:`fedmoe.errors.UsageError` (every error about the user's input derives from it) is one
+    line with status 2; any other ``ValueError`` is a bug and is not dressed up as bad input."""
+    import fedmoe.cli
+    from fedmoe.errors import UsageError
+
+    def raise_(err):
+        def command(args):
+            raise err
+        return command
+
+    monkeypatch.setattr(fedmoe.cli, "cmd_scenarios", raise_(UsageError("--thing 'x': not a thing")))
+    assert main(["scenarios"]) == 2
+    assert capsys.readouterr().err == "fedmoe: error: --thing 'x': not a thing\n"
+    assert issubclass(ConfigError, UsageError) and issubclass(UsageError, ValueError)
+    monkeypatch.setattr(fedmoe.cli, "cmd_scenarios", raise_(ValueError("shapes (3,) and (4,) differ")))
+    with pytest.raises(ValueError, match="shapes"):
+        main(["scenarios"])

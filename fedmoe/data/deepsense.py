@@ -42,6 +42,7 @@ import numpy as np
 from fedmoe.config import MODALITIES, SensorConfig
 from fedmoe.data.multipath import relative_power_db
 from fedmoe.data.samples import ISACSamples
+from fedmoe.errors import UsageError
 
 try:  # Pillow decodes JPEG/PNG; it is installed with matplotlib, but stay usable without it.
     from PIL import Image as _PILImage
@@ -95,7 +96,7 @@ _TRUE_WORDS = {"true", "yes", "blocked"}
 _FALSE_WORDS = {"false", "no", "not_blocked", "unblocked", "not blocked"}
 
 
-class DeepSenseFormatError(ValueError):
+class DeepSenseFormatError(UsageError):
     """A DeepSense scenario folder, CSV or referenced file is missing or malformed.
 
     The message names the file and, for a file referenced by the CSV, the CSV, the

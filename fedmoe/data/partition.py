@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fedmoe.config import MODALITIES, PartitionConfig
+from fedmoe.config import MODALITIES, ConfigError, PartitionConfig
 from fedmoe.data.samples import ISACSamples
 from fedmoe.registry import Registry
 
@@ -308,7 +308,7 @@ def device_modalities(cfg: PartitionConfig, seed: int, device_id: int) -> np.nda
     _check_device(cfg, device_id)
     p = availability(cfg)
     if p.sum() <= 0:
-        raise ValueError("modality_availability gives every modality probability 0; at least one must be > 0")
+        raise ConfigError("modality_availability gives every modality probability 0; at least one must be > 0")
     u = device_rng(seed, device_id, "modalities").random(len(p) + 1)  # fixed number of draws
     mask = u[:-1] < p
     if not mask.any():

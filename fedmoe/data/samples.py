@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedmoe.config import MODALITIES
+from fedmoe.errors import UsageError
 from fedmoe.files import write_atomic
 
 LABEL_KEYS: tuple[str, ...] = ("beam", "pathloss_db", "next_position")
@@ -113,14 +114,15 @@ class ISACSamples:
 
     @classmethod
     def load(cls, path: str | Path) -> "ISACSamples":
-        """Read a file written by :meth:`save`; a wrong or damaged file gives a ValueError naming it."""
+        """Read a file written by :meth:`save`; a wrong or damaged file gives a
+        :class:`~fedmoe.errors.UsageError` (a ``ValueError``) naming it."""
         path = Path(path)
         if path.is_dir():
-            raise ValueError(f"{path}: is a folder, not a dataset file")
+            raise UsageError(f"{path}: is a folder, not a dataset file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such dataset file")
         if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path}: not a fedmoe dataset file (not an .npz archive; make one with `fedmoe data make`)")
+            raise UsageError(f"{path}: not a fedmoe dataset file (not an .npz archive; make one with `fedmoe data make`)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
@@ -132,4 +134,4 @@ class ISACSamples:
                 present = z["present"]
             return cls(groups["inputs"], present, groups["labels"], groups["conditions"], bits)
         except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{path}: not a fedmoe dataset file ({err})") from None
+            raise UsageError(f"{path}: not a fedmoe dataset file ({err})") from None

@@ -30,6 +30,7 @@ from fedmoe.data.multipath import beam_power_db, compute_multipath
 from fedmoe.data.partition import SampleSource
 from fedmoe.data.samples import ISACSamples
 from fedmoe.data.scene import draw_scene
+from fedmoe.errors import UsageError
 
 CHUNK = 2048
 """Samples generated per vectorised step (bounds the temporary memory)."""
@@ -109,5 +110,5 @@ def train_test_split(samples: ISACSamples, test_fraction: float, seed: int = 0) 
     perm = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * test_fraction)))
     if n_test >= n:
-        raise ValueError(f"{n} samples are too few to hold out {test_fraction:.0%} for testing")
+        raise UsageError(f"{n} samples are too few to hold out {test_fraction:.0%} for testing")
     return samples.subset(np.sort(perm[n_test:])), samples.subset(np.sort(perm[:n_test]))

@@ -33,6 +33,7 @@ from fedmoe.deploy import flower
 from fedmoe.deploy.flower import CONNECTION, FlowerError, TLSFiles
 from fedmoe.deploy.pki import supernode_key_names, write_deployment_pki
 from fedmoe.deploy.processes import ProcessError, ProcessSet, Started, free_ports
+from fedmoe.errors import UsageError
 
 HOST = "127.0.0.1"
 OWNED = ("pki", "home", "logs", "superlink.db", "superlink.db-shm", "superlink.db-wal", "run_config.toml", "run")
@@ -43,7 +44,7 @@ class DeployError(RuntimeError):
     """The local deployment could not be set up or the run failed (one-line message)."""
 
 
-class DeployArgumentError(ValueError):
+class DeployArgumentError(UsageError):
     """A bad argument, found before anything is started or written (one-line message)."""
 
 
@@ -289,18 +290,17 @@ def _last_line(text: str) -> str:
 def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple[str, list[str], int]:
     """Check the scenario and overrides here, before any process starts; ``(scenario, sets, nodes)``.
 
-    The config gets the checks ``fedmoe run`` makes (:func:`sims.runner.check_config`). A scenario
+    The config gets the checks ``fedmoe run`` makes (:func:`strategies.modes.check_config`). A scenario
     given as a file becomes an absolute path (the ServerApp resolves it from its own folder);
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
-    from fedmoe.cli import parse_assignment
-    from fedmoe.config import dotted_to_nested
+    from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import load_scenario
-    from sims.runner import check_config
+    from strategies.modes import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'
-    cfg = load_scenario(scenario, dotted_to_nested(dict(parse_assignment(s) for s in sets)))
+    cfg = load_scenario(scenario, parse_overrides(sets))
     path = Path(scenario)
     if path.suffix == ".toml" or path.exists():
         scenario = str(path.resolve())

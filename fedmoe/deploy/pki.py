@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedmoe.errors import UsageError
 from fedmoe.files import write_atomic
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
@@ -42,7 +43,7 @@ CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.pem", "se
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
-class PKIError(ValueError):
+class PKIError(UsageError):
     """A bad argument or a file that would be overwritten (one-line message)."""
 
 

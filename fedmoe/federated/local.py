@@ -41,7 +41,7 @@ from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
-from fedmoe.training import (_optimiser, caches_routing_targets, evaluate, make_critic, routes_in_stage1,
+from fedmoe.training import (caches_routing_targets, evaluate, make_critic, make_optimiser, routes_in_stage1,
                               routing_holdout_mask, routing_targets, stage1_epoch, stage1_parameters, stage2_epoch,
                               stage2_parameters)
 
@@ -138,7 +138,7 @@ def budgeted(samples: ISACSamples, modalities: tuple[str, ...], model: MoE) -> I
     return out if servable.all() else out.subset(np.flatnonzero(servable))
 
 
-def _seed(world: ScenarioWorld, server_round: int, device_id: int) -> int:
+def round_seed(world: ScenarioWorld, server_round: int, device_id: int) -> int:
     return (world.cfg.train.seed * 1_000_003 + server_round * 100_003 + device_id) % (2**63)
 
 
@@ -155,7 +155,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
         raise ValueError(f"device {device_id} has no sample its allowed modalities {list(instr.modalities)} can serve")
     if instr.fit_standardiser:
         model.fit_standardiser(samples)
-    seed = _seed(world, instr.server_round, device_id)
+    seed = round_seed(world, instr.server_round, device_id)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tcfg = cfg.train.model_copy(update={"lr": instr.lr, "lr_schedule": "constant", "cost_weight": instr.cost_weight})
@@ -165,13 +165,13 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     forward_rows = np.zeros(model.num_experts, dtype=np.int64)  # pairs only run forward (cached routing targets)
     losses = []
     # Samples the experts never train on, fixed per device: the gate learns from the experts' losses there.
-    held_out = routing_holdout_mask(len(samples), tcfg, _seed(world, 0, device_id))
+    held_out = routing_holdout_mask(len(samples), tcfg, round_seed(world, 0, device_id))
     if instr.stage == 1:
         routing = routes_in_stage1(tcfg)
         stage1_set = samples if routing or not held_out.any() else samples.subset(np.flatnonzero(~held_out))
         costs = np.broadcast_to(world.cost_row(device_id, instr.rate_bps), (len(samples), model.num_experts)) \
             if routing else None
-        opt, sched = _optimiser(stage1_parameters(model, tcfg), tcfg, steps)
+        opt, sched = make_optimiser(stage1_parameters(model, tcfg), tcfg, steps)
         for _ in range(instr.local_epochs):
             stats = stage1_epoch(model, stage1_set, tcfg, opt, sched, rng, anchor=anchor, mu=instr.proximal_mu,
                                  costs=costs, routing_mask=held_out if routing else None)
@@ -187,7 +187,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
             if saved:
                 critic.load_state_dict(saved)
         params = stage2_parameters(model, tcfg) + (list(critic.parameters()) if critic else [])
-        opt, sched = _optimiser(params, tcfg, steps)
+        opt, sched = make_optimiser(params, tcfg, steps)
         step = 0
         targets = None
         if caches_routing_targets(tcfg):  # frozen experts: run them once, then only the gate learns

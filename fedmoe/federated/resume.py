@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from fedmoe.config import FedMoEConfig
+from fedmoe.errors import UsageError
 from fedmoe.files import write_atomic
 
 RESUME_FILE = "resume.pkl"
@@ -39,7 +40,7 @@ RESUME_FILE = "resume.pkl"
 FORMAT_VERSION = 1
 
 
-class ResumeError(ValueError):
+class ResumeError(UsageError):
     """No resume state where one was asked for, or one that does not belong to this run."""
 
 

@@ -200,7 +200,7 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x))
 
 
-def _mlp(d_in: int, width: int, out_dim: int) -> nn.Sequential:
+def mlp_layers(d_in: int, width: int, out_dim: int) -> nn.Sequential:
     """``Linear(d_in, w) → ReLU → Linear(w, w) → ReLU → Linear(w, out_dim)`` on the flattened input."""
     return nn.Sequential(nn.Flatten(), nn.Linear(d_in, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                          nn.Linear(width, out_dim))
@@ -287,7 +287,7 @@ def _vector_mlp(arch: str, modalities: Sequence[str], input_shapes: dict, out_di
             raise ValueError(f"expert {name!r} ({arch}): input {m!r} must be a 1-D vector per sample, "
                              f"got shape {shape}")
     d = int(sum(np.prod(input_shapes[m]) for m in modalities))
-    return Expert(name, modalities, input_shapes, out_dim, _mlp(d, width, out_dim), architecture=arch)
+    return Expert(name, modalities, input_shapes, out_dim, mlp_layers(d, width, out_dim), architecture=arch)
 
 
 @ARCHITECTURES.register("gps_mlp")

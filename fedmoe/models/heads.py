@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedmoe.config import TaskWeights
+from fedmoe.config import ConfigError, TaskWeights
 
 
 @dataclass
@@ -112,7 +112,7 @@ def task_loss(out: TaskOutputs, labels: dict[str, torch.Tensor], weights: TaskWe
         err = nn.functional.huber_loss(out.next_position, safe, reduction="none").mean(dim=1)
         per["next_position"] = (err * ok, ok)
     if not per:
-        raise ValueError("all task weights are 0: nothing to learn")
+        raise ConfigError("all task weights are 0: nothing to learn")
     alpha = {"beam": weights.beam, "pathloss": weights.pathloss, "next_position": weights.next_position}
     batch = out.beam_logits.shape[0]
     sample = torch.zeros(batch, dtype=out.beam_logits.dtype, device=out.beam_logits.device)

@@ -37,11 +37,11 @@ import torch
 
 from fedmoe.config import MODALITIES
 from fedmoe.data.samples import ISACSamples
-from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, _seed, budgeted
+from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, budgeted, round_seed
 from fedmoe.federated.parameters import to_numpy
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE, batch_tensors
-from fedmoe.training import _batches, _optimiser
+from fedmoe.training import make_optimiser, minibatches
 
 OPT_PREFIX = "opt."
 """State keys of the device's optimiser moments (``opt.<param>.exp_avg`` …)."""
@@ -97,7 +97,7 @@ def load_device(world: ScenarioWorld, device_id: int, state: Mapping[str, np.nda
         model.fit_standardiser(world.partition(device_id).samples)
     model.train()
     cfg = world.cfg.train.model_copy(update={"lr_schedule": "constant"})
-    opt, _ = _optimiser(list(model.experts.parameters()), cfg, 1)
+    opt, _ = make_optimiser(list(model.experts.parameters()), cfg, 1)
     moments = {k[len(OPT_PREFIX):]: v for k, v in state.items() if k.startswith(OPT_PREFIX)}
     if moments:
         for name, p in model.experts.named_parameters():
@@ -119,9 +119,9 @@ def training_samples(world: ScenarioWorld, device_id: int, model: MoE) -> ISACSa
 
 def round_batches(world: ScenarioWorld, device_id: int, server_round: int, num_samples: int) -> list[np.ndarray]:
     """The row indices of every batch of the round, ``federated.local_epochs`` shuffled passes."""
-    rng = np.random.default_rng(_seed(world, server_round, device_id))
+    rng = np.random.default_rng(round_seed(world, server_round, device_id))
     size = world.cfg.train.batch_size
-    return [rows for _ in range(world.cfg.federated.local_epochs) for rows in _batches(num_samples, size, rng)]
+    return [rows for _ in range(world.cfg.federated.local_epochs) for rows in minibatches(num_samples, size, rng)]
 
 
 def num_chunks(world: ScenarioWorld, num_samples: int) -> int:

@@ -68,10 +68,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmoe.models.experts import _mlp
+from fedmoe.models.experts import mlp_layers
 from fedmoe.models.gate_backbones import MLPBackbone
 from fedmoe.split.links import FeatureLink
-from fedmoe.training import _batches
+from fedmoe.training import minibatches
 from fedmoe.wireless.ofdma import db_to_linear
 
 
@@ -85,7 +85,7 @@ class DistributedMoE(nn.Module):
     feature_dim, num_classes, num_experts : int
         Sizes.
     hidden : int
-        Hidden width of each expert (:func:`fedmoe.models.experts._mlp`) and of the gates
+        Hidden width of each expert (:func:`fedmoe.models.experts.mlp_layers`) and of the gates
         (:class:`~fedmoe.models.gate_backbones.MLPBackbone`; the channel-aware one takes the
         per-expert distortion as its one side input per expert).
     csi_scale : float
@@ -105,7 +105,7 @@ class DistributedMoE(nn.Module):
         self.csi_relative = bool(csi_relative)
         self.backbone = backbone
         self.num_experts = num_experts
-        self.experts = nn.ModuleList(_mlp(feature_dim, hidden, num_classes) for _ in range(num_experts))
+        self.experts = nn.ModuleList(mlp_layers(feature_dim, hidden, num_classes) for _ in range(num_experts))
         self.gate = MLPBackbone(feature_dim, num_experts, side_dim=0, hidden=hidden)  # stage 1 (and naive)
         self.aware_gate = MLPBackbone(feature_dim, num_experts, side_dim=1, hidden=hidden)
 
@@ -235,7 +235,7 @@ def train_stage1(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, cfg: S
     model.train()
     for _ in range(cfg.stage1_epochs):
         total = 0.0
-        for rows in map(torch.from_numpy, _batches(len(x), cfg.batch_size, rng)):
+        for rows in map(torch.from_numpy, minibatches(len(x), cfg.batch_size, rng)):
             z = model.backbone(x[rows])
             probs = model.gate_logits(z, None, aware=False).softmax(dim=1)
             outs = model.expert_outputs(z, None, None)
@@ -269,7 +269,7 @@ def train_stage2(model: DistributedMoE, x: torch.Tensor, y: torch.Tensor, link: 
     try:
         for _ in range(cfg.stage2_epochs):
             total = 0.0
-            for rows in map(torch.from_numpy, _batches(len(x), cfg.batch_size, rng)):
+            for rows in map(torch.from_numpy, minibatches(len(x), cfg.batch_size, rng)):
                 with torch.no_grad():
                     z = model.backbone(x[rows])
                     snr = draw_snr(len(rows), model.num_experts, cfg.snr_db_range, cfg.fading, g)

@@ -34,7 +34,7 @@ from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE
 from fedmoe.split.links import FeatureLink, make_link
-from fedmoe.training import _optimiser, make_critic, score_function_loss
+from fedmoe.training import make_critic, make_optimiser, score_function_loss
 
 
 def feature_link(world: ScenarioWorld) -> FeatureLink | None:
@@ -91,7 +91,7 @@ class SplitServer:
         """A fresh optimiser for ``stage`` (as the centralised training starts one per stage)."""
         if stage != self.stage:
             self.stage = stage
-            self.opt, _ = _optimiser(self.server_parameters(stage), self.tcfg, 1)
+            self.opt, _ = make_optimiser(self.server_parameters(stage), self.tcfg, 1)
 
     # ------------------------------------------------------------------ channel
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from fedmoe.config import FedMoEConfig
-from fedmoe.models.experts import _mlp
+from fedmoe.models.experts import mlp_layers
 from fedmoe.split.distributed import DistributedMoE, SplitTrainConfig, train_stage1, train_stage2
 from fedmoe.split.links import FeatureLink, make_link
 
@@ -78,7 +78,7 @@ def build_task_model(cfg: FedMoEConfig, in_dim: int, num_classes: int) -> Distri
     """A freshly initialised (seeded) mixture for the task."""
     d = cfg.distributed
     torch.manual_seed(d.seed)
-    backbone = _mlp(in_dim, d.hidden, d.feature_dim)
+    backbone = mlp_layers(in_dim, d.hidden, d.feature_dim)
     return DistributedMoE(backbone, d.feature_dim, num_classes, d.num_experts, d.hidden)
 
 

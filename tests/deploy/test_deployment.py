@@ -18,11 +18,11 @@ import time
 import psutil
 import pytest
 
-from fedmoe.cli import parse_assignment
 from fedmoe.config import dotted_to_nested
 from fedmoe.deploy.local import LocalCluster
 from fedmoe.deploy.pki import write_supernode_key
 from fedmoe.deploy.processes import free_port
+from fedmoe.overrides import parse_assignment
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1200)]
 

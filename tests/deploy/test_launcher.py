@@ -93,6 +93,17 @@ def test_runtime_env_puts_the_flower_executables_first():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # flwr's dependencies (click, pathspec)
+def test_flwr_run_accepts_the_app_configuration():
+    """What `flwr run` checks of pyproject.toml before it starts a run: among others that the
+    ServerApp and ClientApp modules assign `app` (read from their source, not imported)."""
+    from flwr.cli.config_utils import load_and_validate
+
+    config, _ = load_and_validate(project_root() / "pyproject.toml")
+    assert config["tool"]["flwr"]["app"]["components"] == {"serverapp": "strategies.server_app:app",
+                                                           "clientapp": "clients.app:app"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # flwr's dependencies (click, pathspec)
 def test_flwr_run_packages_the_code_and_scenarios_only():
     """The FAB `flwr run .` sends to the SuperLink (built by flwr itself, as `flwr run` does)."""
     from flwr.cli.build import build_fab_from_disk
@@ -100,7 +111,7 @@ def test_flwr_run_packages_the_code_and_scenarios_only():
     fab = build_fab_from_disk(project_root())
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
     for needed in ("pyproject.toml", "clients/app.py", "strategies/server_app.py", "fedmoe/federated/world.py",
-                   "sims/scenarios/default.toml"):
+                   "fedmoe/scenarios/default.toml"):
         assert needed in names
     assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "runs") or "/bench/" in n]
     assert len(fab) < 2_000_000  # flwr refuses more than 10 MB

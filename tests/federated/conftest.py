@@ -24,7 +24,8 @@ TINY = {
               "stage2_epochs": 6,
               "tasks": {"beam_objective": "cross_entropy"}},
     "federated": {"rounds": 2, "stage1_rounds": 1, "clients_per_round": 4, "test_samples": 64,
-                  "checkpoint_every": 1, "deadline_s": 1000.0, "local_epochs": 1, "selection": "deadline-max-devices"},
+                  "checkpoint_every": 1, "deadline_s": 1000.0, "local_epochs": 1, "stage2_local_epochs": 1,
+                  "selection": "deadline-max-devices"},
 }
 
 

@@ -192,7 +192,7 @@ def test_routing_from_stage_one_trains_the_gate_there(cue_data, from_stage1):
 def test_cached_routing_targets_train_the_gate_exactly_as_per_batch_losses(cue_data):
     """Frozen experts: stage II on :func:`routing_targets` computed once moves the gate exactly as the
     per-batch expert losses do, and leaves every other parameter where it was."""
-    from fedmoe.training import _optimiser, caches_routing_targets, routing_targets, stage2_epoch
+    from fedmoe.training import caches_routing_targets, make_optimiser, routing_targets, stage2_epoch
 
     data = cue_data.subset(np.arange(900))
     data.present[:300, 3] = False  # no GPS (column 3 of MODALITIES) on some rows: the GPS expert is unavailable there (and for a whole batch)
@@ -209,7 +209,7 @@ def test_cached_routing_targets_train_the_gate_exactly_as_per_batch_losses(cue_d
         targets = routing_targets(moe, data, cfg, batch_size=256) if cached else None
         if cached:
             assert torch.isinf(targets[:300, 0]).all() and torch.isfinite(targets[300:]).all()
-        opt, sched = _optimiser(list(moe.parameters()), cfg, 8)
+        opt, sched = make_optimiser(list(moe.parameters()), cfg, 8)
         stage2_epoch(moe, data, costs, cfg, opt, sched, np.random.default_rng(3), lambda _s: 1.0, 0,
                      targets=targets)
         after = dict(moe.named_parameters())

@@ -169,7 +169,7 @@ def test_a_silent_or_misconfigured_station_is_left_out_and_no_reply_keeps_the_ag
 
 
 def test_roads_and_config_checks():
-    from sims.runner import check_v2i_config
+    from strategies.modes.v2i import check_v2i_config
 
     cfg = tiny_v2i(v2i={"federated": {"snr_db": [5.0, 10.0, 20.0]}})
     assert [road(cfg.v2i, r) for r in range(3)] == [(0.5, 5.0), (1.0, 10.0), (1.6, 20.0)]

@@ -1,8 +1,9 @@
 """Scenarios by name: TOML files that hold any subset of :class:`fedmoe.config.FedMoEConfig`.
 
-The built-in scenarios are the ``*.toml`` files of ``sims/scenarios/``; a user adds one
-by dropping a file there or, from code, with ``SCENARIOS.register(name, path)``. The
-command line accepts either a scenario name or a path to a TOML file.
+The built-in scenarios are the ``*.toml`` files of this package's folder (``fedmoe/scenarios/``,
+installed with the package as data); a user adds one by dropping a file there or, from code,
+with ``SCENARIOS.register(name, path)``. The command line accepts either a scenario name or
+a path to a TOML file.
 
 A scenario may start from another: ``extends = "default"`` (a name or a path) at the top
 of the file loads that scenario first and merges this file's keys over it.
@@ -16,8 +17,8 @@ from typing import Any
 from fedmoe.config import ConfigError, FedMoEConfig, deep_merge, parse_config, read_toml
 from fedmoe.registry import Registry
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "sims" / "scenarios"
-"""Folder of the built-in scenario files (``sims/scenarios`` of the distribution)."""
+SCENARIO_DIR = Path(__file__).resolve().parent
+"""Folder of the built-in scenario files (``fedmoe/scenarios``: this package's folder)."""
 
 SCENARIOS: Registry[Path] = Registry("scenario")
 """Scenario name -> TOML path."""

@@ -1,0 +1,20 @@
+"""Federated learning of the mixture without Flower: what the ServerApp (:mod:`strategies`) and
+the ClientApp (:mod:`clients`) are built from.
+
+:mod:`~fedmoe.federated.world`
+    what the server and every device derive from the scenario alone (:class:`~fedmoe.federated.world.ScenarioWorld`);
+:mod:`~fedmoe.federated.parameters`
+    which parameters are aggregated over whom, and how they travel packed per group;
+:mod:`~fedmoe.federated.selection`
+    the channel of a round, device selection and resource-block allocation;
+:mod:`~fedmoe.federated.local`
+    one device's part of a round: local training and evaluation;
+:mod:`~fedmoe.federated.evaluation`, :mod:`~fedmoe.federated.reference`
+    server-side evaluation and checkpoints; the centralised reference of a run;
+:mod:`~fedmoe.federated.report`
+    the run folder (``metrics.json``, ``rounds.csv``, plots);
+:mod:`~fedmoe.federated.resume`, :mod:`~fedmoe.federated.device_state`
+    checkpoint and resume: the server's state, and what a device keeps on its own disk;
+:mod:`~fedmoe.federated.faults`
+    faults injected into simulated devices.
+"""
