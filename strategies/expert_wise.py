@@ -22,8 +22,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import MODALITIES
-from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, RoundInstructions
+from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
+from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, FLOPS_KEY,
+                                       LATENCY_KEY, MODALITIES_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, TRAIN_LOSS_KEY,
+                                       UPLOAD_BITS_KEY, USAGE_KEY, RoundInstructions)
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
@@ -31,7 +34,7 @@ from fedmoe.models.device_costs import link_classes
 from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
 from strategies.resumable import ResumableStrategy
-from strategies.validation import WEIGHT_KEY, check_arrays, check_metrics, check_steps
+from strategies.validation import check_arrays, check_metrics, check_steps
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +245,9 @@ class ExpertWise(ResumableStrategy):
         self.history.append(record)
         if self.on_round is not None:
             self.on_round(record)
-        metrics = MetricRecord({"train-loss": record.train_loss, "latency-s": record.latency_s,
-                                "energy-j": record.energy_j, "clock-s": record.clock_s,
-                                "completed": record.completed, "failed": record.failed})
+        metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
+                                ENERGY_KEY: record.energy_j, CLOCK_KEY: record.clock_s,
+                                COMPLETED_KEY: record.completed, FAILED_KEY: record.failed})
         return merged, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -263,9 +266,9 @@ class ExpertWise(ResumableStrategy):
         ok = [m.content["metrics"] for m in replies if not m.has_error()]
         if not ok:
             return None
-        n = np.array([float(r[WEIGHT_KEY]) for r in ok])
-        acc = np.array([float(r["accuracy"]) for r in ok])
-        return MetricRecord({"accuracy": float((n * acc).sum() / max(n.sum(), 1.0)), WEIGHT_KEY: int(n.sum())})
+        n = np.array([float(r[NUM_EXAMPLES_KEY]) for r in ok])
+        acc = np.array([float(r[ACCURACY_KEY]) for r in ok])
+        return MetricRecord({ACCURACY_KEY: float((n * acc).sum() / max(n.sum(), 1.0)), NUM_EXAMPLES_KEY: int(n.sum())})
 
     # ------------------------------------------------------------------ checkpoint and resume
 
@@ -307,8 +310,8 @@ class ExpertWise(ResumableStrategy):
                     reason = "reply lacks 'metrics' or 'arrays'"
                 else:
                     reason = check_metrics(metrics, local_size(cfg.partition, cfg.data.seed, dev_of[node]), num_experts)
-                    if reason is None and int(metrics.get("partition-id", -1)) != dev_of[node]:
-                        reason = f"partition-id {metrics.get('partition-id')} is not the node's device {dev_of[node]}"
+                    if reason is None and int(metrics.get(PARTITION_KEY, -1)) != dev_of[node]:
+                        reason = f"partition-id {metrics.get(PARTITION_KEY)} is not the node's device {dev_of[node]}"
                     received = to_numpy(msg.content["arrays"])
                     if reason is None:
                         reason = check_arrays(received, self._sent)
@@ -340,8 +343,8 @@ class ExpertWise(ResumableStrategy):
         members: dict[str, list[tuple[Message, float]]] = {}
         for msg in replies:
             metrics = msg.content["metrics"]
-            n = float(metrics[WEIGHT_KEY])
-            usage = list(metrics.get("expert-usage", []))
+            n = float(metrics[NUM_EXAMPLES_KEY])
+            usage = list(metrics.get(USAGE_KEY, []))
             sent = set(msg.content["arrays"].keys())
             for group in self.groups:
                 if group in (LOCAL, FIXED) or not set(self.layout.wire_keys(group)) <= sent:
@@ -365,7 +368,7 @@ class ExpertWise(ResumableStrategy):
             keys = self.layout.wire_keys(group)
             subs = [Message(content=RecordDict({
                         "arrays": ArrayRecord({k: msg.content["arrays"][k] for k in keys}),
-                        "metrics": MetricRecord({WEIGHT_KEY: weight})}),
+                        "metrics": MetricRecord({NUM_EXAMPLES_KEY: weight})}),
                         message_type=MessageType.TRAIN, dst_node_id=int(msg.metadata.src_node_id or 0))
                     for msg, weight in members]
             rule = self._rule(group)
@@ -498,22 +501,22 @@ class ExpertWise(ResumableStrategy):
         usage_n: dict[str, float] = {}
         for msg in ok:
             m = msg.content["metrics"]
-            dev = int(m["partition-id"])
+            dev = int(m[PARTITION_KEY])
             devices.append(dev)
-            lat.append(float(m["latency-s"]))
-            energy.append(float(m["energy-j"]))
-            bits.append(float(m["upload-bits"]))
-            flops.append(float(m["flops"]))
-            loss.append(float(m["train-loss"]))
-            n.append(float(m[WEIGHT_KEY]))
+            lat.append(float(m[LATENCY_KEY]))
+            energy.append(float(m[ENERGY_KEY]))
+            bits.append(float(m[UPLOAD_BITS_KEY]))
+            flops.append(float(m[FLOPS_KEY]))
+            loss.append(float(m[TRAIN_LOSS_KEY]))
+            n.append(float(m[NUM_EXAMPLES_KEY]))
             self._loss[dev] = loss[-1]
             if self._stage == 2:
-                passes = max(float(m[WEIGHT_KEY]) * self.fed.local_epochs, 1.0)
-                self._reported[dev] = (float(m["flops"]) / passes, float(m["upload-bits"]))
+                passes = max(float(m[NUM_EXAMPLES_KEY]) * self.fed.local_epochs, 1.0)
+                self._reported[dev] = (float(m[FLOPS_KEY]) / passes, float(m[UPLOAD_BITS_KEY]))
             cls = str(self._device_class[dev])
-            u = np.asarray(list(m["expert-usage"]), dtype=np.float64) * float(m[WEIGHT_KEY])
+            u = np.asarray(list(m[USAGE_KEY]), dtype=np.float64) * float(m[NUM_EXAMPLES_KEY])
             usage_sum[cls] = usage_sum.get(cls, 0.0) + u
-            usage_n[cls] = usage_n.get(cls, 0.0) + float(m[WEIGHT_KEY])
+            usage_n[cls] = usage_n.get(cls, 0.0) + float(m[NUM_EXAMPLES_KEY])
         latency = max(lat) if lat else (self.fed.deadline_s if expected else 0.0)
         self.clock_s += latency
         n_arr = np.array(n)
@@ -565,14 +568,14 @@ def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: floa
         if msg.has_error():
             raise RuntimeError(f"node {msg.metadata.src_node_id} failed the device query: {short_reason(msg.error.reason)}")
         m = msg.content["metrics"]
-        dev = int(m["partition-id"])
+        dev = int(m[PARTITION_KEY])
         if not 0 <= dev < expected:
             raise RuntimeError(f"node {msg.metadata.src_node_id} has partition-id {dev}, outside [0, {expected})")
         if dev in seen:
             raise RuntimeError(f"partition-id {dev} is claimed by nodes {seen[dev]} and {msg.metadata.src_node_id}")
         seen[dev] = msg.metadata.src_node_id
-        devices[msg.metadata.src_node_id] = DeviceInfo(msg.metadata.src_node_id, dev, int(m[WEIGHT_KEY]),
-                                                       np.asarray(list(m["modalities"]), dtype=bool))
+        devices[msg.metadata.src_node_id] = DeviceInfo(msg.metadata.src_node_id, dev, int(m[NUM_EXAMPLES_KEY]),
+                                                       np.asarray(list(m[MODALITIES_KEY]), dtype=bool))
     if len(devices) < expected:
         raise RuntimeError(f"only {len(devices)} of {expected} nodes answered the device query")
     return devices

@@ -48,6 +48,7 @@ from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
 from fedmoe.federated.world import ScenarioWorld, config_json, world_for
 from fedmoe.flower import record_bits, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
@@ -282,7 +283,7 @@ class SplitLearning:
             items, order = [], []
             for d, reply in sorted(replies.items()):
                 enc = _encoded(_split_arrays(reply))
-                chunks[d] = num_chunks(self.world, int(reply.content["metrics"]["num-examples"]))
+                chunks[d] = num_chunks(self.world, int(reply.content["metrics"][NUM_EXAMPLES_KEY]))
                 items.append(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), costs[d],
                                         gate_in.get(d), selected.get(d), tau, self._seed(server_round, chunk, d)))
                 order.append(d)

@@ -26,19 +26,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
-WEIGHT_KEY = "num-examples"
-USAGE_KEY = "expert-usage"
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, USAGE_KEY
 
 
 def check_metrics(metrics: Mapping[str, Any], max_examples: int, num_experts: int) -> str | None:
     """The reason ``metrics`` are unacceptable, or ``None`` (module docstring)."""
-    if WEIGHT_KEY not in metrics:
-        return f"no {WEIGHT_KEY!r}"
-    n = metrics[WEIGHT_KEY]
+    if NUM_EXAMPLES_KEY not in metrics:
+        return f"no {NUM_EXAMPLES_KEY!r}"
+    n = metrics[NUM_EXAMPLES_KEY]
     if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(float(n)) or float(n) != int(n):
-        return f"{WEIGHT_KEY}={n!r} is not a finite integer"
+        return f"{NUM_EXAMPLES_KEY}={n!r} is not a finite integer"
     if not 1 <= int(n) <= max_examples:
-        return f"{WEIGHT_KEY}={int(n)} is outside [1, {max_examples}] (the device's training samples)"
+        return f"{NUM_EXAMPLES_KEY}={int(n)} is outside [1, {max_examples}] (the device's training samples)"
     if USAGE_KEY in metrics:
         usage = np.asarray(list(metrics[USAGE_KEY]), dtype=np.float64)
         if usage.shape != (num_experts,):

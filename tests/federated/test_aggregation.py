@@ -7,6 +7,7 @@ import pytest
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, parameter_groups, to_numpy
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, USAGE_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
 from strategies import AGGREGATORS, ExpertWise
@@ -30,7 +31,7 @@ def reply(strategy: ExpertWise, value: float, n: int, usage: list[float], expert
     named = {k: np.full(strategy._global[k].numpy().shape, value, dtype=np.float32) for k in keys}
     arrays = to_record(strategy.layout.pack(named))
     assert set(arrays.keys()) == {SHARED, *(expert_group(i) for i in experts)}  # one array per group
-    metrics = MetricRecord({"num-examples": n, "expert-usage": usage})
+    metrics = MetricRecord({NUM_EXAMPLES_KEY: n, USAGE_KEY: usage})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), message_type=MessageType.TRAIN,
                    dst_node_id=0)
 
