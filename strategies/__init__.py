@@ -7,7 +7,8 @@
 """
 
 from strategies.aggregators import AGGREGATORS, make_aggregator
-from strategies.expert_wise import DeviceInfo, ExpertWise, RoundRecord
+from strategies.discovery import DeviceInfo
+from strategies.expert_wise import ExpertWise, RoundRecord
 from strategies.plain_fedavg import PlainFedAvg, baseline_config
 from strategies.registry import STRATEGIES
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,7 +24,7 @@ from fedmoe.config import MODALITIES
 from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
 from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, FLOPS_KEY,
-                                       LATENCY_KEY, MODALITIES_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, TRAIN_LOSS_KEY,
+                                       LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, TRAIN_LOSS_KEY,
                                        UPLOAD_BITS_KEY, USAGE_KEY, RoundInstructions)
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
@@ -33,23 +32,13 @@ from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.device_costs import link_classes
 from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
+from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
-from strategies.validation import check_arrays, check_metrics, check_steps
+from strategies.validation import check_arrays, check_metrics, check_steps, short_reason
+
+__all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
 log = logging.getLogger(__name__)
-
-QUERY_TIMEOUT_S = 600.0
-
-
-@dataclass
-class DeviceInfo:
-    """What a node told the server about itself (its answer to the QUERY message)."""
-
-    node_id: int
-    device_id: int
-    num_examples: int
-    modalities: np.ndarray  # (M,) bool
-
 
 @dataclass
 class RoundRecord:
@@ -529,53 +518,3 @@ class ExpertWise(ResumableStrategy):
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
             failures=failures)
-
-
-def short_reason(reason: str) -> str:
-    """The message of an error reply without the Ray/Flower wrapping around it: the simulation's
-    ``<class '...RayTaskError(ClientAppException)'>:<ray::... traceback ... Message: MSG'>`` and a
-    SuperNode's ``<class 'ValueError'>:<'MSG'>`` both give ``MSG`` (its last line)."""
-    text = str(reason).strip().removesuffix("'>")
-    if "Message: " in text:
-        text = text.rsplit("Message: ", 1)[1]
-    else:
-        text = re.sub(r"^<class '[^']*'>:<'?", "", text)
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else text.strip()
-
-
-def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: float = 120.0) -> dict[int, DeviceInfo]:
-    """Ask every node (QUERY message) for its partition id, sample count and sensors.
-
-    Waits up to ``wait_s`` for ``expected`` nodes to register (in simulation the nodes
-    appear a moment after the ServerApp starts). A partition id answered twice, or
-    outside ``[0, expected)``, is an error.
-    """
-    import time
-
-    t0 = time.monotonic()
-    while len(node_ids := list(grid.get_node_ids())) < expected:
-        if time.monotonic() - t0 > wait_s:
-            raise RuntimeError(f"only {len(node_ids)} of {expected} nodes connected within {wait_s:.0f} s")
-        time.sleep(0.2)
-    cfg = ConfigRecord({"scenario": scenario_json})
-    msgs = [Message(content=RecordDict({"config": cfg}), message_type=MessageType.QUERY, dst_node_id=n)
-            for n in node_ids]
-    replies = grid.send_and_receive(msgs, timeout=QUERY_TIMEOUT_S)
-    devices: dict[int, DeviceInfo] = {}
-    seen: dict[int, int] = {}
-    for msg in replies:
-        if msg.has_error():
-            raise RuntimeError(f"node {msg.metadata.src_node_id} failed the device query: {short_reason(msg.error.reason)}")
-        m = msg.content["metrics"]
-        dev = int(m[PARTITION_KEY])
-        if not 0 <= dev < expected:
-            raise RuntimeError(f"node {msg.metadata.src_node_id} has partition-id {dev}, outside [0, {expected})")
-        if dev in seen:
-            raise RuntimeError(f"partition-id {dev} is claimed by nodes {seen[dev]} and {msg.metadata.src_node_id}")
-        seen[dev] = msg.metadata.src_node_id
-        devices[msg.metadata.src_node_id] = DeviceInfo(msg.metadata.src_node_id, dev, int(m[NUM_EXAMPLES_KEY]),
-                                                       np.asarray(list(m[MODALITIES_KEY]), dtype=bool))
-    if len(devices) < expected:
-        raise RuntimeError(f"only {len(devices)} of {expected} nodes answered the device query")
-    return devices

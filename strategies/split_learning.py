@@ -55,7 +55,7 @@ from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.split.clock import LinkBudget, exchange_cost, link_budget, uplink_seconds
 from fedmoe.split.device import Encoded, num_chunks
 from fedmoe.split.server import ChunkInput, SplitServer
-from strategies.expert_wise import short_reason
+from strategies.validation import short_reason
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ class SplitLearning:
 
     def run(self, grid: Grid) -> list[dict[str, Any]]:
         """Discover the devices, run every round, evaluate; returns the round rows."""
-        from strategies.expert_wise import discover_devices
+        from strategies.discovery import discover_devices
 
         fed = self.cfg.federated
         self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)

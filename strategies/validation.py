@@ -17,11 +17,14 @@ A reply is rejected, with a one-line reason, if
 
 Only complete groups matter to the aggregation, so a reply may leave arrays out; it may not
 add, reshape or poison any.
+
+:func:`short_reason` shortens an error reply to its message.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -72,3 +75,16 @@ def check_steps(params: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray]
         if step > limit:
             return f"parameter {name!r} moved by {step:.3g}, more than {max_update_ratio:g} × max(‖global‖, 1) = {limit:.3g}"
     return None
+
+
+def short_reason(reason: str) -> str:
+    """The message of an error reply without the Ray/Flower wrapping around it: the simulation's
+    ``<class '...RayTaskError(ClientAppException)'>:<ray::... traceback ... Message: MSG'>`` and a
+    SuperNode's ``<class 'ValueError'>:<'MSG'>`` both give ``MSG`` (its last line)."""
+    text = str(reason).strip().removesuffix("'>")
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1]
+    else:
+        text = re.sub(r"^<class '[^']*'>:<'?", "", text)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else text.strip()
