@@ -26,11 +26,11 @@ from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expe
 from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, FLOPS_KEY,
                                        LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, TRAIN_LOSS_KEY,
                                        UPLOAD_BITS_KEY, USAGE_KEY, RoundInstructions)
+from fedmoe.federated.schedule import StageSchedule
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.device_costs import link_classes
-from fedmoe.models.gates import TemperatureSchedule
 from strategies.aggregators import make_aggregator, quiet_flower
 from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
@@ -155,6 +155,7 @@ class ExpertWise(ResumableStrategy):
         self.scenario_json = config_json(world.cfg)
         self.layout = world.layout
         self.groups = self.layout.groups
+        self.schedule = StageSchedule.from_config(world.cfg)
         self._rules: dict[str, Strategy] = {}
         self.devices: dict[int, DeviceInfo] | None = None
         self.history: list[RoundRecord] = []
@@ -180,7 +181,7 @@ class ExpertWise(ResumableStrategy):
                         grid: Grid) -> Iterable[Message]:
         if self.devices is None:
             self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)
-        self._stage = 1 if server_round <= self.fed.stage1_rounds else 2
+        self._stage = self.schedule.stage(server_round)
         self._global = arrays
         allowed = self._allowed_modalities()
         demand = self._demand(allowed)
@@ -453,30 +454,17 @@ class ExpertWise(ResumableStrategy):
         profiles = round_profiles(world.profiles, world.cfg.wireless, self._rng)
         return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1))
 
-    def _stage_progress(self, server_round: int) -> tuple[int, int]:
-        """(rounds done in the current stage before this one, rounds of the stage)."""
-        s1 = self.fed.stage1_rounds
-        if server_round <= s1:
-            return server_round - 1, s1
-        return server_round - s1 - 1, self.fed.rounds - s1
-
     def _lr(self, server_round: int) -> float:
-        """``train.lr``, with ``cosine`` decaying it to lr/100 over the rounds of each stage."""
-        tcfg = self.world.cfg.train
-        done, total = self._stage_progress(server_round)
-        if tcfg.lr_schedule != "cosine" or total <= 1:
-            return tcfg.lr
-        lo = tcfg.lr / 100
-        return lo + 0.5 * (tcfg.lr - lo) * (1 + np.cos(np.pi * done / (total - 1)))
+        """The round's learning rate (:meth:`fedmoe.federated.schedule.StageSchedule.learning_rate`)."""
+        return self.schedule.learning_rate(server_round)
 
     def _tau(self, server_round: int) -> float:
-        tcfg = self.world.cfg.train
-        done, total = self._stage_progress(server_round)
-        return float(TemperatureSchedule(tcfg.tau_start, tcfg.tau_end, max(1, total - 1))(done)) \
-            if server_round > self.fed.stage1_rounds else tcfg.tau_start
+        """The round's gate temperature (:meth:`fedmoe.federated.schedule.StageSchedule.temperature`)."""
+        return self.schedule.temperature(server_round)
 
     def _cost_weight(self) -> float:
-        return self.world.cfg.train.cost_weight
+        """λ sent to the devices (``train.cost_weight``; subclasses may vary it)."""
+        return self.schedule.cost_weight
 
     # ------------------------------------------------------------------ bookkeeping
 
