@@ -25,7 +25,7 @@ from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
 from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, FLOPS_KEY,
                                        LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, TRAIN_LOSS_KEY,
-                                       UPLOAD_BITS_KEY, USAGE_KEY, RoundInstructions)
+                                       UPLOAD_BITS_KEY, USAGE_KEY, RoundInstructions, TrainReply)
 from fedmoe.federated.schedule import StageSchedule
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
@@ -34,7 +34,7 @@ from fedmoe.models.device_costs import link_classes
 from strategies.aggregators import make_aggregator, quiet_flower
 from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
-from strategies.validation import check_arrays, check_metrics, check_steps, short_reason
+from strategies.validation import ReplyValidator, short_reason, sort_replies
 
 __all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
@@ -87,8 +87,9 @@ class ExpertWise(ResumableStrategy):
     3. **Local training** on the devices (``clients/app.py``), then **validation** of every
        reply (:mod:`strategies.validation`): NaN/Inf, unknown arrays, wrong shapes or dtypes,
        arrays that moved more than ``federated.max_update_ratio`` × the global array's norm,
-       and sample counts outside ``[1, the device's samples]`` are rejected with a logged
-       reason and never reach the rule.
+       sample counts outside ``[1, the device's samples]`` and metrics that do not read as a
+       :class:`~fedmoe.federated.protocol.TrainReply` are rejected with a logged reason and
+       never reach the rule.
     4. **Aggregation** of the accepted replies, group by group (:mod:`fedmoe.federated.parameters`). With
        :math:`n_k` the samples of device :math:`k` and :math:`u_{ki}` the share of them
        on which it computed expert :math:`i`, the rule underneath (FedAvg by default)
@@ -156,13 +157,12 @@ class ExpertWise(ResumableStrategy):
         self.layout = world.layout
         self.groups = self.layout.groups
         self.schedule = StageSchedule.from_config(world.cfg)
+        self.validator = ReplyValidator(world, fed.max_update_ratio)
         self._rules: dict[str, Strategy] = {}
         self.devices: dict[int, DeviceInfo] | None = None
         self.history: list[RoundRecord] = []
         self.clock_s = 0.0
         self._plan: RoundPlan | None = None
-        self._sent: dict[str, np.ndarray] = {}  # the packed arrays of this round's TRAIN messages
-        self._sent_named: dict[str, np.ndarray] = {}  # the same, by state-dict name
         self._stage = 1
         self._reported: dict[int, tuple[float, float]] = {}  # device -> (flops per sample, bits) in stage II
         self._loss: dict[int, float] = {}
@@ -191,8 +191,7 @@ class ExpertWise(ResumableStrategy):
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         nodes = [node_of[int(k)] for k in plan.devices]
         wire = self._wire(arrays)
-        self._sent = to_numpy(wire)
-        self._sent_named = self.layout.unpack(self._sent)
+        self.validator.expect(to_numpy(wire))
         extra = self._rule_config(server_round, wire, nodes)
         messages = []
         for j, k in enumerate(plan.devices):
@@ -212,25 +211,19 @@ class ExpertWise(ResumableStrategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        dev_of = self._device_of_node()
-        # replies arrive in whatever order the devices finish; sums of floats depend on the order,
-        # so the rule sees them by device: the same seed gives the same global arrays, bit for bit
-        replies = sorted(replies, key=lambda m: (dev_of.get(m.metadata.src_node_id, 1 << 62), m.metadata.src_node_id))
-        ok = [m for m in replies if not m.has_error()]
-        failures = [f"device {dev_of.get(m.metadata.src_node_id, '?')} (node {m.metadata.src_node_id}): "
-                    f"{short_reason(m.error.reason)}" for m in replies if m.has_error()]
+        selected = [] if self._plan is None else [int(k) for k in self._plan.devices]
+        got = sort_replies(replies, self._device_of_node(), selected)
+        failures = list(got.errors)
         for f in failures:
             log.warning("round %d: %s", server_round, f)
-        expected = 0 if self._plan is None else len(self._plan.devices)
-        if len(replies) < expected:
-            answered = {dev_of.get(m.metadata.src_node_id) for m in replies}
-            silent = [int(k) for k in self._plan.devices if int(k) not in answered]
-            failures.append(f"{expected - len(replies)} device(s) did not reply in time")
-            log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, silent)
-        ok, rejected = self.validate(server_round, ok)
+        if got.missing:
+            failures.append(f"{got.missing} device(s) did not reply in time")
+            log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, got.silent)
+        accepted, rejected = self._screen(server_round, got.ok)
         failures += rejected
+        ok = [msg for msg, _ in accepted]
         merged = self.aggregate_groups(server_round, ok)
-        record = self._record(server_round, ok, failures, expected)
+        record = self._record(server_round, ok, failures, len(selected))
         record.rejected = len(rejected)
         self.history.append(record)
         if self.on_round is not None:
@@ -283,49 +276,20 @@ class ExpertWise(ResumableStrategy):
     def validate(self, server_round: int, replies: list[Message]) -> tuple[list[Message], list[str]]:
         """``(accepted, reasons)``: replies that pass :mod:`strategies.validation` against what
         this round sent; every rejection is logged with its reason and never reaches a rule."""
-        from fedmoe.data.partition import local_size
+        accepted, reasons = self._screen(server_round, replies)
+        return [msg for msg, _ in accepted], reasons
 
-        cfg = self.world.cfg
-        num_experts = len(self.world.template.experts)
-        dev_of = self._device_of_node()
-        accepted, reasons = [], []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            reason = None
-            if node not in dev_of:
-                reason = "reply from a node that is not a known device"
-            else:
-                metrics = msg.content.metric_records.get("metrics")
-                if metrics is None or "arrays" not in msg.content.array_records:
-                    reason = "reply lacks 'metrics' or 'arrays'"
-                else:
-                    reason = check_metrics(metrics, local_size(cfg.partition, cfg.data.seed, dev_of[node]), num_experts)
-                    if reason is None and int(metrics.get(PARTITION_KEY, -1)) != dev_of[node]:
-                        reason = f"partition-id {metrics.get(PARTITION_KEY)} is not the node's device {dev_of[node]}"
-                    received = to_numpy(msg.content["arrays"])
-                    if reason is None:
-                        reason = check_arrays(received, self._sent)
-                    if reason is None:
-                        reason = check_steps(self._trainable(self.layout.unpack(received)),
-                                             self._sent_named, self.fed.max_update_ratio)
-            if reason is None:
-                accepted.append(msg)
-            else:
-                log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
-                reasons.append(f"node {node}: rejected: {reason}")
-        return accepted, reasons
+    def _screen(self, server_round: int, replies: list[Message]
+                ) -> tuple[list[tuple[Message, TrainReply]], list[str]]:
+        """:meth:`validate`, keeping each accepted reply's :class:`TrainReply`."""
+        accepted, rejected = self.validator.screen(replies, self._device_of_node())
+        for node, reason in rejected:
+            log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
+        return accepted, [f"node {node}: rejected: {reason}" for node, reason in rejected]
 
     def _device_of_node(self) -> dict[int, int]:
         """``{node id: device id}`` of the devices discovered (empty before the first round)."""
         return {d.node_id: d.device_id for d in (self.devices or {}).values()}
-
-    @cached_property
-    def _parameter_names(self) -> frozenset[str]:
-        return frozenset(n for n, _ in self.world.template.named_parameters())
-
-    def _trainable(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The entries of ``named`` that are trainable parameters of the model (not buffers)."""
-        return {k: v for k, v in named.items() if k in self._parameter_names}
 
     def group_members(self, replies: list[Message]) -> dict[str, list[tuple[Message, float]]]:
         """``{group: [(reply, weight)]}``: shared over every reply (weight ``n_k``), expert ``i``

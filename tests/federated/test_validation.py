@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedmoe.federated.world import world_for
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
-from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
+from fedmoe.federated.protocol import LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
 from fedmoe.flower import to_numpy, to_record
 from strategies.expert_wise import ExpertWise
 from strategies.validation import check_arrays, check_metrics, check_steps
@@ -57,6 +57,8 @@ KINDS = {
     "missing count": (_edit_metrics(**{NUM_EXAMPLES_KEY: None}), "no 'num-examples'"),
     "bad usage": (_edit_metrics(**{USAGE_KEY: [2.0]}), "expert-usage"),
     "other partition": (_edit_metrics(**{PARTITION_KEY: 0}), "partition-id"),
+    "usage not a list": (_edit_metrics(**{USAGE_KEY: 0.5}), "expert-usage is not a list"),
+    "NaN latency": (_edit_metrics(**{LATENCY_KEY: float("nan")}), "latency-s=nan is not a finite number"),
 }
 
 
