@@ -4,6 +4,19 @@ The aggregation follows DESIGN.md ("Federated learning") and the federated MoE s
 the survey (paper 003): shared parameters over all participants, each expert over the
 devices that hold and use it. Device selection and uplink allocation follow paper 001's
 OFDMA model (eq. 3–5) with the exact allocator of :mod:`fedmoe.wireless.allocator`.
+
+The strategy is laid out as Flower's ``FedAvg`` is beside its ``strategy_utils``: this
+module holds the four methods of the Strategy API and the expert-wise aggregation; the
+rest has its own home:
+
+* device discovery — :mod:`strategies.discovery`;
+* reply validation (error replies, silent devices, malformed or poisoned updates) —
+  :mod:`strategies.validation`;
+* the request and the typed reply, and every metric name — :mod:`fedmoe.federated.protocol`;
+* the stage schedule (stage, lr, τ, λ per round) — :mod:`fedmoe.federated.schedule`;
+* device selection and resource allocation — :mod:`fedmoe.federated.selection`;
+* round records and the virtual clock — :mod:`fedmoe.federated.rounds`;
+* the rules underneath — :mod:`strategies.aggregators`.
 """
 
 from __future__ import annotations
@@ -11,7 +24,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
 
@@ -23,9 +35,9 @@ from flwr.serverapp.strategy import Strategy
 from fedmoe.config import MODALITIES
 from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
-from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, FLOPS_KEY,
-                                       LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, TRAIN_LOSS_KEY,
-                                       UPLOAD_BITS_KEY, USAGE_KEY, RoundInstructions, TrainReply)
+from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, LATENCY_KEY,
+                                       NUM_EXAMPLES_KEY, TRAIN_LOSS_KEY, USAGE_KEY, RoundInstructions, TrainReply)
+from fedmoe.federated.rounds import RoundLedger, RoundRecord
 from fedmoe.federated.schedule import StageSchedule
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
@@ -39,27 +51,6 @@ from strategies.validation import ReplyValidator, short_reason, sort_replies
 __all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class RoundRecord:
-    """One round on the virtual clock (synchronous: the round lasts as long as its slowest device)."""
-
-    round: int
-    stage: int
-    selected: int
-    completed: int
-    failed: int
-    planned_latency_s: float
-    latency_s: float
-    energy_j: float
-    clock_s: float
-    upload_bits: float
-    train_loss: float
-    device_flops: float = 0.0
-    devices: list[int] = field(default_factory=list)
-    usage_by_class: dict[str, list[float]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    rejected: int = 0  # replies refused by strategies.validation (also counted in ``failed``)
 
 
 class _Participants:
@@ -83,7 +74,9 @@ class ExpertWise(ResumableStrategy):
     2. **Selection and allocation.** ``federated.selection`` picks devices
        (:mod:`fedmoe.federated.selection`), ``federated.allocation`` shares the resource
        blocks; each device gets its rate :math:`R_k`, the deadline, λ and its modality
-       budget (the ``federated.max_modalities`` sensors with the fewest uplink bits).
+       budget (the ``federated.max_modalities`` sensors with the fewest uplink bits), and
+       the round's stage, learning rate and gate temperature
+       (:class:`fedmoe.federated.schedule.StageSchedule`).
     3. **Local training** on the devices (``clients/app.py``), then **validation** of every
        reply (:mod:`strategies.validation`): NaN/Inf, unknown arrays, wrong shapes or dtypes,
        arrays that moved more than ``federated.max_update_ratio`` × the global array's norm,
@@ -106,7 +99,9 @@ class ExpertWise(ResumableStrategy):
        expert :math:`i`); an expert nobody used keeps :math:`w_i^t`. Parameters matching
        ``federated.local_keys`` are never sent and never aggregated.
     5. **Virtual clock.** The round lasts :math:`\max_{k} T_k` of the replies and costs
-       :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`).
+       :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`); its
+       :class:`~fedmoe.federated.rounds.RoundRecord` goes to :attr:`history`
+       (:class:`fedmoe.federated.rounds.RoundLedger`).
 
     Parameters travel packed: one flat array per group, named after it (``"shared"``,
     ``"expert/<i>"``; :class:`fedmoe.federated.parameters.PackedLayout`), in both
@@ -123,10 +118,12 @@ class ExpertWise(ResumableStrategy):
     ``"scenario"`` (the config as JSON), ``"server-round"``, ``"stage"`` (1 or 2),
     ``"local-epochs"``, ``"lr"``, ``"tau"`` (gate temperature), ``"cost-weight"`` (λ),
     ``"rate-bps"``, ``"num-rb"``, ``"deadline-s"``, ``"modalities"`` (allowed sensors),
-    ``"fit-standardiser"`` and, under FedProx, ``"proximal-mu"``. Replies carry
-    ``"arrays"`` (the packed shared group and the groups of the experts it computed) and a ``"metrics"`` record with
-    ``"num-examples"``, ``"expert-usage"`` (E floats), ``"train-loss"``, ``"flops"``,
-    ``"upload-bits"``, ``"latency-s"``, ``"energy-j"`` and ``"partition-id"``.
+    ``"fit-standardiser"`` and, under FedProx, ``"proximal-mu"``
+    (:class:`~fedmoe.federated.protocol.RoundInstructions`). Replies carry ``"arrays"`` (the
+    packed shared group and the groups of the experts it computed) and a ``"metrics"``
+    record with ``"num-examples"``, ``"expert-usage"`` (E floats), ``"train-loss"``,
+    ``"flops"``, ``"upload-bits"``, ``"latency-s"``, ``"energy-j"``, ``"partition-id"`` and
+    ``"stage"`` (:class:`~fedmoe.federated.protocol.TrainReply`).
 
     Parameters
     ----------
@@ -158,20 +155,27 @@ class ExpertWise(ResumableStrategy):
         self.groups = self.layout.groups
         self.schedule = StageSchedule.from_config(world.cfg)
         self.validator = ReplyValidator(world, fed.max_update_ratio)
-        self._rules: dict[str, Strategy] = {}
+        self.ledger = RoundLedger(link_classes(world.equal_share_rate), fed.local_epochs, fed.deadline_s)
         self.devices: dict[int, DeviceInfo] | None = None
-        self.history: list[RoundRecord] = []
-        self.clock_s = 0.0
+        self._rules: dict[str, Strategy] = {}
         self._plan: RoundPlan | None = None
         self._stage = 1
-        self._reported: dict[int, tuple[float, float]] = {}  # device -> (flops per sample, bits) in stage II
-        self._loss: dict[int, float] = {}
         self._rng = np.random.default_rng(np.random.SeedSequence([world.cfg.data.seed, 0x5E1EC7]))
-        self._device_class = self._classes()
+
+    @property
+    def history(self) -> list[RoundRecord]:
+        """The record of every round so far (:class:`~fedmoe.federated.rounds.RoundRecord`)."""
+        return self.ledger.history
+
+    @property
+    def clock_s(self) -> float:
+        """The virtual clock: the rounds' latencies added up, s."""
+        return self.ledger.clock_s
 
     # ------------------------------------------------------------------ Flower Strategy API
 
     def summary(self) -> None:
+        """Log the strategy's settings."""
         log.info("ExpertWise: shared + %d experts%s, rule %s %s, selection %s/%s, deadline %.3g s",
                  sum(expert_index(g) is not None for g in self.groups),
                  ", local keys kept" if LOCAL in self.groups else "", self.aggregator_name, self.aggregator_options,
@@ -179,20 +183,18 @@ class ExpertWise(ResumableStrategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        """Select and allocate this round's devices and send each its instructions (class docstring, steps 1–2)."""
         if self.devices is None:
             self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)
         self._stage = self.schedule.stage(server_round)
         self._global = arrays
         allowed = self._allowed_modalities()
-        demand = self._demand(allowed)
         ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng)
-        plan = plan_round(demand, ctx, self.fed.selection, self.fed.allocation)
-        self._plan = plan
+        plan = self._plan = plan_round(self._demand(allowed), ctx, self.fed.selection, self.fed.allocation)
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
-        nodes = [node_of[int(k)] for k in plan.devices]
         wire = self._wire(arrays)
         self.validator.expect(to_numpy(wire))
-        extra = self._rule_config(server_round, wire, nodes)
+        extra = self._rule_config(server_round, wire, [node_of[int(k)] for k in plan.devices])
         messages = []
         for j, k in enumerate(plan.devices):
             k = int(k)
@@ -211,6 +213,8 @@ class ExpertWise(ResumableStrategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate the replies, aggregate the accepted ones group by group and advance the
+        virtual clock (class docstring, steps 3–5)."""
         selected = [] if self._plan is None else [int(k) for k in self._plan.devices]
         got = sort_replies(replies, self._device_of_node(), selected)
         failures = list(got.errors)
@@ -221,11 +225,10 @@ class ExpertWise(ResumableStrategy):
             log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, got.silent)
         accepted, rejected = self._screen(server_round, got.ok)
         failures += rejected
-        ok = [msg for msg, _ in accepted]
-        merged = self.aggregate_groups(server_round, ok)
-        record = self._record(server_round, ok, failures, len(selected))
-        record.rejected = len(rejected)
-        self.history.append(record)
+        merged = self.aggregate_groups(server_round, [msg for msg, _ in accepted])
+        record = self.ledger.close_round(
+            server_round, self._stage, [reply for _, reply in accepted], failures, len(selected),
+            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected))
         if self.on_round is not None:
             self.on_round(record)
         metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
@@ -235,6 +238,7 @@ class ExpertWise(ResumableStrategy):
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        """Ask ``federated.fraction_evaluate`` of the devices to evaluate on their own held-out data."""
         if self.fed.fraction_evaluate == 0.0 or self.devices is None:
             return []
         nodes = sorted(self.devices)
@@ -246,6 +250,7 @@ class ExpertWise(ResumableStrategy):
                         dst_node_id=int(n)) for n in chosen]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The devices' accuracies, weighted by their held-out samples."""
         ok = [m.content["metrics"] for m in replies if not m.has_error()]
         if not ok:
             return None
@@ -259,19 +264,17 @@ class ExpertWise(ResumableStrategy):
         """What later rounds depend on besides the global arrays (:mod:`fedmoe.federated.resume`):
         round records, virtual clock, the devices' reported costs and losses, the selection RNG
         and each group's rule (stateful rules: FedAvgM's momentum, FedAdam's moments)."""
-        return copy.deepcopy({"history": self.history, "clock_s": self.clock_s, "reported": self._reported,
-                              "loss": self._loss, "rng": self._rng.bit_generator.state, "rules": self._rules})
+        return {**self.ledger.state_dict(),
+                **copy.deepcopy({"rng": self._rng.bit_generator.state, "rules": self._rules})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = copy.deepcopy(state)
-        self.history = list(state["history"])
-        self.clock_s = float(state["clock_s"])
-        self._reported = dict(state["reported"])
-        self._loss = dict(state["loss"])
+        """Put back what :meth:`state_dict` returned."""
+        self.ledger.load_state_dict(state)
+        state = copy.deepcopy({"rng": state["rng"], "rules": state["rules"]})
         self._rng.bit_generator.state = state["rng"]
         self._rules = dict(state["rules"])
 
-    # ------------------------------------------------------------------ aggregation
+    # ------------------------------------------------------------------ validation
 
     def validate(self, server_round: int, replies: list[Message]) -> tuple[list[Message], list[str]]:
         """``(accepted, reasons)``: replies that pass :mod:`strategies.validation` against what
@@ -290,6 +293,8 @@ class ExpertWise(ResumableStrategy):
     def _device_of_node(self) -> dict[int, int]:
         """``{node id: device id}`` of the devices discovered (empty before the first round)."""
         return {d.node_id: d.device_id for d in (self.devices or {}).values()}
+
+    # ------------------------------------------------------------------ aggregation
 
     def group_members(self, replies: list[Message]) -> dict[str, list[tuple[Message, float]]]:
         """``{group: [(reply, weight)]}``: shared over every reply (weight ``n_k``), expert ``i``
@@ -405,16 +410,17 @@ class ExpertWise(ResumableStrategy):
         shared_bits, expert_bits = self._param_bits
         flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)
         bits = shared_bits + uses @ expert_bits
-        if self._stage == 2 and self._reported:
-            per_sample = np.array([v[0] for v in self._reported.values()])
-            sent = np.array([v[1] for v in self._reported.values()])
+        reported, losses = self.ledger.reported, self.ledger.loss
+        if self._stage == 2 and reported:
+            per_sample = np.array([v[0] for v in reported.values()])
+            sent = np.array([v[1] for v in reported.values()])
             flops = self.fed.local_epochs * n * per_sample.mean()
             bits = np.full(k, sent.mean())
-            for dev, (f, b) in self._reported.items():
+            for dev, (f, b) in reported.items():
                 flops[dev] = self.fed.local_epochs * n[dev] * f
                 bits[dev] = b
-        mean_loss = float(np.mean(list(self._loss.values()))) if self._loss else 1.0
-        loss = np.array([self._loss.get(d, mean_loss) for d in range(k)])
+        mean_loss = float(np.mean(list(losses.values()))) if losses else 1.0
+        loss = np.array([losses.get(d, mean_loss) for d in range(k)])
         profiles = round_profiles(world.profiles, world.cfg.wireless, self._rng)
         return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1))
 
@@ -429,44 +435,3 @@ class ExpertWise(ResumableStrategy):
     def _cost_weight(self) -> float:
         """λ sent to the devices (``train.cost_weight``; subclasses may vary it)."""
         return self.schedule.cost_weight
-
-    # ------------------------------------------------------------------ bookkeeping
-
-    def _classes(self) -> np.ndarray:
-        """Device class by equal-share uplink rate (:func:`fedmoe.models.device_costs.link_classes`)."""
-        return link_classes(self.world.equal_share_rate)
-
-    def _record(self, server_round: int, ok: list[Message], failures: list[str], expected: int) -> RoundRecord:
-        lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
-        usage_sum: dict[str, np.ndarray] = {}
-        usage_n: dict[str, float] = {}
-        for msg in ok:
-            m = msg.content["metrics"]
-            dev = int(m[PARTITION_KEY])
-            devices.append(dev)
-            lat.append(float(m[LATENCY_KEY]))
-            energy.append(float(m[ENERGY_KEY]))
-            bits.append(float(m[UPLOAD_BITS_KEY]))
-            flops.append(float(m[FLOPS_KEY]))
-            loss.append(float(m[TRAIN_LOSS_KEY]))
-            n.append(float(m[NUM_EXAMPLES_KEY]))
-            self._loss[dev] = loss[-1]
-            if self._stage == 2:
-                passes = max(float(m[NUM_EXAMPLES_KEY]) * self.fed.local_epochs, 1.0)
-                self._reported[dev] = (float(m[FLOPS_KEY]) / passes, float(m[UPLOAD_BITS_KEY]))
-            cls = str(self._device_class[dev])
-            u = np.asarray(list(m[USAGE_KEY]), dtype=np.float64) * float(m[NUM_EXAMPLES_KEY])
-            usage_sum[cls] = usage_sum.get(cls, 0.0) + u
-            usage_n[cls] = usage_n.get(cls, 0.0) + float(m[NUM_EXAMPLES_KEY])
-        latency = max(lat) if lat else (self.fed.deadline_s if expected else 0.0)
-        self.clock_s += latency
-        n_arr = np.array(n)
-        return RoundRecord(
-            round=server_round, stage=self._stage, selected=expected, completed=len(ok), failed=len(failures),
-            planned_latency_s=self._plan.round_latency_s if self._plan is not None else 0.0,
-            latency_s=float(latency), energy_j=float(sum(energy)), clock_s=float(self.clock_s),
-            upload_bits=float(sum(bits)),
-            train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if ok else float("nan"),
-            device_flops=float(sum(flops)), devices=sorted(devices),
-            usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
-            failures=failures)
