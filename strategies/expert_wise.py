@@ -16,7 +16,7 @@ rest has its own home:
 * the stage schedule (stage, lr, τ, λ per round) — :mod:`fedmoe.federated.schedule`;
 * device selection and resource allocation — :mod:`fedmoe.federated.selection`;
 * round records and the virtual clock — :mod:`fedmoe.federated.rounds`;
-* the rules underneath — :mod:`strategies.aggregators`.
+* the rules underneath and the errors they may raise — :mod:`strategies.aggregators`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext,
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.device_costs import link_classes
-from strategies.aggregators import make_aggregator, quiet_flower
+from strategies.aggregators import AGGREGATION_ERRORS, make_aggregator, quiet_flower
 from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
 from strategies.validation import ReplyValidator, short_reason, sort_replies
@@ -112,7 +112,9 @@ class ExpertWise(ResumableStrategy):
     ``"num-examples"`` is the group weight above (robust rules such as FedMedian and
     Krum ignore the weights). Its ``configure_train`` also runs every round, per group,
     so stateful rules see the current global arrays, and the config keys it adds
-    (e.g. FedProx's ``"proximal-mu"``) reach the clients.
+    (e.g. FedProx's ``"proximal-mu"``) reach the clients. A rule that refuses a group's
+    updates (:data:`strategies.aggregators.AGGREGATION_ERRORS`) leaves that group as it was
+    for the round; any other exception from a rule ends the run.
 
     Config keys every client must honour (``ConfigRecord`` of the TRAIN message):
     ``"scenario"`` (the config as JSON), ``"server-round"``, ``"stage"`` (1 or 2),
@@ -318,7 +320,11 @@ class ExpertWise(ResumableStrategy):
         return members
 
     def aggregate_groups(self, server_round: int, replies: list[Message]) -> ArrayRecord | None:
-        """The new global arrays: each group combined by its rule, groups nobody sent kept as they were."""
+        """The new global arrays: each group combined by its rule, groups nobody sent kept as they were.
+
+        A rule that refuses a group's updates (it raises one of
+        :data:`~strategies.aggregators.AGGREGATION_ERRORS`, e.g. a robust rule given too few)
+        leaves that group as it was, with a warning; any other exception propagates."""
         if not replies:
             return None
         current = self._global
@@ -334,7 +340,7 @@ class ExpertWise(ResumableStrategy):
             try:
                 with quiet_flower():
                     agg, _ = rule.aggregate_train(server_round, subs)
-            except Exception as err:  # a robust rule may refuse too few updates: keep the group as it was
+            except AGGREGATION_ERRORS as err:
                 log.warning("round %d: %s could not aggregate %s (%d updates): %s; kept as it was",
                             server_round, type(rule).__name__, group, len(subs), err)
                 continue
