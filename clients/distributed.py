@@ -15,6 +15,7 @@ from __future__ import annotations
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from clients.common import app, request
+from fedmoe.federated.protocol import PARTITION_KEY
 from fedmoe.flower import to_numpy, to_record
 
 EXPERT_KEY = "fedmoe.expert"
@@ -37,7 +38,7 @@ def expert(msg: Message, context: Context) -> Message:
         raise ValueError(f"device {pid} hosts no expert (distributed.num_experts={world.cfg.distributed.num_experts})")
     if phase == "deploy":
         context.state[EXPERT_KEY] = msg.content["arrays"]
-        return Message(content=RecordDict({"metrics": MetricRecord({"partition-id": pid})}), reply_to=msg)
+        return Message(content=RecordDict({"metrics": MetricRecord({PARTITION_KEY: pid})}), reply_to=msg)
     if phase != "infer":
         raise ValueError(f"unknown expert phase {phase!r}")
     stored = context.state.array_records.get(EXPERT_KEY)
@@ -48,5 +49,5 @@ def expert(msg: Message, context: Context) -> Message:
     module.eval()
     with torch.no_grad():
         out = module(torch.as_tensor(to_numpy(msg.content["arrays"])["z"])).numpy()
-    content = RecordDict({"arrays": to_record({"out": out}), "metrics": MetricRecord({"partition-id": pid})})
+    content = RecordDict({"arrays": to_record({"out": out}), "metrics": MetricRecord({PARTITION_KEY: pid})})
     return Message(content=content, reply_to=msg)

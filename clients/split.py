@@ -27,6 +27,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from clients.common import app, request
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
 from fedmoe.flower import to_numpy, to_record
 
 DEVICE_KEY = "fedmoe.split.device"
@@ -81,7 +82,7 @@ def split_train(msg: Message, context: Context) -> Message:
     samples = training_samples(world, pid, part.model)
     batches = round_batches(world, pid, server_round, len(samples))
     per_message = world.cfg.split.batches_per_message
-    metrics: dict = {"partition-id": pid, "num-examples": int(len(samples)), "backward-flops": 0.0,
+    metrics: dict = {PARTITION_KEY: pid, NUM_EXAMPLES_KEY: int(len(samples)), "backward-flops": 0.0,
                      "forward-flops": 0.0}
     rows = np.zeros(part.model.num_experts)
     if "grad" in arrays:
@@ -103,7 +104,7 @@ def split_train(msg: Message, context: Context) -> Message:
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if phase == "finish":
         passes = max(len(samples) * world.cfg.federated.local_epochs, 1)
-        metrics["expert-usage"] = [u / passes for u in (usage or [])]
+        metrics[USAGE_KEY] = [u / passes for u in (usage or [])]
         context.state.pop(ROUND_KEY, None)
         if bool(config.get("upload-experts", False)):
             content["arrays"] = to_record(world.layout.pack({k: state[k] for k in world.layout.expert_keys}))
@@ -138,5 +139,5 @@ def split_evaluate(msg: Message, context: Context) -> Message:
         reply = _encoded_arrays(encode(world, part, samples, batches, _arrays(msg).get("selected")))
     else:
         raise ValueError(f"unknown split evaluation phase {phase!r}")
-    metrics = MetricRecord({"partition-id": pid, "num-examples": int(len(samples))})
+    metrics = MetricRecord({PARTITION_KEY: pid, NUM_EXAMPLES_KEY: int(len(samples))})
     return Message(content=RecordDict({"split": to_record(reply), "metrics": metrics}), reply_to=msg)

@@ -313,6 +313,21 @@ class ModelConfig(StrictModel):
     def _distinct_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return distinct_modalities(v)
 
+    @field_validator("gate")
+    @classmethod
+    def _gate_gets_its_inputs(cls, v: str) -> str:
+        # The channel-aware gate reads a per-expert link quality on every call. Federated,
+        # split and SplitFed runs and centralised training give the mixture's gate features
+        # and cost vectors only, so it would pass every check here and fail at the first
+        # forward pass. Paper 004's channel-aware gate runs in mode "distributed", whose
+        # gates (distributed.*) are not model.gate.
+        if v == "channel_aware":
+            raise ValueError("'channel_aware' reads a per-expert link quality, which no mode gives the mixture's "
+                             "gate (federated, split and splitfed runs and fedmoe train pass features and costs "
+                             "only); the channel-aware gate of [P004] runs in mode = \"distributed\" "
+                             "(distributed.*), with gates of its own")
+        return v
+
     @field_validator("subsets")
     @classmethod
     def _valid_subsets(cls, v: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:

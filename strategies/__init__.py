@@ -6,8 +6,10 @@
 * :data:`STRATEGIES` — strategies by name (``federated.strategy``).
 """
 
+from fedmoe.federated.rounds import RoundRecord
 from strategies.aggregators import AGGREGATORS, make_aggregator
-from strategies.expert_wise import DeviceInfo, ExpertWise, RoundRecord
+from strategies.discovery import DeviceInfo
+from strategies.expert_wise import ExpertWise
 from strategies.plain_fedavg import PlainFedAvg, baseline_config
 from strategies.registry import STRATEGIES
 

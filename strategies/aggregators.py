@@ -18,6 +18,10 @@ Register your own rule (any :class:`flwr.serverapp.strategy.Strategy` whose
     def my_rule(**options):
         return MyFedAvg(fraction_train=1.0, min_train_nodes=1, min_evaluate_nodes=1,
                         min_available_nodes=1, **options)
+
+A rule that cannot combine the updates of a group (too few for a robust rule, say) raises
+one of :data:`AGGREGATION_ERRORS`; ``ExpertWise`` then keeps that group as it was for the
+round. Any other exception is a bug and ends the run.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 from typing import Any, Callable, Iterator
 
 from flwr.serverapp import strategy as fs
+from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
 
 from fedmoe.registry import Registry
 
@@ -34,6 +39,23 @@ AggregatorFactory = Callable[..., fs.Strategy]
 """``factory(**options) -> Strategy``: a fresh rule instance per parameter group."""
 
 AGGREGATORS: Registry[AggregatorFactory] = Registry("aggregator")
+
+AGGREGATION_ERRORS: tuple[type[Exception], ...] = (
+    AggregationError, InconsistentMessageReplies, ValueError, FloatingPointError, ZeroDivisionError)
+"""What a rule raises when it refuses the updates it was given, rather than failing:
+
+* ``AggregationError`` — Flower's rules: FedTrimmedAvg when its trimmed mean cannot be
+  computed, FedAdam/FedAdagrad/FedYogi/FedAvgM without current arrays (``configure_train``
+  not called) or with keys or shapes unlike them;
+* ``InconsistentMessageReplies`` — Flower's check that the replies carry the same records and keys;
+* ``ValueError`` — numpy on the updates (arrays that do not stack or broadcast), and the way
+  a rule of one's own refuses;
+* ``FloatingPointError`` — numpy under ``np.errstate(all="raise")``;
+* ``ZeroDivisionError`` — weights that sum to zero in Flower's weighted means.
+
+A ``TypeError``, ``AttributeError``, ``KeyError`` (…) is a bug, in the rule or in the
+strategy, and is not caught.
+"""
 
 _ANY_NODE = {"fraction_train": 1.0, "min_train_nodes": 1, "min_evaluate_nodes": 1, "min_available_nodes": 1}
 

@@ -42,7 +42,7 @@ from fedmoe.flower import to_numpy, to_record
 from fedmoe.split.distributed import DistributedMoE, fixed_snr
 from fedmoe.split.task import TaskData, task_data, task_link, train_task
 from fedmoe.wireless.devices import equal_share_rate
-from strategies.expert_wise import short_reason
+from strategies.validation import short_reason
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class DistributedExperts:
 
     def run(self, grid: Grid) -> tuple[dict[str, Any], dict[str, DistributedMoE]]:
         from fedmoe.split.distributed import accuracy_at
-        from strategies.expert_wise import discover_devices
+        from strategies.discovery import discover_devices
 
         d = self.cfg.distributed
         t0 = time.perf_counter()

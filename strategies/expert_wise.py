@@ -4,15 +4,26 @@ The aggregation (``docs/architecture.md``, "A federated round") follows the fede
 of the survey [P003]: shared parameters over all participants, each expert over the
 devices that hold and use it. Device selection and uplink allocation follow [P001]'s
 OFDMA model (eq. 3–5) with the exact allocator of :mod:`fedmoe.wireless.allocator`.
+
+The strategy is laid out as Flower's ``FedAvg`` is beside its ``strategy_utils``: this
+module holds the four methods of the Strategy API and the expert-wise aggregation; the
+rest has its own home:
+
+* device discovery — :mod:`strategies.discovery`;
+* reply validation (error replies, silent devices, malformed or poisoned updates) —
+  :mod:`strategies.validation`;
+* the request and the typed reply, and every metric name — :mod:`fedmoe.federated.protocol`;
+* the stage schedule (stage, lr, τ, λ per round) — :mod:`fedmoe.federated.schedule`;
+* device selection and resource allocation — :mod:`fedmoe.federated.selection`;
+* round records and the virtual clock — :mod:`fedmoe.federated.rounds`;
+* the rules underneath and the errors they may raise — :mod:`strategies.aggregators`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
 
@@ -22,52 +33,24 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import MODALITIES
-from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, RoundInstructions
+from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
+from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, LATENCY_KEY,
+                                       NUM_EXAMPLES_KEY, TRAIN_LOSS_KEY, USAGE_KEY, RoundInstructions, TrainReply)
+from fedmoe.federated.rounds import RoundLedger, RoundRecord
+from fedmoe.federated.schedule import StageSchedule
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.device_costs import link_classes
-from fedmoe.models.gates import TemperatureSchedule
-from strategies.aggregators import make_aggregator, quiet_flower
+from strategies.aggregators import AGGREGATION_ERRORS, make_aggregator, quiet_flower
+from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
-from strategies.validation import WEIGHT_KEY, check_arrays, check_metrics, check_steps
+from strategies.validation import ReplyValidator, short_reason, sort_replies
+
+__all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
 log = logging.getLogger(__name__)
-
-QUERY_TIMEOUT_S = 600.0
-
-
-@dataclass
-class DeviceInfo:
-    """What a node told the server about itself (its answer to the QUERY message)."""
-
-    node_id: int
-    device_id: int
-    num_examples: int
-    modalities: np.ndarray  # (M,) bool
-
-
-@dataclass
-class RoundRecord:
-    """One round on the virtual clock (synchronous: the round lasts as long as its slowest device)."""
-
-    round: int
-    stage: int
-    selected: int
-    completed: int
-    failed: int
-    planned_latency_s: float
-    latency_s: float
-    energy_j: float
-    clock_s: float
-    upload_bits: float
-    train_loss: float
-    device_flops: float = 0.0
-    devices: list[int] = field(default_factory=list)
-    usage_by_class: dict[str, list[float]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    rejected: int = 0  # replies refused by strategies.validation (also counted in ``failed``)
 
 
 class _Participants:
@@ -91,12 +74,15 @@ class ExpertWise(ResumableStrategy):
     2. **Selection and allocation.** ``federated.selection`` picks devices
        (:mod:`fedmoe.federated.selection`), ``federated.allocation`` shares the resource
        blocks; each device gets its rate :math:`R_k`, the deadline, λ and its modality
-       budget (the ``federated.max_modalities`` sensors with the fewest uplink bits).
+       budget (the ``federated.max_modalities`` sensors with the fewest uplink bits), and
+       the round's stage, learning rate and gate temperature
+       (:class:`fedmoe.federated.schedule.StageSchedule`).
     3. **Local training** on the devices (``clients/app.py``), then **validation** of every
        reply (:mod:`strategies.validation`): NaN/Inf, unknown arrays, wrong shapes or dtypes,
        arrays that moved more than ``federated.max_update_ratio`` × the global array's norm,
-       and sample counts outside ``[1, the device's samples]`` are rejected with a logged
-       reason and never reach the rule.
+       sample counts outside ``[1, the device's samples]`` and metrics that do not read as a
+       :class:`~fedmoe.federated.protocol.TrainReply` are rejected with a logged reason and
+       never reach the rule.
     4. **Aggregation** of the accepted replies, group by group (:mod:`fedmoe.federated.parameters`). With
        :math:`n_k` the samples of device :math:`k` and :math:`u_{ki}` the share of them
        on which it computed expert :math:`i`, the rule underneath (FedAvg by default)
@@ -113,7 +99,9 @@ class ExpertWise(ResumableStrategy):
        expert :math:`i`); an expert nobody used keeps :math:`w_i^t`. Parameters matching
        ``federated.local_keys`` are never sent and never aggregated.
     5. **Virtual clock.** The round lasts :math:`\max_{k} T_k` of the replies and costs
-       :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`).
+       :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`); its
+       :class:`~fedmoe.federated.rounds.RoundRecord` goes to :attr:`history`
+       (:class:`fedmoe.federated.rounds.RoundLedger`).
 
     Parameters travel packed: one flat array per group, named after it (``"shared"``,
     ``"expert/<i>"``; :class:`fedmoe.federated.parameters.PackedLayout`), in both
@@ -124,16 +112,20 @@ class ExpertWise(ResumableStrategy):
     ``"num-examples"`` is the group weight above (robust rules such as FedMedian and
     Krum ignore the weights). Its ``configure_train`` also runs every round, per group,
     so stateful rules see the current global arrays, and the config keys it adds
-    (e.g. FedProx's ``"proximal-mu"``) reach the clients.
+    (e.g. FedProx's ``"proximal-mu"``) reach the clients. A rule that refuses a group's
+    updates (:data:`strategies.aggregators.AGGREGATION_ERRORS`) leaves that group as it was
+    for the round; any other exception from a rule ends the run.
 
     Config keys every client must honour (``ConfigRecord`` of the TRAIN message):
     ``"scenario"`` (the config as JSON), ``"server-round"``, ``"stage"`` (1 or 2),
     ``"local-epochs"``, ``"lr"``, ``"tau"`` (gate temperature), ``"cost-weight"`` (λ),
     ``"rate-bps"``, ``"num-rb"``, ``"deadline-s"``, ``"modalities"`` (allowed sensors),
-    ``"fit-standardiser"`` and, under FedProx, ``"proximal-mu"``. Replies carry
-    ``"arrays"`` (the packed shared group and the groups of the experts it computed) and a ``"metrics"`` record with
-    ``"num-examples"``, ``"expert-usage"`` (E floats), ``"train-loss"``, ``"flops"``,
-    ``"upload-bits"``, ``"latency-s"``, ``"energy-j"`` and ``"partition-id"``.
+    ``"fit-standardiser"`` and, under FedProx, ``"proximal-mu"``
+    (:class:`~fedmoe.federated.protocol.RoundInstructions`). Replies carry ``"arrays"`` (the
+    packed shared group and the groups of the experts it computed) and a ``"metrics"``
+    record with ``"num-examples"``, ``"expert-usage"`` (E floats), ``"train-loss"``,
+    ``"flops"``, ``"upload-bits"``, ``"latency-s"``, ``"energy-j"``, ``"partition-id"`` and
+    ``"stage"`` (:class:`~fedmoe.federated.protocol.TrainReply`).
 
     Parameters
     ----------
@@ -163,22 +155,29 @@ class ExpertWise(ResumableStrategy):
         self.scenario_json = config_json(world.cfg)
         self.layout = world.layout
         self.groups = self.layout.groups
-        self._rules: dict[str, Strategy] = {}
+        self.schedule = StageSchedule.from_config(world.cfg)
+        self.validator = ReplyValidator(world, fed.max_update_ratio)
+        self.ledger = RoundLedger(link_classes(world.equal_share_rate), fed.epochs_of_stage(2), fed.deadline_s)
         self.devices: dict[int, DeviceInfo] | None = None
-        self.history: list[RoundRecord] = []
-        self.clock_s = 0.0
+        self._rules: dict[str, Strategy] = {}
         self._plan: RoundPlan | None = None
-        self._sent: dict[str, np.ndarray] = {}  # the packed arrays of this round's TRAIN messages
-        self._sent_named: dict[str, np.ndarray] = {}  # the same, by state-dict name
         self._stage = 1
-        self._reported: dict[int, tuple[float, float]] = {}  # device -> (flops per sample, bits) in stage II
-        self._loss: dict[int, float] = {}
         self._rng = np.random.default_rng(np.random.SeedSequence([world.cfg.data.seed, 0x5E1EC7]))
-        self._device_class = self._classes()
+
+    @property
+    def history(self) -> list[RoundRecord]:
+        """The record of every round so far (:class:`~fedmoe.federated.rounds.RoundRecord`)."""
+        return self.ledger.history
+
+    @property
+    def clock_s(self) -> float:
+        """The virtual clock: the rounds' latencies added up, s."""
+        return self.ledger.clock_s
 
     # ------------------------------------------------------------------ Flower Strategy API
 
     def summary(self) -> None:
+        """Log the strategy's settings."""
         log.info("ExpertWise: shared + %d experts%s, rule %s %s, selection %s/%s, deadline %.3g s",
                  sum(expert_index(g) is not None for g in self.groups),
                  ", local keys kept" if LOCAL in self.groups else "", self.aggregator_name, self.aggregator_options,
@@ -186,21 +185,18 @@ class ExpertWise(ResumableStrategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        """Select and allocate this round's devices and send each its instructions (class docstring, steps 1–2)."""
         if self.devices is None:
             self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)
-        self._stage = 1 if server_round <= self.fed.stage1_rounds else 2
+        self._stage = self.schedule.stage(server_round)
         self._global = arrays
         allowed = self._allowed_modalities()
-        demand = self._demand(allowed)
         ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng)
-        plan = plan_round(demand, ctx, self.fed.selection, self.fed.allocation)
-        self._plan = plan
+        plan = self._plan = plan_round(self._demand(allowed), ctx, self.fed.selection, self.fed.allocation)
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
-        nodes = [node_of[int(k)] for k in plan.devices]
         wire = self._wire(arrays)
-        self._sent = to_numpy(wire)
-        self._sent_named = self.layout.unpack(self._sent)
-        extra = self._rule_config(server_round, wire, nodes)
+        self.validator.expect(to_numpy(wire))
+        extra = self._rule_config(server_round, wire, [node_of[int(k)] for k in plan.devices])
         messages = []
         for j, k in enumerate(plan.devices):
             k = int(k)
@@ -219,36 +215,32 @@ class ExpertWise(ResumableStrategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        dev_of = self._device_of_node()
-        # replies arrive in whatever order the devices finish; sums of floats depend on the order,
-        # so the rule sees them by device: the same seed gives the same global arrays, bit for bit
-        replies = sorted(replies, key=lambda m: (dev_of.get(m.metadata.src_node_id, 1 << 62), m.metadata.src_node_id))
-        ok = [m for m in replies if not m.has_error()]
-        failures = [f"device {dev_of.get(m.metadata.src_node_id, '?')} (node {m.metadata.src_node_id}): "
-                    f"{short_reason(m.error.reason)}" for m in replies if m.has_error()]
+        """Validate the replies, aggregate the accepted ones group by group and advance the
+        virtual clock (class docstring, steps 3–5)."""
+        selected = [] if self._plan is None else [int(k) for k in self._plan.devices]
+        got = sort_replies(replies, self._device_of_node(), selected)
+        failures = list(got.errors)
         for f in failures:
             log.warning("round %d: %s", server_round, f)
-        expected = 0 if self._plan is None else len(self._plan.devices)
-        if len(replies) < expected:
-            answered = {dev_of.get(m.metadata.src_node_id) for m in replies}
-            silent = [int(k) for k in self._plan.devices if int(k) not in answered]
-            failures.append(f"{expected - len(replies)} device(s) did not reply in time")
-            log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, silent)
-        ok, rejected = self.validate(server_round, ok)
+        if got.missing:
+            failures.append(f"{got.missing} device(s) did not reply in time")
+            log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, got.silent)
+        accepted, rejected = self._screen(server_round, got.ok)
         failures += rejected
-        merged = self.aggregate_groups(server_round, ok)
-        record = self._record(server_round, ok, failures, expected)
-        record.rejected = len(rejected)
-        self.history.append(record)
+        merged = self.aggregate_groups(server_round, [msg for msg, _ in accepted])
+        record = self.ledger.close_round(
+            server_round, self._stage, [reply for _, reply in accepted], failures, len(selected),
+            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected))
         if self.on_round is not None:
             self.on_round(record)
-        metrics = MetricRecord({"train-loss": record.train_loss, "latency-s": record.latency_s,
-                                "energy-j": record.energy_j, "clock-s": record.clock_s,
-                                "completed": record.completed, "failed": record.failed})
+        metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
+                                ENERGY_KEY: record.energy_j, CLOCK_KEY: record.clock_s,
+                                COMPLETED_KEY: record.completed, FAILED_KEY: record.failed})
         return merged, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        """Ask ``federated.fraction_evaluate`` of the devices to evaluate on their own held-out data."""
         if self.fed.fraction_evaluate == 0.0 or self.devices is None:
             return []
         nodes = sorted(self.devices)
@@ -260,12 +252,13 @@ class ExpertWise(ResumableStrategy):
                         dst_node_id=int(n)) for n in chosen]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The devices' accuracies, weighted by their held-out samples."""
         ok = [m.content["metrics"] for m in replies if not m.has_error()]
         if not ok:
             return None
-        n = np.array([float(r[WEIGHT_KEY]) for r in ok])
-        acc = np.array([float(r["accuracy"]) for r in ok])
-        return MetricRecord({"accuracy": float((n * acc).sum() / max(n.sum(), 1.0)), WEIGHT_KEY: int(n.sum())})
+        n = np.array([float(r[NUM_EXAMPLES_KEY]) for r in ok])
+        acc = np.array([float(r[ACCURACY_KEY]) for r in ok])
+        return MetricRecord({ACCURACY_KEY: float((n * acc).sum() / max(n.sum(), 1.0)), NUM_EXAMPLES_KEY: int(n.sum())})
 
     # ------------------------------------------------------------------ checkpoint and resume
 
@@ -273,66 +266,37 @@ class ExpertWise(ResumableStrategy):
         """What later rounds depend on besides the global arrays (:mod:`fedmoe.federated.resume`):
         round records, virtual clock, the devices' reported costs and losses, the selection RNG
         and each group's rule (stateful rules: FedAvgM's momentum, FedAdam's moments)."""
-        return copy.deepcopy({"history": self.history, "clock_s": self.clock_s, "reported": self._reported,
-                              "loss": self._loss, "rng": self._rng.bit_generator.state, "rules": self._rules})
+        return {**self.ledger.state_dict(),
+                **copy.deepcopy({"rng": self._rng.bit_generator.state, "rules": self._rules})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = copy.deepcopy(state)
-        self.history = list(state["history"])
-        self.clock_s = float(state["clock_s"])
-        self._reported = dict(state["reported"])
-        self._loss = dict(state["loss"])
+        """Put back what :meth:`state_dict` returned."""
+        self.ledger.load_state_dict(state)
+        state = copy.deepcopy({"rng": state["rng"], "rules": state["rules"]})
         self._rng.bit_generator.state = state["rng"]
         self._rules = dict(state["rules"])
 
-    # ------------------------------------------------------------------ aggregation
+    # ------------------------------------------------------------------ validation
 
     def validate(self, server_round: int, replies: list[Message]) -> tuple[list[Message], list[str]]:
         """``(accepted, reasons)``: replies that pass :mod:`strategies.validation` against what
         this round sent; every rejection is logged with its reason and never reaches a rule."""
-        from fedmoe.data.partition import local_size
+        accepted, reasons = self._screen(server_round, replies)
+        return [msg for msg, _ in accepted], reasons
 
-        cfg = self.world.cfg
-        num_experts = len(self.world.template.experts)
-        dev_of = self._device_of_node()
-        accepted, reasons = [], []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            reason = None
-            if node not in dev_of:
-                reason = "reply from a node that is not a known device"
-            else:
-                metrics = msg.content.metric_records.get("metrics")
-                if metrics is None or "arrays" not in msg.content.array_records:
-                    reason = "reply lacks 'metrics' or 'arrays'"
-                else:
-                    reason = check_metrics(metrics, local_size(cfg.partition, cfg.data.seed, dev_of[node]), num_experts)
-                    if reason is None and int(metrics.get("partition-id", -1)) != dev_of[node]:
-                        reason = f"partition-id {metrics.get('partition-id')} is not the node's device {dev_of[node]}"
-                    received = to_numpy(msg.content["arrays"])
-                    if reason is None:
-                        reason = check_arrays(received, self._sent)
-                    if reason is None:
-                        reason = check_steps(self._trainable(self.layout.unpack(received)),
-                                             self._sent_named, self.fed.max_update_ratio)
-            if reason is None:
-                accepted.append(msg)
-            else:
-                log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
-                reasons.append(f"node {node}: rejected: {reason}")
-        return accepted, reasons
+    def _screen(self, server_round: int, replies: list[Message]
+                ) -> tuple[list[tuple[Message, TrainReply]], list[str]]:
+        """:meth:`validate`, keeping each accepted reply's :class:`TrainReply`."""
+        accepted, rejected = self.validator.screen(replies, self._device_of_node())
+        for node, reason in rejected:
+            log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
+        return accepted, [f"node {node}: rejected: {reason}" for node, reason in rejected]
 
     def _device_of_node(self) -> dict[int, int]:
         """``{node id: device id}`` of the devices discovered (empty before the first round)."""
         return {d.node_id: d.device_id for d in (self.devices or {}).values()}
 
-    @cached_property
-    def _parameter_names(self) -> frozenset[str]:
-        return frozenset(n for n, _ in self.world.template.named_parameters())
-
-    def _trainable(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The entries of ``named`` that are trainable parameters of the model (not buffers)."""
-        return {k: v for k, v in named.items() if k in self._parameter_names}
+    # ------------------------------------------------------------------ aggregation
 
     def group_members(self, replies: list[Message]) -> dict[str, list[tuple[Message, float]]]:
         """``{group: [(reply, weight)]}``: shared over every reply (weight ``n_k``), expert ``i``
@@ -340,8 +304,8 @@ class ExpertWise(ResumableStrategy):
         members: dict[str, list[tuple[Message, float]]] = {}
         for msg in replies:
             metrics = msg.content["metrics"]
-            n = float(metrics[WEIGHT_KEY])
-            usage = list(metrics.get("expert-usage", []))
+            n = float(metrics[NUM_EXAMPLES_KEY])
+            usage = list(metrics.get(USAGE_KEY, []))
             sent = set(msg.content["arrays"].keys())
             for group in self.groups:
                 if group in (LOCAL, FIXED) or not set(self.layout.wire_keys(group)) <= sent:
@@ -356,7 +320,11 @@ class ExpertWise(ResumableStrategy):
         return members
 
     def aggregate_groups(self, server_round: int, replies: list[Message]) -> ArrayRecord | None:
-        """The new global arrays: each group combined by its rule, groups nobody sent kept as they were."""
+        """The new global arrays: each group combined by its rule, groups nobody sent kept as they were.
+
+        A rule that refuses a group's updates (it raises one of
+        :data:`~strategies.aggregators.AGGREGATION_ERRORS`, e.g. a robust rule given too few)
+        leaves that group as it was, with a warning; any other exception propagates."""
         if not replies:
             return None
         current = self._global
@@ -365,14 +333,14 @@ class ExpertWise(ResumableStrategy):
             keys = self.layout.wire_keys(group)
             subs = [Message(content=RecordDict({
                         "arrays": ArrayRecord({k: msg.content["arrays"][k] for k in keys}),
-                        "metrics": MetricRecord({WEIGHT_KEY: weight})}),
+                        "metrics": MetricRecord({NUM_EXAMPLES_KEY: weight})}),
                         message_type=MessageType.TRAIN, dst_node_id=int(msg.metadata.src_node_id or 0))
                     for msg, weight in members]
             rule = self._rule(group)
             try:
                 with quiet_flower():
                     agg, _ = rule.aggregate_train(server_round, subs)
-            except Exception as err:  # a robust rule may refuse too few updates: keep the group as it was
+            except AGGREGATION_ERRORS as err:
                 log.warning("round %d: %s could not aggregate %s (%d updates): %s; kept as it was",
                             server_round, type(rule).__name__, group, len(subs), err)
                 continue
@@ -449,130 +417,28 @@ class ExpertWise(ResumableStrategy):
         shared_bits, expert_bits = self._param_bits
         flops = FORWARD_BACKWARD_FACTOR * self.fed.local_epochs * n * (uses @ expert_flops)  # stage I's compute
         bits = shared_bits + uses @ expert_bits
-        if self._stage == 2 and self._reported:
-            per_sample = np.array([v[0] for v in self._reported.values()])
-            sent = np.array([v[1] for v in self._reported.values()])
-            flops = n * per_sample.mean()
+        reported, losses = self.ledger.reported, self.ledger.loss
+        if self._stage == 2 and reported:
+            per_sample = np.array([v[0] for v in reported.values()])
+            sent = np.array([v[1] for v in reported.values()])
+            flops = self.fed.epochs_of_stage(2) * n * per_sample.mean()
             bits = np.full(k, sent.mean())
-            for dev, (f, b) in self._reported.items():
-                flops[dev] = n[dev] * f
+            for dev, (f, b) in reported.items():
+                flops[dev] = self.fed.epochs_of_stage(2) * n[dev] * f
                 bits[dev] = b
-        mean_loss = float(np.mean(list(self._loss.values()))) if self._loss else 1.0
-        loss = np.array([self._loss.get(d, mean_loss) for d in range(k)])
+        mean_loss = float(np.mean(list(losses.values()))) if losses else 1.0
+        loss = np.array([losses.get(d, mean_loss) for d in range(k)])
         profiles = round_profiles(world.profiles, world.cfg.wireless, self._rng)
         return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1))
 
-    def _stage_progress(self, server_round: int) -> tuple[int, int]:
-        """(rounds done in the current stage before this one, rounds of the stage)."""
-        s1 = self.fed.stage1_rounds
-        if server_round <= s1:
-            return server_round - 1, s1
-        return server_round - s1 - 1, self.fed.rounds - s1
-
     def _lr(self, server_round: int) -> float:
-        """``train.lr``, with ``cosine`` decaying it to lr/100 over the rounds of each stage."""
-        tcfg = self.world.cfg.train
-        done, total = self._stage_progress(server_round)
-        if tcfg.lr_schedule != "cosine" or total <= 1:
-            return tcfg.lr
-        lo = tcfg.lr / 100
-        return lo + 0.5 * (tcfg.lr - lo) * (1 + np.cos(np.pi * done / (total - 1)))
+        """The round's learning rate (:meth:`fedmoe.federated.schedule.StageSchedule.learning_rate`)."""
+        return self.schedule.learning_rate(server_round)
 
     def _tau(self, server_round: int) -> float:
-        tcfg = self.world.cfg.train
-        done, total = self._stage_progress(server_round)
-        return float(TemperatureSchedule(tcfg.tau_start, tcfg.tau_end, max(1, total - 1))(done)) \
-            if server_round > self.fed.stage1_rounds else tcfg.tau_start
+        """The round's gate temperature (:meth:`fedmoe.federated.schedule.StageSchedule.temperature`)."""
+        return self.schedule.temperature(server_round)
 
     def _cost_weight(self) -> float:
-        return self.world.cfg.train.cost_weight
-
-    # ------------------------------------------------------------------ bookkeeping
-
-    def _classes(self) -> np.ndarray:
-        """Device class by equal-share uplink rate (:func:`fedmoe.models.device_costs.link_classes`)."""
-        return link_classes(self.world.equal_share_rate)
-
-    def _record(self, server_round: int, ok: list[Message], failures: list[str], expected: int) -> RoundRecord:
-        lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
-        usage_sum: dict[str, np.ndarray] = {}
-        usage_n: dict[str, float] = {}
-        for msg in ok:
-            m = msg.content["metrics"]
-            dev = int(m["partition-id"])
-            devices.append(dev)
-            lat.append(float(m["latency-s"]))
-            energy.append(float(m["energy-j"]))
-            bits.append(float(m["upload-bits"]))
-            flops.append(float(m["flops"]))
-            loss.append(float(m["train-loss"]))
-            n.append(float(m[WEIGHT_KEY]))
-            self._loss[dev] = loss[-1]
-            if self._stage == 2:
-                self._reported[dev] = (float(m["flops"]) / max(float(m[WEIGHT_KEY]), 1.0), float(m["upload-bits"]))
-            cls = str(self._device_class[dev])
-            u = np.asarray(list(m["expert-usage"]), dtype=np.float64) * float(m[WEIGHT_KEY])
-            usage_sum[cls] = usage_sum.get(cls, 0.0) + u
-            usage_n[cls] = usage_n.get(cls, 0.0) + float(m[WEIGHT_KEY])
-        latency = max(lat) if lat else (self.fed.deadline_s if expected else 0.0)
-        self.clock_s += latency
-        n_arr = np.array(n)
-        return RoundRecord(
-            round=server_round, stage=self._stage, selected=expected, completed=len(ok), failed=len(failures),
-            planned_latency_s=self._plan.round_latency_s if self._plan is not None else 0.0,
-            latency_s=float(latency), energy_j=float(sum(energy)), clock_s=float(self.clock_s),
-            upload_bits=float(sum(bits)),
-            train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if ok else float("nan"),
-            device_flops=float(sum(flops)), devices=sorted(devices),
-            usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
-            failures=failures)
-
-
-def short_reason(reason: str) -> str:
-    """The message of an error reply without the Ray/Flower wrapping around it: the simulation's
-    ``<class '...RayTaskError(ClientAppException)'>:<ray::... traceback ... Message: MSG'>`` and a
-    SuperNode's ``<class 'ValueError'>:<'MSG'>`` both give ``MSG`` (its last line)."""
-    text = str(reason).strip().removesuffix("'>")
-    if "Message: " in text:
-        text = text.rsplit("Message: ", 1)[1]
-    else:
-        text = re.sub(r"^<class '[^']*'>:<'?", "", text)
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else text.strip()
-
-
-def discover_devices(grid: Grid, expected: int, scenario_json: str, wait_s: float = 120.0) -> dict[int, DeviceInfo]:
-    """Ask every node (QUERY message) for its partition id, sample count and sensors.
-
-    Waits up to ``wait_s`` for ``expected`` nodes to register (in simulation the nodes
-    appear a moment after the ServerApp starts). A partition id answered twice, or
-    outside ``[0, expected)``, is an error.
-    """
-    import time
-
-    t0 = time.monotonic()
-    while len(node_ids := list(grid.get_node_ids())) < expected:
-        if time.monotonic() - t0 > wait_s:
-            raise RuntimeError(f"only {len(node_ids)} of {expected} nodes connected within {wait_s:.0f} s")
-        time.sleep(0.2)
-    cfg = ConfigRecord({"scenario": scenario_json})
-    msgs = [Message(content=RecordDict({"config": cfg}), message_type=MessageType.QUERY, dst_node_id=n)
-            for n in node_ids]
-    replies = grid.send_and_receive(msgs, timeout=QUERY_TIMEOUT_S)
-    devices: dict[int, DeviceInfo] = {}
-    seen: dict[int, int] = {}
-    for msg in replies:
-        if msg.has_error():
-            raise RuntimeError(f"node {msg.metadata.src_node_id} failed the device query: {short_reason(msg.error.reason)}")
-        m = msg.content["metrics"]
-        dev = int(m["partition-id"])
-        if not 0 <= dev < expected:
-            raise RuntimeError(f"node {msg.metadata.src_node_id} has partition-id {dev}, outside [0, {expected})")
-        if dev in seen:
-            raise RuntimeError(f"partition-id {dev} is claimed by nodes {seen[dev]} and {msg.metadata.src_node_id}")
-        seen[dev] = msg.metadata.src_node_id
-        devices[msg.metadata.src_node_id] = DeviceInfo(msg.metadata.src_node_id, dev, int(m[WEIGHT_KEY]),
-                                                       np.asarray(list(m["modalities"]), dtype=bool))
-    if len(devices) < expected:
-        raise RuntimeError(f"only {len(devices)} of {expected} nodes answered the device query")
-    return devices
+        """λ sent to the devices (``train.cost_weight``; subclasses may vary it)."""
+        return self.schedule.cost_weight

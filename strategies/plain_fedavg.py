@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from fedmoe.config import FedMoEConfig
+from fedmoe.federated.rounds import RoundRecord
 from fedmoe.federated.world import world_for
-from strategies.expert_wise import ExpertWise, RoundRecord
+from strategies.expert_wise import ExpertWise
 
 
 def baseline_config(cfg: FedMoEConfig) -> FedMoEConfig:

@@ -3,7 +3,7 @@
 A factory takes the scenario config and an optional ``on_round`` callback and returns a
 Flower :class:`~flwr.serverapp.strategy.Strategy`. Strategies that expose ``world``
 (their :class:`~fedmoe.federated.world.ScenarioWorld`) and ``history`` (a list of
-:class:`~strategies.expert_wise.RoundRecord`) get the virtual-clock plots of the run
+:class:`~fedmoe.federated.rounds.RoundRecord`) get the virtual-clock plots of the run
 folder. Register your own::
 
     from strategies import STRATEGIES, ExpertWise
@@ -26,7 +26,8 @@ from flwr.serverapp.strategy import Strategy
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.world import world_for
 from fedmoe.registry import Registry
-from strategies.expert_wise import ExpertWise, RoundRecord
+from fedmoe.federated.rounds import RoundRecord
+from strategies.expert_wise import ExpertWise
 from strategies.plain_fedavg import PlainFedAvg
 
 StrategyFactory = Callable[..., Strategy]

@@ -49,13 +49,14 @@ from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
 from fedmoe.federated.world import ScenarioWorld, config_json, world_for
 from fedmoe.flower import record_bits, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.split.clock import LinkBudget, exchange_cost, link_budget, uplink_seconds
 from fedmoe.split.device import Encoded, num_chunks
 from fedmoe.split.server import ChunkInput, SplitServer
-from strategies.expert_wise import short_reason
+from strategies.validation import short_reason
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class SplitLearning:
             items, order = [], []
             for d, reply in sorted(replies.items()):
                 enc = _encoded(_split_arrays(reply))
-                chunks[d] = num_chunks(self.world, int(reply.content["metrics"]["num-examples"]))
+                chunks[d] = num_chunks(self.world, int(reply.content["metrics"][NUM_EXAMPLES_KEY]))
                 items.append(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), costs[d],
                                         gate_in.get(d), selected.get(d), tau, self._seed(server_round, chunk, d)))
                 order.append(d)
@@ -368,7 +369,7 @@ class SplitLearning:
 
     def run(self, grid: Grid) -> list[dict[str, Any]]:
         """Discover the devices, run every round, evaluate; returns the round rows."""
-        from strategies.expert_wise import discover_devices
+        from strategies.discovery import discover_devices
 
         fed = self.cfg.federated
         self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)

@@ -46,8 +46,7 @@ from fedmoe.flower import to_numpy, to_record
 from fedmoe.v2i.agents import Agent, build_agent
 from fedmoe.v2i.federated import alone_seed, eval_seed, group_keys, load_arrays, road, state_arrays
 from fedmoe.v2i.training import agent_policy, evaluate, fixed_policies, train_agent
-from strategies.expert_wise import short_reason
-from strategies.validation import check_arrays
+from strategies.validation import check_arrays, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +329,7 @@ class V2IFederated:
 
     def run(self, grid: Grid) -> dict[str, Any]:
         """Discover the base stations, run every round, evaluate; the metrics document."""
-        from strategies.expert_wise import discover_devices
+        from strategies.discovery import discover_devices
 
         t0 = time.perf_counter()
         fed, a = self.v2i.federated, self.v2i.agent

@@ -223,6 +223,8 @@ NAME_CASES = [
     (["train"], ["model.gate_backbone='rnn'"], ["model.gate_backbone", "unknown gate backbone 'rnn'", "mlp"]),
     (["sweep", "--lambdas", "0,1"], ["model.gate='sparse'"], ["model.gate", "unknown gate 'sparse'"]),
     (["run"], ["model.gate='sparse'"], ["model.gate", "unknown gate 'sparse'"]),
+    (["run"], ["model.gate='channel_aware'"], ["model.gate", "link quality", 'mode = "distributed"']),
+    (["train"], ["model.gate='channel_aware'"], ["model.gate", "link quality", 'mode = "distributed"']),
     (["run"], ["federated.strategy='fedsgd'"], ["federated.strategy", "unknown strategy 'fedsgd'", "expert_wise"]),
     (["run"], ["federated.aggregator='fedfancy'"], ["federated.aggregator", "unknown aggregator 'fedfancy'"]),
     (["run"], ["federated.selection='best'"], ["federated.selection", "unknown selection policy 'best'"]),

@@ -35,6 +35,8 @@ def test_defaults_are_valid_and_round_trip():
         ({"model": {"subsets": [["gps", "sonar"]]}}, "model.subsets.0.1: Input should be"),
         ({"model": {"modalities": [], "subsets": []}}, "the mixture has no experts"),
         ({"train": {"stage1_mode": "some"}}, "train.stage1_mode: Input should be 'each' or 'subsets'"),
+        ({"model": {"gate": "channel_aware"}}, "model.gate: 'channel_aware' reads a per-expert link quality"),
+        ({"mode": "split", "model": {"gate": "channel_aware"}}, 'runs in mode = "distributed"'),
     ],
 )
 def test_bad_values_name_the_field_in_one_line(data, expected):

@@ -25,6 +25,7 @@ from typing import Mapping
 import numpy as np
 
 from fedmoe.config import FaultConfig
+from fedmoe.federated.protocol import ENERGY_KEY, LATENCY_KEY
 
 FATES = ("ok", "crash", "hang", "straggler")
 
@@ -66,7 +67,7 @@ def after_training(cfg: FaultConfig, f: str, metrics: dict, arrays: dict[str, np
                    sent: Mapping[str, np.ndarray], malicious: bool) -> None:
     """Scale a straggler's latency and energy; flip a malicious device's update (in place)."""
     if f == "straggler":
-        for key in ("latency-s", "energy-j"):
+        for key in (LATENCY_KEY, ENERGY_KEY):
             if key in metrics:
                 metrics[key] = float(metrics[key]) * cfg.straggler_factor
     if malicious:

@@ -5,16 +5,17 @@ local data with the device's own cost vector, and say what it cost.
 overhead benchmark call them directly (the benchmark's plain loop does exactly the
 client compute the Flower simulation does).
 
-Per round the server sends :class:`RoundInstructions` (stage, epochs, learning rate,
-temperature, λ, FedProx μ, the device's rate and resource blocks, the deadline and the
-modality budget). The device
+Per round the server sends :class:`~fedmoe.federated.protocol.RoundInstructions` (stage,
+epochs, learning rate, temperature, λ, FedProx μ, the device's rate and resource blocks, the
+deadline and the modality budget). The device
 
 1. masks the modalities outside its budget (their experts get no rows, hence no update),
 2. runs ``local_epochs`` passes of stage I (:func:`fedmoe.training.stage1_epoch`) or
    stage II (:func:`fedmoe.training.stage2_epoch`, the resource-aware loss of [P001]
    eq. 9 with its own cost vector ``C_k`` at its allocated rate,
    :meth:`ScenarioWorld.cost_row`), adding FedProx's ``(μ/2)||w − w_t||²`` when ``μ > 0``,
-3. replies with the shared parameters and the experts it trained, its sample count,
+3. replies with the shared parameters and the experts it trained, and a
+   :class:`~fedmoe.federated.protocol.TrainReply`: its sample count,
    per-expert usage ``u_ki`` (share of its samples each expert was trained on), training
    FLOPs ``F_k = 3 Σ_i rows_ki F_i`` (forward and backward ≈ 3 forward passes, experts
    only), update bits ``b_k`` and the resulting ``T_k``, ``E_k``
@@ -28,7 +29,7 @@ on those cached losses: ``u_ki = 0``, so the device uploads the shared group onl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -38,6 +39,8 @@ from fedmoe.config import MODALITIES
 from fedmoe.data.partition import apply_modality_mask
 from fedmoe.data.samples import ISACSamples
 from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload_keys
+from fedmoe.federated.protocol import (ACCURACY_KEY, MEAN_COST_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, RoundInstructions,
+                                      TrainReply)
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
@@ -50,55 +53,6 @@ CRITIC_PREFIX = "critic."
 
 FORWARD_BACKWARD_FACTOR = 3.0
 """Training FLOPs per sample ≈ 3 × forward FLOPs (forward, and a backward pass of about twice that)."""
-
-
-@dataclass
-class RoundInstructions:
-    """What the server tells a selected device for one round (the ``config`` of its message)."""
-
-    server_round: int
-    stage: int
-    local_epochs: int
-    lr: float
-    tau: float
-    cost_weight: float
-    rate_bps: float
-    num_rb: int
-    deadline_s: float
-    modalities: tuple[str, ...] = MODALITIES
-    proximal_mu: float = 0.0
-    fit_standardiser: bool = False
-
-    @staticmethod
-    def config_key(name: str) -> str:
-        """The config key of a field: its name in kebab case, as Flower's own strategies spell keys."""
-        return name.replace("_", "-")
-
-    def to_config(self) -> dict[str, Any]:
-        """Flower ``ConfigRecord`` values (kebab-case keys, :meth:`config_key`)."""
-        out = {self.config_key(k): v for k, v in asdict(self).items()}
-        out["modalities"] = list(self.modalities)
-        return out
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "RoundInstructions":
-        """Read the instructions back; a missing or malformed key is a ``ValueError`` naming it."""
-        values = {}
-        for f in fields(cls):
-            key = cls.config_key(f.name)
-            if key not in config:
-                if f.name in ("modalities", "proximal_mu", "fit_standardiser"):
-                    continue
-                raise ValueError(f"round config lacks {key!r}")
-            values[f.name] = config[key]
-        if "modalities" in values:
-            unknown = set(values["modalities"]) - set(MODALITIES)
-            if unknown:
-                raise ValueError(f"round config 'modalities' has unknown names {sorted(unknown)}")
-            values["modalities"] = tuple(values["modalities"])
-        if int(values["stage"]) not in (1, 2):
-            raise ValueError(f"round config 'stage' must be 1 or 2, got {values['stage']}")
-        return cls(**values)
 
 
 @dataclass
@@ -213,17 +167,10 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     bits = payload_bits(arrays)
     profile = world.profiles.subset([device_id])
     latency, energy = round_costs(profile, np.array([flops]), np.array([bits]), np.array([instr.rate_bps]))
-    metrics = {
-        "num-examples": int(len(samples)),
-        "expert-usage": [float(u) for u in usage],
-        "train-loss": float(np.mean(losses)),
-        "flops": flops,
-        "upload-bits": bits,
-        "latency-s": float(latency[0]),
-        "energy-j": float(energy[0]),
-        "partition-id": int(device_id),
-        "stage": int(instr.stage),
-    }
+    reply = TrainReply(num_examples=int(len(samples)), expert_usage=tuple(float(u) for u in usage),
+                       train_loss=float(np.mean(losses)), flops=flops, upload_bits=bits, latency_s=float(latency[0]),
+                       energy_j=float(energy[0]), partition_id=int(device_id), stage=int(instr.stage))
+    metrics = reply.to_metrics()
     return LocalResult(arrays, local_state, metrics)
 
 
@@ -235,5 +182,5 @@ def local_evaluate(world: ScenarioWorld, device_id: int, global_arrays: Mapping[
     rate = float(world.equal_share_rate[device_id])
     costs = np.broadcast_to(world.cost_row(device_id, rate), (len(samples), model.num_experts))
     ev = evaluate(model, samples, np.ascontiguousarray(costs))
-    return {"num-examples": int(len(samples)), "accuracy": float(ev["accuracy"]), "mean-cost": float(ev["mean_cost"]),
-            "partition-id": int(device_id)}
+    return {NUM_EXAMPLES_KEY: int(len(samples)), ACCURACY_KEY: float(ev["accuracy"]), MEAN_COST_KEY: float(ev["mean_cost"]),
+            PARTITION_KEY: int(device_id)}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedmoe.config import V2IConfig
+from fedmoe.federated.protocol import PARTITION_KEY
 from fedmoe.v2i.agents import Agent, build_agent
 from fedmoe.v2i.training import train_agent
 
@@ -102,7 +103,7 @@ def local_round(cfg: V2IConfig, arrays: Mapping[str, np.ndarray], server_round: 
     res = train_agent(cfg, agent=agent, updates=updates, seed=local_seed(cfg, server_round, station),
                       speed_scale=speed, snr_db=snr)
     last = [row["energy_j"] for row in res.history[-LAST_UPDATES:]]
-    metrics = {"partition-id": station, "num-episodes": updates * cfg.agent.episodes_per_update,
+    metrics = {PARTITION_KEY: station, "num-episodes": updates * cfg.agent.episodes_per_update,
                "energy-j": float(np.mean(last)), "speed-scale": speed, "snr-db": snr,
                "wall-s": time.perf_counter() - t0}
     return state_arrays(res.agent), metrics

@@ -33,6 +33,7 @@ import torch
 
 from fedmoe.federated.local import RoundInstructions, local_update
 from fedmoe.federated.parameters import to_numpy
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
 from sims.bench.memory import PeakMemory
@@ -68,7 +69,7 @@ def plain_loop(cfg, rounds: int) -> dict:
                                           cost_weight=cfg.train.cost_weight, rate_bps=float(rate[k]),
                                           num_rb=1, deadline_s=1e6, fit_standardiser=r == 1)
                 results.append(local_update(world, k, arrays, None, instr))
-            weights = np.array([res.metrics["num-examples"] for res in results], dtype=np.float64)
+            weights = np.array([res.metrics[NUM_EXAMPLES_KEY] for res in results], dtype=np.float64)
             for key in results[0].arrays:
                 if np.issubdtype(arrays[key].dtype, np.floating):
                     arrays[key] = sum(w * res.arrays[key] for w, res in zip(weights, results)) / weights.sum()

@@ -1,15 +1,22 @@
-"""Expert-wise aggregation against hand-computed values, and every Flower built-in rule under it."""
+"""Expert-wise aggregation against hand-computed values, every Flower built-in rule under it, and what
+happens when a rule raises (a refusal keeps the group, a bug ends the run)."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.exception import AggregationError
+from flwr.serverapp.strategy import FedAvg
 
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, parameter_groups, to_numpy
+from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, USAGE_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
 from strategies import AGGREGATORS, ExpertWise
+from strategies.aggregators import AGGREGATION_ERRORS
 from tests.federated.conftest import LocalGrid, assert_close, tiny_config
 
 # experts_per_modality = 1: experts 0..4 are camera, lidar, radar, gps, rf
@@ -30,7 +37,7 @@ def reply(strategy: ExpertWise, value: float, n: int, usage: list[float], expert
     named = {k: np.full(strategy._global[k].numpy().shape, value, dtype=np.float32) for k in keys}
     arrays = to_record(strategy.layout.pack(named))
     assert set(arrays.keys()) == {SHARED, *(expert_group(i) for i in experts)}  # one array per group
-    metrics = MetricRecord({"num-examples": n, "expert-usage": usage})
+    metrics = MetricRecord({NUM_EXAMPLES_KEY: n, USAGE_KEY: usage})
     return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), message_type=MessageType.TRAIN,
                    dst_node_id=0)
 
@@ -90,3 +97,70 @@ def test_every_flower_builtin_runs_one_round_underneath(name, tiny_cfg):
     if name == "fedprox":
         assert all(m.content["config"]["proximal-mu"] == pytest.approx(0.1) for m in grid.sent
                    if m.metadata.message_type == MessageType.TRAIN)
+
+
+# --------------------------------------------------------------------------- errors of the rules
+
+class _RefusesOneGroup(FedAvg):
+    """FedAvg, except that it raises ``error`` when given the updates of ``group``."""
+
+    def __init__(self, group: str, error: Exception) -> None:
+        super().__init__(fraction_train=1.0, min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
+        self.group, self.error = group, error
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        if self.group in replies[0].content["arrays"].keys():
+            raise self.error
+        return super().aggregate_train(server_round, replies)
+
+
+@pytest.fixture
+def raising_rule(monkeypatch):
+    """``use(group, error)``: registers, for this test only, a rule that raises ``error`` on ``group``'s updates; returns its name."""
+    def use(group: str, error: Exception) -> str:
+        monkeypatch.setitem(AGGREGATORS._items, "test-raises", lambda **_: _RefusesOneGroup(group, error))
+        return "test-raises"
+    return use
+
+
+@pytest.mark.parametrize("error", [AggregationError("too few updates for this rule"), ValueError("cannot stack"),
+                                   FloatingPointError("overflow"), ZeroDivisionError("weights sum to zero")],
+                         ids=lambda e: type(e).__name__)
+def test_a_rule_that_refuses_a_group_leaves_it_as_it_was(error, raising_rule, tiny_cfg, caplog):
+    assert isinstance(error, AGGREGATION_ERRORS)
+    LocalGrid(1)
+    strategy = ExpertWise(world_for(tiny_cfg), aggregator=raising_rule(expert_group(2), error))
+    strategy._global = to_record(to_numpy(strategy.world.template.state_dict()))
+    before = value_of(strategy._global, strategy, expert_group(2))
+    replies = [reply(strategy, 1.0, 10, [1.0, 0.0, 0.5, 1.0, 1.0], [0, 2, 3, 4]),
+               reply(strategy, 5.0, 30, [0.0, 0.0, 1.0, 1.0, 1.0], [2, 3, 4])]
+    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+        out = strategy.aggregate_groups(1, replies)
+    np.testing.assert_array_equal(value_of(out, strategy, expert_group(2)), before)
+    assert_close(value_of(out, strategy, SHARED), (10 * 1 + 30 * 5) / 40, rtol=1e-6)  # the other groups go on
+    assert_close(value_of(out, strategy, expert_group(3)), (10 * 1 + 30 * 5) / 40, rtol=1e-6)
+    assert any(f"could not aggregate {expert_group(2)} (2 updates)" in r.message and "kept as it was" in r.message
+               and str(error) in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("error", [TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'"),
+                                   AttributeError("'NoneType' object has no attribute 'numpy'"), KeyError("expert/2")],
+                         ids=lambda e: type(e).__name__)
+def test_a_bug_in_a_rule_is_not_taken_for_a_refusal(error, raising_rule, tiny_cfg):
+    assert not isinstance(error, AGGREGATION_ERRORS)
+    LocalGrid(1)
+    strategy = ExpertWise(world_for(tiny_cfg), aggregator=raising_rule(expert_group(2), error))
+    strategy._global = to_record(to_numpy(strategy.world.template.state_dict()))
+    with pytest.raises(type(error)):
+        strategy.aggregate_groups(1, [reply(strategy, 1.0, 10, [1.0, 0.0, 0.5, 1.0, 1.0], [0, 2, 3, 4])])
+
+
+def test_a_bug_in_a_rule_fails_the_run_loudly(raising_rule):
+    """A whole run: the devices train, the rule breaks on the shared group, and ``start`` raises
+    (instead of going on with the shared parameters silently frozen)."""
+    cfg = tiny_config(partition={"num_devices": 2}, federated={"rounds": 1, "clients_per_round": 2})
+    strategy = ExpertWise(world_for(cfg), aggregator=raising_rule(SHARED, TypeError("a bug in the rule")))
+    initial = to_numpy(strategy.world.template.state_dict())
+    with pytest.raises(TypeError, match="a bug in the rule"):
+        strategy.start(LocalGrid(2), to_record(initial), num_rounds=1)

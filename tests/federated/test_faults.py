@@ -12,6 +12,7 @@ from flwr.app import MessageType
 from fedmoe.config import ConfigError, FaultConfig, parse_config
 from fedmoe.federated.faults import fate, malicious_devices
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
+from fedmoe.federated.protocol import ENERGY_KEY, LATENCY_KEY, PARTITION_KEY, USAGE_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_numpy, to_record
 from strategies.expert_wise import ExpertWise
@@ -70,8 +71,8 @@ class RecordingGrid(LocalGrid):
 
 
 def _training_replies(grid):
-    return {int(r.content["metrics"]["partition-id"]): r for r in grid.replies
-            if not r.has_error() and "arrays" in r.content.array_records and "expert-usage" in r.content["metrics"]}
+    return {int(r.content["metrics"][PARTITION_KEY]): r for r in grid.replies
+            if not r.has_error() and "arrays" in r.content.array_records and USAGE_KEY in r.content["metrics"]}
 
 
 def test_stragglers_and_sign_flippers_change_what_devices_report():
@@ -89,13 +90,13 @@ def test_stragglers_and_sign_flippers_change_what_devices_report():
                          and m.metadata.message_type == MessageType.TRAIN).content["arrays"])
     for dev in range(4):
         h, f = honest[dev].content["metrics"], faulty[dev].content["metrics"]
-        assert f["latency-s"] == pytest.approx(3.0 * h["latency-s"]) and f["energy-j"] == pytest.approx(3.0 * h["energy-j"])
+        assert f[LATENCY_KEY] == pytest.approx(3.0 * h[LATENCY_KEY]) and f[ENERGY_KEY] == pytest.approx(3.0 * h[ENERGY_KEY])
         ha, fa = to_numpy(honest[dev].content["arrays"]), to_numpy(faulty[dev].content["arrays"])
         for k in ha:
             flips = dev == bad and np.issubdtype(ha[k].dtype, np.floating)
             expected = sent[k] - 2.0 * (ha[k] - sent[k]) if flips else ha[k]
             np.testing.assert_allclose(fa[k], expected, rtol=1e-5, atol=1e-5)
-    assert strategy.history[0].latency_s == pytest.approx(3.0 * max(h.content["metrics"]["latency-s"] for h in honest.values()))
+    assert strategy.history[0].latency_s == pytest.approx(3.0 * max(h.content["metrics"][LATENCY_KEY] for h in honest.values()))
 
 
 def test_failure_reasons_drop_the_ray_traceback():

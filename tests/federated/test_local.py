@@ -8,6 +8,7 @@ import torch
 
 from fedmoe.federated.local import RoundInstructions, local_update
 from fedmoe.federated.parameters import payload_bits, to_numpy
+from fedmoe.federated.protocol import ENERGY_KEY, LATENCY_KEY, NUM_EXAMPLES_KEY, UPLOAD_BITS_KEY, USAGE_KEY
 from fedmoe.federated.world import world_for
 from tests.federated.conftest import tiny_config
 
@@ -38,12 +39,12 @@ def test_budget_keeps_experts_of_other_modalities_untouched(tiny_cfg, stage):
     for i, name in enumerate(names):
         sent = any(k.startswith(f"experts.{i}.") for k in res.arrays)
         cheap = name.startswith(("gps", "rf"))
-        assert sent == (res.metrics["expert-usage"][i] > 0)
+        assert sent == (res.metrics[USAGE_KEY][i] > 0)
         if not cheap:
-            assert res.metrics["expert-usage"][i] == 0 and not sent
-    assert res.metrics["upload-bits"] == payload_bits(res.arrays)
-    assert res.metrics["latency-s"] > 0 and res.metrics["energy-j"] > 0
-    assert res.metrics["num-examples"] > 0
+            assert res.metrics[USAGE_KEY][i] == 0 and not sent
+    assert res.metrics[UPLOAD_BITS_KEY] == payload_bits(res.arrays)
+    assert res.metrics[LATENCY_KEY] > 0 and res.metrics[ENERGY_KEY] > 0
+    assert res.metrics[NUM_EXAMPLES_KEY] > 0
 
 
 def test_local_keys_stay_on_the_device_and_come_back():

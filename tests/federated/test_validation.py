@@ -11,6 +11,7 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedmoe.federated.world import world_for
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
+from fedmoe.federated.protocol import LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
 from fedmoe.flower import to_numpy, to_record
 from strategies.expert_wise import ExpertWise
 from strategies.validation import check_arrays, check_metrics, check_steps
@@ -50,12 +51,14 @@ KINDS = {
     "wrong shape": (_edit_arrays(lambda a: a.__setitem__(_first(a), a[_first(a)][:-1])), "shape"),
     "wrong dtype": (_edit_arrays(lambda a: a.__setitem__(_first(a), a[_first(a)].astype(np.float64))), "dtype"),
     "absurd norm": (_edit_arrays(lambda a: a.__setitem__(_first(a), a[_first(a)] * 1e6)), "moved by"),
-    "negative count": (_edit_metrics(**{"num-examples": -5}), "outside"),
-    "absurd count": (_edit_metrics(**{"num-examples": 10 ** 9}), "outside"),
-    "fractional count": (_edit_metrics(**{"num-examples": 12.5}), "not a finite integer"),
-    "missing count": (_edit_metrics(**{"num-examples": None}), "no 'num-examples'"),
-    "bad usage": (_edit_metrics(**{"expert-usage": [2.0]}), "expert-usage"),
-    "other partition": (_edit_metrics(**{"partition-id": 0}), "partition-id"),
+    "negative count": (_edit_metrics(**{NUM_EXAMPLES_KEY: -5}), "outside"),
+    "absurd count": (_edit_metrics(**{NUM_EXAMPLES_KEY: 10 ** 9}), "outside"),
+    "fractional count": (_edit_metrics(**{NUM_EXAMPLES_KEY: 12.5}), "not a finite integer"),
+    "missing count": (_edit_metrics(**{NUM_EXAMPLES_KEY: None}), "no 'num-examples'"),
+    "bad usage": (_edit_metrics(**{USAGE_KEY: [2.0]}), "expert-usage"),
+    "other partition": (_edit_metrics(**{PARTITION_KEY: 0}), "partition-id"),
+    "usage not a list": (_edit_metrics(**{USAGE_KEY: 0.5}), "expert-usage is not a list"),
+    "NaN latency": (_edit_metrics(**{LATENCY_KEY: float("nan")}), "latency-s=nan is not a finite number"),
 }
 
 
@@ -107,8 +110,8 @@ def test_checks_by_hand():
     assert check_steps({"w": np.full(4, 10.0)}, {"w": np.ones(4)}, 10.0) is None  # moved 18 ≤ 10 · ‖θ‖ = 20
     assert "moved by" in check_steps({"w": np.full(4, 30.0)}, {"w": np.ones(4)}, 10.0)
     assert check_steps({"b": np.full(4, 3.0)}, {"b": np.zeros(4)}, 10.0) is None  # floor max(‖θ‖, 1)
-    assert check_metrics({"num-examples": 7, "expert-usage": [0.0, 1.0]}, 7, 2) is None
-    assert "outside" in check_metrics({"num-examples": 8}, 7, 2)
-    assert "not a finite integer" in check_metrics({"num-examples": float("nan")}, 7, 2)
-    assert "not a finite integer" in check_metrics({"num-examples": True}, 7, 2)
-    assert "2 experts" in check_metrics({"num-examples": 3, "expert-usage": [0.5]}, 7, 2)
+    assert check_metrics({NUM_EXAMPLES_KEY: 7, USAGE_KEY: [0.0, 1.0]}, 7, 2) is None
+    assert "outside" in check_metrics({NUM_EXAMPLES_KEY: 8}, 7, 2)
+    assert "not a finite integer" in check_metrics({NUM_EXAMPLES_KEY: float("nan")}, 7, 2)
+    assert "not a finite integer" in check_metrics({NUM_EXAMPLES_KEY: True}, 7, 2)
+    assert "2 experts" in check_metrics({NUM_EXAMPLES_KEY: 3, USAGE_KEY: [0.5]}, 7, 2)
