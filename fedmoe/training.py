@@ -166,13 +166,10 @@ def oracle_routing_loss(model: MoE, inputs: dict[str, torch.Tensor], present: to
         loss_matrix = targets
     else:
         with torch.set_grad_enabled(cfg.routing_trains_experts and torch.is_grad_enabled()):
-            pairs = model.forward_each(inputs, present)
+            each = each_expert_loss(model, inputs, present, labels, cfg)
         loss_matrix = torch.full((batch, model.num_experts), float("inf"))
-        cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
-        for i, (r, out) in zip(cols, pairs):
-            sub = {k: v[r] for k, v in labels.items()}
-            per, _ = task_loss(out, sub, cfg.tasks, reduction="none")
-            loss_matrix[r, i] = routing_loss(out.beam_logits.detach(), per.detach(), sub, cfg)
+        for i, r, per, routed in each:
+            loss_matrix[r, i] = routed
             fit = expert_rows[r]
             if bool(fit.any()):
                 expert_loss, trained = expert_loss + per[fit].mean(), trained + 1
@@ -209,13 +206,24 @@ def routing_targets(model: MoE, samples: ISACSamples, cfg: TrainConfig, batch_si
     model.train()  # the mode of the stage-II batches (the same outputs: nothing in the experts depends on it)
     for rows in minibatches(len(samples), batch_size, np.random.default_rng(0), shuffle=False):
         inputs, present, labels = batch_tensors(samples, rows)
-        avail = model.available(present.bool())
-        cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
-        for i, (r, res) in zip(cols, model.forward_each(inputs, present)):
-            sub = {k: v[r] for k, v in labels.items()}
-            per, _ = task_loss(res, sub, cfg.tasks, reduction="none")
-            out[torch.as_tensor(rows)[r], i] = routing_loss(res.beam_logits, per, sub, cfg)
+        for i, r, _, routed in each_expert_loss(model, inputs, present, labels, cfg):
+            out[torch.as_tensor(rows)[r], i] = routed
     model.train(was_training)
+    return out
+
+
+def each_expert_loss(model: MoE, inputs: dict[str, torch.Tensor], present: torch.Tensor,
+                     labels: dict[str, torch.Tensor], cfg: TrainConfig) -> list[tuple[int, torch.Tensor, torch.Tensor,
+                                                                                      torch.Tensor]]:
+    """``[(i, rows, t, ℓ)]``: every expert ``i`` available on some batch rows, alone on those ``rows``:
+    its per-sample task loss ``t`` and its (detached) routing loss ``ℓ`` (:func:`routing_loss`)."""
+    avail = model.available(present.bool())
+    cols = [i for i in range(model.num_experts) if bool(avail[:, i].any())]
+    out = []
+    for i, (r, res) in zip(cols, model.forward_each(inputs, present)):
+        sub = {k: v[r] for k, v in labels.items()}
+        per, _ = task_loss(res, sub, cfg.tasks, reduction="none")
+        out.append((i, r, per, routing_loss(res.beam_logits.detach(), per.detach(), sub, cfg)))
     return out
 
 
