@@ -319,7 +319,7 @@ class ModelConfig(StrictModel):
         # The channel-aware gate reads a per-expert link quality on every call. Federated,
         # split and SplitFed runs and centralised training give the mixture's gate features
         # and cost vectors only, so it would pass every check here and fail at the first
-        # forward pass. Paper 004's channel-aware gate runs in mode "distributed", whose
+        # forward pass. The channel-aware gate of [P004] runs in mode "distributed", whose
         # gates (distributed.*) are not model.gate.
         if v == "channel_aware":
             raise ValueError("'channel_aware' reads a per-expert link quality, which no mode gives the mixture's "

@@ -7,7 +7,8 @@ import still makes the lower layer depend on the higher one. Lowest first:
 ===  ============================  ==========================================================
  0   base                          ``fedmoe`` (the package itself), ``fedmoe.errors``, ``registry``,
                                    ``files``, ``config``, ``arguments``, ``overrides``,
-                                   ``scenarios``, ``flower``
+                                   ``scenarios``, ``flower``, ``fedmoe.federated.protocol`` (the
+                                   message vocabulary: it imports only ``config``)
  1   wireless                      ``fedmoe.wireless``
  2   data and models               ``fedmoe.data``, ``fedmoe.models``, ``fedmoe.v2i``
  3   training                      ``fedmoe.training``, ``fedmoe.centralised``, ``fedmoe.pareto``
@@ -39,7 +40,7 @@ PACKAGES = ("fedmoe", "clients", "strategies", "sims")
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.config", "fedmoe.arguments",
-              "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower")),
+              "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower", "fedmoe.federated.protocol")),
     ("wireless", ("fedmoe.wireless",)),
     ("data and models", ("fedmoe.data", "fedmoe.models", "fedmoe.v2i")),
     ("training", ("fedmoe.training", "fedmoe.centralised", "fedmoe.pareto")),
