@@ -47,7 +47,6 @@ import torch
 
 from fedmoe.arguments import parse_lambdas
 from fedmoe.centralised import Split, make_split, run_centralised
-from fedmoe.arguments import parse_lambdas
 from fedmoe.config import MODALITIES, FedMoEConfig
 from fedmoe.data.synthetic import train_test_split
 from fedmoe.models.oracle import expert_table, oracle_at_cost, picked
