@@ -41,3 +41,32 @@ def test_benchmark_knee_and_static_subsets():
     assert knee_point(flat)["lambda"] == 30
     assert len(ALL_STATIC) == 31 == len(set(map(frozenset, ALL_STATIC)))
     assert set(map(frozenset, CORE_STATIC)) <= set(map(frozenset, ALL_STATIC))
+
+
+def test_benchmark_static_front_below_the_mixture_floor_is_reported_unreachable():
+    """A static subset cheaper than 1/0.7 of the mixture's cheapest expert cannot be matched at <= 70 % of its
+    energy; the benchmark says which ones (hand values: the floor is the GPS expert's 1.0 J)."""
+    from sims.bench.pareto import mixture_energy_floor, seed_targets
+
+    def point(label, kind, score, energy, **extra):
+        return {"label": label, "kind": kind, "score": score, "mean_energy_j": energy, "mean_latency_s": energy,
+                "energy_val": energy, "score_val": score, "costly_rate": {"los": 0.1, "blocked": 0.3},
+                "uplink_bits": {"weak": 1.0, "strong": 2.0}, "oracle": {"topk": score}, **extra}
+
+    experts = {"gps_s": 0.5, "gps+rf+radar_s": 0.5}
+    static = [point("gps", "static", 0.90, 1.0), point("rf", "static", 0.3, 0.1),
+              point("radar", "static", 0.95, 100.0), point("gps+rf+radar", "static", 0.96, 120.0),
+              point("gps+rf", "static", 0.92, 1.5)]
+    assert mixture_energy_floor(static, experts) == 1.0
+    assert mixture_energy_floor(static[1:], experts) is None  # no static row for the GPS expert
+    rows = static + [point("dense", "dense", 0.97, 121.0),
+                     point("adaptive λ=1", "adaptive", 0.965, 20.0, **{"lambda": 1.0, "usage": experts}),
+                     point("adaptive λ=10", "adaptive", 0.93, 1.04, **{"lambda": 10.0, "usage": experts})]
+    t = seed_targets(rows, "topk")
+    # Front: all five. 0.7 x energy: rf 0.07 and gps 0.7 are below the floor (1.0), so unreachable; gps+rf
+    # (1.05), radar and gps+rf+radar are reachable, and λ=10 (0.93 at 1.04 J) matches gps+rf (0.92 at 1.5 J).
+    assert set(t["static_front"]) == {"rf", "gps", "gps+rf", "radar", "gps+rf+radar"}
+    assert set(t["static_front_reachable"]) == {"gps+rf", "radar", "gps+rf+radar"}
+    assert t["static_front_reachable"]["gps+rf"] == ["adaptive λ=10"]
+    assert t["dominates_reachable_static"] == 1.0
+    assert t["dominates_static"] == pytest.approx(3 / 5)
