@@ -15,8 +15,8 @@ from tests.federated.conftest import LocalGrid
 
 SMALL = {"partition": {"num_devices": 4, "samples_per_device": 160},
          "train": {"stage1_epochs": 3, "stage2_epochs": 2},
-         "federated": {"rounds": 3, "stage1_rounds": 2, "clients_per_round": 4, "test_samples": 300,
-                       "deadline_s": 1000.0, "checkpoint_every": 0}}
+         "federated": {"rounds": 3, "stage1_rounds": 2, "local_epochs": 3, "clients_per_round": 4,
+                       "test_samples": 300, "deadline_s": 1000.0, "checkpoint_every": 0}}
 
 
 @pytest.fixture(scope="module")
