@@ -4,8 +4,10 @@ the devices reported that later rounds plan with.
 A round is synchronous: it lasts as long as its slowest accepted reply,
 :math:`\max_k T_k` (the deadline when devices were selected and none was accepted, 0
 when none was selected), and costs :math:`\sum_k E_k`; the virtual clock advances by its
-latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``; each
-device reports its own in its :class:`~fedmoe.federated.protocol.TrainReply`).
+latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). The
+:class:`~fedmoe.federated.protocol.TrainReply` objects the ledger is given carry the server's
+own ``T_k``, ``E_k`` and upload bits, not the device's (:mod:`strategies.validation`): a device
+cannot move the virtual clock or the energy account by what it reports.
 
 :class:`RoundLedger` keeps, besides the records and the clock, each device's last training
 loss (the statistical utility of ``utility-weighted`` selection) and, from stage II on, its
