@@ -47,7 +47,7 @@ from fedmoe.models.device_costs import link_classes
 from strategies.aggregators import AGGREGATION_ERRORS, make_aggregator, quiet_flower
 from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
-from strategies.validation import ReplyValidator, Update, short_reason, sort_replies
+from strategies.validation import ReplyValidator, Update, bound_updates, short_reason, sort_replies
 
 __all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
@@ -84,8 +84,10 @@ class ExpertWise(ResumableStrategy):
        ``federated.max_update_ratio`` × the global array's norm, sample counts outside
        ``[1, the device's samples]``, FLOPs the reported usage cannot cost and metrics that
        do not read as a :class:`~fedmoe.federated.protocol.TrainReply` are rejected with a
-       logged reason and never reach the rule. The rule gets messages rebuilt from the
-       checked values, never the device's bytes.
+       logged reason and never reach the rule. The accepted updates are then **clipped**
+       entry by entry to ``federated.clip_ratio`` × the lower median of the round's updates
+       of that entry (:func:`strategies.validation.bound_updates`), and the rule gets
+       messages rebuilt from the checked values, never the device's bytes.
     4. **Aggregation** of the accepted replies, group by group (:mod:`fedmoe.federated.parameters`). With
        :math:`n_k` the samples of device :math:`k` and :math:`u_{ki}` the share of them
        on which it computed expert :math:`i`, the rule underneath (FedAvg by default)
@@ -234,10 +236,15 @@ class ExpertWise(ResumableStrategy):
             log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, got.silent)
         accepted, rejected = self._screen(server_round, got.ok)
         failures += rejected
+        bounded, clipped = self.bound(accepted)
+        for line in clipped:
+            log.warning("round %d: %s", server_round, line)
+        clipped_replies, accepted = sum(b is not a for a, b in zip(accepted, bounded)), bounded
         merged = self.aggregate_groups(server_round, [u.message() for u in accepted])
         record = self.ledger.close_round(
             server_round, self._stage, [u.reply for u in accepted], failures, len(selected),
-            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected))
+            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected),
+            clipped=clipped_replies)
         if self.on_round is not None:
             self.on_round(record)
         metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
@@ -329,6 +336,16 @@ class ExpertWise(ResumableStrategy):
         for node, reason in rejected:
             log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
         return accepted, [f"node {node}: rejected: {reason}" for node, reason in rejected]
+
+    def bound(self, updates: list[Update]) -> tuple[list[Update], list[str]]:
+        """The accepted ``updates`` clipped against each other (:func:`strategies.validation.bound_updates`,
+        ``federated.clip_ratio``) over the members of each group (:meth:`group_weights`), and a line per clip."""
+        members: dict[str, list[int]] = {}
+        for i, u in enumerate(updates):
+            for group in self.group_weights(set(u.arrays), u.reply.num_examples, u.reply.expert_usage):
+                members.setdefault(group, []).append(i)
+        entries = {group: self.layout.entries(group) for group in members}
+        return bound_updates(updates, self.validator.sent, entries, members, self.fed.clip_ratio)
 
     def _device_of_node(self) -> dict[int, int]:
         """``{node id: device id}`` of the devices discovered (empty before the first round)."""

@@ -1,4 +1,5 @@
-"""Checks of a device's training reply before it may reach any aggregation rule.
+"""Checks of a device's training reply before it may reach any aggregation rule, and the bound on
+how far an accepted reply may move the model (``docs/security.md``, "Malicious device").
 
 **Rejection.** A reply is rejected, with a one-line reason, if
 
@@ -22,7 +23,7 @@
   parameter ``θ`` the server sent, with ``r = federated.max_update_ratio`` (ten times the
   global parameter's own norm by default; a legitimate round of local SGD moves it by a
   fraction of that). Buffers are left out of this check (the standardiser's statistics jump
-  from their initial values to the data's in the first round).
+  from their initial values to the data's in the first round); :func:`bound_updates` bounds them.
 
 Only complete groups matter to the aggregation, so a reply may leave arrays out; it may not
 add, reshape or poison any.
@@ -36,6 +37,22 @@ counted from the arrays received, and the latency ``T_k`` and energy ``E_k`` of
 the server allocated and the device's profile (times the straggler factor the scenario's
 ``federated.faults`` give the device that round, in simulation). The ``latency-s`` and
 ``energy-j`` a device reports are only checked to be finite and non-negative.
+
+**Clipping.** An accepted update can still be large within those limits, and a limit relative
+to the global model lets a device grow it round after round. :func:`bound_updates` therefore
+bounds every update against the round's other updates of the same thing, and *clips* rather
+than rejects: for each state-dict entry (parameter or buffer) of each group, over the replies
+aggregated for that group, an update ``Δ_k = θ_k − θ`` longer than ``c`` times the lower
+median of the round's non-zero ``‖Δ_j‖`` for that entry is scaled down to that length (``c =
+federated.clip_ratio``); an entry that only one reply moves, the others leaving it as it was,
+is not moved. While honest replies are a majority of those that move an entry, the lower
+median is an honest step, so one device moves an entry by at most ``c`` honest steps a round,
+whatever the global norm. Buffers need no special case: in the first round every device with a
+sensor moves that sensor's standardiser statistics by about as much, so the median of those
+moves is a real one (devices without the sensor leave them alone, and are not counted);
+afterwards honest devices leave them alone, and so must everyone. What this does not stop:
+several devices colluding on an entry the honest replies leave alone (their smaller move
+bounds the larger), and a group with a single member (nothing to compare it with).
 
 :class:`ReplyValidator` runs the checks on a round's replies; :func:`sort_replies` first
 puts the replies in device order and separates the error replies and the silent devices;
@@ -309,3 +326,55 @@ class ReplyValidator:
                 rejected.append((node, reason))
         return accepted, rejected
 
+
+def bound_updates(updates: Sequence[Update], sent: Mapping[str, np.ndarray],
+                  entries: Mapping[str, Sequence[tuple[str, str, slice]]], members: Mapping[str, Sequence[int]],
+                  ratio: float) -> tuple[list[Update], list[str]]:
+    """Clip every entry's update to ``ratio`` × the lower median of the round's non-zero updates of it,
+    and undo the update of an entry only one reply moves (module docstring, "Clipping").
+
+    Parameters
+    ----------
+    updates : Sequence[Update]
+        The round's accepted updates.
+    sent : Mapping[str, numpy.ndarray]
+        The packed global arrays the round sent (by message key).
+    entries : Mapping[str, Sequence[tuple[str, str, slice]]]
+        ``{group: [(entry name, message key, slice)]}``
+        (:meth:`fedmoe.federated.parameters.PackedLayout.entries`).
+    members : Mapping[str, Sequence[int]]
+        ``{group: indices into updates}`` of the updates aggregated for each group.
+    ratio : float
+        ``c`` (``federated.clip_ratio``).
+
+    Returns
+    -------
+    tuple[list[Update], list[str]]
+        The updates, clipped ones replaced by copies (an update left alone is the same object,
+        its arrays untouched), and one line per clipped update and group.
+    """
+    arrays = [u.arrays for u in updates]
+    copied: set[int] = set()
+    notes: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    for group, idx in members.items():
+        if len(idx) < 2:
+            continue
+        for _, key, where in entries[group]:
+            base = sent[key].reshape(-1)[where].astype(np.float64)
+            deltas = [arrays[i][key].reshape(-1)[where].astype(np.float64) - base for i in idx]
+            norms = np.array([np.linalg.norm(d) for d in deltas])
+            moved = np.sort(norms[norms > 0])
+            bound = ratio * float(moved[(len(moved) - 1) // 2]) if len(moved) >= 2 else 0.0
+            for i, delta, norm in zip(idx, deltas, norms):
+                if norm <= bound:
+                    continue
+                if i not in copied:
+                    arrays[i] = {k: v.copy() for k, v in arrays[i].items()}
+                    copied.add(i)
+                flat = arrays[i][key].reshape(-1)
+                flat[where] = (base + delta * (bound / norm)).astype(flat.dtype)
+                notes.setdefault((i, group), []).append((float(norm), bound))
+    out = [dataclasses.replace(u, arrays=arrays[i]) if i in copied else u for i, u in enumerate(updates)]
+    lines = [f"device {updates[i].device}: clipped {len(v)} entries of {group} (largest ‖Δ‖ "
+             f"{max(n for n, _ in v):.3g} → {max(v)[1]:.3g})" for (i, group), v in sorted(notes.items())]
+    return out, lines

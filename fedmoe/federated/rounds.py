@@ -46,6 +46,7 @@ class RoundRecord:
     usage_by_class: dict[str, list[float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     rejected: int = 0  # replies refused by strategies.validation (also counted in ``failed``)
+    clipped: int = 0  # accepted replies scaled down by strategies.validation.bound_updates
 
 
 class RoundLedger:
@@ -73,7 +74,7 @@ class RoundLedger:
         self.loss: dict[int, float] = {}  # device -> its last training loss
 
     def close_round(self, server_round: int, stage: int, replies: Sequence[TrainReply], failures: list[str],
-                    selected: int, planned_latency_s: float, rejected: int = 0) -> RoundRecord:
+                    selected: int, planned_latency_s: float, rejected: int = 0, clipped: int = 0) -> RoundRecord:
         """Account for a round whose accepted replies are ``replies`` (in device order): advance the
         clock, remember the devices' losses (and, in stage II, their costs), and append its record.
 
@@ -91,6 +92,8 @@ class RoundLedger:
             The round latency the selection expected.
         rejected : int, optional
             Replies refused by the validation (also in ``failures``).
+        clipped : int, optional
+            Accepted replies whose update was clipped (:func:`strategies.validation.bound_updates`).
         """
         lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
         usage_sum: dict[str, np.ndarray] = {}
@@ -123,7 +126,7 @@ class RoundLedger:
             train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if replies else float("nan"),
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
-            failures=failures, rejected=rejected)
+            failures=failures, rejected=rejected, clipped=clipped)
         self.history.append(record)
         return record
 

@@ -156,6 +156,7 @@ def honest(cfg, replay_cache):
 def test_honest_updates_all_pass(honest):
     _, strategy = honest
     assert strategy.history[0].completed == 3 and strategy.history[0].rejected == 0
+    assert strategy.history[0].clipped == 0
 
 
 def _header_2_0(record):
@@ -215,3 +216,24 @@ def test_checks_by_hand():
     assert "not a finite integer" in check_metrics({NUM_EXAMPLES_KEY: float("nan")}, 7, 2)
     assert "not a finite integer" in check_metrics({NUM_EXAMPLES_KEY: True}, 7, 2)
     assert "2 experts" in check_metrics({NUM_EXAMPLES_KEY: 3, USAGE_KEY: [0.5]}, 7, 2)
+
+
+def test_clipping_by_hand():
+    """``bound_updates`` on a packed group of two entries, three replies, ``c = 4``: entry ``a`` moved by 1, 2
+    and 10 (lower median 2: the third is scaled down to 8, its direction kept); entry ``b`` moved by the third
+    reply alone (undone); the replies left alone are the same objects."""
+    from fedmoe.federated.protocol import TrainReply
+    from strategies.validation import Update, bound_updates
+
+    sent = {"g": np.zeros(4, np.float32)}
+    entries = {"g": [("a", "g", slice(0, 2)), ("b", "g", slice(2, 4))]}
+    reply = TrainReply(1, (1.0,), 0.0, 0.0, 0.0, 0.0, 0.0, 0, 1)
+    updates = [Update(1, 0, reply, {"g": np.array([1, 0, 0, 0], np.float32)}),
+               Update(2, 1, reply, {"g": np.array([0, 2, 0, 0], np.float32)}),
+               Update(3, 2, reply, {"g": np.array([6, 8, 3, 4], np.float32)})]
+    out, notes = bound_updates(updates, sent, entries, {"g": [0, 1, 2]}, ratio=4.0)
+    assert out[0] is updates[0] and out[1] is updates[1]
+    np.testing.assert_allclose(out[2].arrays["g"], [4.8, 6.4, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(updates[2].arrays["g"], [6, 8, 3, 4])  # the accepted reply itself is kept
+    assert notes == ["device 2: clipped 2 entries of g (largest ‖Δ‖ 10 → 8)"]
+    assert bound_updates(updates, sent, entries, {"g": [2]}, ratio=4.0)[0][2] is updates[2]  # nothing to compare with
