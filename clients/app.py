@@ -33,7 +33,7 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from clients import common
 from clients import distributed, split, v2i  # noqa: F401  their handlers (experts, split learning, V2I) on ``app``
 from clients.common import device_id, message_world
-from fedmoe.federated.protocol import MODALITIES_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY
+from fedmoe.federated.protocol import QueryReply
 from fedmoe.flower import to_numpy, to_record
 
 app = common.app
@@ -83,12 +83,9 @@ def query(msg: Message, context: Context) -> Message:
     world = message_world(msg)
     pid = device_id(context, world.num_devices)
     cfg = world.cfg
-    metrics = MetricRecord({
-        PARTITION_KEY: pid,
-        NUM_EXAMPLES_KEY: local_size(cfg.partition, cfg.data.seed, pid),
-        MODALITIES_KEY: [int(x) for x in device_modalities(cfg.partition, cfg.data.seed, pid)],
-    })
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+    answer = QueryReply(partition_id=pid, num_examples=local_size(cfg.partition, cfg.data.seed, pid),
+                        modalities=tuple(bool(x) for x in device_modalities(cfg.partition, cfg.data.seed, pid)))
+    return Message(content=RecordDict({"metrics": MetricRecord(answer.to_metrics())}), reply_to=msg)
 
 
 @app.train()

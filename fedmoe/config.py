@@ -425,6 +425,10 @@ class FederatedConfig(StrictModel):
         10.0, gt=0.0, le=1e12,
         description="a reply array that moved by more than this times max(‖global array‖, 1) is rejected "
                     "(strategies.validation)")
+    clip_ratio: float = Field(
+        4.0, ge=1.0, le=1e12,
+        description="an accepted update of a parameter or buffer longer than this times the lower median of the "
+                    "round's updates of it is scaled down to that length (strategies.validation.bound_updates)")
 
     @model_validator(mode="after")
     def _stages_fit(self) -> "FederatedConfig":

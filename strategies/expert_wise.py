@@ -36,7 +36,8 @@ from fedmoe.config import MODALITIES
 from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
 from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, LATENCY_KEY,
-                                       NUM_EXAMPLES_KEY, TRAIN_LOSS_KEY, USAGE_KEY, RoundInstructions, TrainReply)
+                                       NUM_EXAMPLES_KEY, TRAIN_LOSS_KEY, USAGE_KEY, EvaluateReply, ReplyError,
+                                       RoundInstructions)
 from fedmoe.federated.rounds import RoundLedger, RoundRecord
 from fedmoe.federated.schedule import StageSchedule
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
@@ -46,7 +47,7 @@ from fedmoe.models.device_costs import link_classes
 from strategies.aggregators import AGGREGATION_ERRORS, make_aggregator, quiet_flower
 from strategies.discovery import DeviceInfo, discover_devices
 from strategies.resumable import ResumableStrategy
-from strategies.validation import ReplyValidator, short_reason, sort_replies
+from strategies.validation import ReplyValidator, Update, bound_updates, short_reason, sort_replies
 
 __all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
@@ -79,10 +80,14 @@ class ExpertWise(ResumableStrategy):
        (:class:`fedmoe.federated.schedule.StageSchedule`).
     3. **Local training** on the devices (``clients/app.py``), then **validation** of every
        reply (:mod:`strategies.validation`): NaN/Inf, unknown arrays, wrong shapes or dtypes,
-       arrays that moved more than ``federated.max_update_ratio`` × the global array's norm,
-       sample counts outside ``[1, the device's samples]`` and metrics that do not read as a
-       :class:`~fedmoe.federated.protocol.TrainReply` are rejected with a logged reason and
-       never reach the rule.
+       blobs whose ``.npy`` header is not their metadata, arrays that moved more than
+       ``federated.max_update_ratio`` × the global array's norm, sample counts outside
+       ``[1, the device's samples]``, FLOPs the reported usage cannot cost and metrics that
+       do not read as a :class:`~fedmoe.federated.protocol.TrainReply` are rejected with a
+       logged reason and never reach the rule. The accepted updates are then **clipped**
+       entry by entry to ``federated.clip_ratio`` × the lower median of the round's updates
+       of that entry (:func:`strategies.validation.bound_updates`), and the rule gets
+       messages rebuilt from the checked values, never the device's bytes.
     4. **Aggregation** of the accepted replies, group by group (:mod:`fedmoe.federated.parameters`). With
        :math:`n_k` the samples of device :math:`k` and :math:`u_{ki}` the share of them
        on which it computed expert :math:`i`, the rule underneath (FedAvg by default)
@@ -98,8 +103,10 @@ class ExpertWise(ResumableStrategy):
        modality, or outside its budget, has :math:`u_{ki} = 0` and does not touch
        expert :math:`i`); an expert nobody used keeps :math:`w_i^t`. Parameters matching
        ``federated.local_keys`` are never sent and never aggregated.
-    5. **Virtual clock.** The round lasts :math:`\max_{k} T_k` of the replies and costs
-       :math:`\sum_k E_k` (:func:`fedmoe.federated.selection.round_costs`); its
+    5. **Virtual clock.** The round lasts :math:`\max_{k} T_k` of the accepted replies and
+       costs :math:`\sum_k E_k`, both computed by the server from the checked FLOPs, the bits
+       received, the allocated rate and the device's profile
+       (:func:`fedmoe.federated.selection.round_costs`), not taken from the reply; its
        :class:`~fedmoe.federated.rounds.RoundRecord` goes to :attr:`history`
        (:class:`fedmoe.federated.rounds.RoundLedger`).
 
@@ -161,6 +168,7 @@ class ExpertWise(ResumableStrategy):
         self.devices: dict[int, DeviceInfo] | None = None
         self._rules: dict[str, Strategy] = {}
         self._plan: RoundPlan | None = None
+        self._evaluating: set[int] = set()  # the nodes asked to evaluate this round
         self._stage = 1
         self._rng = np.random.default_rng(np.random.SeedSequence([world.cfg.data.seed, 0x5E1EC7]))
 
@@ -186,8 +194,8 @@ class ExpertWise(ResumableStrategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """Select and allocate this round's devices and send each its instructions (class docstring, steps 1–2)."""
-        if self.devices is None:
-            self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json)
+        if self.devices is None:  # a device whose answer is refused is left out of the run (strategies.discovery)
+            self.devices = discover_devices(grid, self.world.num_devices, self.scenario_json, min_devices=1)
         self._stage = self.schedule.stage(server_round)
         self._global = arrays
         allowed = self._allowed_modalities()
@@ -195,7 +203,8 @@ class ExpertWise(ResumableStrategy):
         plan = self._plan = plan_round(self._demand(allowed), ctx, self.fed.selection, self.fed.allocation)
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         wire = self._wire(arrays)
-        self.validator.expect(to_numpy(wire))
+        self.validator.expect(to_numpy(wire), server_round, self._stage,
+                              {int(k): float(r) for k, r in zip(plan.devices, plan.rate_bps)})
         extra = self._rule_config(server_round, wire, [node_of[int(k)] for k in plan.devices])
         messages = []
         for j, k in enumerate(plan.devices):
@@ -227,10 +236,15 @@ class ExpertWise(ResumableStrategy):
             log.warning("round %d: device(s) %s did not reply within the round's timeout", server_round, got.silent)
         accepted, rejected = self._screen(server_round, got.ok)
         failures += rejected
-        merged = self.aggregate_groups(server_round, [msg for msg, _ in accepted])
+        bounded, clipped = self.bound(accepted)
+        for line in clipped:
+            log.warning("round %d: %s", server_round, line)
+        clipped_replies, accepted = sum(b is not a for a, b in zip(accepted, bounded)), bounded
+        merged = self.aggregate_groups(server_round, [u.message() for u in accepted])
         record = self.ledger.close_round(
-            server_round, self._stage, [reply for _, reply in accepted], failures, len(selected),
-            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected))
+            server_round, self._stage, [u.reply for u in accepted], failures, len(selected),
+            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected),
+            clipped=clipped_replies)
         if self.on_round is not None:
             self.on_round(record)
         metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
@@ -246,19 +260,50 @@ class ExpertWise(ResumableStrategy):
         nodes = sorted(self.devices)
         k = max(1, int(round(len(nodes) * self.fed.fraction_evaluate)))
         chosen = self._rng.choice(nodes, size=k, replace=False)
+        self._evaluating = {int(n) for n in chosen}
         cfg = ConfigRecord({**config, "server-round": server_round, "scenario": self.scenario_json})
         wire = self._wire(arrays)
         return [Message(content=RecordDict({"arrays": wire, "config": cfg}), message_type=MessageType.EVALUATE,
                         dst_node_id=int(n)) for n in chosen]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """The devices' accuracies, weighted by their held-out samples."""
-        ok = [m.content["metrics"] for m in replies if not m.has_error()]
-        if not ok:
+        """The devices' accuracies, weighted by their held-out samples.
+
+        A reply counts only if it answers this round's request to a known device and reads as an
+        :class:`~fedmoe.federated.protocol.EvaluateReply` of that device: ``accuracy`` in
+        ``[0, 1]``, ``num-examples`` in ``[1, the held-out samples the scenario gives it]``
+        (:meth:`~fedmoe.federated.world.ScenarioWorld.evaluation_size`, so a device cannot
+        outweigh the others), its own ``partition-id``. Any other reply is logged and left out."""
+        device_of = self._device_of_node()
+        asked = self._evaluating
+        accepted: list[EvaluateReply] = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            reason = None
+            if msg.has_error():
+                reason = short_reason(msg.error.reason)
+            elif node not in device_of or node not in asked:
+                reason = "not asked to evaluate this round"
+            elif (metrics := msg.content.metric_records.get("metrics")) is None:
+                reason = "reply lacks 'metrics'"
+            else:
+                device = device_of[node]
+                try:
+                    reply = EvaluateReply.from_metrics(metrics, max_examples=self.world.evaluation_size(device),
+                                                       num_devices=self.world.num_devices)
+                    if reply.partition_id != device:
+                        reason = f"partition-id {reply.partition_id} is not the node's device {device}"
+                    else:
+                        accepted.append(reply)
+                except ReplyError as err:
+                    reason = str(err)
+            if reason is not None:
+                log.warning("round %d: left out the evaluation of node %s: %s", server_round, node, reason)
+        if not accepted:
             return None
-        n = np.array([float(r[NUM_EXAMPLES_KEY]) for r in ok])
-        acc = np.array([float(r[ACCURACY_KEY]) for r in ok])
-        return MetricRecord({ACCURACY_KEY: float((n * acc).sum() / max(n.sum(), 1.0)), NUM_EXAMPLES_KEY: int(n.sum())})
+        n = np.array([float(r.num_examples) for r in accepted])
+        acc = np.array([r.accuracy for r in accepted])
+        return MetricRecord({ACCURACY_KEY: float((n * acc).sum() / n.sum()), NUM_EXAMPLES_KEY: int(n.sum())})
 
     # ------------------------------------------------------------------ checkpoint and resume
 
@@ -280,17 +325,27 @@ class ExpertWise(ResumableStrategy):
 
     def validate(self, server_round: int, replies: list[Message]) -> tuple[list[Message], list[str]]:
         """``(accepted, reasons)``: replies that pass :mod:`strategies.validation` against what
-        this round sent; every rejection is logged with its reason and never reaches a rule."""
+        this round sent, rebuilt from the checked values (:meth:`~strategies.validation.Update.message`);
+        every rejection is logged with its reason and never reaches a rule."""
         accepted, reasons = self._screen(server_round, replies)
-        return [msg for msg, _ in accepted], reasons
+        return [u.message() for u in accepted], reasons
 
-    def _screen(self, server_round: int, replies: list[Message]
-                ) -> tuple[list[tuple[Message, TrainReply]], list[str]]:
-        """:meth:`validate`, keeping each accepted reply's :class:`TrainReply`."""
+    def _screen(self, server_round: int, replies: list[Message]) -> tuple[list[Update], list[str]]:
+        """:meth:`validate`, keeping each accepted reply as an :class:`~strategies.validation.Update`."""
         accepted, rejected = self.validator.screen(replies, self._device_of_node())
         for node, reason in rejected:
             log.warning("round %d: rejected the update of node %s: %s", server_round, node, reason)
         return accepted, [f"node {node}: rejected: {reason}" for node, reason in rejected]
+
+    def bound(self, updates: list[Update]) -> tuple[list[Update], list[str]]:
+        """The accepted ``updates`` clipped against each other (:func:`strategies.validation.bound_updates`,
+        ``federated.clip_ratio``) over the members of each group (:meth:`group_weights`), and a line per clip."""
+        members: dict[str, list[int]] = {}
+        for i, u in enumerate(updates):
+            for group in self.group_weights(set(u.arrays), u.reply.num_examples, u.reply.expert_usage):
+                members.setdefault(group, []).append(i)
+        entries = {group: self.layout.entries(group) for group in members}
+        return bound_updates(updates, self.validator.sent, entries, members, self.fed.clip_ratio)
 
     def _device_of_node(self) -> dict[int, int]:
         """``{node id: device id}`` of the devices discovered (empty before the first round)."""
@@ -298,25 +353,35 @@ class ExpertWise(ResumableStrategy):
 
     # ------------------------------------------------------------------ aggregation
 
+    def group_weights(self, sent: set[str], num_examples: float, usage: list[float] | tuple[float, ...]
+                      ) -> dict[str, float]:
+        """``{group: weight}`` of one reply that carries the message keys ``sent``: the shared group with
+        weight ``n_k``, expert ``i`` with ``n_k u_ki``; a group the reply does not carry whole, or an
+        expert it did not use (``u_ki = 0``), is not in it: that reply does not take part in that
+        group's aggregation at all (a robust rule such as FedMedian would otherwise count it)."""
+        weights: dict[str, float] = {}
+        for group in self.groups:
+            if group in (LOCAL, FIXED) or not set(self.layout.wire_keys(group)) <= sent:
+                continue
+            i = expert_index(group)
+            if i is None or not self.expert_wise:
+                weight = float(num_examples)
+            else:
+                weight = float(num_examples) * float(usage[i]) if i < len(usage) else 0.0
+            if weight > 0:
+                weights[group] = weight
+        return weights
+
     def group_members(self, replies: list[Message]) -> dict[str, list[tuple[Message, float]]]:
         """``{group: [(reply, weight)]}``: shared over every reply (weight ``n_k``), expert ``i``
-        over the replies that carry it with ``u_ki > 0`` (weight ``n_k u_ki``)."""
+        over the replies that carry it with ``u_ki > 0`` (weight ``n_k u_ki``; :meth:`group_weights`)."""
         members: dict[str, list[tuple[Message, float]]] = {}
         for msg in replies:
             metrics = msg.content["metrics"]
-            n = float(metrics[NUM_EXAMPLES_KEY])
-            usage = list(metrics.get(USAGE_KEY, []))
-            sent = set(msg.content["arrays"].keys())
-            for group in self.groups:
-                if group in (LOCAL, FIXED) or not set(self.layout.wire_keys(group)) <= sent:
-                    continue
-                i = expert_index(group)
-                if i is None or not self.expert_wise:
-                    weight = n
-                else:
-                    weight = n * float(usage[i]) if i < len(usage) else 0.0
-                if weight > 0:
-                    members.setdefault(group, []).append((msg, weight))
+            weights = self.group_weights(set(msg.content["arrays"].keys()), float(metrics[NUM_EXAMPLES_KEY]),
+                                         list(metrics.get(USAGE_KEY, [])))
+            for group, weight in weights.items():
+                members.setdefault(group, []).append((msg, weight))
         return members
 
     def aggregate_groups(self, server_round: int, replies: list[Message]) -> ArrayRecord | None:

@@ -41,12 +41,13 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
+from fedmoe.federated.protocol import ENERGY_KEY, ReplyError, read_number
 from fedmoe.federated.world import config_json
-from fedmoe.flower import to_numpy, to_record
+from fedmoe.flower import to_record
 from fedmoe.v2i.agents import Agent, build_agent
 from fedmoe.v2i.federated import alone_seed, eval_seed, group_keys, load_arrays, road, state_arrays
 from fedmoe.v2i.training import agent_policy, evaluate, fixed_policies, train_agent
-from strategies.validation import check_arrays, short_reason
+from strategies.validation import read_arrays, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,10 @@ class V2IFederated:
     the same number of episodes the weights are equal and each group's average is
     FedAvg's; the weights matter once base stations report different episode counts.
 
-    A base station whose reply is an error, fails :func:`strategies.validation.check_arrays`
-    against the global state dict (unknown names, other dtypes or shapes, NaN/Inf), has no
-    positive ``num-episodes``, or does not reply within ``split.message_timeout_s``, is
+    A base station whose reply is an error, fails :func:`strategies.validation.read_arrays`
+    against the global state dict (unknown names, other dtypes or shapes, a blob that is not the
+    ``.npy`` of its metadata, NaN/Inf), has no finite positive ``num-episodes`` or finite
+    non-negative ``energy-j``, or does not reply within ``split.message_timeout_s``, is
     logged and left out of that round; a round with no replies keeps the global agent.
 
     Every base station **must** honour the message's ``config`` and ``arrays``
@@ -252,11 +254,17 @@ class V2IFederated:
             elif "arrays" not in reply.content.array_records or "metrics" not in reply.content.metric_records:
                 problem = "reply lacks 'arrays' or 'metrics'"
             else:
-                arrays, metrics = to_numpy(reply.content["arrays"]), dict(reply.content["metrics"])
-                weight = float(metrics.get("num-episodes", 0))
-                problem = check_arrays(arrays, self.arrays)  # names, dtypes, shapes, finite values
-                if problem is None and not (math.isfinite(weight) and weight > 0):
-                    problem = f"num-episodes {metrics.get('num-episodes')!r} is not positive"
+                metrics = dict(reply.content["metrics"])
+                # names, metadata, .npy headers and lengths before anything is decoded; then finite values
+                arrays, problem = read_arrays(reply.content["arrays"], self.arrays)
+                if problem is None:
+                    try:
+                        weight = read_number(metrics, "num-episodes")
+                        read_number(metrics, ENERGY_KEY, nonnegative=True)
+                        if weight <= 0:
+                            problem = f"num-episodes {metrics.get('num-episodes')!r} is not positive"
+                    except ReplyError as err:
+                        problem = str(err)
                 if problem is None:
                     out[station] = (arrays, metrics)
             if problem is not None:

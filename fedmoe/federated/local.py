@@ -30,7 +30,7 @@ on those cached losses: ``u_ki = 0``, so the device uploads the shared group onl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,8 +39,7 @@ from fedmoe.config import MODALITIES
 from fedmoe.data.partition import apply_modality_mask
 from fedmoe.data.samples import ISACSamples
 from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload_keys
-from fedmoe.federated.protocol import (ACCURACY_KEY, MEAN_COST_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, RoundInstructions,
-                                      TrainReply)
+from fedmoe.federated.protocol import EvaluateReply, RoundInstructions, TrainReply
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
@@ -53,6 +52,21 @@ CRITIC_PREFIX = "critic."
 
 FORWARD_BACKWARD_FACTOR = 3.0
 """Training FLOPs per sample ≈ 3 × forward FLOPs (forward, and a backward pass of about twice that)."""
+
+
+def training_flops_range(expert_flops: np.ndarray, usage: Sequence[float], num_examples: int,
+                         epochs: int) -> tuple[float, float]:
+    """The least and the most FLOPs a round of :func:`local_update` counts for a device that reports
+    ``usage`` on ``num_examples`` samples over ``epochs`` passes (the server checks replies with it).
+
+    :func:`local_update` counts ``F = 3 Σ_i rows_i F_i + Σ_i fwd_i F_i``: ``rows_i = u_i n epochs``
+    (sample, expert) pairs trained, and ``fwd_i ≤ n`` pairs run forward once (the cached routing
+    targets of a stage-II round with frozen experts). So ``F`` lies between the first term and
+    the first term plus one forward pass of every expert on every sample.
+    """
+    rows = np.rint(np.asarray(usage, dtype=np.float64) * (num_examples * epochs))
+    trained = FORWARD_BACKWARD_FACTOR * float(rows @ expert_flops)
+    return trained, trained + num_examples * float(np.sum(expert_flops))
 
 
 @dataclass
@@ -182,5 +196,5 @@ def local_evaluate(world: ScenarioWorld, device_id: int, global_arrays: Mapping[
     rate = float(world.equal_share_rate[device_id])
     costs = np.broadcast_to(world.cost_row(device_id, rate), (len(samples), model.num_experts))
     ev = evaluate(model, samples, np.ascontiguousarray(costs))
-    return {NUM_EXAMPLES_KEY: int(len(samples)), ACCURACY_KEY: float(ev["accuracy"]), MEAN_COST_KEY: float(ev["mean_cost"]),
-            PARTITION_KEY: int(device_id)}
+    return EvaluateReply(num_examples=int(len(samples)), accuracy=float(ev["accuracy"]),
+                         mean_cost=float(ev["mean_cost"]), partition_id=int(device_id)).to_metrics()

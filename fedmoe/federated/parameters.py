@@ -158,19 +158,31 @@ class PackedLayout:
             out[group] = np.concatenate([np.asarray(arrays[k], dtype=dtype).reshape(-1) for k in keys])
         return out
 
+    def entries(self, group: str) -> list[tuple[str, str, slice]]:
+        """``[(state-dict name, message key, slice)]`` of ``group``: where each entry's values lie in the
+        flattened array of the message key that carries it (the group's name if packed, else its own)."""
+        if group not in self.packed:
+            return [(k, k, slice(0, int(np.prod(self.shapes[k], dtype=np.int64)))) for k in self.groups[group]]
+        out, start = [], 0
+        for k in self.groups[group]:
+            size = int(np.prod(self.shapes[k], dtype=np.int64))
+            out.append((k, group, slice(start, start + size)))
+            start += size
+        return out
+
     def unpack(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The arrays of a message → named arrays with the model's shapes (inverse of :meth:`pack`)."""
         out: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
             value = np.asarray(value)
             if name in self.packed:
-                keys = self.groups[name]
-                sizes = [int(np.prod(self.shapes[k], dtype=np.int64)) for k in keys]
-                if value.size != sum(sizes):
-                    raise ValueError(f"packed group {name!r} has {value.size} values, the model expects {sum(sizes)}")
+                entries = self.entries(name)
+                if value.size != entries[-1][2].stop:
+                    raise ValueError(f"packed group {name!r} has {value.size} values, the model expects "
+                                     f"{entries[-1][2].stop}")
                 flat = value.reshape(-1)
-                for k, start, size in zip(keys, np.cumsum([0] + sizes[:-1]), sizes):
-                    out[k] = flat[start:start + size].reshape(self.shapes[k])
+                for k, _, where in entries:
+                    out[k] = flat[where].reshape(self.shapes[k])
             elif name in self.shapes:
                 out[name] = value
             else:

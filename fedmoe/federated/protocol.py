@@ -7,6 +7,8 @@ defines them once:
 
 * :class:`RoundInstructions` — the request: what a selected device is told to do this round;
 * :class:`TrainReply` — the reply: what the device says it did and what it cost;
+* :class:`QueryReply` and :class:`EvaluateReply` — the answers to the device query and to
+  an evaluation request;
 * the metric names (``*_KEY``) of every reply the federated ClientApp sends (query, train,
   evaluate) and of the round metrics the strategy returns. The ClientApp, the strategies,
   the fault injection and the tests use these names, never the literals.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from fedmoe.config import MODALITIES
 
@@ -98,6 +100,14 @@ def read_number(metrics: Mapping[str, Any], key: str, nonnegative: bool = False)
     return float(v)
 
 
+def read_fraction(metrics: Mapping[str, Any], key: str) -> float:
+    """``metrics[key]`` as a finite float in ``[0, 1]``; else a :class:`ReplyError` naming ``key``."""
+    v = read_number(metrics, key)
+    if not 0.0 <= v <= 1.0:
+        raise ReplyError(key, f"{key}={v:g} is outside [0, 1]")
+    return v
+
+
 def read_shares(metrics: Mapping[str, Any], key: str, length: int | None = None) -> tuple[float, ...]:
     """``metrics[key]`` as a list of ``length`` finite floats in ``[0, 1]`` (any length if ``None``);
     else a :class:`ReplyError` naming ``key``."""
@@ -111,6 +121,15 @@ def read_shares(metrics: Mapping[str, Any], key: str, length: int | None = None)
     if not all(math.isfinite(float(u)) and 0.0 <= float(u) <= 1.0 for u in values):
         raise ReplyError(key, f"{key} has entries outside [0, 1]")
     return tuple(float(u) for u in values)
+
+
+def read_flags(metrics: Mapping[str, Any], key: str, length: int) -> tuple[bool, ...]:
+    """``metrics[key]`` as a list of ``length`` values, each 0 or 1 (``False``/``True``); else a
+    :class:`ReplyError` naming ``key``."""
+    values = read_shares(metrics, key, length)
+    if not all(u in (0.0, 1.0) for u in values):
+        raise ReplyError(key, f"{key} has entries other than 0 and 1")
+    return tuple(u == 1.0 for u in values)
 
 
 # ------------------------------------------------------------------ request
@@ -229,4 +248,62 @@ class TrainReply:
             partition_id=read_count(metrics, PARTITION_KEY, 0, None if num_devices is None else num_devices - 1,
                                     "the scenario's devices"),
             stage=read_count(metrics, STAGE_KEY, 1, 2, "stage I or II"),
+        )
+
+
+@dataclass(frozen=True)
+class QueryReply:
+    """A node's answer to the device query (:func:`strategies.discovery.discover_devices`): the device
+    it is, its training samples and its sensors (one flag per name of :data:`~fedmoe.config.MODALITIES`)."""
+
+    partition_id: int
+    num_examples: int
+    modalities: tuple[bool, ...]
+
+    def to_metrics(self) -> dict[str, Any]:
+        """Flower ``MetricRecord`` values under the ``*_KEY`` names."""
+        return {PARTITION_KEY: int(self.partition_id), NUM_EXAMPLES_KEY: int(self.num_examples),
+                MODALITIES_KEY: [int(m) for m in self.modalities]}
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], *, num_devices: int,
+                     max_examples: Callable[[int], int] | None = None) -> "QueryReply":
+        """Read and check a query reply: ``partition-id`` in ``[0, num_devices)``, ``num-examples`` in
+        ``[1, max_examples(partition-id)]`` (no upper bound if ``None``), ``modalities`` one 0/1 per
+        modality; a :class:`ReplyError` naming the first key that is not."""
+        pid = read_count(metrics, PARTITION_KEY, 0, num_devices - 1, "the scenario's devices")
+        return cls(partition_id=pid,
+                   num_examples=read_count(metrics, NUM_EXAMPLES_KEY, 1, None if max_examples is None
+                                           else max_examples(pid), "the device's training samples"),
+                   modalities=read_flags(metrics, MODALITIES_KEY, len(MODALITIES)))
+
+
+@dataclass(frozen=True)
+class EvaluateReply:
+    """A device's answer to an evaluation request: its held-out samples, the global model's
+    accuracy and mean cost on them, and the device it is."""
+
+    num_examples: int
+    accuracy: float
+    mean_cost: float
+    partition_id: int
+
+    def to_metrics(self) -> dict[str, Any]:
+        """Flower ``MetricRecord`` values under the ``*_KEY`` names."""
+        return {NUM_EXAMPLES_KEY: int(self.num_examples), ACCURACY_KEY: float(self.accuracy),
+                MEAN_COST_KEY: float(self.mean_cost), PARTITION_KEY: int(self.partition_id)}
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], *, max_examples: int | None = None,
+                     num_devices: int | None = None) -> "EvaluateReply":
+        """Read and check an evaluate reply: ``num-examples`` in ``[1, max_examples]`` (the held-out
+        samples the server knows the device has), ``accuracy`` in ``[0, 1]``, ``mean-cost`` finite and
+        non-negative, ``partition-id`` in ``[0, num_devices)``; a :class:`ReplyError` naming the first
+        key that is not."""
+        return cls(
+            num_examples=read_count(metrics, NUM_EXAMPLES_KEY, 1, max_examples, "the device's held-out samples"),
+            accuracy=read_fraction(metrics, ACCURACY_KEY),
+            mean_cost=read_number(metrics, MEAN_COST_KEY, nonnegative=True),
+            partition_id=read_count(metrics, PARTITION_KEY, 0, None if num_devices is None else num_devices - 1,
+                                    "the scenario's devices"),
         )

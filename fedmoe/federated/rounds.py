@@ -4,8 +4,10 @@ the devices reported that later rounds plan with.
 A round is synchronous: it lasts as long as its slowest accepted reply,
 :math:`\max_k T_k` (the deadline when devices were selected and none was accepted, 0
 when none was selected), and costs :math:`\sum_k E_k`; the virtual clock advances by its
-latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``; each
-device reports its own in its :class:`~fedmoe.federated.protocol.TrainReply`).
+latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). The
+:class:`~fedmoe.federated.protocol.TrainReply` objects the ledger is given carry the server's
+own ``T_k``, ``E_k`` and upload bits, not the device's (:mod:`strategies.validation`): a device
+cannot move the virtual clock or the energy account by what it reports.
 
 :class:`RoundLedger` keeps, besides the records and the clock, each device's last training
 loss (the statistical utility of ``utility-weighted`` selection) and, from stage II on, its
@@ -44,6 +46,7 @@ class RoundRecord:
     usage_by_class: dict[str, list[float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     rejected: int = 0  # replies refused by strategies.validation (also counted in ``failed``)
+    clipped: int = 0  # accepted replies scaled down by strategies.validation.bound_updates
 
 
 class RoundLedger:
@@ -71,7 +74,7 @@ class RoundLedger:
         self.loss: dict[int, float] = {}  # device -> its last training loss
 
     def close_round(self, server_round: int, stage: int, replies: Sequence[TrainReply], failures: list[str],
-                    selected: int, planned_latency_s: float, rejected: int = 0) -> RoundRecord:
+                    selected: int, planned_latency_s: float, rejected: int = 0, clipped: int = 0) -> RoundRecord:
         """Account for a round whose accepted replies are ``replies`` (in device order): advance the
         clock, remember the devices' losses (and, in stage II, their costs), and append its record.
 
@@ -89,6 +92,8 @@ class RoundLedger:
             The round latency the selection expected.
         rejected : int, optional
             Replies refused by the validation (also in ``failures``).
+        clipped : int, optional
+            Accepted replies whose update was clipped (:func:`strategies.validation.bound_updates`).
         """
         lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
         usage_sum: dict[str, np.ndarray] = {}
@@ -121,7 +126,7 @@ class RoundLedger:
             train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if replies else float("nan"),
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
-            failures=failures, rejected=rejected)
+            failures=failures, rejected=rejected, clipped=clipped)
         self.history.append(record)
         return record
 

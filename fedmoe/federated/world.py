@@ -166,12 +166,16 @@ class ScenarioWorld:
                 self._partitions.popitem(last=False)
         return part
 
+    def evaluation_size(self, device_id: int) -> int:
+        """How many held-out samples device ``device_id`` has (:meth:`evaluation_data`), known
+        without drawing them: ``max(1, round(data.test_fraction × samples_per_device))``."""
+        return max(1, int(round(self.cfg.partition.samples_per_device * self.cfg.data.test_fraction)))
+
     def evaluation_data(self, device_id: int) -> ISACSamples:
-        """Device ``device_id``'s own held-out data: ``data.test_fraction × samples_per_device`` fresh
-        samples (stream ``evaluation``) with the device's sensors and degradation, not cached."""
+        """Device ``device_id``'s own held-out data: :meth:`evaluation_size` fresh samples (stream
+        ``evaluation``) with the device's sensors and degradation, not cached."""
         pcfg, seed = self.cfg.partition, self.cfg.data.seed
-        n = max(1, int(round(pcfg.samples_per_device * self.cfg.data.test_fraction)))
-        samples = self.source(n, device_rng(seed, int(device_id), "evaluation"))
+        samples = self.source(self.evaluation_size(device_id), device_rng(seed, int(device_id), "evaluation"))
         samples = apply_modality_mask(samples, device_modalities(pcfg, seed, int(device_id)))
         samples, _ = apply_degradation(samples, device_degradation(pcfg, seed, int(device_id)), seed, int(device_id))
         return samples

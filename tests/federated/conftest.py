@@ -49,7 +49,8 @@ class LocalGrid(Grid):
     """
 
     def __init__(self, num_nodes: int, fail: Iterable[int] = (), silent_after: dict[int, int] | None = None,
-                 tamper: dict[int, Callable[[Message], None]] | None = None) -> None:
+                 tamper: dict[int, Callable[[Message], None]] | None = None,
+                 tamper_on: str = MessageType.TRAIN) -> None:
         from flwr.supercore.task_identity import TaskIdentity
 
         # what the ServerApp runtime sets before any Message is built
@@ -59,7 +60,8 @@ class LocalGrid(Grid):
         self.fail = set(fail)
         self.silent_after = dict(silent_after or {})  # node -> training messages it answers before going silent
         self.answered: dict[int, int] = {}
-        self.tamper = dict(tamper or {})  # node -> edits its training replies in place (a faulty or malicious device)
+        self.tamper = dict(tamper or {})  # node -> edits its replies in place (a faulty or malicious device) ...
+        self.tamper_on = tamper_on  # ... to messages of this type (training by default)
         self.timeouts: list[float | None] = []
         self.sent: list[Message] = []
         self._run = None
@@ -88,10 +90,9 @@ class LocalGrid(Grid):
         ``<type>.<action>``); an exception becomes an error reply, as Flower's runtime makes it.
         A node in ``fail`` errs on every training message; a node in ``silent_after`` stops
         answering training messages after that many (as if it disconnected: no reply at all);
-        a node in ``tamper`` has its training replies edited by that function."""
+        a node in ``tamper`` has its replies to ``tamper_on`` messages (training by default) edited by
+        that function."""
         from flwr.app import Error
-
-        from clients.app import app as client_app
 
         self.timeouts.append(timeout)
         replies = []
@@ -107,18 +108,98 @@ class LocalGrid(Grid):
                     continue
                 self.answered[node] = self.answered.get(node, 0) + 1
             try:
-                reply = client_app(msg, self.contexts[node])
+                reply = self.answer(msg)
             except Exception as err:  # noqa: BLE001 - becomes the reply's error, as a SuperNode makes it
                 reply = Message(Error(code=0, reason=str(type(err)) + ":<'" + str(err) + "'>"), reply_to=msg)
-            if training and node in self.tamper and not reply.has_error():
+            if node in self.tamper and msg.metadata.message_type.startswith(self.tamper_on) and not reply.has_error():
                 self.tamper[node](reply)
             replies.append(reply)
         return replies
+
+    def answer(self, msg: Message) -> Message:
+        """The reply of the real ClientApp (``clients.app:app``) on the message's node."""
+        from clients.app import app as client_app
+
+        return client_app(msg, self.contexts[msg.metadata.dst_node_id])
 
 
 @pytest.fixture
 def local_grid_factory():
     return LocalGrid
+
+
+def _message_key(msg: Message) -> tuple:
+    """What makes a message to a node the same message: its node, type, config and arrays (digest of the bytes)."""
+    import hashlib
+
+    content = msg.content
+    digest = hashlib.sha256()
+    for name, record in sorted(content.array_records.items()):
+        for key, arr in record.items():
+            digest.update(f"{name}/{key}/{arr.dtype}/{tuple(arr.shape)}/{arr.stype}".encode())
+            digest.update(arr.data)
+    config = tuple(sorted((f"{name}/{k}", repr(v)) for name, rec in content.config_records.items()
+                          for k, v in rec.items()))
+    return msg.metadata.dst_node_id, msg.metadata.message_type, config, digest.hexdigest()
+
+
+def copy_content(content: RecordDict) -> RecordDict:
+    """A copy of a message's records that can be edited without touching ``content`` (new ``Array`` objects
+    over the same immutable bytes, new metric and config records)."""
+    import copy
+
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+
+    out = RecordDict()
+    for name, rec in content.array_records.items():
+        out[name] = ArrayRecord({k: Array(dtype=a.dtype, shape=tuple(a.shape), stype=a.stype, data=a.data)
+                                 for k, a in rec.items()})
+    for name, rec in content.metric_records.items():
+        out[name] = MetricRecord(copy.deepcopy(dict(rec)))
+    for name, rec in content.config_records.items():
+        out[name] = ConfigRecord(copy.deepcopy(dict(rec)))
+    return out
+
+
+class ReplayGrid(LocalGrid):
+    """A :class:`LocalGrid` that runs the real ClientApp once per distinct message and answers the same
+    message again with a fresh copy of the same reply (``cache`` is shared between grids).
+
+    A round is deterministic (seeded selection, seeded local training), so a fresh strategy sends the same
+    messages again and a test can replay the round in a fraction of the time, with its own faults and
+    tampering; a message that differs in any byte runs the ClientApp. Only for rounds whose devices keep no
+    state between messages (the first round of a run).
+    """
+
+    def __init__(self, num_nodes: int, cache: dict, **kwargs) -> None:
+        super().__init__(num_nodes, **kwargs)
+        self.cache = cache
+
+    def answer(self, msg: Message) -> Message:
+        key = _message_key(msg)
+        if key not in self.cache:
+            self.cache[key] = super().answer(msg)
+        return Message(content=copy_content(self.cache[key].content), reply_to=msg)
+
+
+@pytest.fixture(scope="module")
+def replay_cache() -> dict:
+    """The replies a module's :class:`ReplayGrid` instances share."""
+    return {}
+
+
+def npy_blob(values: np.ndarray, descr: str | None = None, shape: tuple[int, ...] | None = None,
+             fortran: bool = False) -> bytes:
+    """``.npy`` bytes whose header may lie: it says ``descr``, ``shape`` and ``fortran`` (default:
+    those of ``values``) over the raw bytes of ``values`` (in Fortran order if ``fortran``)."""
+    import io
+
+    values = np.asarray(values)
+    header = {"descr": descr or np.lib.format.dtype_to_descr(values.dtype), "fortran_order": bool(fortran),
+              "shape": tuple(values.shape) if shape is None else tuple(shape)}
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + values.tobytes(order="F" if fortran else "C")
 
 
 def assert_close(a, b, **kw) -> None:

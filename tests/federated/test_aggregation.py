@@ -164,3 +164,51 @@ def test_a_bug_in_a_rule_fails_the_run_loudly(raising_rule):
     initial = to_numpy(strategy.world.template.state_dict())
     with pytest.raises(TypeError, match="a bug in the rule"):
         strategy.start(LocalGrid(2), to_record(initial), num_rounds=1)
+
+
+# --------------------------------------------------------------------------- robust rules and unused experts
+
+# Three replies carry expert 2 (radar) with every value 5, 1 and 3; the first never used it (u = 0). It must not
+# take part in expert 2's aggregation at all (group_weights: weight > 0): a robust rule ignores the weights, so
+# counting it would move the expert. Hand values: over {1, 3} against over {5, 1, 3}.
+ROBUST = {
+    "fedmedian": ({}, 2.0, 3.0),  # median of {1, 3} = 2; of {5, 1, 3} = 3
+    "fedtrimmedavg": ({}, 2.0, 3.0),  # beta 0.2 trims int(0.2 n) = 0 of each side: the plain means 2 and 3
+    # Krum (f = 0): score = squared distance to the nearest other update. {1, 3}: both 4, the first (1) wins;
+    # {5, 1, 3}: 5 → 3 is 4, 1 → 3 is 4, 3 → 5 or 1 is 4: all 4, the first (5) wins (exact integer arithmetic)
+    "krum": ({}, 1.0, 5.0),
+    # MultiKrum selecting 2: {1, 3} both, their weighted mean 2; {5, 1, 3}: the first two, 5 (weight 0) and 1
+    "multikrum": ({"num_nodes_to_select": 2}, 2.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(ROBUST))
+def test_a_device_that_did_not_use_an_expert_does_not_enter_a_robust_rule_for_it(name, tiny_cfg):
+    options, expected, if_counted = ROBUST[name]
+    LocalGrid(1)
+    strategy = ExpertWise(world_for(tiny_cfg), aggregator=name, aggregator_options=options)
+    strategy._global = to_record(to_numpy(strategy.world.template.state_dict()))
+    replies = [reply(strategy, 5.0, 10, [1.0, 0.0, 0.0, 1.0, 1.0], [0, 2, 3, 4]),  # sent expert 2, never used it
+               reply(strategy, 1.0, 10, [1.0, 0.0, 1.0, 1.0, 1.0], [0, 2, 3, 4]),
+               reply(strategy, 3.0, 10, [1.0, 0.0, 1.0, 1.0, 1.0], [0, 2, 3, 4])]
+    out = strategy.aggregate_groups(1, replies)
+    got = value_of(out, strategy, expert_group(2))
+    assert expected != if_counted
+    np.testing.assert_array_equal(got, np.full_like(got, expected))
+    assert [w for _, w in strategy.group_members(replies)[expert_group(2)]] == [10.0, 10.0]
+
+
+def test_bulyan_refuses_two_users_of_an_expert_rather_than_counting_a_third_that_did_not_use_it(tiny_cfg):
+    """Bulyan needs 4f + 3 = 3 updates: with the two users of expert 2 it keeps the expert as it was; the
+    device that did not use it must not make up the third."""
+    LocalGrid(1)
+    strategy = ExpertWise(world_for(tiny_cfg), aggregator="bulyan")
+    strategy._global = to_record(to_numpy(strategy.world.template.state_dict()))
+    before = value_of(strategy._global, strategy, expert_group(2))
+    replies = [reply(strategy, 5.0, 10, [1.0, 0.0, 0.0, 1.0, 1.0], [0, 2, 3, 4]),
+               reply(strategy, 1.0, 10, [1.0, 0.0, 1.0, 1.0, 1.0], [0, 2, 3, 4]),
+               reply(strategy, 3.0, 10, [1.0, 0.0, 1.0, 1.0, 1.0], [0, 2, 3, 4])]
+    out = strategy.aggregate_groups(1, replies)
+    np.testing.assert_array_equal(value_of(out, strategy, expert_group(2)), before)
+    assert not np.array_equal(value_of(out, strategy, expert_group(0)),
+                              value_of(strategy._global, strategy, expert_group(0)))  # three users: aggregated

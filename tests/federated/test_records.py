@@ -8,7 +8,8 @@ import pytest
 from flwr.app import Array
 
 from fedmoe.federated.parameters import FIXED, SHARED, PackedLayout, expert_group
-from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
+from fedmoe.flower import ArrayFormatError, array_of, numpy_of, to_numpy, to_record
+from tests.federated.conftest import npy_blob
 
 _rng = np.random.default_rng(0)
 CASES = {
@@ -37,7 +38,7 @@ def test_written_bytes_are_what_flower_writes_and_read_back_exactly(name):
 
 def test_fortran_ordered_blob_from_elsewhere_is_read_by_numpys_reader():
     a = np.asfortranarray(_rng.normal(size=(3, 5)))
-    blob = Array(dtype=str(a.dtype), shape=a.shape, stype="numpy.ndarray", data=_npy_bytes(a))
+    blob = Array(dtype=str(a.dtype), shape=a.shape, stype="numpy.ndarray", data=npy_blob(a, fortran=True))
     assert b"'fortran_order': True" in blob.data[:128]
     np.testing.assert_array_equal(numpy_of(blob), a)
 
@@ -47,6 +48,90 @@ def test_truncated_blob_is_an_error_not_garbage():
     bad = Array(dtype=good.dtype, shape=good.shape, stype=good.stype, data=good.data[:-4])
     with pytest.raises(ValueError):
         numpy_of(bad)
+
+
+_VALUES = np.array([0.01, -0.02, 0.5, 3.0], dtype=np.float32)
+
+
+def _blob(data: bytes, dtype: str = "float32", shape: tuple[int, ...] = (4,), stype: str = "numpy.ndarray") -> Array:
+    return Array(dtype=dtype, shape=shape, stype=stype, data=data)
+
+
+LIARS = {
+    # the header says another byte order, dtype or shape than the metadata: Array.numpy() would follow the header
+    "big-endian header": (_blob(npy_blob(_VALUES, descr=">f4")), "header says dtype >f4"),
+    "float64 header": (_blob(npy_blob(_VALUES.view(np.float64), descr="<f8")), "header says dtype <f8"),
+    "other shape in header": (_blob(npy_blob(_VALUES, shape=(2, 2))), "shape (2, 2)"),
+    "garbage": (_blob(bytes(range(15))), "not a .npy blob"),
+    "torch stype": (_blob(array_of(_VALUES).data, stype="torch"), "stype 'torch'"),
+    "10^11 floats in 100 bytes": (_blob(array_of(_VALUES).data[:100], shape=(10 ** 11,)), "declare 400000000000"),
+    "truncated values": (_blob(array_of(_VALUES).data[:-1]), "holds 15 bytes"),
+    "object dtype": (_blob(npy_blob(_VALUES), dtype="object"), "not a numeric dtype"),
+    "string dtype": (_blob(npy_blob(_VALUES), dtype="<U4"), "not a numeric dtype"),
+    "unknown dtype": (_blob(npy_blob(_VALUES), dtype="float33"), "not a NumPy dtype"),
+    "negative shape": (_blob(npy_blob(_VALUES), shape=(-4,)), "non-negative"),
+    "header too long": (_blob(b"\x93NUMPY\x02\x00" + (10 ** 6).to_bytes(4, "little") + b" " * 16), "longer than"),
+    "unparsable header": (_blob(npy_blob(_VALUES).replace(b"'shape'", b"'shope'")), "does not parse"),
+}
+
+
+@pytest.mark.parametrize("name", list(LIARS))
+def test_an_array_whose_bytes_are_not_its_metadata_is_refused(name):
+    """Finding 1 and 2 of issue 18: the metadata the checks read and the header Flower's rules read must agree,
+    and the lengths are checked before anything is decoded (no MemoryError for 10^11 declared floats)."""
+    blob, fragment = LIARS[name]
+    with pytest.raises(ArrayFormatError, match=None) as err:
+        numpy_of(blob)
+    assert isinstance(err.value, ValueError) and fragment in str(err.value), str(err.value)
+
+
+def test_a_header_written_differently_but_meaning_the_same_is_read():
+    """Only the meaning of the header matters: extra padding, or format 2.0, reads the same values."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_2_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (4,)})
+    for data in (buf.getvalue() + _VALUES.tobytes(), npy_blob(_VALUES)):
+        np.testing.assert_array_equal(numpy_of(_blob(data)), _VALUES)
+        np.testing.assert_array_equal(_blob(data).numpy(), _VALUES)
+
+
+def test_every_mutated_blob_is_refused_or_read_as_flower_reads_it():
+    """2,000 random edits of valid blobs (bytes flipped, cut or added in the header or the values; metadata
+    changed): ``numpy_of`` either refuses the blob or returns exactly what ``Array.numpy()`` returns, with the
+    metadata's dtype and shape. What the server checks is what a Flower rule aggregates."""
+    rng = np.random.default_rng(18)
+    originals = [array_of(_VALUES), array_of(np.arange(6, dtype=np.int64).reshape(2, 3)),
+                 array_of(np.array(2.5, dtype=np.float32)), _blob(npy_blob(_VALUES.reshape(2, 2), fortran=True),
+                                                                   shape=(2, 2))]
+    refused = read = 0
+    for _ in range(2000):
+        a = originals[rng.integers(len(originals))]
+        data, dtype, shape = bytearray(a.data), a.dtype, tuple(a.shape)
+        what = rng.integers(5)
+        if what == 0:  # flip bytes anywhere, mostly in the header
+            for _ in range(rng.integers(1, 4)):
+                i = rng.integers(min(len(data), 140)) if rng.random() < 0.8 else rng.integers(len(data))
+                data[i] = rng.integers(256)
+        elif what == 1:
+            data = data[:rng.integers(len(data))]
+        elif what == 2:
+            data += bytes(rng.integers(0, 256, size=rng.integers(1, 9), dtype=np.uint8))
+        elif what == 3:
+            dtype = str(rng.choice(["float32", "float64", "int64", "int32", ">f4", "<f4", "uint8", "bool", "float16"]))
+        else:
+            shape = tuple(int(s) for s in rng.integers(0, 5, size=rng.integers(0, 3)))
+        blob = Array(dtype=dtype, shape=shape, stype=a.stype, data=bytes(data))
+        try:
+            ours = numpy_of(blob)
+        except ArrayFormatError:
+            refused += 1
+            continue
+        read += 1
+        theirs = blob.numpy()
+        assert ours.dtype == np.dtype(dtype) == theirs.dtype and ours.shape == shape == theirs.shape
+        assert ours.tobytes() == np.ascontiguousarray(theirs).tobytes()
+    assert refused > 500 and read > 100, (refused, read)
 
 
 def test_object_arrays_are_refused():
@@ -118,11 +203,3 @@ def test_a_group_mixing_float_widths_travels_entry_by_entry():
     assert layout.wire_keys(SHARED) == ["gate.w", "gate.tau", "heads.w"]
     back = layout.unpack(layout.pack(state))
     assert back["gate.tau"].dtype == np.float64 and set(back) == set(state)
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)  # keeps Fortran order
-    return buf.getvalue()

@@ -14,7 +14,7 @@ from fedmoe.registry import UnknownNameError
 from fedmoe.scenarios import load_scenario
 from fedmoe.v2i.agents import build_agent
 from fedmoe.v2i.federated import group_keys, local_round, local_seed, road, state_arrays
-from strategies.v2i_federated import POLICIES, REPORTED, V2IFederated, aggregate_groups, serve_v2i
+from strategies.v2i_federated import POLICIES, REPORTED, TRAIN_V2I, V2IFederated, aggregate_groups, serve_v2i
 from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid
 
@@ -149,6 +149,44 @@ def test_an_erroring_base_station_is_logged_and_the_round_goes_on(caplog):
     expected = _expected_round(cfg, initial, [0, 2])
     for k in initial:
         np.testing.assert_allclose(loop.arrays[k], expected[k], rtol=1e-5, atol=1e-6)
+
+
+def _garbage_array(reply):
+    from flwr.app import Array
+
+    record = reply.content["arrays"]
+    key = sorted(record.keys())[0]
+    record[key] = Array(dtype=record[key].dtype, shape=tuple(record[key].shape), stype="numpy.ndarray",
+                        data=bytes(range(15)))
+
+
+def _metric(key, value):
+    from flwr.app import MetricRecord
+
+    def tamper(reply):
+        m = dict(reply.content["metrics"])
+        if value is None:
+            m.pop(key)
+        else:
+            m[key] = value
+        reply.content["metrics"] = MetricRecord(m)
+    return tamper
+
+
+@pytest.mark.parametrize(("tamper", "reason"), [
+    (_garbage_array, "not a .npy blob"),
+    (_metric("num-episodes", [8, 8]), "num-episodes=[8, 8] is not a finite number"),
+    (_metric("energy-j", None), "no 'energy-j'"),
+    (_metric("energy-j", float("nan")), "energy-j=nan is not a finite number"),
+], ids=["garbage array", "list num-episodes", "no energy", "NaN energy"])
+def test_a_malformed_station_reply_is_left_out_and_the_round_goes_on(tamper, reason, caplog):
+    """Issue 18, finding 2, for the V2I base stations: the round goes on with the others."""
+    cfg = tiny_v2i()
+    loop = _stations(V2IFederated(cfg))
+    with caplog.at_level(logging.WARNING):
+        rec = loop.train_round(LocalGrid(3, tamper={2: tamper}, tamper_on=TRAIN_V2I), 1)
+    assert rec.completed == 2 and rec.stations == [0, 2] and len(rec.failures) == 1
+    assert rec.failures[0].startswith("base station 1: ") and reason in rec.failures[0], rec.failures
 
 
 def test_a_silent_or_misconfigured_station_is_left_out_and_no_reply_keeps_the_agent(caplog):
