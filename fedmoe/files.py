@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,50 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class UnsafeFileError(UsageError):
+    """A state file someone else could have written: not this user's, or writable by group or others."""
+
+
+@contextmanager
+def open_private(path: str | Path, what: str = "state file") -> Iterator[BinaryIO]:
+    """``path`` open for reading, if this user owns it and nobody else may write it.
+
+    A file the program loads its own state from (the resume state of a run, a device's
+    state) must be one this user wrote: a file owned by someone else, or writable by the
+    group or by others, could have been planted or changed by another user of the machine,
+    so it is refused with an :class:`UnsafeFileError` naming the file, its owner and mode.
+    The checks are made on the open file (``fstat``), so the file cannot be swapped between
+    the check and the read; anything but a regular file (a FIFO, a device) is refused
+    without blocking. Where POSIX owners and modes do not exist (Windows) only the
+    regular-file check is made.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str, optional
+        What the file is, for the message (``"resume state"``).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFileError(f"{what} {path}: not a regular file")
+        if os.name == "posix":
+            if st.st_uid != os.geteuid():
+                raise UnsafeFileError(f"{what} {path}: owned by uid {st.st_uid}, not by this user (uid "
+                                      f"{os.geteuid()}); refusing to load a file another user could have written")
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UnsafeFileError(f"{what} {path}: mode {stat.S_IMODE(st.st_mode):04o} lets the group or others "
+                                      f"write it; refusing to load it (chmod go-w {path} if you trust its content)")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
 class PathError(UsageError):
