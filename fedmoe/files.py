@@ -25,17 +25,28 @@ from fedmoe.errors import UsageError
 
 
 def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secret: bool = False) -> None:
-    """Write ``content`` to ``path`` whole or not at all (module docstring); ``secret``: mode 0600.
+    """Write ``content`` to ``path`` whole or not at all (module docstring).
 
-    ``content`` is the bytes, or a function that writes them to the open temporary file
-    (``lambda f: np.savez(f, **arrays)``, ``lambda f: torch.save(obj, f)``), so that large
-    contents are streamed to the disk instead of first being built in memory.
+    The file gets the mode a plain ``open(path, "w")`` would give it: ``0666`` less the
+    process's umask (a user whose umask is ``077`` keeps every file private); ``secret``
+    files get ``0600`` whatever the umask.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (its folder is made if missing).
+    content : bytes or callable
+        The bytes, or a function that writes them to the open temporary file
+        (``lambda f: np.savez(f, **arrays)``, ``lambda f: torch.save(obj, f)``), so that large
+        contents are streamed to the disk instead of first being built in memory.
+    secret : bool, optional
+        Mode ``0600`` (private keys).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o600 if secret else 0o644)
+        os.fchmod(fd, 0o600 if secret else 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -48,6 +59,23 @@ def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secr
         Path(tmp).unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status`` on Linux 4.7+).
+
+    Elsewhere it is read by setting it and putting it back (``os.umask`` has no read-only
+    form), which leaves it wrong for an instant to other threads that create files.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _sync_folder(folder: Path) -> None:

@@ -28,3 +28,23 @@ def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
         write_atomic(target, half_then_fail)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o077, 0o600), (0o027, 0o640), (0o022, 0o644), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, umask, mode):
+    """Issue 18, finding 7: ``write_atomic`` forced 0644, so a user with umask 077 still wrote
+    files every local user could read. It gives what ``open()`` would: 0666 less the umask."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "plain.json", b"{}")
+        write_atomic(tmp_path / "key.pem", b"secret", secret=True)
+        with open(tmp_path / "reference", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "reference").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
