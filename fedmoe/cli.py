@@ -242,7 +242,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="default", metavar="NAME|FILE",
-                   help="built-in scenario name or path to a TOML config (default: %(default)s)")
+                   help="built-in scenario name (looked up first), or a path to a TOML config: one that contains "
+                        "a '/' or ends in .toml (default: %(default)s)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config value, e.g. --set data.scene.num_blockers=4 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -199,14 +199,17 @@ SCENARIO_CASES = [
     ("absent.toml", ["absent.toml", "no such config file"]),
     ("bad.toml", ["bad.toml", "not valid TOML", "line 1"]),
     ("latin1.toml", ["latin1.toml", "UTF-8"]),
-    ("file.txt", ["file.txt", "not valid TOML"]),
+    ("./file.txt", ["file.txt", "not valid TOML"]),
+    ("file.txt", ["unknown scenario 'file.txt'", "ending in .toml", "./file.txt"]),
     ("value.toml", ["value.toml", "data.num_samples", "got -5"]),
     ("orphan.toml", ["orphan.toml", "extends", "absent.toml", "no such config file"]),
     ("unknown_base.toml", ["unknown_base.toml", "extends", "unknown scenario 'atlantis'"]),
     ("number_base.toml", ["number_base.toml", "'extends' must be a scenario name or path"]),
     ("cycle_a.toml", ["cycle", "cycle_a.toml -> cycle_b.toml -> cycle_a.toml"]),
     ("dir.toml", ["dir.toml", "is a folder"]),
-    ("folder", ["folder", "is a folder"]),
+    ("./folder", ["folder", "is a folder"]),
+    ("folder", ["unknown scenario 'folder'"]),
+    ("folder/", ["folder", "is a folder"]),
 ]
 
 

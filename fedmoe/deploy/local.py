@@ -295,15 +295,15 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
     from fedmoe.overrides import parse_overrides
-    from fedmoe.scenarios import load_scenario
+    from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
+
     from strategies.modes import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'
     cfg = load_scenario(scenario, parse_overrides(sets))
-    path = Path(scenario)
-    if path.suffix == ".toml" or path.exists():
-        scenario = str(path.resolve())
+    if scenario not in SCENARIOS:  # a path (fedmoe.scenarios.resolve_scenario's rule)
+        scenario = str(resolve_scenario(scenario).resolve())
     devices = cfg.partition.num_devices
     if nodes is None:
         nodes = devices
