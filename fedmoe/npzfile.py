@@ -141,13 +141,16 @@ def _members(zf: zipfile.ZipFile, what: str, max_members: int) -> dict[str, tupl
     infos = zf.infolist()
     if len(infos) > max_members:
         raise NpzError(f"{what}: holds {len(infos)} members, more than the {max_members} allowed")
-    out: dict[str, tuple[Member, zipfile.ZipInfo]] = {}
+    keys: list[str] = []
     for info in infos:
         if not info.filename.endswith(".npy") or info.is_dir():
             raise NpzError(f"{what}: member {info.filename!r} is not an array (.npy)")
-        key = info.filename[:-len(".npy")]
-        if key in out:
-            raise NpzError(f"{what}: member {info.filename!r} appears twice")
+        keys.append(info.filename[:-len(".npy")])
+    if len(set(keys)) != len(keys):
+        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise NpzError(f"{what}: member {twice}.npy appears twice")
+    out: dict[str, tuple[Member, zipfile.ZipInfo]] = {}
+    for key, info in zip(keys, infos):
         with zf.open(info) as fp:
             version = np.lib.format.read_magic(fp)
             if version == (1, 0):

@@ -20,6 +20,7 @@ test if one tried).
 from __future__ import annotations
 
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,36 @@ CONFIG_COMMANDS = {
     "deploy-local": ["deploy", "local"],
 }
 """Every command that reads a config (``--scenario``, ``--set``); the writers use their default ``--out``."""
+
+
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header of an array of ``dtype`` and ``shape`` (the values follow it in a member)."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def crafted_dataset(path: Path, members: dict[str, tuple[str, tuple[int, ...]]], headers_only: tuple[str, ...] = (),
+                    compression: int = zipfile.ZIP_DEFLATED) -> None:
+    """An .npz of zero-filled members ``{key: (dtype, shape)}`` written in 1 MiB chunks (so a member that
+    deflates from gigabytes to a megabyte never exists in memory here); the keys in ``headers_only`` get
+    their header and no values."""
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for key, (dtype, shape) in members.items():
+            nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                f.write(npy_header(dtype, shape))
+                while key not in headers_only and nbytes > 0:
+                    chunk = min(nbytes, 1 << 20)
+                    f.write(bytes(chunk))
+                    nbytes -= chunk
+
+
+VALID_DATASET = {"present": ("bool", (10, 5)), "inputs/gps": ("float32", (10, 6)), "labels/beam": ("int64", (10,)),
+                 "bits/names": ("<U3", (1,)), "bits/values": ("int64", (1,))}
 
 
 @pytest.fixture
@@ -61,6 +92,24 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "zipish.npz").write_bytes(b"PK\x03\x04 truncated")
     np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    crafted_dataset(tmp_path / "extra.npz", {**VALID_DATASET, "inputs/sonar": ("float32", (10, 2))})
+    crafted_dataset(tmp_path / "rows.npz", {**VALID_DATASET, "labels/beam": ("int64", (11,))})
+    crafted_dataset(tmp_path / "strings.npz", {**VALID_DATASET, "labels/beam": ("<U8", (10,))})
+    crafted_dataset(tmp_path / "present.npz", {**VALID_DATASET, "present": ("float32", (10, 5))})
+    crafted_dataset(tmp_path / "lying.npz", {**VALID_DATASET, "inputs/radar": ("float32", (10**9, 2, 16, 16))},
+                    headers_only=("inputs/radar",))
+    np.savez(tmp_path / "objects.npz", present=np.ones((2, 5), bool), **{"bits/names": np.array([{"a": 1}], object)},
+             allow_pickle=True)
+    crafted_dataset(tmp_path / "bzip.npz", VALID_DATASET, compression=zipfile.ZIP_BZIP2)
+    with zipfile.ZipFile(tmp_path / "bzip.npz", "r") as zf:
+        blob = bytearray((tmp_path / "bzip.npz").read_bytes())
+        for info in zf.infolist():  # claim a compression method zipfile does not implement (99: AES)
+            blob[info.header_offset + 8:info.header_offset + 10] = (99).to_bytes(2, "little")
+        central = blob.find(b"PK\x01\x02")
+        while central != -1:
+            blob[central + 10:central + 12] = (99).to_bytes(2, "little")
+            central = blob.find(b"PK\x01\x02", central + 4)
+    (tmp_path / "aes.npz").write_bytes(bytes(blob))
     return tmp_path
 
 
@@ -287,12 +336,37 @@ INPUT_CASES = [
     ("empty.npz", ["empty.npz", "not a fedmoe dataset file"]),
     ("zipish.npz", ["zipish.npz", "not a fedmoe dataset file"]),
     ("foreign.npz", ["foreign.npz", "not a fedmoe dataset file", "bits/names"]),
+    ("extra.npz", ["extra.npz", "not a fedmoe dataset file", "unexpected array 'inputs/sonar'"]),
+    ("rows.npz", ["rows.npz", "labels/beam has 11 rows, the file has 10 samples"]),
+    ("strings.npz", ["strings.npz", "labels/beam has dtype <U8"]),
+    ("present.npz", ["present.npz", "present is float32[10, 5]"]),
+    ("lying.npz", ["lying.npz", "inputs/radar declares (1000000000, 2, 16, 16)", "its member holds"]),
+    ("objects.npz", ["objects.npz", "bits/names holds Python objects"]),
+    ("aes.npz", ["aes.npz", "not a readable .npz archive", "NotImplementedError"]),
 ]
 
 
 @pytest.mark.parametrize(("path", "fragments"), INPUT_CASES, ids=[c[0] for c in INPUT_CASES])
 def test_bad_input_files(path, fragments, workdir, capsys):
     assert_one_line(["data", "stats", "--input", path, "--epochs", "0", "--quiet"], workdir, capsys, fragments)
+
+
+def test_a_small_archive_that_inflates_is_refused_from_its_headers(workdir, capsys):
+    """Issue 18, finding 7: a 1 MB compressed .npz grew to 1.4 GB before ``--input`` noticed it was not a
+    dataset. Keys and sizes are now checked from the headers, before any member is decompressed."""
+    import tracemalloc
+
+    members = {**VALID_DATASET, "inputs/camera": ("uint8", (100_000, 3, 32, 32))}  # 300 MiB of zeros, rows != 10
+    crafted_dataset(workdir / "bomb.npz", members)
+    assert (workdir / "bomb.npz").stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        assert_one_line(["data", "stats", "--input", "bomb.npz", "--epochs", "0", "--quiet"], workdir, capsys,
+                        ["bomb.npz", "not a fedmoe dataset file", "inputs/camera", "100000 rows", "10 samples"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB allocated while refusing the archive"
 
 
 # --------------------------------------------------------------------------- options

@@ -1,4 +1,5 @@
-"""fedmoe.files.write_atomic: the file is whole or absent, written from bytes or streamed by a function."""
+"""fedmoe.files.write_atomic: the file is whole or absent, written from bytes or streamed by a function, with
+the mode the umask gives; fedmoe.npzfile.read_npz: an archive's names and sizes are checked before its values."""
 
 from __future__ import annotations
 
@@ -48,3 +49,29 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
     assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "reference").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
+
+
+def test_read_npz_refuses_from_the_headers_what_would_not_fit(tmp_path):
+    """fedmoe.npzfile.read_npz: the declared sizes are summed before any value is read."""
+    from fedmoe.npzfile import NpzError, read_npz
+
+    np.savez(tmp_path / "a.npz", w=np.zeros(1000), v=np.zeros(24, dtype=np.float32))
+    assert read_npz(tmp_path / "a.npz", "a.npz", max_bytes=8096)["v"].dtype == np.float32
+    with pytest.raises(NpzError, match="a.npz: its arrays declare 7.9 KiB, more than the 7.9 KiB allowed"):
+        read_npz(tmp_path / "a.npz", "a.npz", max_bytes=8095)
+    seen = []
+    read_npz(tmp_path / "a.npz", "a.npz", check=lambda members: seen.append(
+        {k: (m.dtype.str, m.shape) for k, m in members.items()}))
+    assert seen == [{"w": ("<f8", (1000,)), "v": ("<f4", (24,))}]
+
+
+def test_read_npz_refuses_members_that_are_not_arrays(tmp_path):
+    import zipfile
+
+    from fedmoe.npzfile import NpzError, read_npz
+
+    with zipfile.ZipFile(tmp_path / "b.npz", "w") as zf:
+        zf.writestr("w.npy", b"\x93NUMPY garbage")
+        zf.writestr("run.sh", b"echo hi")
+    with pytest.raises(NpzError, match="member 'run.sh' is not an array"):
+        read_npz(tmp_path / "b.npz", "b.npz")
