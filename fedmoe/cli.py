@@ -7,7 +7,7 @@
     fedmoe data stats [--input FILE.npz]       statistics, per-modality baselines, plots
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
-    fedmoe run [--out DIR] [--resume]          federated (or split, ``--set mode=split``) training on a Flower simulation
+    fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower simulation
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         print(f"resuming the run in {out} after its last complete round")
     run = run_federated(cfg, out, progress=not args.quiet, scenario_file=resolve_scenario(args.scenario),
-                        verbose=args.verbose, ray_address=args.ray_address, resume=args.resume)
+                        verbose=args.verbose, ray_address=args.ray_address, resume=args.resume, force=args.force)
     print(mode.summarise(run, out))
     return 0
 
@@ -305,9 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the virtual clients on the Ray cluster whose head is at HOST:PORT (`ray start --head "
                           "--port PORT`); run this on a node of the cluster. Default: $RAY_ADDRESS if set, else a "
                           "local Ray for this run ('local' forces that)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out after its last complete round (federated mode; same scenario "
-                          "and --set values): its state is saved there after every round")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out after its last complete round (federated mode; same scenario "
+                            "and --set values): its state is saved there after every round")
+    again.add_argument("--force", action="store_true",
+                       help="run into a non-empty --out, replacing an earlier run's outputs there (checkpoints/, "
+                            "client_state/, metrics.json, plots, ...; other files are kept). Without it, or "
+                            "--resume, a non-empty --out is refused")
     run.set_defaults(func=cmd_run)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")

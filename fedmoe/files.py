@@ -174,6 +174,23 @@ def _check_parents(path: Path, what: str) -> None:
             return
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its ancestors that does not exist (what making ``path``
+    would create, and removing it would undo); ``None`` if ``path`` exists."""
+    made = None
+    for p in (Path(path), *Path(path).parents):
+        if os.path.lexists(p):
+            break
+        made = p
+    return made
+
+
+def remove_made(made: Path | None) -> None:
+    """Remove what :func:`first_missing` said a command made (nothing when ``None``)."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+
+
 @contextmanager
 def output_folder(path: str | Path, what: str = "--out") -> Iterator[Path]:
     """The folder ``path`` (checked by :func:`check_folder_target`), made for the block to write into.
@@ -182,15 +199,10 @@ def output_folder(path: str | Path, what: str = "--out") -> Iterator[Path]:
     and any parents made with it. A folder that existed before is kept.
     """
     path = check_folder_target(path, what)
-    made = None
-    for p in (path, *path.parents):
-        if os.path.lexists(p):
-            break
-        made = p
+    made = first_missing(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
         yield path
     except BaseException:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+        remove_made(made)
         raise

@@ -78,6 +78,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.txt").write_text("a regular file, not a folder\n")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "earlier" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "earlier" / "notes.txt").write_text("not a run's file\n")
     (tmp_path / "dir.toml").mkdir()
     (tmp_path / "taken.npz").mkdir()
     (tmp_path / "bad.toml").write_text("[data\nnum_samples = 3\n")
@@ -390,6 +392,7 @@ USAGE_CASES = [  # refused by argparse (an option's type or value): usage lines 
     (["data", "make"], ["--out"]),
     (["scenarios", "--set", "x=1"], ["unrecognized arguments"]),
     (["federate"], ["invalid choice", "'federate'"]),
+    (["run", "--resume", "--force"], ["--force", "not allowed with argument --resume"]),
 ]
 
 
@@ -403,6 +406,7 @@ OPTION_CASES = [  # refused by our code: one line
     (["run", "--ray-address", "head:99999"], ["--ray-address 'head:99999'", "HOST:PORT"]),
     (["run", "--ray-address", "head:port"], ["--ray-address 'head:port'"]),
     (["run", "--resume"], ["nothing to resume in runs/run"]),
+    (["run", "--out", "earlier"], ["--out earlier: not empty (checkpoints, notes.txt)", "--resume", "--force"]),
     (["run", "--resume", "--out", "folder"], ["nothing to resume in folder"]),
     (["run", "--resume", "--set", "mode='split'"], ["resume", "mode 'federated' only"]),
     (["deploy", "certs", "--out", "pki", "--nodes", "-1"], ["--nodes", "-1"]),
@@ -469,6 +473,9 @@ RUN_CONFIG_CASES = [
     ({"run-dir": 7}, ["run-dir=7", "expected a string"]),
     ({"run-dir": "file.txt"}, ["run-dir", "file.txt", "exists and is not a folder"]),
     ({"run-dir": "file.txt/run"}, ["run-dir", "file.txt is not a folder"]),
+    ({"run-dir": "earlier"}, ["run config run-dir earlier: not empty", "--force"]),
+    ({"force": "yes"}, ["force='yes'", "true or false"]),
+    ({"resume": True, "force": True}, ["resume=true and force=true exclude each other"]),
 ]
 
 
