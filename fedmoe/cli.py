@@ -56,6 +56,16 @@ def config_from_args(args: argparse.Namespace) -> FedMoEConfig:
     return load_scenario(args.scenario, parse_overrides(args.set or []))
 
 
+def check_generation(cfg: FedMoEConfig, num_samples: int | None) -> None:
+    """The samples a command generates at once (``--num-samples``, else ``data.num_samples``) must fit
+    in memory (:func:`fedmoe.data.synthetic.check_generation_fits`), checked before any work."""
+    from fedmoe.data.synthetic import check_generation_fits
+
+    what = "--num-samples" if num_samples is not None else "data.num_samples"
+    n = cfg.data.num_samples if num_samples is None else num_samples
+    check_generation_fits(cfg.data, cfg.wireless.channel, n, f"{what}={n}")
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -65,6 +75,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = check_file_target(ISACSamples.file_path(args.out))
+    check_generation(cfg, args.num_samples)
     t0 = time.perf_counter()
     samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
@@ -85,6 +96,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     if args.input:
         samples = ISACSamples.load(args.input)
     else:
+        check_generation(cfg, args.num_samples)
         samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     num_beams = cfg.wireless.channel.codebook_size
     summary = dataset_summary(samples)
@@ -124,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_folder_target(args.out)
     check_model_names(cfg.model)
+    check_generation(cfg, args.num_samples)
     split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
     run = run_centralised(cfg, split, progress=not args.quiet)
     summary = run.summary
@@ -152,6 +165,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_folder_target(args.out)
     check_model_names(cfg.model)
+    check_generation(cfg, args.num_samples)
     split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
     rows = sweep_lambda(cfg, split, args.lambdas, progress=not args.quiet)
     with output_folder(out):

@@ -301,6 +301,33 @@ def test_unknown_names_and_run_checks_fail_before_anything_starts(command, setti
     assert_one_line([*command, "--quiet", *sets(*settings)], workdir, capsys, fragments)
 
 
+MEMORY_CASES = [  # every command that generates data, asked for more samples than memory holds (10^7 ≈ 155 GB)
+    (["run"], ["partition.samples_per_device=10000000"], ["partition.samples_per_device=10000000"]),
+    (["run"], ["mode='split'", "partition.samples_per_device=10000000"], ["partition.samples_per_device=10000000"]),
+    (["run"], ["partition.num_devices=100", "partition.samples_per_device=100000"], ["the centralised reference"]),
+    (["deploy", "local"], ["partition.samples_per_device=10000000"], ["partition.samples_per_device=10000000"]),
+    (["data", "make", "--out", "x.npz", "--num-samples", "10000000"], [], ["--num-samples=10000000"]),
+    (["data", "stats"], ["data.num_samples=10000000"], ["data.num_samples=10000000"]),
+    (["train"], ["data.num_samples=10000000"], ["data.num_samples=10000000"]),
+    (["sweep", "--num-samples", "10000000"], [], ["--num-samples=10000000"]),
+]
+
+
+@pytest.mark.timeout(30)  # without the check a case starts generating 155 GB: fail soon instead of swapping
+@pytest.mark.parametrize(("command", "settings", "fragments"), MEMORY_CASES,
+                         ids=[f"{' '.join(c[0][:2])} {' '.join(c[1])}" for c in MEMORY_CASES])
+def test_more_data_than_memory_is_refused_before_anything_starts(command, settings, fragments, workdir, capsys):
+    """Issue 18, finding 7: 10^7 samples per device (about 75 GB of data) started anyway. The data a
+    command generates at once is estimated (bytes of a sample × samples) and refused when it exceeds
+    the memory available."""
+    from fedmoe.memory import available_bytes
+
+    if (available_bytes() or 0) > 200e9:
+        pytest.skip("this machine has more than 200 GB available: 10^7 samples would fit")
+    assert_one_line([*command, "--quiet", *sets(*settings)], workdir, capsys,
+                    [*fragments, "needs about", "of memory, more than the", "available"])
+
+
 # --------------------------------------------------------------------------- output paths (--out)
 
 OUT_CASES = [
