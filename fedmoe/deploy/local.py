@@ -19,6 +19,7 @@ Folder ``out``::
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +37,8 @@ from fedmoe.deploy.processes import ProcessError, ProcessSet, Started, free_port
 from fedmoe.errors import UsageError
 
 HOST = "127.0.0.1"
+PRIVATE_FOLDER = 0o700
+"""Mode of the deployment folder: what is in it (keys, the SuperLink's database, logs, results) is this user's only."""
 OWNED = ("pki", "home", "logs", "superlink.db", "superlink.db-shm", "superlink.db-wal", "run_config.toml", "run")
 """What :class:`LocalCluster` writes in its folder (and removes first with ``force``)."""
 
@@ -144,6 +147,7 @@ class LocalCluster:
             path = self.out / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.out.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.out, PRIVATE_FOLDER)  # keys, databases, logs and run results: this user's only
 
     # ------------------------------------------------------------------ context
 
@@ -159,6 +163,12 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ start-up
 
+    def make_pki(self) -> None:
+        """The CA, the SuperLink's certificate and a key pair per SuperNode in ``pki/``: a 0700 folder
+        whose files are all 0600 (:func:`fedmoe.deploy.pki.write_deployment_pki` with ``private``),
+        since on one machine every process reads them as this user and nobody else needs to."""
+        write_deployment_pki(self.pki, ("localhost", HOST), self.nodes, private=True)
+
     @property
     def address(self) -> str:
         return f"{HOST}:{self.superlink_port}"
@@ -169,7 +179,7 @@ class LocalCluster:
     def start(self) -> None:
         """Certificates and keys, the SuperLink, the CLI connection, key registration, N SuperNodes (all ready)."""
         t0 = time.perf_counter()
-        write_deployment_pki(self.pki, ("localhost", HOST), self.nodes)
+        self.make_pki()
         ports = free_ports(1 + self.nodes, HOST)
         self.superlink_port, self.node_ports = ports[0], ports[1:]
         home = self.out / "home" / "superlink"
