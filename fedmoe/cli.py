@@ -11,7 +11,7 @@
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
-    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication), `flwr run`
+    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication, a private network), `flwr run`
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
 to override single config values. A bad config value, scenario, path or option prints one
@@ -225,9 +225,16 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and authentication; ``flwr run`` of this project."""
     import signal
 
-    from fedmoe.deploy.local import deploy_local, summarise
+    from fedmoe.deploy.local import check_deploy_local, deploy_local, summarise
+    from fedmoe.deploy.netns import enter_private_network, in_private_network, run_in_private_network
 
     check_folder_target(args.out)  # deploy_local checks the scenario and the run before any process starts
+    if args.network == "private":
+        if not in_private_network():  # check here (one line, nothing started), then run again inside one
+            check_deploy_local(Path(args.out), args.scenario, args.set or [], args.nodes,
+                               None if args.app is None else Path(args.app), args.timeout, args.force)
+            return run_in_private_network([sys.executable, "-m", "fedmoe.cli", *args.argv])
+        enter_private_network()
 
     def _terminate(signum, frame):  # SIGTERM: leave through the launcher's clean-up, like Ctrl-C
         raise KeyboardInterrupt
@@ -347,8 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     nkey.add_argument("--out", required=True, help="private key file; the public key is written next to it as .pub")
     nkey.add_argument("--force", action="store_true", help="overwrite existing files")
     nkey.set_defaults(func=cmd_deploy_node_key)
-    loc = dep_sub.add_parser("local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
-                                           "authentication, then `flwr run` of this project; stops everything after")
+    loc = dep_sub.add_parser(
+        "local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
+                      "authentication, then `flwr run` of this project; stops everything after",
+        description="A SuperLink and N SuperNodes on 127.0.0.1 with TLS and SuperNode authentication, then `flwr run` "
+                    "of this project; every process is stopped afterwards. What this leaves open: Flower 1.41 "
+                    "(open source) authenticates nobody on the SuperLink's Control API, so whoever can connect to "
+                    "its port can register SuperNode keys and run a ServerApp of their own as you (account "
+                    "authentication is Flower Enterprise only). With --network private (the default) every process "
+                    "runs in a network namespace of its own, whose 127.0.0.1 no other user of the machine can "
+                    "reach; --network shared uses the machine's 127.0.0.1, where every local user can. The "
+                    "folder (--out) is 0700 and its pki/ files 0600 either way.")
     _config_options(loc)
     loc.add_argument("--nodes", type=int, default=None,
                      help="SuperNodes, one per device (default and required value: partition.num_devices)")
@@ -357,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--app", default=None, help="the Flower app to run (default: this fedmoe source folder)")
     loc.add_argument("--timeout", type=float, default=3600.0, help="longest wait for the run, s (default: %(default)g)")
     loc.add_argument("--force", action="store_true", help="replace an earlier deployment in --out")
+    loc.add_argument("--network", choices=("private", "shared"), default="private",
+                     help="private: a network namespace of its own (unshare), unreachable by other users; shared: "
+                          "the machine's 127.0.0.1, where any local user can reach the unauthenticated Control API "
+                          "(default: %(default)s)")
     loc.set_defaults(func=cmd_deploy_local)
     return parser
 
@@ -365,9 +385,10 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Failures of ``fedmoe deploy`` reported in one line with exit status 1 (not usage errors)."""
     from fedmoe.deploy.flower import FlowerError
     from fedmoe.deploy.local import DeployError
+    from fedmoe.deploy.netns import PrivateNetworkError
     from fedmoe.deploy.processes import ProcessError
 
-    return DeployError, FlowerError, ProcessError
+    return DeployError, FlowerError, ProcessError, PrivateNetworkError
 
 
 def one_line(err: BaseException) -> str:
@@ -376,7 +397,9 @@ def one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what a command that runs itself again (deploy local, in a private network) passes on
     try:
         return int(args.func(args))
     except (UsageError, ValidationError, FileNotFoundError, UnknownNameError) as err:  # the user's input

@@ -56,6 +56,19 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def check_deploy_folder(out: Path, force: bool) -> list[str]:
+    """What of an earlier deployment (:data:`OWNED`) is in ``out``: a :class:`DeployArgumentError` if
+    there is any and not ``force``, or if ``out`` is not a folder. Nothing is changed."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DeployArgumentError(f"{out}: exists and is not a folder")
+    present = [n for n in OWNED if (out / n).exists()]
+    if present and not force:
+        raise DeployArgumentError(f"{out} already holds a deployment ({', '.join(present)}); "
+                                  "use --force to replace it or choose another --out")
+    return present
+
+
 def check_app(app_dir: Path) -> Path:
     """``app_dir`` resolved, if it holds a ``pyproject.toml`` with ``[tool.flwr.app]``."""
     import tomllib
@@ -137,12 +150,7 @@ class LocalCluster:
         self.cli_home = self.out / "home" / "cli"
 
     def _prepare_folder(self, force: bool) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise DeployArgumentError(f"{self.out}: exists and is not a folder")
-        present = [n for n in OWNED if (self.out / n).exists()]
-        if present and not force:
-            raise DeployArgumentError(f"{self.out} already holds a deployment ({', '.join(present)}); "
-                                      "use --force to replace it or choose another --out")
+        present = check_deploy_folder(self.out, force)
         for name in present:
             path = self.out / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
@@ -326,13 +334,25 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     return scenario, sets, nodes
 
 
+def check_deploy_local(out: Path, scenario: str = "default", sets: Sequence[str] = (), nodes: int | None = None,
+                       app_dir: Path | None = None, timeout: float = 3600.0, force: bool = False
+                       ) -> tuple[str, list[str], int]:
+    """Every argument of :func:`deploy_local` checked, with nothing started or written:
+    ``(scenario, sets, nodes)`` as :func:`validate_run` returns them, or a one-line
+    :class:`DeployArgumentError` (or config error)."""
+    if not timeout > 0:
+        raise DeployArgumentError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
+    checked = validate_run(scenario, sets, nodes)
+    check_app(app_dir if app_dir is not None else project_root())
+    check_deploy_folder(Path(out), force)
+    return checked
+
+
 def deploy_local(out: Path, scenario: str = "default", sets: Sequence[str] = (), nodes: int | None = None,
                  app_dir: Path | None = None, timeout: float = 3600.0, force: bool = False,
                  echo: Callable[[str], None] = print, stream: bool = True) -> RunResult:
     """``fedmoe deploy local``: validate, start the cluster, run, check, stop everything."""
-    if not timeout > 0:
-        raise DeployArgumentError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
-    scenario, sets, nodes = validate_run(scenario, sets, nodes)
+    scenario, sets, nodes = check_deploy_local(out, scenario, sets, nodes, app_dir, timeout, force)
     with LocalCluster(out, nodes, app_dir, force, echo=echo, stream=stream) as cluster:
         try:
             cluster.start()
