@@ -75,3 +75,15 @@ def test_read_npz_refuses_members_that_are_not_arrays(tmp_path):
         zf.writestr("run.sh", b"echo hi")
     with pytest.raises(NpzError, match="member 'run.sh' is not an array"):
         read_npz(tmp_path / "b.npz", "b.npz")
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    """fedmoe.memory: MemAvailable (kiB) from /proc/meminfo's format; a refusal names the estimate."""
+    from fedmoe.memory import MemoryEstimateError, available_bytes, check_fits
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:          100000 kB\nMemAvailable:    2097152 kB\n")
+    assert available_bytes(meminfo) == 2 * 1024**3
+    check_fits(2 * 1024**3, "exactly all of it", available=2 * 1024**3)
+    with pytest.raises(MemoryEstimateError, match="x needs about 3.0 GiB of memory, more than the 2.0 GiB"):
+        check_fits(3 * 1024**3, "x", available=2 * 1024**3)
