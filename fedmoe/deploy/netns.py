@@ -78,6 +78,22 @@ def enter_private_network() -> None:
                                   "every local user can reach the SuperLink") from None
 
 
+def check_private_network(timeout: float = 30.0) -> None:
+    """A :class:`PrivateNetworkError` (one line, saying what to do) unless this machine lets this user
+    make a private network whose loopback comes up; checked with a throw-away one."""
+    probe = [sys.executable, "-c", "from fedmoe.deploy.netns import bring_loopback_up; bring_loopback_up()"]
+    try:
+        done = subprocess.run(private_network_argv(probe), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        done = subprocess.CompletedProcess(probe, 1, "", str(err))
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        raise PrivateNetworkError(f"no private network on this machine ({lines[-1] if lines else 'status '}"
+                                  f"{'' if lines else done.returncode}); user namespaces are restricted here: run "
+                                  "with --network shared to accept that every local user can reach the SuperLink")
+
+
 def run_in_private_network(argv: Sequence[str]) -> int:
     """Run ``argv`` (a command that calls :func:`enter_private_network` first when
     :func:`in_private_network`) in a private network and return its exit status.
@@ -91,6 +107,7 @@ def run_in_private_network(argv: Sequence[str]) -> int:
 
     from fedmoe.deploy.processes import die_with_parent
 
+    check_private_network()
     child = subprocess.Popen(private_network_argv(argv), env={**os.environ, ENV: "1"}, preexec_fn=die_with_parent)
 
     def forward(signum, frame):  # noqa: ARG001 - signal handler signature
