@@ -16,9 +16,9 @@ install: $(STAMP)
 
 ## The main job on the embedded default data: a federated run (Flower simulation, Ray backend).
 demo: $(STAMP)
-	$(VENV)/bin/fedmoe run --out $(OUT)
+	$(VENV)/bin/fedmoe run --force --out $(OUT)
 
-## A real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, 3 SuperNodes
+## A real deployment on 127.0.0.1 of a private network namespace: a SuperLink with TLS and SuperNode authentication, 3 SuperNodes
 ## (one per device), `flwr run` of this project for 3 rounds; every process is stopped afterwards.
 deploy-demo: $(STAMP)
 	$(VENV)/bin/fedmoe deploy local --force --out runs/deploy-demo --nodes 3 \

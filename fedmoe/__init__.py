@@ -20,7 +20,7 @@ Subpackages
 :mod:`fedmoe.flower`
     The only Flower import of the library: numpy arrays to and from Flower records.
 :mod:`fedmoe.deploy`
-    Real deployment: certificates and keys, Flower's executables, a SuperLink and SuperNodes on 127.0.0.1.
+    Real deployment: certificates and keys, Flower's executables, a SuperLink and SuperNodes on 127.0.0.1 (private network).
 
 Modules
 -------
@@ -29,7 +29,11 @@ Modules
 :mod:`fedmoe.registry`
     The name -> object registry behind every pluggable part.
 :mod:`fedmoe.files`
-    Files written whole or not at all; output folders removed when a command fails.
+    Files written whole or not at all; output folders removed when a command fails; state files read only if private.
+:mod:`fedmoe.npzfile`
+    ``.npz`` archives that may be hostile: names and sizes checked from the headers first, never pickles.
+:mod:`fedmoe.memory`
+    The memory this machine has available; refusing work estimated not to fit.
 :mod:`fedmoe.errors`
     ``UsageError``: the base class of the errors a user's input causes (one line, exit status 2).
 :mod:`fedmoe.arguments`

@@ -7,11 +7,11 @@
     fedmoe data stats [--input FILE.npz]       statistics, per-modality baselines, plots
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
-    fedmoe run [--out DIR] [--resume]          federated (or split, ``--set mode=split``) training on a Flower simulation
+    fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower simulation
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
-    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication), `flwr run`
+    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication, a private network), `flwr run`
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
 to override single config values. A bad config value, scenario, path or option prints one
@@ -56,6 +56,16 @@ def config_from_args(args: argparse.Namespace) -> FedMoEConfig:
     return load_scenario(args.scenario, parse_overrides(args.set or []))
 
 
+def check_generation(cfg: FedMoEConfig, num_samples: int | None) -> None:
+    """The samples a command generates at once (``--num-samples``, else ``data.num_samples``) must fit
+    in memory (:func:`fedmoe.data.synthetic.check_generation_fits`), checked before any work."""
+    from fedmoe.data.synthetic import check_generation_fits
+
+    what = "--num-samples" if num_samples is not None else "data.num_samples"
+    n = cfg.data.num_samples if num_samples is None else num_samples
+    check_generation_fits(cfg.data, cfg.wireless.channel, n, f"{what}={n}")
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -65,6 +75,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = check_file_target(ISACSamples.file_path(args.out))
+    check_generation(cfg, args.num_samples)
     t0 = time.perf_counter()
     samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
@@ -85,6 +96,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     if args.input:
         samples = ISACSamples.load(args.input)
     else:
+        check_generation(cfg, args.num_samples)
         samples = generate(cfg.data, cfg.wireless.channel, args.num_samples, args.seed, progress=not args.quiet)
     num_beams = cfg.wireless.channel.codebook_size
     summary = dataset_summary(samples)
@@ -124,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_folder_target(args.out)
     check_model_names(cfg.model)
+    check_generation(cfg, args.num_samples)
     split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
     run = run_centralised(cfg, split, progress=not args.quiet)
     summary = run.summary
@@ -152,6 +165,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_folder_target(args.out)
     check_model_names(cfg.model)
+    check_generation(cfg, args.num_samples)
     split = make_split(cfg, args.num_samples, args.seed, progress=not args.quiet)
     rows = sweep_lambda(cfg, split, args.lambdas, progress=not args.quiet)
     with output_folder(out):
@@ -176,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         print(f"resuming the run in {out} after its last complete round")
     run = run_federated(cfg, out, progress=not args.quiet, scenario_file=resolve_scenario(args.scenario),
-                        verbose=args.verbose, ray_address=args.ray_address, resume=args.resume)
+                        verbose=args.verbose, ray_address=args.ray_address, resume=args.resume, force=args.force)
     print(mode.summarise(run, out))
     return 0
 
@@ -211,9 +225,16 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and authentication; ``flwr run`` of this project."""
     import signal
 
-    from fedmoe.deploy.local import deploy_local, summarise
+    from fedmoe.deploy.local import check_deploy_local, deploy_local, summarise
+    from fedmoe.deploy.netns import enter_private_network, in_private_network, run_in_private_network
 
     check_folder_target(args.out)  # deploy_local checks the scenario and the run before any process starts
+    if args.network == "private":
+        if not in_private_network():  # check here (one line, nothing started), then run again inside one
+            check_deploy_local(Path(args.out), args.scenario, args.set or [], args.nodes,
+                               None if args.app is None else Path(args.app), args.timeout, args.force)
+            return run_in_private_network([sys.executable, "-m", "fedmoe.cli", *args.argv])
+        enter_private_network()
 
     def _terminate(signum, frame):  # SIGTERM: leave through the launcher's clean-up, like Ctrl-C
         raise KeyboardInterrupt
@@ -242,7 +263,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="default", metavar="NAME|FILE",
-                   help="built-in scenario name or path to a TOML config (default: %(default)s)")
+                   help="built-in scenario name (looked up first), or a path to a TOML config: one that contains "
+                        "a '/' or ends in .toml (default: %(default)s)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one config value, e.g. --set data.scene.num_blockers=4 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -304,9 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the virtual clients on the Ray cluster whose head is at HOST:PORT (`ray start --head "
                           "--port PORT`); run this on a node of the cluster. Default: $RAY_ADDRESS if set, else a "
                           "local Ray for this run ('local' forces that)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out after its last complete round (federated mode; same scenario "
-                          "and --set values): its state is saved there after every round")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out after its last complete round (federated mode; same scenario "
+                            "and --set values): its state is saved there after every round")
+    again.add_argument("--force", action="store_true",
+                       help="run into a non-empty --out, replacing an earlier run's outputs there (checkpoints/, "
+                            "client_state/, metrics.json, plots, ...; other files are kept). Without it, or "
+                            "--resume, a non-empty --out is refused")
     run.set_defaults(func=cmd_run)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
@@ -327,8 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     nkey.add_argument("--out", required=True, help="private key file; the public key is written next to it as .pub")
     nkey.add_argument("--force", action="store_true", help="overwrite existing files")
     nkey.set_defaults(func=cmd_deploy_node_key)
-    loc = dep_sub.add_parser("local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
-                                           "authentication, then `flwr run` of this project; stops everything after")
+    loc = dep_sub.add_parser(
+        "local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
+                      "authentication, then `flwr run` of this project; stops everything after",
+        description="A SuperLink and N SuperNodes on 127.0.0.1 with TLS and SuperNode authentication, then `flwr run` "
+                    "of this project; every process is stopped afterwards. What this leaves open: Flower 1.41 "
+                    "(open source) authenticates nobody on the SuperLink's Control API, so whoever can connect to "
+                    "its port can register SuperNode keys and run a ServerApp of their own as you (account "
+                    "authentication is Flower Enterprise only). With --network private (the default) every process "
+                    "runs in a network namespace of its own, whose 127.0.0.1 no other user of the machine can "
+                    "reach; --network shared uses the machine's 127.0.0.1, where every local user can. The "
+                    "folder (--out) is 0700 and its pki/ files 0600 either way.")
     _config_options(loc)
     loc.add_argument("--nodes", type=int, default=None,
                      help="SuperNodes, one per device (default and required value: partition.num_devices)")
@@ -337,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--app", default=None, help="the Flower app to run (default: this fedmoe source folder)")
     loc.add_argument("--timeout", type=float, default=3600.0, help="longest wait for the run, s (default: %(default)g)")
     loc.add_argument("--force", action="store_true", help="replace an earlier deployment in --out")
+    loc.add_argument("--network", choices=("private", "shared"), default="private",
+                     help="private: a network namespace of its own (unshare), unreachable by other users; shared: "
+                          "the machine's 127.0.0.1, where any local user can reach the unauthenticated Control API "
+                          "(default: %(default)s)")
     loc.set_defaults(func=cmd_deploy_local)
     return parser
 
@@ -345,9 +385,10 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     """Failures of ``fedmoe deploy`` reported in one line with exit status 1 (not usage errors)."""
     from fedmoe.deploy.flower import FlowerError
     from fedmoe.deploy.local import DeployError
+    from fedmoe.deploy.netns import PrivateNetworkError
     from fedmoe.deploy.processes import ProcessError
 
-    return DeployError, FlowerError, ProcessError
+    return DeployError, FlowerError, ProcessError, PrivateNetworkError
 
 
 def one_line(err: BaseException) -> str:
@@ -356,7 +397,9 @@ def one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what a command that runs itself again (deploy local, in a private network) passes on
     try:
         return int(args.func(args))
     except (UsageError, ValidationError, FileNotFoundError, UnknownNameError) as err:  # the user's input

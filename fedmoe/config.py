@@ -732,7 +732,12 @@ def _essential_errors(errors: list[dict[str, Any]], model: type[BaseModel]) -> l
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """One line per problem: ``field.path: message (allowed: range; got value)``."""
+    """One line per problem: ``field.path: message (allowed: range; got value)``.
+
+    The value is shown for fields the config knows (it is what the user typed for that
+    setting), never for an unknown key: a misplaced or misspelt key may hold anything (a
+    token pasted into the wrong file, say), and an error message ends up in logs and
+    terminals, so only the key's name is reported."""
     lines = []
     for e in _essential_errors(err.errors(), model):
         loc = tuple(e["loc"])
@@ -744,7 +749,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         bounds = _field_bounds(model, loc)
         if bounds and e["type"] not in ("extra_forbidden", "missing"):
             extra.append(f"allowed: {bounds}")
-        if "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+        if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
             extra.append(f"got {e['input']!r}")
         lines.append(f"{where or '(top level)'}: {msg}" + (f" ({'; '.join(extra)})" if extra else ""))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,17 +25,28 @@ from fedmoe.errors import UsageError
 
 
 def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secret: bool = False) -> None:
-    """Write ``content`` to ``path`` whole or not at all (module docstring); ``secret``: mode 0600.
+    """Write ``content`` to ``path`` whole or not at all (module docstring).
 
-    ``content`` is the bytes, or a function that writes them to the open temporary file
-    (``lambda f: np.savez(f, **arrays)``, ``lambda f: torch.save(obj, f)``), so that large
-    contents are streamed to the disk instead of first being built in memory.
+    The file gets the mode a plain ``open(path, "w")`` would give it: ``0666`` less the
+    process's umask (a user whose umask is ``077`` keeps every file private); ``secret``
+    files get ``0600`` whatever the umask.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (its folder is made if missing).
+    content : bytes or callable
+        The bytes, or a function that writes them to the open temporary file
+        (``lambda f: np.savez(f, **arrays)``, ``lambda f: torch.save(obj, f)``), so that large
+        contents are streamed to the disk instead of first being built in memory.
+    secret : bool, optional
+        Mode ``0600`` (private keys).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o600 if secret else 0o644)
+        os.fchmod(fd, 0o600 if secret else 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -49,6 +61,23 @@ def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secr
     _sync_folder(path.parent)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status`` on Linux 4.7+).
+
+    Elsewhere it is read by setting it and putting it back (``os.umask`` has no read-only
+    form), which leaves it wrong for an instant to other threads that create files.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (not possible, and not needed, on every platform)."""
     try:
@@ -61,6 +90,50 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class UnsafeFileError(UsageError):
+    """A state file someone else could have written: not this user's, or writable by group or others."""
+
+
+@contextmanager
+def open_private(path: str | Path, what: str = "state file") -> Iterator[BinaryIO]:
+    """``path`` open for reading, if this user owns it and nobody else may write it.
+
+    A file the program loads its own state from (the resume state of a run, a device's
+    state) must be one this user wrote: a file owned by someone else, or writable by the
+    group or by others, could have been planted or changed by another user of the machine,
+    so it is refused with an :class:`UnsafeFileError` naming the file, its owner and mode.
+    The checks are made on the open file (``fstat``), so the file cannot be swapped between
+    the check and the read; anything but a regular file (a FIFO, a device) is refused
+    without blocking. Where POSIX owners and modes do not exist (Windows) only the
+    regular-file check is made.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str, optional
+        What the file is, for the message (``"resume state"``).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFileError(f"{what} {path}: not a regular file")
+        if os.name == "posix":
+            if st.st_uid != os.geteuid():
+                raise UnsafeFileError(f"{what} {path}: owned by uid {st.st_uid}, not by this user (uid "
+                                      f"{os.geteuid()}); refusing to load a file another user could have written")
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UnsafeFileError(f"{what} {path}: mode {stat.S_IMODE(st.st_mode):04o} lets the group or others "
+                                      f"write it; refusing to load it (chmod go-w {path} if you trust its content)")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
 class PathError(UsageError):
@@ -101,6 +174,23 @@ def _check_parents(path: Path, what: str) -> None:
             return
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its ancestors that does not exist (what making ``path``
+    would create, and removing it would undo); ``None`` if ``path`` exists."""
+    made = None
+    for p in (Path(path), *Path(path).parents):
+        if os.path.lexists(p):
+            break
+        made = p
+    return made
+
+
+def remove_made(made: Path | None) -> None:
+    """Remove what :func:`first_missing` said a command made (nothing when ``None``)."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+
+
 @contextmanager
 def output_folder(path: str | Path, what: str = "--out") -> Iterator[Path]:
     """The folder ``path`` (checked by :func:`check_folder_target`), made for the block to write into.
@@ -109,15 +199,10 @@ def output_folder(path: str | Path, what: str = "--out") -> Iterator[Path]:
     and any parents made with it. A folder that existed before is kept.
     """
     path = check_folder_target(path, what)
-    made = None
-    for p in (path, *path.parents):
-        if os.path.lexists(p):
-            break
-        made = p
+    made = first_missing(path)
     path.mkdir(parents=True, exist_ok=True)
     try:
         yield path
     except BaseException:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+        remove_made(made)
         raise

@@ -27,7 +27,8 @@ from typing import Callable
 
 from fedmoe.config import ConfigError, FedMoEConfig
 from fedmoe.errors import UsageError
-from fedmoe.files import check_folder_target
+from fedmoe.federated.run_folder import CLIENT_STATE, check_run_folder, clear_run_folder, discard_failed_run
+from fedmoe.files import check_folder_target, first_missing
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
              "RAY_DEDUP_LOGS": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
 
-CLIENT_STATE_FOLDER = "client_state"
+CLIENT_STATE_FOLDER = CLIENT_STATE
 """Where, inside the run folder, the virtual devices keep their local state (:mod:`fedmoe.federated.device_state`)."""
 
 
@@ -157,7 +158,7 @@ def stop_ray() -> None:
 
 def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, scenario_file: Path | None = None,
                   on_round: Callable | None = None, num_cpus: int | None = None, verbose: bool = False,
-                  ray_address: str | None = None, resume: bool = False):
+                  ray_address: str | None = None, resume: bool = False, force: bool = False):
     """Simulate ``cfg.federated.rounds`` rounds on ``partition.num_devices`` virtual devices; write ``out``.
 
     ``ray_address`` (``HOST:PORT``; default ``$RAY_ADDRESS``, else a local Ray): the Ray cluster to
@@ -168,7 +169,12 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
 
     ``resume``: continue the run saved in ``out`` after its last complete round
     (:mod:`fedmoe.federated.resume`; federated mode), checked before anything starts. The
-    virtual devices keep their local state in ``out/client_state``.
+    virtual devices keep their local state in ``out/client_state``. Without ``resume``, an
+    ``out`` that holds anything is refused unless ``force``, which replaces an earlier run's
+    outputs there (:mod:`fedmoe.federated.run_folder`). If the run fails, nothing that looks
+    finished stays in ``out`` (no ``checkpoints/final.pt``, no report): the state of the last
+    complete round stays when ``--resume`` can continue from it, else the folder this run made
+    is removed (:func:`fedmoe.federated.run_folder.discard_failed_run`).
 
     Returns :class:`strategies.federated_learning.FederatedRun` (``mode = "federated"``) or
     :class:`strategies.split_learning.SplitRun` or :class:`strategies.distributed_experts.DistributedRun`
@@ -180,6 +186,7 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     mode.check(cfg)  # what the mode needs beyond a valid config (strategies.modes.Mode.check)
     if out is not None:
         check_folder_target(out)
+        check_run_folder(out, resume, force)
     done = _rounds_done(cfg, out, resume)
     address = resolve_ray_address(ray_address)
     backend = backend_config(cfg, num_cpus, address)
@@ -196,6 +203,22 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
                      len(node_cpus), sum(node_cpus))
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
+    if out is not None and force and not resume:
+        clear_run_folder(out)
+    made = None if out is None else first_missing(Path(out))
+    try:
+        run = _simulate(cfg, out, backend, mode, done, progress, on_round, scenario_file, resume, verbose)
+    except BaseException:
+        if out is not None:
+            discard_failed_run(Path(out), cfg, made)
+        raise
+    return run
+
+
+def _simulate(cfg: FedMoEConfig, out: Path | None, backend: dict, mode, done: int, progress: bool,
+              on_round: Callable | None, scenario_file: Path | None, resume: bool, verbose: bool):
+    """The simulation of :func:`run_federated`, once everything is checked: Ray, the ServerApp and
+    the virtual clients; the ServerApp's result, or its exception raised here."""
     from tqdm.auto import tqdm
     from flwr.simulation import run_simulation
 

@@ -26,8 +26,8 @@ from fedmoe.federated.evaluation import ServerEvaluator
 from fedmoe.federated.reference import centralised_reference
 from fedmoe.federated.parameters import LOCAL, to_numpy as state_to_numpy
 from fedmoe.federated.report import metrics_document, round_rows, write_run
-from fedmoe.federated.resume import (ResumeError, ServerState, capture_rng, load_state, restore_rng, resume_path,
-                                     save_state)
+from fedmoe.federated.resume import (ResumeError, ServerState, capture_rng, check_arrays, load_state, restore_rng,
+                                     resume_path, save_state)
 from fedmoe.flower import to_numpy, to_record
 from strategies.registry import STRATEGIES
 
@@ -67,9 +67,14 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
                                 None if run_dir is None else Path(run_dir) / "checkpoints")
     first_round = 1
     if saved is not None:
-        strategy.load_state_dict(saved.strategy)
+        where = resume_path(Path(run_dir))
+        check_arrays(saved.arrays, initial, where)
+        try:
+            strategy.restore_checkpoint_state(saved.strategy)
+            restore_rng(saved.rng)
+        except ResumeError as err:
+            raise ResumeError(f"{where}: not a valid fedmoe resume state: {err}") from None
         evaluator.results = dict(saved.evaluations)
-        restore_rng(saved.rng)
         initial, first_round = saved.arrays, saved.round + 1
         log.info("resuming the run in %s after round %d of %d", run_dir, saved.round, fed.rounds)
 
@@ -83,7 +88,7 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
     def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
         if run_dir is not None:
             save_state(Path(run_dir), ServerState(server_round, cfg.model_dump(mode="json"), to_numpy(arrays),
-                                                  strategy.state_dict(), dict(evaluator.results), capture_rng()))
+                                                  strategy.checkpoint_state(), dict(evaluator.results), capture_rng()))
 
     config = ConfigRecord({} if client_state_dir is None else {MESSAGE_CONFIG_KEY: str(Path(client_state_dir).resolve())})
     result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s, evaluate_fn=evaluate_fn,

@@ -9,32 +9,163 @@ calls ``on_round_end(round, arrays)`` once each round is complete, which is wher
 server saves its state. Subclasses provide :meth:`ResumableStrategy.state_dict` and
 :meth:`ResumableStrategy.load_state_dict`: everything besides the global arrays that the
 next rounds depend on.
+
+That state may hold Flower objects: the aggregation rules themselves (a Flower
+``Strategy`` per parameter group, with FedAvgM's momentum or FedAdam's moments inside) and
+their ``ArrayRecord`` s. A resume file holds plain data only (no pickle,
+:mod:`fedmoe.federated.resume`), so :meth:`ResumableStrategy.checkpoint_state` turns each
+rule into a :class:`SavedRule` (its class name and its data attributes; its functions come
+from the config) and each ``ArrayRecord`` into :class:`SavedArrays`, and
+:meth:`ResumableStrategy.restore_checkpoint_state` puts the data back onto a fresh rule
+built from the config (:meth:`ResumableStrategy.new_rule`), refusing a saved rule of
+another class, with attributes the fresh rule lacks, or whose options differ from it.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from logging import INFO
 from typing import Any, Callable
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from fedmoe.federated.resume import STATE_RECORDS, ResumeError
+
 RoundEnd = Callable[[int, ArrayRecord], None]
+
+_OPTION_TYPES = (bool, int, float, str)
+"""Attributes of a fresh rule of these types are its options (from the config): a saved rule must match them."""
+
+
+@dataclass
+class SavedRule:
+    """A Flower rule in a resume file: its class and its data attributes (module docstring).
+
+    Attributes
+    ----------
+    kind : str
+        ``module.QualifiedName`` of the rule's class.
+    attributes : dict[str, Any]
+        Its attributes that are not functions, as plain data (:func:`plain_state`).
+    """
+
+    kind: str
+    attributes: dict[str, Any]
+
+
+@dataclass
+class SavedArrays:
+    """A Flower ``ArrayRecord`` in a resume file: its arrays by name, in order."""
+
+    arrays: dict[str, np.ndarray]
+
+
+STATE_RECORDS.register("SavedRule", SavedRule)
+STATE_RECORDS.register("SavedArrays", SavedArrays)
+
+
+def _kind(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def plain_state(value: Any) -> Any:
+    """``value`` with every Flower rule made a :class:`SavedRule` and every ``ArrayRecord`` a
+    :class:`SavedArrays`, through dicts, lists and tuples (other values are returned as they are)."""
+    if isinstance(value, Strategy):
+        return SavedRule(_kind(value), {k: plain_state(v) for k, v in vars(value).items() if not callable(v)})
+    if isinstance(value, ArrayRecord):
+        return SavedArrays({k: a.numpy() for k, a in value.items()})
+    if isinstance(value, dict):
+        return {k: plain_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_state(v) for v in value)
+    return value
+
+
+def live_state(value: Any, new_rule: Callable[[], Strategy], where: str = "state") -> Any:
+    """The inverse of :func:`plain_state`: each :class:`SavedRule` restored onto ``new_rule()``.
+
+    A :class:`~fedmoe.federated.resume.ResumeError` (naming ``where``) if a saved rule is of
+    another class than the fresh one, sets an attribute the fresh rule does not have or has
+    as a function, or has an option (a plain number, string or flag of the fresh rule) of
+    another value.
+    """
+    if isinstance(value, SavedRule):
+        rule = new_rule()
+        if value.kind != _kind(rule):
+            raise ResumeError(f"{where}: a saved {value.kind}, but the config's rule is a {_kind(rule)}")
+        fresh = vars(rule)
+        for name, saved in value.attributes.items():
+            if name not in fresh or callable(fresh[name]):
+                raise ResumeError(f"{where}: {value.kind} has no data attribute {name!r}")
+            current = fresh[name]
+            if isinstance(current, _OPTION_TYPES) and (type(saved) is not type(current) or saved != current):
+                raise ResumeError(f"{where}: option {name}={saved!r} of the saved rule differs from the config's "
+                                  f"{current!r}")
+            setattr(rule, name, live_state(saved, new_rule, f"{where}.{name}"))
+        return rule
+    if isinstance(value, SavedArrays):
+        return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in value.arrays.items()})
+    if isinstance(value, dict):
+        return {k: live_state(v, new_rule, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(live_state(v, new_rule, f"{where}[{i}]") for i, v in enumerate(value))
+    return value
 
 
 class ResumableStrategy(Strategy):
     """A :class:`~flwr.serverapp.strategy.Strategy` whose loop can resume (module docstring)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Picklable state (besides the global arrays) that later rounds depend on."""
+        """State (besides the global arrays) that later rounds depend on: plain data, arrays,
+        dataclasses registered in :data:`fedmoe.federated.resume.STATE_RECORDS`, Flower rules and
+        ``ArrayRecord`` s (module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed: it lacks state_dict()")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` returned."""
         raise NotImplementedError(f"{type(self).__name__} cannot be resumed: it lacks load_state_dict()")
+
+    def new_rule(self) -> Strategy:
+        """A fresh instance of the aggregation rule its state holds, built from the config, onto
+        which :meth:`restore_checkpoint_state` puts a saved rule's data. This default builds
+        ``make_aggregator(self.aggregator_name, self.aggregator_options)``
+        (:mod:`strategies.aggregators`), as :class:`strategies.ExpertWise` does for every group."""
+        from strategies.aggregators import make_aggregator
+
+        return make_aggregator(getattr(self, "aggregator_name"), getattr(self, "aggregator_options"))
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """:meth:`state_dict` as plain data for a resume file (:func:`plain_state`)."""
+        return plain_state(self.state_dict())
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """:meth:`load_state_dict` of a state read back from a resume file.
+
+        The saved state must have the keys of this (fresh) strategy's :meth:`state_dict`, each
+        value of the same type; rules are rebuilt by :func:`live_state`. Any of these checks, or
+        :meth:`load_state_dict` itself, failing on the saved values is a one-line
+        :class:`~fedmoe.federated.resume.ResumeError`: a state file that is not one never
+        half-restores a strategy that then fails in a later round.
+        """
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise ResumeError(f"strategy state has keys {sorted(state)}, {type(self).__name__} has {sorted(expected)}")
+        for key, value in expected.items():
+            if type(state[key]) is not type(value):
+                raise ResumeError(f"strategy state {key!r} is a {type(state[key]).__name__}, "
+                                  f"expected a {type(value).__name__}")
+        live = live_state(state, self.new_rule, "strategy state")
+        try:
+            self.load_state_dict(live)
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as err:
+            raise ResumeError(f"strategy state: {type(self).__name__} cannot load it ({type(err).__name__}: "
+                              f"{err})") from None
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
               train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,

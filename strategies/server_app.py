@@ -6,8 +6,12 @@ Two entry points share :func:`serve_any` (the federated rounds themselves are
 
 * ``app`` — for ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml): the
   scenario is the run config's ``scenario`` (name or TOML path), ``overrides`` a
-  ``;``-separated list of ``key.path=value``, the run folder ``run-dir``, and ``resume``
-  (true: continue the run saved in ``run-dir``, :mod:`fedmoe.federated.resume`).
+  ``;``-separated list of ``key.path=value``, the run folder ``run-dir``, ``resume``
+  (true: continue the run saved in ``run-dir``, :mod:`fedmoe.federated.resume`) and
+  ``force`` (true: a ``run-dir`` that holds an earlier run's outputs may be replaced; without
+  it or ``resume`` a non-empty ``run-dir`` fails the run, :mod:`fedmoe.federated.run_folder`).
+  A run that fails leaves no final model or report in ``run-dir``
+  (:func:`fedmoe.federated.run_folder.discard_failed_run`).
 * :func:`make_server_app` — for ``fedmoe run`` (:mod:`sims.runner`), which passes the
   config object directly (under ``run_simulation`` the run config is empty).
 """
@@ -76,6 +80,7 @@ class RunConfig(NamedTuple):
     run_dir: Path
     resume: bool
     scenario_file: Path
+    force: bool = False
 
 
 def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
@@ -84,10 +89,12 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     Keys left out take the defaults of ``[tool.flwr.app.config]``. A bad value is a one-line
     :class:`~fedmoe.config.ConfigError` (or ``ValueError``) naming the run-config key: an unknown
     scenario, an ``overrides`` entry that is not ``key.path=value`` or whose value the config
-    refuses, a ``resume`` that is not a boolean, a ``run-dir`` that is empty, not a string or
-    not a folder that can be written.
+    refuses, a ``resume`` or ``force`` that is not a boolean, both of them true, a ``run-dir``
+    that is empty, not a string, not a folder that can be written, or not empty while neither
+    ``resume`` nor ``force`` is true.
     """
     from fedmoe.config import ConfigError
+    from fedmoe.federated.run_folder import check_run_folder
     from fedmoe.files import check_folder_target
     from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import load_scenario, resolve_scenario
@@ -115,7 +122,14 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     resume = run_config.get("resume", False)
     if not isinstance(resume, bool):
         raise ResumeError(f"run config resume={resume!r}: expected true or false")
-    return RunConfig(cfg, check_folder_target(run_dir.strip(), "run config run-dir"), resume, scenario_file)
+    force = run_config.get("force", False)
+    if not isinstance(force, bool):
+        raise ConfigError(f"run config force={force!r}: expected true or false")
+    if resume and force:
+        raise ConfigError("run config: resume=true and force=true exclude each other")
+    folder = check_folder_target(run_dir.strip(), "run config run-dir")
+    check_run_folder(folder, resume, force, "run config run-dir")
+    return RunConfig(cfg, folder, resume, scenario_file, force)
 
 
 app = ServerApp()
@@ -124,5 +138,15 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """``flwr run .`` entry point: config from the run config (:func:`config_from_run_config`)."""
-    cfg, run_dir, resume, scenario_file = config_from_run_config(context.run_config)
-    serve_any(grid, cfg, run_dir, scenario_file=scenario_file, resume=resume)
+    from fedmoe.federated.run_folder import clear_run_folder, discard_failed_run
+    from fedmoe.files import first_missing
+
+    cfg, run_dir, resume, scenario_file, force = config_from_run_config(context.run_config)
+    if force:
+        clear_run_folder(run_dir)
+    made = first_missing(run_dir)
+    try:
+        serve_any(grid, cfg, run_dir, scenario_file=scenario_file, resume=resume)
+    except BaseException:
+        discard_failed_run(run_dir, cfg, made)
+        raise

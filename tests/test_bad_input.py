@@ -20,6 +20,7 @@ test if one tried).
 from __future__ import annotations
 
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,44 @@ CONFIG_COMMANDS = {
 """Every command that reads a config (``--scenario``, ``--set``); the writers use their default ``--out``."""
 
 
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header of an array of ``dtype`` and ``shape`` (the values follow it in a member)."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def crafted_dataset(path: Path, members: dict[str, tuple[str, tuple[int, ...]]], headers_only: tuple[str, ...] = (),
+                    compression: int = zipfile.ZIP_DEFLATED) -> None:
+    """An .npz of zero-filled members ``{key: (dtype, shape)}`` written in 1 MiB chunks (so a member that
+    deflates from gigabytes to a megabyte never exists in memory here); the keys in ``headers_only`` get
+    their header and no values."""
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for key, (dtype, shape) in members.items():
+            nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                f.write(npy_header(dtype, shape))
+                while key not in headers_only and nbytes > 0:
+                    chunk = min(nbytes, 1 << 20)
+                    f.write(bytes(chunk))
+                    nbytes -= chunk
+
+
+VALID_DATASET = {"present": ("bool", (10, 5)), "inputs/gps": ("float32", (10, 6)), "labels/beam": ("int64", (10,)),
+                 "bits/names": ("<U3", (1,)), "bits/values": ("int64", (1,))}
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder with the files the cases point at; the commands' default outputs go here."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.txt").write_text("a regular file, not a folder\n")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "earlier" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "earlier" / "notes.txt").write_text("not a run's file\n")
     (tmp_path / "dir.toml").mkdir()
     (tmp_path / "taken.npz").mkdir()
     (tmp_path / "bad.toml").write_text("[data\nnum_samples = 3\n")
@@ -61,6 +94,24 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "zipish.npz").write_bytes(b"PK\x03\x04 truncated")
     np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    crafted_dataset(tmp_path / "extra.npz", {**VALID_DATASET, "inputs/sonar": ("float32", (10, 2))})
+    crafted_dataset(tmp_path / "rows.npz", {**VALID_DATASET, "labels/beam": ("int64", (11,))})
+    crafted_dataset(tmp_path / "strings.npz", {**VALID_DATASET, "labels/beam": ("<U8", (10,))})
+    crafted_dataset(tmp_path / "present.npz", {**VALID_DATASET, "present": ("float32", (10, 5))})
+    crafted_dataset(tmp_path / "lying.npz", {**VALID_DATASET, "inputs/radar": ("float32", (10**9, 2, 16, 16))},
+                    headers_only=("inputs/radar",))
+    np.savez(tmp_path / "objects.npz", present=np.ones((2, 5), bool), **{"bits/names": np.array([{"a": 1}], object)},
+             allow_pickle=True)
+    crafted_dataset(tmp_path / "bzip.npz", VALID_DATASET, compression=zipfile.ZIP_BZIP2)
+    with zipfile.ZipFile(tmp_path / "bzip.npz", "r") as zf:
+        blob = bytearray((tmp_path / "bzip.npz").read_bytes())
+        for info in zf.infolist():  # claim a compression method zipfile does not implement (99: AES)
+            blob[info.header_offset + 8:info.header_offset + 10] = (99).to_bytes(2, "little")
+        central = blob.find(b"PK\x01\x02")
+        while central != -1:
+            blob[central + 10:central + 12] = (99).to_bytes(2, "little")
+            central = blob.find(b"PK\x01\x02", central + 4)
+    (tmp_path / "aes.npz").write_bytes(bytes(blob))
     return tmp_path
 
 
@@ -199,14 +250,17 @@ SCENARIO_CASES = [
     ("absent.toml", ["absent.toml", "no such config file"]),
     ("bad.toml", ["bad.toml", "not valid TOML", "line 1"]),
     ("latin1.toml", ["latin1.toml", "UTF-8"]),
-    ("file.txt", ["file.txt", "not valid TOML"]),
+    ("./file.txt", ["file.txt", "not valid TOML"]),
+    ("file.txt", ["unknown scenario 'file.txt'", "ending in .toml", "./file.txt"]),
     ("value.toml", ["value.toml", "data.num_samples", "got -5"]),
     ("orphan.toml", ["orphan.toml", "extends", "absent.toml", "no such config file"]),
     ("unknown_base.toml", ["unknown_base.toml", "extends", "unknown scenario 'atlantis'"]),
     ("number_base.toml", ["number_base.toml", "'extends' must be a scenario name or path"]),
     ("cycle_a.toml", ["cycle", "cycle_a.toml -> cycle_b.toml -> cycle_a.toml"]),
     ("dir.toml", ["dir.toml", "is a folder"]),
-    ("folder", ["folder", "is a folder"]),
+    ("./folder", ["folder", "is a folder"]),
+    ("folder", ["unknown scenario 'folder'"]),
+    ("folder/", ["folder", "is a folder"]),
 ]
 
 
@@ -247,6 +301,33 @@ def test_unknown_names_and_run_checks_fail_before_anything_starts(command, setti
     assert_one_line([*command, "--quiet", *sets(*settings)], workdir, capsys, fragments)
 
 
+MEMORY_CASES = [  # every command that generates data, asked for more samples than memory holds (10^7 ≈ 155 GB)
+    (["run"], ["partition.samples_per_device=10000000"], ["partition.samples_per_device=10000000"]),
+    (["run"], ["mode='split'", "partition.samples_per_device=10000000"], ["partition.samples_per_device=10000000"]),
+    (["run"], ["partition.num_devices=100", "partition.samples_per_device=100000"], ["the centralised reference"]),
+    (["deploy", "local"], ["partition.samples_per_device=10000000"], ["partition.samples_per_device=10000000"]),
+    (["data", "make", "--out", "x.npz", "--num-samples", "10000000"], [], ["--num-samples=10000000"]),
+    (["data", "stats"], ["data.num_samples=10000000"], ["data.num_samples=10000000"]),
+    (["train"], ["data.num_samples=10000000"], ["data.num_samples=10000000"]),
+    (["sweep", "--num-samples", "10000000"], [], ["--num-samples=10000000"]),
+]
+
+
+@pytest.mark.timeout(30)  # without the check a case starts generating 155 GB: fail soon instead of swapping
+@pytest.mark.parametrize(("command", "settings", "fragments"), MEMORY_CASES,
+                         ids=[f"{' '.join(c[0][:2])} {' '.join(c[1])}" for c in MEMORY_CASES])
+def test_more_data_than_memory_is_refused_before_anything_starts(command, settings, fragments, workdir, capsys):
+    """Issue 18, finding 7: 10^7 samples per device (about 75 GB of data) started anyway. The data a
+    command generates at once is estimated (bytes of a sample × samples) and refused when it exceeds
+    the memory available."""
+    from fedmoe.memory import available_bytes
+
+    if (available_bytes() or 0) > 200e9:
+        pytest.skip("this machine has more than 200 GB available: 10^7 samples would fit")
+    assert_one_line([*command, "--quiet", *sets(*settings)], workdir, capsys,
+                    [*fragments, "needs about", "of memory, more than the", "available"])
+
+
 # --------------------------------------------------------------------------- output paths (--out)
 
 OUT_CASES = [
@@ -284,12 +365,37 @@ INPUT_CASES = [
     ("empty.npz", ["empty.npz", "not a fedmoe dataset file"]),
     ("zipish.npz", ["zipish.npz", "not a fedmoe dataset file"]),
     ("foreign.npz", ["foreign.npz", "not a fedmoe dataset file", "bits/names"]),
+    ("extra.npz", ["extra.npz", "not a fedmoe dataset file", "unexpected array 'inputs/sonar'"]),
+    ("rows.npz", ["rows.npz", "labels/beam has 11 rows, the file has 10 samples"]),
+    ("strings.npz", ["strings.npz", "labels/beam has dtype <U8"]),
+    ("present.npz", ["present.npz", "present is float32[10, 5]"]),
+    ("lying.npz", ["lying.npz", "inputs/radar declares (1000000000, 2, 16, 16)", "its member holds"]),
+    ("objects.npz", ["objects.npz", "bits/names holds Python objects"]),
+    ("aes.npz", ["aes.npz", "not a readable .npz archive", "NotImplementedError"]),
 ]
 
 
 @pytest.mark.parametrize(("path", "fragments"), INPUT_CASES, ids=[c[0] for c in INPUT_CASES])
 def test_bad_input_files(path, fragments, workdir, capsys):
     assert_one_line(["data", "stats", "--input", path, "--epochs", "0", "--quiet"], workdir, capsys, fragments)
+
+
+def test_a_small_archive_that_inflates_is_refused_from_its_headers(workdir, capsys):
+    """Issue 18, finding 7: a 1 MB compressed .npz grew to 1.4 GB before ``--input`` noticed it was not a
+    dataset. Keys and sizes are now checked from the headers, before any member is decompressed."""
+    import tracemalloc
+
+    members = {**VALID_DATASET, "inputs/camera": ("uint8", (100_000, 3, 32, 32))}  # 300 MiB of zeros, rows != 10
+    crafted_dataset(workdir / "bomb.npz", members)
+    assert (workdir / "bomb.npz").stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        assert_one_line(["data", "stats", "--input", "bomb.npz", "--epochs", "0", "--quiet"], workdir, capsys,
+                        ["bomb.npz", "not a fedmoe dataset file", "inputs/camera", "100000 rows", "10 samples"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB allocated while refusing the archive"
 
 
 # --------------------------------------------------------------------------- options
@@ -313,6 +419,7 @@ USAGE_CASES = [  # refused by argparse (an option's type or value): usage lines 
     (["data", "make"], ["--out"]),
     (["scenarios", "--set", "x=1"], ["unrecognized arguments"]),
     (["federate"], ["invalid choice", "'federate'"]),
+    (["run", "--resume", "--force"], ["--force", "not allowed with argument --resume"]),
 ]
 
 
@@ -326,6 +433,7 @@ OPTION_CASES = [  # refused by our code: one line
     (["run", "--ray-address", "head:99999"], ["--ray-address 'head:99999'", "HOST:PORT"]),
     (["run", "--ray-address", "head:port"], ["--ray-address 'head:port'"]),
     (["run", "--resume"], ["nothing to resume in runs/run"]),
+    (["run", "--out", "earlier"], ["--out earlier: not empty (checkpoints, notes.txt)", "--resume", "--force"]),
     (["run", "--resume", "--out", "folder"], ["nothing to resume in folder"]),
     (["run", "--resume", "--set", "mode='split'"], ["resume", "mode 'federated' only"]),
     (["deploy", "certs", "--out", "pki", "--nodes", "-1"], ["--nodes", "-1"]),
@@ -392,6 +500,9 @@ RUN_CONFIG_CASES = [
     ({"run-dir": 7}, ["run-dir=7", "expected a string"]),
     ({"run-dir": "file.txt"}, ["run-dir", "file.txt", "exists and is not a folder"]),
     ({"run-dir": "file.txt/run"}, ["run-dir", "file.txt is not a folder"]),
+    ({"run-dir": "earlier"}, ["run config run-dir earlier: not empty", "--force"]),
+    ({"force": "yes"}, ["force='yes'", "true or false"]),
+    ({"resume": True, "force": True}, ["resume=true and force=true exclude each other"]),
 ]
 
 

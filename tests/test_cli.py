@@ -120,6 +120,41 @@ def test_scenarios_by_name_or_path(tmp_path):
         resolve_scenario(tmp_path / "absent.toml")
 
 
+def test_a_folder_named_like_a_scenario_does_not_hide_it(tmp_path, monkeypatch):
+    """Issue 18, finding 7: names were looked up in the working folder first, so a folder ``default``
+    there (``fedmoe run --out default`` makes one) broke every command. Registered names come first;
+    a path must look like one (a separator or ``.toml``)."""
+    from fedmoe.scenarios import load_scenario, resolve_scenario
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    (tmp_path / "split").write_text('name = "not the built-in split"\n')
+    assert load_scenario("default").name == "default"
+    assert load_scenario("split").mode == "split"
+    with pytest.raises(ConfigError, match="is a folder"):
+        resolve_scenario("./default")
+    (tmp_path / "mine.toml").write_text('name = "mine"\n')
+    assert load_scenario("mine.toml").name == "mine"
+    with pytest.raises(ConfigError, match=r"unknown scenario 'mine'.*ending in \.toml, e\.g\. \./mine"):
+        resolve_scenario("mine")
+    assert main(["data", "make", "--out", "x.npz", "--num-samples", "5", "--quiet"]) == 0
+
+
+def test_a_relative_extends_is_relative_to_its_file(tmp_path, monkeypatch):
+    """Issue 18, finding 7: ``extends = "base.toml"`` was looked up in the working folder, so it found
+    another file (or none) depending on where the command ran."""
+    from fedmoe.scenarios import load_scenario
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.toml").write_text('name = "base"\n[partition]\nnum_devices = 7\n')
+    (tmp_path / "configs" / "child.toml").write_text('extends = "base.toml"\nname = "child"\n')
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "base.toml").write_text('name = "decoy"\n[partition]\nnum_devices = 2\n')
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = load_scenario("../configs/child.toml")
+    assert cfg.name == "child" and cfg.partition.num_devices == 7
+
+
 def test_train_writes_a_report_and_diagnostics(tmp_path, capsys):
     out = tmp_path / "train"
     code = main(["train", "--out", str(out), "--num-samples", "600", "--quiet",

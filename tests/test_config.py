@@ -86,3 +86,14 @@ def test_registry_by_name():
         reg.register("one", 2)
     reg.register("one", 2, overwrite=True)
     assert reg.get("one") == 2
+
+
+@pytest.mark.parametrize("value", ["ghp_s3cretT0ken", 424242, ["ghp_s3cretT0ken"]], ids=["string", "number", "list"])
+def test_errors_name_unknown_keys_without_their_values(value):
+    """Issue 18, finding 7: an unknown key's value (a token put in the wrong TOML file) was printed in
+    the error. Only its name is."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"data": {"api_token": value}, "federated": {"rounds": 2}})
+    message = str(err.value)
+    assert "data.api_token: unknown field" in message
+    assert "s3cret" not in message and "424242" not in message

@@ -6,7 +6,7 @@ import still makes the lower layer depend on the higher one. Lowest first:
 
 ===  ============================  ==========================================================
  0   base                          ``fedmoe`` (the package itself), ``fedmoe.errors``, ``registry``,
-                                   ``files``, ``config``, ``arguments``, ``overrides``,
+                                   ``files``, ``memory``, ``npzfile``, ``config``, ``arguments``, ``overrides``,
                                    ``scenarios``, ``flower``, ``fedmoe.federated.protocol`` (the
                                    message vocabulary: it imports only ``config``)
  1   wireless                      ``fedmoe.wireless``
@@ -39,8 +39,9 @@ PACKAGES = ("fedmoe", "clients", "strategies", "sims")
 """The top-level packages checked (the test suite itself may import anything)."""
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.config", "fedmoe.arguments",
-              "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower", "fedmoe.federated.protocol")),
+    ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.memory", "fedmoe.npzfile",
+              "fedmoe.config", "fedmoe.arguments", "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower",
+              "fedmoe.federated.protocol")),
     ("wireless", ("fedmoe.wireless",)),
     ("data and models", ("fedmoe.data", "fedmoe.models", "fedmoe.v2i")),
     ("training", ("fedmoe.training", "fedmoe.centralised", "fedmoe.pareto")),

@@ -10,12 +10,14 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from fedmoe.config import MODALITIES
 from fedmoe.errors import UsageError
 from fedmoe.files import write_atomic
+from fedmoe.npzfile import Member, NpzError, read_npz
 
 LABEL_KEYS: tuple[str, ...] = ("beam", "pathloss_db", "next_position")
 """Task labels: best beam index (classification), path loss in dB and next position in m (regression).
@@ -115,23 +117,80 @@ class ISACSamples:
     @classmethod
     def load(cls, path: str | Path) -> "ISACSamples":
         """Read a file written by :meth:`save`; a wrong or damaged file gives a
-        :class:`~fedmoe.errors.UsageError` (a ``ValueError``) naming it."""
+        :class:`~fedmoe.errors.UsageError` (a ``ValueError``) naming it.
+
+        The file may come from anyone, so nothing is decompressed before its layout passes
+        (:func:`check_dataset_members`: the keys :meth:`save` writes, plain numeric dtypes,
+        one row per sample everywhere) and its arrays fit in the memory available
+        (:func:`fedmoe.npzfile.read_npz`); object arrays (pickles) are never loaded.
+        """
         path = Path(path)
         if path.is_dir():
             raise UsageError(f"{path}: is a folder, not a dataset file")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such dataset file")
+        what = f"{path}: not a fedmoe dataset file"
         if not zipfile.is_zipfile(path):
-            raise UsageError(f"{path}: not a fedmoe dataset file (not an .npz archive; make one with `fedmoe data make`)")
+            raise UsageError(f"{what} (not an .npz archive; make one with `fedmoe data make`)")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
-                for key in z.files:
-                    group, _, name = key.partition("/")
-                    if group in groups:
-                        groups[group][name] = z[key]
-                bits = dict(zip(z["bits/names"].tolist(), (int(v) for v in z["bits/values"])))
-                present = z["present"]
-            return cls(groups["inputs"], present, groups["labels"], groups["conditions"], bits)
-        except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
-            raise UsageError(f"{path}: not a fedmoe dataset file ({err})") from None
+            arrays = read_npz(path, what, check=lambda members: check_dataset_members(members, what))
+        except NpzError as err:
+            raise UsageError(str(err)) from None
+        groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
+        for key, value in arrays.items():
+            group, _, name = key.partition("/")
+            if group in groups:
+                groups[group][name] = value
+        bits = dict(zip(arrays["bits/names"].tolist(), (int(v) for v in arrays["bits/values"])))
+        try:
+            return cls(groups["inputs"], arrays["present"], groups["labels"], groups["conditions"], bits)
+        except (KeyError, ValueError, TypeError) as err:
+            raise UsageError(f"{what} ({err})") from None
+
+
+_PLAIN_KINDS = "biuf"
+"""Dtype kinds a dataset array may have: booleans, integers, floats (never objects or records)."""
+
+
+def check_dataset_members(members: Mapping[str, Member], what: str) -> None:
+    """The layout :meth:`ISACSamples.save` writes, checked from the arrays' headers alone.
+
+    ``present`` is a ``(N, len(MODALITIES))`` boolean array; ``bits/names`` (text) and
+    ``bits/values`` (integers) have one entry per modality at most; every other key is
+    ``inputs/<modality>``, ``labels/<name>`` or ``conditions/<name>``, with booleans, integers
+    or floats and ``N`` rows. Anything else is a :class:`~fedmoe.errors.UsageError` starting
+    with ``what``.
+
+    Parameters
+    ----------
+    members : Mapping[str, Member]
+        The archive's arrays as their headers declare them (:func:`fedmoe.npzfile.read_npz`).
+    what : str
+        The start of every message (the file, and that it is not a dataset).
+    """
+    required = ("present", "bits/names", "bits/values")
+    missing = [k for k in required if k not in members]
+    if missing:
+        raise UsageError(f"{what} (it lacks {', '.join(missing)})")
+    present, names, values = (members[k] for k in required)
+    if present.dtype != np.bool_ or len(present.shape) != 2 or present.shape[1] != len(MODALITIES):
+        raise UsageError(f"{what} (present is {present.dtype}{list(present.shape)}, expected "
+                         f"bool[N, {len(MODALITIES)}])")
+    n = present.shape[0]
+    if names.dtype.kind != "U" or len(names.shape) != 1 or names.shape[0] > len(MODALITIES):
+        raise UsageError(f"{what} (bits/names is {names.dtype}{list(names.shape)}, expected at most "
+                         f"{len(MODALITIES)} modality names)")
+    if values.dtype.kind not in "iu" or values.shape != names.shape:
+        raise UsageError(f"{what} (bits/values is {values.dtype}{list(values.shape)}, expected "
+                         f"{names.shape[0]} integers)")
+    for key, m in members.items():
+        if key in required:
+            continue
+        group, _, name = key.partition("/")
+        if group not in ("inputs", "labels", "conditions") or not name or (group == "inputs" and name not in MODALITIES):
+            raise UsageError(f"{what} (unexpected array {key!r})")
+        if m.dtype.kind not in _PLAIN_KINDS or m.dtype.fields is not None:
+            raise UsageError(f"{what} ({key} has dtype {m.dtype}, expected booleans, integers or floats)")
+        if not m.shape or m.shape[0] != n:
+            rows = m.shape[0] if m.shape else "no"
+            raise UsageError(f"{what} ({key} has {rows} rows, the file has {n} samples)")

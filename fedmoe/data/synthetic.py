@@ -31,6 +31,7 @@ from fedmoe.data.partition import SampleSource
 from fedmoe.data.samples import ISACSamples
 from fedmoe.data.scene import draw_scene
 from fedmoe.errors import UsageError
+from fedmoe.memory import check_fits
 
 CHUNK = 2048
 """Samples generated per vectorised step (bounds the temporary memory)."""
@@ -86,6 +87,39 @@ def generate(cfg: DataConfig, channel: ChannelConfig | None = None, num_samples:
             parts.append(generate_chunk(cfg, channel, size, np.random.default_rng(child)))
             bar.update(size)
     return parts[0] if len(parts) == 1 else ISACSamples.concat(parts)
+
+
+GENERATION_COPIES = 2
+"""Copies of its samples :func:`generate` holds at its peak: the chunks, then their concatenation."""
+
+
+def sample_bytes(cfg: DataConfig, channel: ChannelConfig | None = None) -> float:
+    """Bytes one sample of this generator takes in memory (every input, label and condition), measured
+    on two generated samples (the arrays' shapes follow from the sensor settings alone)."""
+    probe = generate(cfg, channel, 2, seed=0)
+    return probe.nbytes / len(probe)
+
+
+def check_generation_fits(cfg: DataConfig, channel: ChannelConfig | None, num_samples: int, what: str) -> None:
+    """Refuse (:class:`fedmoe.memory.MemoryEstimateError`, one line) to generate ``num_samples`` at once
+    when :data:`GENERATION_COPIES` × :func:`sample_bytes` × ``num_samples`` exceeds the memory available.
+
+    A run that cannot fit would otherwise swap or be killed after minutes of work; the
+    estimate counts the samples alone (no model, no batches), so it refuses only what
+    certainly cannot fit.
+
+    Parameters
+    ----------
+    cfg, channel
+        The generator's settings.
+    num_samples : int
+        Samples generated at once.
+    what : str
+        The setting that asks for them, for the message (``"data.num_samples=50000000"``).
+    """
+    per = sample_bytes(cfg, channel)
+    check_fits(GENERATION_COPIES * per * num_samples,
+               f"{what} ({num_samples:,} samples of {per / 1e3:.1f} kB, generated at once)")
 
 
 def synthetic_source(cfg: DataConfig, channel: ChannelConfig | None = None) -> SampleSource:

@@ -12,6 +12,8 @@ Modules, one job each:
     the command lines of the Flower executables, the ``flwr`` CLI connection, key registration.
 :mod:`fedmoe.deploy.local`
     a SuperLink and N SuperNodes on 127.0.0.1 and ``flwr run`` of this project (``fedmoe deploy local``).
+:mod:`fedmoe.deploy.netns`
+    the private network (a network namespace) ``fedmoe deploy local`` runs in, out of other users' reach.
 
 The commands for separate machines are in the README, "Deployment on separate machines".
 """

@@ -19,6 +19,7 @@ Folder ``out``::
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +37,8 @@ from fedmoe.deploy.processes import ProcessError, ProcessSet, Started, free_port
 from fedmoe.errors import UsageError
 
 HOST = "127.0.0.1"
+PRIVATE_FOLDER = 0o700
+"""Mode of the deployment folder: what is in it (keys, the SuperLink's database, logs, results) is this user's only."""
 OWNED = ("pki", "home", "logs", "superlink.db", "superlink.db-shm", "superlink.db-wal", "run_config.toml", "run")
 """What :class:`LocalCluster` writes in its folder (and removes first with ``force``)."""
 
@@ -51,6 +54,19 @@ class DeployArgumentError(UsageError):
 def project_root() -> Path:
     """The folder of this project's ``pyproject.toml`` (the Flower app ``flwr run`` packages)."""
     return Path(__file__).resolve().parents[2]
+
+
+def check_deploy_folder(out: Path, force: bool) -> list[str]:
+    """What of an earlier deployment (:data:`OWNED`) is in ``out``: a :class:`DeployArgumentError` if
+    there is any and not ``force``, or if ``out`` is not a folder. Nothing is changed."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DeployArgumentError(f"{out}: exists and is not a folder")
+    present = [n for n in OWNED if (out / n).exists()]
+    if present and not force:
+        raise DeployArgumentError(f"{out} already holds a deployment ({', '.join(present)}); "
+                                  "use --force to replace it or choose another --out")
+    return present
 
 
 def check_app(app_dir: Path) -> Path:
@@ -134,16 +150,12 @@ class LocalCluster:
         self.cli_home = self.out / "home" / "cli"
 
     def _prepare_folder(self, force: bool) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise DeployArgumentError(f"{self.out}: exists and is not a folder")
-        present = [n for n in OWNED if (self.out / n).exists()]
-        if present and not force:
-            raise DeployArgumentError(f"{self.out} already holds a deployment ({', '.join(present)}); "
-                                      "use --force to replace it or choose another --out")
+        present = check_deploy_folder(self.out, force)
         for name in present:
             path = self.out / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.out.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.out, PRIVATE_FOLDER)  # keys, databases, logs and run results: this user's only
 
     # ------------------------------------------------------------------ context
 
@@ -159,6 +171,12 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ start-up
 
+    def make_pki(self) -> None:
+        """The CA, the SuperLink's certificate and a key pair per SuperNode in ``pki/``: a 0700 folder
+        whose files are all 0600 (:func:`fedmoe.deploy.pki.write_deployment_pki` with ``private``),
+        since on one machine every process reads them as this user and nobody else needs to."""
+        write_deployment_pki(self.pki, ("localhost", HOST), self.nodes, private=True)
+
     @property
     def address(self) -> str:
         return f"{HOST}:{self.superlink_port}"
@@ -169,7 +187,7 @@ class LocalCluster:
     def start(self) -> None:
         """Certificates and keys, the SuperLink, the CLI connection, key registration, N SuperNodes (all ready)."""
         t0 = time.perf_counter()
-        write_deployment_pki(self.pki, ("localhost", HOST), self.nodes)
+        self.make_pki()
         ports = free_ports(1 + self.nodes, HOST)
         self.superlink_port, self.node_ports = ports[0], ports[1:]
         home = self.out / "home" / "superlink"
@@ -295,15 +313,15 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
     from fedmoe.overrides import parse_overrides
-    from fedmoe.scenarios import load_scenario
+    from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
+
     from strategies.modes import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'
     cfg = load_scenario(scenario, parse_overrides(sets))
-    path = Path(scenario)
-    if path.suffix == ".toml" or path.exists():
-        scenario = str(path.resolve())
+    if scenario not in SCENARIOS:  # a path (fedmoe.scenarios.resolve_scenario's rule)
+        scenario = str(resolve_scenario(scenario).resolve())
     devices = cfg.partition.num_devices
     if nodes is None:
         nodes = devices
@@ -316,13 +334,25 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     return scenario, sets, nodes
 
 
+def check_deploy_local(out: Path, scenario: str = "default", sets: Sequence[str] = (), nodes: int | None = None,
+                       app_dir: Path | None = None, timeout: float = 3600.0, force: bool = False
+                       ) -> tuple[str, list[str], int]:
+    """Every argument of :func:`deploy_local` checked, with nothing started or written:
+    ``(scenario, sets, nodes)`` as :func:`validate_run` returns them, or a one-line
+    :class:`DeployArgumentError` (or config error)."""
+    if not timeout > 0:
+        raise DeployArgumentError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
+    checked = validate_run(scenario, sets, nodes)
+    check_app(app_dir if app_dir is not None else project_root())
+    check_deploy_folder(Path(out), force)
+    return checked
+
+
 def deploy_local(out: Path, scenario: str = "default", sets: Sequence[str] = (), nodes: int | None = None,
                  app_dir: Path | None = None, timeout: float = 3600.0, force: bool = False,
                  echo: Callable[[str], None] = print, stream: bool = True) -> RunResult:
     """``fedmoe deploy local``: validate, start the cluster, run, check, stop everything."""
-    if not timeout > 0:
-        raise DeployArgumentError(f"--timeout: expected a positive number of seconds, got {timeout:g}")
-    scenario, sets, nodes = validate_run(scenario, sets, nodes)
+    scenario, sets, nodes = check_deploy_local(out, scenario, sets, nodes, app_dir, timeout, force)
     with LocalCluster(out, nodes, app_dir, force, echo=echo, stream=stream) as cluster:
         try:
             cluster.start()

@@ -9,8 +9,9 @@
   (``supernode-K.key`` unencrypted private key, ``supernode-K.pub`` the
   ``ecdsa-sha2-nistp384 AAAA…`` line that ``flwr supernode register`` reads).
 
-Files are written atomically (a temporary file in the same folder, then a rename); private
-keys get mode 0600. Nothing is overwritten unless ``force=True``, and when a file would be
+Files are written atomically (a temporary file in the same folder, then a rename) into a
+folder of mode 0700; private keys get mode 0600, the other files the umask's mode (or 0600
+too, for a deployment on one machine: ``private=True``). Nothing is overwritten unless ``force=True``, and when a file would be
 overwritten nothing at all is written.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +171,13 @@ class Output:
     secret: bool = False
 
 
-def write_outputs(out: Path, outputs: Sequence[Output], force: bool = False) -> list[Path]:
-    """Write every output under ``out``; refuse (writing nothing) if one exists and not ``force``."""
+def write_outputs(out: Path, outputs: Sequence[Output], force: bool = False, private: bool = False) -> list[Path]:
+    """Write every output under ``out``; refuse (writing nothing) if one exists and not ``force``.
+
+    The folder ``out`` is made (or set) mode 0700: it holds private keys. Secret outputs are
+    0600; the others follow the umask unless ``private``, which makes every file 0600 (a
+    deployment on one machine, where nobody but this user needs even the certificates).
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PKIError(f"{out}: exists and is not a folder")
@@ -183,8 +190,10 @@ def write_outputs(out: Path, outputs: Sequence[Output], force: bool = False) -> 
     for p in targets:
         if p.is_dir():
             raise PKIError(f"{p}: is a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
     for o, p in zip(outputs, targets):
-        write_atomic(p, o.content, o.secret)
+        write_atomic(p, o.content, o.secret or private)
     return targets
 
 
@@ -205,9 +214,11 @@ def deployment_outputs(hosts: str | Iterable[str] = DEFAULT_HOSTS, nodes: int = 
 
 
 def write_deployment_pki(out: Path, hosts: str | Iterable[str] = DEFAULT_HOSTS, nodes: int = 0,
-                         days: int = DEFAULT_DAYS, force: bool = False, curve: str = "p384") -> list[Path]:
-    """Generate and write the CA, the server certificate and ``nodes`` SuperNode key pairs into ``out``."""
-    return write_outputs(Path(out), deployment_outputs(hosts, nodes, days, curve), force)
+                         days: int = DEFAULT_DAYS, force: bool = False, curve: str = "p384",
+                         private: bool = False) -> list[Path]:
+    """Generate and write the CA, the server certificate and ``nodes`` SuperNode key pairs into ``out``
+    (a 0700 folder; ``private``: every file 0600, :func:`write_outputs`)."""
+    return write_outputs(Path(out), deployment_outputs(hosts, nodes, days, curve), force, private)
 
 
 def write_supernode_key(private_path: Path, force: bool = False, comment: str | None = None,

@@ -59,7 +59,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask the kernel to SIGTERM this process when the thread that started it exits (Linux only)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
@@ -147,7 +147,7 @@ class ProcessSet:
             try:
                 popen = subprocess.Popen(list(argv), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=full_env, cwd=cwd,
-                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                         preexec_fn=die_with_parent if sys.platform == "linux" else None)
             except OSError as err:
                 raise ProcessError(f"cannot start {name} ({argv[0]}): {err.strerror or err}") from None
         proc = Started(name, popen, log, list(argv))

@@ -11,8 +11,9 @@ the ClientApp (:mod:`clients`) are built from.
     one device's part of a round: local training and evaluation;
 :mod:`~fedmoe.federated.evaluation`, :mod:`~fedmoe.federated.reference`
     server-side evaluation and checkpoints; the centralised reference of a run;
-:mod:`~fedmoe.federated.report`
-    the run folder (``metrics.json``, ``rounds.csv``, plots);
+:mod:`~fedmoe.federated.report`, :mod:`~fedmoe.federated.run_folder`
+    the run folder (``metrics.json``, ``rounds.csv``, plots); what a run may find there before it
+    starts (``--resume``, ``--force``) and leaves there when it fails;
 :mod:`~fedmoe.federated.resume`, :mod:`~fedmoe.federated.device_state`
     checkpoint and resume: the server's state, and what a device keeps on its own disk;
 :mod:`~fedmoe.federated.faults`

@@ -11,7 +11,10 @@ round it trains::
 
 and, asked to train round ``t``, loads the newest version of a round before ``t`` (to
 evaluate after round ``t``, of a round up to ``t``). Every file is written whole or not at
-all (:func:`fedmoe.files.write_atomic`). The two newest versions are kept: the server
+all (:func:`fedmoe.files.write_atomic`) and read back only if this user owns it and nobody
+else may write it (:func:`fedmoe.files.open_private`), as arrays whose names and sizes are
+checked from their headers before any value is read, never as pickles
+(:func:`fedmoe.npzfile.read_npz`). The two newest versions are kept: the server
 checkpoints every round, so a run resumes at most one round behind the newest version a
 device may have written.
 
@@ -32,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmoe.files import check_folder_target, write_atomic
+from fedmoe.files import check_folder_target, open_private, write_atomic
+from fedmoe.npzfile import read_npz
 
 NODE_CONFIG_KEY = "state-dir"
 MESSAGE_CONFIG_KEY = "client-state-dir"
@@ -72,8 +76,9 @@ class DeviceStateStore:
     def _load(self, rounds: list[int]) -> dict[str, np.ndarray]:
         if not rounds:
             return {}
-        with np.load(self.folder / f"round_{rounds[-1]:06d}.npz", allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        path = self.folder / f"round_{rounds[-1]:06d}.npz"
+        with open_private(path, "device state") as f:
+            return read_npz(f, str(path))
 
 
 def state_folder(node_config: dict, message_config: dict) -> Path | None:

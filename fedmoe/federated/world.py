@@ -45,6 +45,30 @@ def config_json(cfg: FedMoEConfig) -> str:
     return json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
+def check_run_memory(cfg: FedMoEConfig) -> None:
+    """Refuse, before anything starts, a run whose data alone cannot fit in this machine's memory.
+
+    Each set of samples a run generates at once — a device's training data
+    (``partition.samples_per_device``), the server's test set (``federated.test_samples``)
+    and, with ``federated.centralised_reference`` in federated mode, the union of every
+    device's data the reference trains on — is checked in that order by
+    :func:`fedmoe.data.synthetic.check_generation_fits`, which refuses the first that exceeds
+    the memory available. That is a lower bound of what the run needs (the simulation holds
+    several devices' data at once, and models and batches besides), so a run it lets through
+    may still be too big; one it refuses cannot fit.
+    """
+    from fedmoe.data.synthetic import check_generation_fits
+
+    pcfg, fed = cfg.partition, cfg.federated
+    sets = [(f"partition.samples_per_device={pcfg.samples_per_device}", pcfg.samples_per_device),
+            (f"federated.test_samples={fed.test_samples}", fed.test_samples)]
+    if fed.centralised_reference and cfg.mode == "federated":
+        sets.append((f"the centralised reference (partition.num_devices={pcfg.num_devices} devices' data; "
+                     "federated.centralised_reference=false skips it)", pcfg.num_devices * pcfg.samples_per_device))
+    for what, n in sets:
+        check_generation_fits(cfg.data, cfg.wireless.channel, n, what)
+
+
 def world_for(cfg_or_json: FedMoEConfig | str) -> "ScenarioWorld":
     """The (cached) world of a config, given as a :class:`FedMoEConfig` or its JSON."""
     key = cfg_or_json if isinstance(cfg_or_json, str) else config_json(cfg_or_json)

@@ -46,7 +46,7 @@ def run_one(name: str, overrides: dict, base: dict, out_dir: Path) -> dict:
 
     cfg = load_scenario("default", deep_merge(base, overrides))
     t0 = time.perf_counter()
-    run = run_federated(cfg, out_dir / name, progress=True)
+    run = run_federated(cfg, out_dir / name, progress=True, force=True)
     rows = [r for r in run.metrics["rounds"] if r["round"] > 0]
     evals = [r for r in run.metrics["rounds"] if r.get("accuracy") is not None]
     return {

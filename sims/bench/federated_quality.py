@@ -70,7 +70,7 @@ def centralised_on_union(cfg) -> dict:
 
 def federated(cfg, out: Path) -> dict:
     t0 = time.perf_counter()
-    run = run_federated(cfg, out, progress=True)
+    run = run_federated(cfg, out, progress=True, force=True)
     rows = run.metrics["rounds"]
     return {"summary": run.metrics["summary"], "wall_s": time.perf_counter() - t0,
             "curve": [{k: r.get(k) for k in ("round", "stage", "clock_s", "accuracy", "energy_j", "latency_s",

@@ -154,7 +154,7 @@ def seed_targets(rows: list[dict], main: str) -> dict:
 def federated_at(cfg: FedMoEConfig, lam: float, out: Path) -> dict:
     """``fedmoe run`` of ``cfg`` at ``λ`` (Flower simulation on Ray) and its centralised reference."""
     t0 = time.perf_counter()
-    run = run_federated(adaptive_config(cfg, lam), out, progress=True)
+    run = run_federated(adaptive_config(cfg, lam), out, progress=True, force=True)
     s = run.metrics["summary"]
     ratio = s["costly_share_blocked"] / max(s["costly_share_los"], 1e-9)
     return {"lambda": lam, "wall_s": time.perf_counter() - t0, "accuracy": s["accuracy"],

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = bench_config(variant, args.devices, args.samples_per_device, args.rounds, args.stage1, args.per_round,
                            args.experts_per_modality, args.eval_every, args.local_epochs)
         t0 = time.perf_counter()
-        run = run_federated(cfg, runs_dir / name.split(",")[0].replace(" ", "_").lower(), progress=True)
+        run = run_federated(cfg, runs_dir / name.split(",")[0].replace(" ", "_").lower(), progress=True, force=True)
         rows = run.metrics["rounds"]
         results[name] = {"wall_s": time.perf_counter() - t0, "summary": summarise(rows),
                          "rounds": [{k: v for k, v in r.items() if k not in ("usage_by_class", "devices")} for r in rows]}

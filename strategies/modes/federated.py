@@ -13,8 +13,10 @@ from strategies.modes.base import MODES, Mode, check_devices_per_round
 def check_federated_config(cfg: FedMoEConfig) -> None:
     """Fail before Ray starts: unknown strategy, aggregator, selection policy, gate or gate backbone,
     bad aggregator options, more devices per round than resource blocks (:class:`~fedmoe.config.ConfigError`
-    / :class:`~fedmoe.registry.UnknownNameError`, naming the field)."""
+    / :class:`~fedmoe.registry.UnknownNameError`, naming the field), data that cannot fit in memory
+    (:func:`fedmoe.federated.world.check_run_memory`)."""
     from fedmoe.federated.selection import SELECTION_POLICIES
+    from fedmoe.federated.world import check_run_memory
     from fedmoe.models.builder import check_model_names
     from strategies import AGGREGATORS, STRATEGIES, make_aggregator
 
@@ -28,6 +30,7 @@ def check_federated_config(cfg: FedMoEConfig) -> None:
         raise ConfigError(f"federated.aggregator_options: {err}") from None
     check_model_names(cfg.model)
     check_devices_per_round(cfg, cfg.partition.num_devices if fed.selection == "all" else fed.clients_per_round)
+    check_run_memory(cfg)
 
 
 def serve(grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,

@@ -12,7 +12,9 @@ from strategies.modes.base import MODES, Mode, check_devices_per_round, check_li
 
 def check_split_config(cfg: FedMoEConfig) -> None:
     """Fail before Ray starts on a split-learning config: an unknown gate or gate backbone, a bad link
-    option, more devices per round than devices or resource blocks."""
+    option, more devices per round than devices or resource blocks, data that cannot fit in memory
+    (:func:`fedmoe.federated.world.check_run_memory`)."""
+    from fedmoe.federated.world import check_run_memory
     from fedmoe.models.builder import check_model_names
 
     check_model_names(cfg.model)
@@ -21,6 +23,7 @@ def check_split_config(cfg: FedMoEConfig) -> None:
     elif cfg.split.link_options:
         raise ConfigError("split.link_options: the ideal link takes no options")
     check_devices_per_round(cfg, cfg.federated.clients_per_round)
+    check_run_memory(cfg)
 
 
 def serve(grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | None = None,

@@ -115,3 +115,24 @@ def test_flwr_run_packages_the_code_and_scenarios_only():
         assert needed in names
     assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "runs") or "/bench/" in n]
     assert len(fab) < 2_000_000  # flwr refuses more than 10 MB
+
+
+def test_the_deployment_folder_and_its_pki_are_private(tmp_path):
+    """Issue 18, finding 6: any local user could read ``ca.crt`` (and the rest) of ``fedmoe deploy local``.
+    The deployment folder is 0700, its PKI folder 0700 and every file in it 0600, whatever the umask."""
+    import os
+    import stat
+
+    from fedmoe.deploy.local import LocalCluster
+
+    old = os.umask(0o022)
+    try:
+        cluster = LocalCluster(tmp_path / "deploy", nodes=2)
+        cluster.make_pki()
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "deploy") == 0o700 and mode(cluster.pki) == 0o700
+    files = sorted(cluster.pki.iterdir())
+    assert {p.name for p in files} >= {"ca.crt", "ca.key", "server.pem", "server.key", "supernode-0.key", "supernode-1.pub"}
+    assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from fedmoe.cli import main as cli
 from fedmoe.deploy.pki import (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, PKIError, parse_hosts, supernode_key_names,
                                write_deployment_pki, write_supernode_key)
+from fedmoe.files import current_umask
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,8 @@ def test_supernode_keys_are_openssh_ecdsa_p384_and_private_keys_are_private(pki)
         assert stat.S_IMODE((pki / priv_name).stat().st_mode) == 0o600
     for name in (CA_KEY, SERVER_KEY):
         assert stat.S_IMODE((pki / name).stat().st_mode) == 0o600
-    assert stat.S_IMODE((pki / CA_CERT).stat().st_mode) == 0o644
+    assert stat.S_IMODE((pki / CA_CERT).stat().st_mode) == 0o666 & ~current_umask()  # public: the umask's mode
+    assert stat.S_IMODE(pki.stat().st_mode) == 0o700  # the folder holds private keys
     assert (pki / supernode_key_names(0)[1]).read_bytes() != (pki / supernode_key_names(1)[1]).read_bytes()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from fedmoe.federated import resume as resume_mod
 from fedmoe.federated.device_state import DeviceStateStore, state_folder
-from fedmoe.federated.resume import ResumeError, load_state, resume_path
+from fedmoe.federated.resume import ResumeError, load_state, resume_path, save_state
 from strategies.expert_wise import ExpertWise
 from strategies.server_app import serve
 from tests.federated.conftest import LocalGrid, tiny_config
@@ -150,24 +150,23 @@ def test_resume_refuses_another_configuration_naming_the_keys(saved_run):
 
 @pytest.mark.parametrize("case, pattern", [
     ("missing", "nothing to resume"),
-    ("not a pickle", "not a readable fedmoe resume state"),
-    ("another object", "not a fedmoe resume state"),
+    ("not an archive", "not an .npz archive"),
+    ("another archive", "not a fedmoe resume state"),
     ("finished", "finished all 4 rounds"),
 ])
 def test_resume_refuses_what_cannot_be_resumed(saved_run, tmp_path, case, pattern):
     cfg = tiny_config(**RESUMABLE)
     target = tmp_path
-    if case == "not a pickle":
+    if case == "not an archive":
         resume_path(tmp_path).parent.mkdir(parents=True)
         resume_path(tmp_path).write_bytes(b"\x00garbage")
-    elif case == "another object":
+    elif case == "another archive":
         resume_path(tmp_path).parent.mkdir(parents=True)
-        resume_path(tmp_path).write_bytes(pickle.dumps({"round": 1}))
+        np.savez(resume_path(tmp_path), round=np.array(1))
     elif case == "finished":
-        state = pickle.loads(resume_path(saved_run).read_bytes())
+        state = load_state(saved_run, cfg)
         state.round = ROUNDS
-        resume_path(tmp_path).parent.mkdir(parents=True)
-        resume_path(tmp_path).write_bytes(pickle.dumps(state))
+        save_state(tmp_path, state)
     with pytest.raises(ResumeError, match=pattern) as err:
         serve(LocalGrid(4), cfg, target, resume=True)
     assert "\n" not in str(err.value)
@@ -210,3 +209,190 @@ def test_state_folder_prefers_the_node_config(tmp_path):
     assert state_folder({"state-dir": str(tmp_path / "node")}, {"client-state-dir": "x"}) == tmp_path / "node"
     assert state_folder({}, {"client-state-dir": str(tmp_path)}) == tmp_path
     assert state_folder({"state-dir": " "}, {}) is None
+
+
+# ---------------------------------------------------------------------------- hostile state files
+
+
+class _Payload:
+    """Unpickling this object opens (so creates) ``marker``: code run by whoever loads the pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _object_array_npz(path: Path, payload: object) -> None:
+    """An .npz whose one member is an object array: the .npy format stores it as a pickle."""
+    np.savez(path, state=np.array([payload, 1], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("where", ["resume.pkl (the old state file)", "resume.npz is a pickle",
+                                   "resume.npz holds an object array"])
+def test_a_crafted_pickle_where_the_state_lives_is_never_executed(saved_run, tmp_path, where):
+    """Issue 18, finding 3: ``checkpoints/resume.pkl`` was unpickled by ``--resume`` (and by the
+    deployed ServerApp with ``resume=true``): a crafted one ran code. No state file is unpickled now."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved_run, run_dir)
+    marker = tmp_path / "pwned"
+    state = resume_path(run_dir)
+    if where.startswith("resume.pkl"):
+        state.unlink()
+        (state.parent / "resume.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+        pattern = "a pickle is never loaded"
+    elif where == "resume.npz is a pickle":
+        state.write_bytes(pickle.dumps(_Payload(marker)))
+        pattern = "not an .npz archive"
+    else:
+        _object_array_npz(state, _Payload(marker))
+        pattern = "Python objects"
+    with pytest.raises(ResumeError, match=pattern) as err:
+        serve(LocalGrid(4), tiny_config(**RESUMABLE), run_dir, resume=True)
+    assert not marker.exists()
+    assert "\n" not in str(err.value)
+
+
+def _copy_run(saved_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved_run, run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646], ids=["group-writable", "world-writable"])
+def test_a_state_file_others_may_write_is_refused(saved_run, tmp_path, mode):
+    """A state file writable by the group or by others could hold anything another user put there."""
+    run_dir = _copy_run(saved_run, tmp_path)
+    os.chmod(resume_path(run_dir), mode)
+    with pytest.raises(ResumeError, match=f"mode {mode:04o} lets the group or others write it"):
+        load_state(run_dir, tiny_config(**RESUMABLE))
+    os.chmod(resume_path(run_dir), 0o644)
+    assert load_state(run_dir, tiny_config(**RESUMABLE)).round == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_state_file_of_another_user_is_refused(saved_run, tmp_path):
+    run_dir = _copy_run(saved_run, tmp_path)
+    os.chown(resume_path(run_dir), 4242, 4242)
+    with pytest.raises(ResumeError, match="owned by uid 4242, not by this user"):
+        load_state(run_dir, tiny_config(**RESUMABLE))
+
+
+def _rewrite_document(path: Path, edit) -> None:
+    """Rewrite the resume state at ``path`` with ``edit(doc, arrays)`` applied (a hand-crafted file)."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    doc = json.loads(arrays["state"].tobytes())
+    edit(doc, arrays)
+    arrays["state"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+    os.unlink(path)
+    np.savez(path, **arrays)
+
+
+def _drop_entry(node, key):
+    node["$dict"] = [pair for pair in node["$dict"] if pair[0] != key]
+
+
+def _set_entry(node, key, value):
+    node["$dict"] = [[k, value if k == key else v] for k, v in node["$dict"]]
+
+
+def _first_record(doc):
+    return doc["strategy"]["$dict"][0][1][0]  # history[0]: a RoundRecord
+
+
+TAMPERED = {
+    "an unregistered class": (lambda d, a: _first_record(d).update({"$record": "Popen"}), "'Popen' is not a record"),
+    "a field of the wrong type": (lambda d, a: _first_record(d)["fields"].update({"selected": "3"}),
+                                  "selected: expected int"),
+    "an unknown field": (lambda d, a: _first_record(d)["fields"].update({"shell": 1}), "unknown fields \\['shell'\\]"),
+    "an unknown tag": (lambda d, a: d.update({"rng": {"$eval": "1"}}), "unknown tag '\\$eval'"),
+    "an extra member": (lambda d, a: a.update({"value/extra": np.zeros(2)}), "not referenced"),
+    "a member outside the layout": (lambda d, a: a.update({"payload": np.zeros(2)}), "unexpected member 'payload'"),
+    "a global array of another shape": (
+        lambda d, a: a.update({f"global/{d['global'][0]}": np.zeros(3, dtype=np.float32)}), "global array"),
+    "a missing global array": (lambda d, a: d["global"].append("extra.weight"), "'global/extra.weight' is missing"),
+    "a round that is not a number": (lambda d, a: d.update({"round": "1"}), "round: expected a round number"),
+    "a strategy without one of its keys": (lambda d, a: _drop_entry(d["strategy"], "clock_s"), "strategy state has keys"),
+    "a random state that is not one": (lambda d, a: _set_entry(d["rng"], "python", {"$tuple": [3]}),
+                                       "the python state is not one"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_hand_crafted_state_is_refused_in_one_line(saved_run, tmp_path, case):
+    """Only what fedmoe writes is read back: a record class, field, tag or member it does not write,
+    or values of the wrong type or shape, are refused before the run starts."""
+    edit, pattern = TAMPERED[case]
+    run_dir = _copy_run(saved_run, tmp_path)
+    _rewrite_document(resume_path(run_dir), edit)
+    with pytest.raises(ResumeError, match=pattern) as err:
+        serve(LocalGrid(4), tiny_config(**RESUMABLE), run_dir, resume=True)
+    assert "\n" not in str(err.value)
+
+
+def test_an_archive_declaring_more_than_memory_is_refused_before_reading(saved_run, tmp_path):
+    """A member whose header declares a huge array is refused from its header (nothing is decompressed)."""
+    import zipfile
+
+    run_dir = _copy_run(saved_run, tmp_path)
+    path = resume_path(run_dir)
+    header = io_header(np.dtype(np.float64), (10**12,))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("value/huge.npy", header)
+    with pytest.raises(ResumeError, match="declares"):
+        load_state(run_dir, tiny_config(**RESUMABLE))
+
+
+def io_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """A .npy header for ``shape`` of ``dtype``, with no values after it."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                               "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_every_flower_rule_state_round_trips_through_the_file(tmp_path):
+    """FedAdam's moments (dicts of arrays) and FedAvgM's momentum (a list) and current arrays (an
+    ArrayRecord) come back bit for bit onto fresh rules built from the config."""
+    from fedmoe.federated.resume import ServerState
+    from strategies.aggregators import make_aggregator
+    from strategies.resumable import live_state, plain_state
+
+    rng = np.random.default_rng(0)
+    adam = make_aggregator("fedadam")
+    adam.current_arrays = {"w": rng.standard_normal(3).astype(np.float32)}
+    adam.m_t = {"w": rng.standard_normal(3).astype(np.float32)}
+    adam.v_t = {"w": np.abs(rng.standard_normal(3)).astype(np.float32)}
+    cfg = tiny_config(**RESUMABLE)
+    state = ServerState(1, cfg.model_dump(mode="json"), {}, {"rules": plain_state({"shared": adam})},
+                        {1: {"accuracy": 0.5, "score": "topk"}}, {})
+    save_state(tmp_path, state)
+    back = live_state(load_state(tmp_path, cfg).strategy["rules"], lambda: make_aggregator("fedadam"))["shared"]
+    for name in ("current_arrays", "m_t", "v_t"):
+        assert getattr(back, name).keys() == getattr(adam, name).keys()
+        assert all(np.array_equal(getattr(back, name)[k], getattr(adam, name)[k]) for k in getattr(adam, name))
+        assert all(getattr(back, name)[k].dtype == np.float32 for k in getattr(adam, name))
+    assert back.eta == adam.eta and back.tau == adam.tau
+
+
+def test_device_state_others_may_write_is_refused(tmp_path):
+    """A device loads its own state only from a file nobody else could have written."""
+    from fedmoe.files import UnsafeFileError
+
+    store = DeviceStateStore(tmp_path, 0)
+    path = store.save(1, {"critic.w": np.ones(2)})
+    os.chmod(path, 0o666)
+    with pytest.raises(UnsafeFileError, match="lets the group or others write it"):
+        store.load_before(2)
+    os.chmod(path, 0o600)
+    assert store.load_before(2)["critic.w"].tolist() == [1.0, 1.0]

@@ -8,7 +8,6 @@ PID afterwards, the Ray processes the killed run left behind included.
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -36,9 +35,11 @@ def fedmoe_run(out: Path, *extra: str) -> list[str]:
 
 
 def saved_round(run_dir: Path) -> int:
+    """The round of the state saved in ``run_dir`` (its JSON document alone), 0 before the first."""
     try:
-        return pickle.loads(resume_path(run_dir).read_bytes()).round
-    except (OSError, EOFError, pickle.UnpicklingError):
+        with np.load(resume_path(run_dir), allow_pickle=False) as z:
+            return int(json.loads(z["state"].tobytes())["round"])
+    except (OSError, KeyError, ValueError):
         return 0
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from fedmoe.cli import main as cli
 from fedmoe.federated.parameters import to_numpy
+from fedmoe.federated.run_folder import RUN_OUTPUTS
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
 from sims.runner import run_federated
@@ -33,6 +34,7 @@ def test_two_rounds_on_ray_write_the_run_folder(tmp_path):
     for name in ("accuracy.png", "energy.png", "gate_usage.png", "config.json", "checkpoints/final.pt",
                  "checkpoints/round_0001.pt"):
         assert (tmp_path / name).is_file(), name
+    assert {p.name for p in tmp_path.iterdir()} <= set(RUN_OUTPUTS)  # what --force replaces covers a run's files
     initial = to_numpy(world_for(cfg).template.state_dict())
     assert any(not np.array_equal(run.arrays[k], initial[k]) for k in run.arrays)
 
@@ -68,3 +70,38 @@ def test_run_rejects_bad_settings_in_one_line_before_starting(setting, message, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("when", ["writing the report", "saving the last round's state"])
+def test_a_failed_run_leaves_no_final_model(tmp_path, monkeypatch, when):
+    """Issue 18, finding 7: a disk full during ``fedmoe run`` left ``checkpoints/final.pt`` (and part of a
+    report) behind, so the folder looked like a finished run. A failed run removes what only a finished
+    run writes; it keeps the state of its last complete round when there is one to resume, and otherwise
+    removes the folder it made, as every command does."""
+    import fedmoe.federated.report
+    import fedmoe.federated.resume
+    from fedmoe.federated.resume import load_state
+
+    cfg = tiny_config(partition={"num_devices": 3}, federated={"clients_per_round": 3})
+    out = tmp_path / "new" / "run"
+    if when == "writing the report":  # after metrics.json, while drawing the plots
+        monkeypatch.setattr(fedmoe.federated.report, "plot_run", _disk_full)
+    else:  # final.pt is written, then saving the state after round 2 (of 2) finds the disk full
+        real, saves = fedmoe.federated.resume.write_atomic, []
+
+        def full_at_the_second_save(*args, **kwargs):
+            saves.append(1)
+            return _disk_full() if len(saves) == 2 else real(*args, **kwargs)
+
+        monkeypatch.setattr(fedmoe.federated.resume, "write_atomic", full_at_the_second_save)
+    with pytest.raises(OSError, match="No space left"):
+        run_federated(cfg, out, progress=False)
+    if when == "writing the report":  # all rounds done: nothing to resume, so the folder this run made goes
+        assert not (tmp_path / "new").exists()
+    else:  # the state after round 1 stays for --resume; nothing that looks finished does
+        assert not (out / "checkpoints" / "final.pt").exists() and not (out / "metrics.json").exists()
+        assert load_state(out, cfg).round == 1
