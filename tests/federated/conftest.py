@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
@@ -204,3 +204,20 @@ def npy_blob(values: np.ndarray, descr: str | None = None, shape: tuple[int, ...
 
 def assert_close(a, b, **kw) -> None:
     np.testing.assert_allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), **kw)
+
+
+def edit_metrics(**changes) -> Callable[[Message], None]:
+    """A tamper that edits a reply's metrics: a value replaces the key's, ``None`` removes the key,
+    and ``metrics=None`` removes the whole record."""
+    def tamper(reply: Message) -> None:
+        if "metrics" in changes and changes["metrics"] is None:
+            reply.content.pop("metrics")
+            return
+        m = dict(reply.content["metrics"])
+        for k, v in changes.items():
+            if v is None:
+                m.pop(k, None)
+            else:
+                m[k] = v
+        reply.content["metrics"] = MetricRecord(m)
+    return tamper

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 import pytest
-from flwr.app import MessageType, MetricRecord
+from flwr.app import MessageType
 
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.protocol import (ACCURACY_KEY, MEAN_COST_KEY, MODALITIES_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY,
@@ -17,25 +17,9 @@ from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
 from strategies.discovery import discover_devices
 from strategies.expert_wise import ExpertWise
-from tests.federated.conftest import ReplayGrid, tiny_config
+from tests.federated.conftest import ReplayGrid, edit_metrics, tiny_config
 
 BAD_NODE = 2  # device 1
-
-
-def _set(**changes):
-    """Edit a reply's metrics: ``None`` removes the key; ``"metrics": None`` removes the record."""
-    def tamper(reply):
-        if changes.get("metrics", 0) is None:
-            reply.content.pop("metrics")
-            return
-        m = dict(reply.content["metrics"])
-        for k, v in changes.items():
-            if v is None:
-                m.pop(k, None)
-            else:
-                m[k] = v
-        reply.content["metrics"] = MetricRecord(m)
-    return tamper
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +38,15 @@ def _run(cfg, grid):
 # --------------------------------------------------------------------------- the device query
 
 QUERY_KINDS = {
-    "2 modalities": (_set(**{MODALITIES_KEY: [1, 0]}), "modalities has 2 entries"),
-    "modality flag 0.5": (_set(**{MODALITIES_KEY: [1.0, 0.5, 1.0, 1.0, 1.0]}), "entries other than 0 and 1"),
-    "scalar modalities": (_set(**{MODALITIES_KEY: 1}), "modalities is not a list"),
-    "count -10^12": (_set(**{NUM_EXAMPLES_KEY: -10 ** 12}), "num-examples=-1000000000000 is outside"),
-    "count above the device's samples": (_set(**{NUM_EXAMPLES_KEY: 10 ** 9}), "the device's training samples"),
-    "list partition-id": (_set(**{PARTITION_KEY: [1, 2]}), "partition-id=[1, 2] is not a finite integer"),
-    "partition-id out of range": (_set(**{PARTITION_KEY: 7}), "partition-id=7 is outside [0, 2]"),
-    "no partition-id": (_set(**{PARTITION_KEY: None}), "no 'partition-id'"),
-    "no metrics": (_set(metrics=None), "without 'metrics'"),
+    "2 modalities": (edit_metrics(**{MODALITIES_KEY: [1, 0]}), "modalities has 2 entries"),
+    "modality flag 0.5": (edit_metrics(**{MODALITIES_KEY: [1.0, 0.5, 1.0, 1.0, 1.0]}), "entries other than 0 and 1"),
+    "scalar modalities": (edit_metrics(**{MODALITIES_KEY: 1}), "modalities is not a list"),
+    "count -10^12": (edit_metrics(**{NUM_EXAMPLES_KEY: -10 ** 12}), "num-examples=-1000000000000 is outside"),
+    "count above the device's samples": (edit_metrics(**{NUM_EXAMPLES_KEY: 10 ** 9}), "the device's training samples"),
+    "list partition-id": (edit_metrics(**{PARTITION_KEY: [1, 2]}), "partition-id=[1, 2] is not a finite integer"),
+    "partition-id out of range": (edit_metrics(**{PARTITION_KEY: 7}), "partition-id=7 is outside [0, 2]"),
+    "no partition-id": (edit_metrics(**{PARTITION_KEY: None}), "no 'partition-id'"),
+    "no metrics": (edit_metrics(metrics=None), "without 'metrics'"),
 }
 
 
@@ -80,7 +64,8 @@ def test_a_malformed_query_answer_leaves_that_device_out_and_the_run_goes_on(kin
 
 def test_two_nodes_claiming_one_device_are_both_left_out(cfg, replay_cache, caplog):
     """The server cannot tell which of two nodes claiming partition 0 is device 0: it trusts neither."""
-    grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: _set(**{PARTITION_KEY: 0})}, tamper_on=MessageType.QUERY)
+    grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: edit_metrics(**{PARTITION_KEY: 0})},
+                      tamper_on=MessageType.QUERY)
     with caplog.at_level(logging.WARNING, logger="strategies.discovery"):
         strategy, _ = _run(cfg, grid)
     assert sorted(strategy.devices) == [3] and strategy.history[0].devices == [2]
@@ -100,7 +85,8 @@ def test_discovery_needs_min_devices(cfg, replay_cache):
     """Other modes need every device (``min_devices`` defaults to all): too few is one line naming the refusal."""
     from fedmoe.federated.world import config_json
 
-    grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: _set(**{MODALITIES_KEY: [1, 0]})}, tamper_on=MessageType.QUERY)
+    grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: edit_metrics(**{MODALITIES_KEY: [1, 0]})},
+                      tamper_on=MessageType.QUERY)
     with pytest.raises(RuntimeError, match=f"^node {BAD_NODE} answered the device query with modalities has 2 entries"):
         discover_devices(grid, 3, config_json(cfg))
     assert len(discover_devices(grid, 3, config_json(cfg), min_devices=2)) == 2
@@ -116,15 +102,15 @@ def test_query_reply_reads_back_and_refuses_by_hand():
 # --------------------------------------------------------------------------- client-side evaluation
 
 EVALUATE_KINDS = {
-    "no accuracy": (_set(**{ACCURACY_KEY: None}), "no 'accuracy'"),
-    "accuracy 999999.98 with 10^9 examples": (_set(**{ACCURACY_KEY: 999999.98, NUM_EXAMPLES_KEY: 10 ** 9}),
+    "no accuracy": (edit_metrics(**{ACCURACY_KEY: None}), "no 'accuracy'"),
+    "accuracy 999999.98 with 10^9 examples": (edit_metrics(**{ACCURACY_KEY: 999999.98, NUM_EXAMPLES_KEY: 10 ** 9}),
                                               "num-examples=1000000000 is outside [1, 10]"),
-    "accuracy 999999.98": (_set(**{ACCURACY_KEY: 999999.98}), "accuracy=1e+06 is outside [0, 1]"),
-    "NaN accuracy": (_set(**{ACCURACY_KEY: float("nan")}), "accuracy=nan is not a finite number"),
-    "count -10^12": (_set(**{NUM_EXAMPLES_KEY: -10 ** 12}), "is outside"),
-    "negative mean cost": (_set(**{MEAN_COST_KEY: -1.0}), "mean-cost=-1 is negative"),
-    "other partition-id": (_set(**{PARTITION_KEY: 0}), "partition-id 0 is not the node's device 1"),
-    "no metrics": (_set(metrics=None), "reply lacks 'metrics'"),
+    "accuracy 999999.98": (edit_metrics(**{ACCURACY_KEY: 999999.98}), "accuracy=1e+06 is outside [0, 1]"),
+    "NaN accuracy": (edit_metrics(**{ACCURACY_KEY: float("nan")}), "accuracy=nan is not a finite number"),
+    "count -10^12": (edit_metrics(**{NUM_EXAMPLES_KEY: -10 ** 12}), "is outside"),
+    "negative mean cost": (edit_metrics(**{MEAN_COST_KEY: -1.0}), "mean-cost=-1 is negative"),
+    "other partition-id": (edit_metrics(**{PARTITION_KEY: 0}), "partition-id 0 is not the node's device 1"),
+    "no metrics": (edit_metrics(metrics=None), "reply lacks 'metrics'"),
 }
 
 

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from flwr.app import Array, ConfigRecord, MetricRecord
+from flwr.app import Array, ConfigRecord
 
 from fedmoe.federated.world import world_for
 from fedmoe.federated.parameters import SHARED
@@ -17,7 +17,7 @@ from fedmoe.federated.protocol import (ENERGY_KEY, FLOPS_KEY, LATENCY_KEY, NUM_E
 from fedmoe.flower import to_numpy, to_record
 from strategies.expert_wise import ExpertWise
 from strategies.validation import check_arrays, check_metrics, check_steps
-from tests.federated.conftest import ReplayGrid, npy_blob, tiny_config
+from tests.federated.conftest import ReplayGrid, edit_metrics, npy_blob, tiny_config
 
 BAD_NODE = 2
 
@@ -27,18 +27,6 @@ def _edit_arrays(fn):
         arrays = to_numpy(reply.content["arrays"])
         fn(arrays)
         reply.content["arrays"] = to_record(arrays)
-    return tamper
-
-
-def _edit_metrics(**changes):
-    def tamper(reply):
-        m = dict(reply.content["metrics"])
-        for k, v in changes.items():
-            if v is None:
-                m.pop(k, None)
-            else:
-                m[k] = v
-        reply.content["metrics"] = MetricRecord(m)
     return tamper
 
 
@@ -73,14 +61,14 @@ KINDS = {
     "wrong shape": (_edit_arrays(lambda a: a.__setitem__(_first(a), a[_first(a)][:-1])), "shape"),
     "wrong dtype": (_edit_arrays(lambda a: a.__setitem__(_first(a), a[_first(a)].astype(np.float64))), "dtype"),
     "absurd norm": (_edit_arrays(lambda a: a.__setitem__(_first(a), a[_first(a)] * 1e6)), "moved by"),
-    "negative count": (_edit_metrics(**{NUM_EXAMPLES_KEY: -5}), "outside"),
-    "absurd count": (_edit_metrics(**{NUM_EXAMPLES_KEY: 10 ** 9}), "outside"),
-    "fractional count": (_edit_metrics(**{NUM_EXAMPLES_KEY: 12.5}), "not a finite integer"),
-    "missing count": (_edit_metrics(**{NUM_EXAMPLES_KEY: None}), "no 'num-examples'"),
-    "bad usage": (_edit_metrics(**{USAGE_KEY: [2.0]}), "expert-usage"),
-    "other partition": (_edit_metrics(**{PARTITION_KEY: 0}), "partition-id"),
-    "usage not a list": (_edit_metrics(**{USAGE_KEY: 0.5}), "expert-usage is not a list"),
-    "NaN latency": (_edit_metrics(**{LATENCY_KEY: float("nan")}), "latency-s=nan is not a finite number"),
+    "negative count": (edit_metrics(**{NUM_EXAMPLES_KEY: -5}), "outside"),
+    "absurd count": (edit_metrics(**{NUM_EXAMPLES_KEY: 10 ** 9}), "outside"),
+    "fractional count": (edit_metrics(**{NUM_EXAMPLES_KEY: 12.5}), "not a finite integer"),
+    "missing count": (edit_metrics(**{NUM_EXAMPLES_KEY: None}), "no 'num-examples'"),
+    "bad usage": (edit_metrics(**{USAGE_KEY: [2.0]}), "expert-usage"),
+    "other partition": (edit_metrics(**{PARTITION_KEY: 0}), "partition-id"),
+    "usage not a list": (edit_metrics(**{USAGE_KEY: 0.5}), "expert-usage is not a list"),
+    "NaN latency": (edit_metrics(**{LATENCY_KEY: float("nan")}), "latency-s=nan is not a finite number"),
     # issue 18, finding 1: the header says big-endian; the metadata (float32) and the checks read 0.01 where a
     # Flower rule (Array.numpy() follows the header) would aggregate 1e38 or NaN
     "big-endian header": (_edit_record(_shared_as(data=lambda v: npy_blob(v, descr=">f4"))), "header says dtype >f4"),
@@ -94,19 +82,19 @@ KINDS = {
     "unknown array of garbage": (_edit_record(lambda r: r.__setitem__("backdoor", Array(
         dtype="float32", shape=(2 ** 28,), stype="numpy.ndarray", data=b"never decoded"))), "unexpected arrays"),
     "no arrays": (lambda reply: reply.content.pop("arrays"), "lacks 'metrics' or 'arrays'"),
-    "scalar usage": (_edit_metrics(**{USAGE_KEY: 0.5}), "expert-usage is not a list"),
-    "missing latency": (_edit_metrics(**{LATENCY_KEY: None}), "no 'latency-s'"),
-    "missing usage": (_edit_metrics(**{USAGE_KEY: None}), "no 'expert-usage'"),
-    "list partition-id": (_edit_metrics(**{PARTITION_KEY: [1, 2]}), "partition-id=[1, 2] is not a finite integer"),
-    "count -10^12": (_edit_metrics(**{NUM_EXAMPLES_KEY: -10 ** 12}), "outside"),
-    "other stage": (_edit_metrics(**{STAGE_KEY: 2}), "stage 2"),
+    "scalar usage": (edit_metrics(**{USAGE_KEY: 0.5}), "expert-usage is not a list"),
+    "missing latency": (edit_metrics(**{LATENCY_KEY: None}), "no 'latency-s'"),
+    "missing usage": (edit_metrics(**{USAGE_KEY: None}), "no 'expert-usage'"),
+    "list partition-id": (edit_metrics(**{PARTITION_KEY: [1, 2]}), "partition-id=[1, 2] is not a finite integer"),
+    "count -10^12": (edit_metrics(**{NUM_EXAMPLES_KEY: -10 ** 12}), "outside"),
+    "other stage": (edit_metrics(**{STAGE_KEY: 2}), "stage 2"),
     # finding 5: costs and loss
-    "energy -1e9": (_edit_metrics(**{ENERGY_KEY: -1e9}), "energy-j=-1e+09 is negative"),
-    "NaN loss": (_edit_metrics(**{TRAIN_LOSS_KEY: float("nan")}), "train-loss=nan is not a finite number"),
-    "flops beyond every expert on every pass": (_edit_metrics(**{FLOPS_KEY: 1e30}), "flops=1e+30 is outside"),
-    "flops below the usage reported": (_edit_metrics(**{FLOPS_KEY: 0.0}), "flops=0 is outside"),
+    "energy -1e9": (edit_metrics(**{ENERGY_KEY: -1e9}), "energy-j=-1e+09 is negative"),
+    "NaN loss": (edit_metrics(**{TRAIN_LOSS_KEY: float("nan")}), "train-loss=nan is not a finite number"),
+    "flops beyond every expert on every pass": (edit_metrics(**{FLOPS_KEY: 1e30}), "flops=1e+30 is outside"),
+    "flops below the usage reported": (edit_metrics(**{FLOPS_KEY: 0.0}), "flops=0 is outside"),
     # finding 8: a usage of the right length outside [0, 1] would raise the device's weight on an expert
-    "usage 1000": (_edit_metrics(**{USAGE_KEY: [1000.0, 1.0, 1.0, 1.0, 1.0]}), "expert-usage has entries outside [0, 1]"),
+    "usage 1000": (edit_metrics(**{USAGE_KEY: [1000.0, 1.0, 1.0, 1.0, 1.0]}), "expert-usage has entries outside [0, 1]"),
 }
 
 
@@ -194,7 +182,7 @@ def test_the_round_record_holds_the_servers_costs_not_the_devices(cfg, honest, r
     """Finding 5: latency, energy and upload bits a device reports (finite, non-negative, so accepted) do not
     reach the round record: the server computes them from the FLOPs, the bits received, the rate it
     allocated and the device's profile, and gets the honest round's values."""
-    lying = _edit_metrics(**{LATENCY_KEY: 1e6, ENERGY_KEY: 1e6, UPLOAD_BITS_KEY: 1.0})
+    lying = edit_metrics(**{LATENCY_KEY: 1e6, ENERGY_KEY: 1e6, UPLOAD_BITS_KEY: 1.0})
     _, strategy = _one_round(cfg, ReplayGrid(3, replay_cache, tamper={BAD_NODE: lying}))
     rec, ref = strategy.history[0], honest[1].history[0]
     assert rec.completed == 3 and rec.rejected == 0
