@@ -59,6 +59,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pareto.json"
 CORE_STATIC = (("gps",), ("rf",), ("radar",), ("lidar",), ("camera",), ("gps", "rf"), ("gps", "rf", "radar"),
                ("camera", "lidar", "radar", "gps", "rf"))
 ALL_STATIC = tuple(c for n in range(1, len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, n))
+ENERGY_SHARE = 0.7
+"""``dominates_static``: a static front subset counts as matched at <= this share of its energy."""
 
 
 def static_config(base: FedMoEConfig, modalities: tuple[str, ...]) -> FedMoEConfig:
@@ -127,10 +129,10 @@ def seed_targets(rows: list[dict], main: str) -> dict:
     front = [s for s, on in zip(static, pareto_front([s["mean_energy_j"] for s in static],
                                                       [s["score"] for s in static])) if on]
     matched = {s["label"]: [a["label"] for a in adaptive
-                            if a["score"] >= s["score"] and a["mean_energy_j"] <= 0.7 * s["mean_energy_j"]]
+                            if a["score"] >= s["score"] and a["mean_energy_j"] <= ENERGY_SHARE * s["mean_energy_j"]]
                for s in front}
     floor = mixture_energy_floor(static, adaptive[0]["usage"] if adaptive else {})
-    reachable = [s["label"] for s in front if floor is not None and 0.7 * s["mean_energy_j"] >= floor]
+    reachable = [s["label"] for s in front if floor is not None and ENERGY_SHARE * s["mean_energy_j"] >= floor]
     knee = knee_point(adaptive)
     costly = knee["costly_rate"]
     bits = knee["uplink_bits"]
