@@ -330,7 +330,9 @@ def make_optimiser(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: in
     ``cosine`` decays the rate from ``lr`` to ``lr / 100`` over the stage's ``steps``;
     ``constant`` keeps it.
     """
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one kernel per update step over all parameters instead of one per tensor; torch
+    # picks the per-tensor loop for CPU tensors by default, which costs a third more here.
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=cfg.lr / 100)
     else:

@@ -110,6 +110,9 @@ class MoE(nn.Module):
         self.gate = gate
         self.gate_modalities = tuple(gate_modalities)
         self.standardiser = Standardiser({m: tuple(s) for m, s in shapes.items()})
+        read = {m for e in experts for m in e.modalities} | set(self.gate_modalities)
+        self.read_modalities: tuple[str, ...] = tuple(m for m in shapes if m in read)
+        """The modalities some expert or the gate reads; :meth:`_prepare` standardises only these."""
         self.heads = TaskHeads(dims.pop(), num_beams, hidden=head_hidden)
         cols = [modality_index(e.modalities) for e in experts]
         needs = torch.zeros(len(experts), len(MODALITIES), dtype=torch.bool)
@@ -141,7 +144,7 @@ class MoE(nn.Module):
         if present.dim() != 2 or present.shape[1] != len(MODALITIES):
             raise ValueError(f"present must have shape (B, {len(MODALITIES)}), got {tuple(present.shape)}")
         present = present.bool()
-        x = self.standardiser(inputs, present)
+        x = self.standardiser({m: v for m, v in inputs.items() if m in self.read_modalities}, present)
         for e in self.experts:
             for m in e.modalities:
                 if m not in x:

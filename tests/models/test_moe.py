@@ -119,6 +119,22 @@ def test_cost_vector_input_and_clear_errors(samples, shapes):
     assert "conv2d" in ARCHITECTURES
 
 
+def test_only_the_modalities_an_expert_or_the_gate_reads_are_standardised(samples, shapes):
+    torch.manual_seed(0)
+    experts = build_experts([ExpertSpec(name="g", architecture="gps_mlp", modalities=("gps",))], shapes, 32)
+    gate = GATES.get("dense")(MoE.gate_in_dim(shapes), 1)
+    moe = MoE(experts, gate, shapes, num_beams=64)
+    assert moe.read_modalities == ("gps", "rf")  # the expert's GPS and the gate's GPS + RF
+    inputs, present, _ = batch_tensors(samples)
+    x, _ = moe._prepare(inputs, present)
+    assert set(x) == {"gps", "rf"}
+    # An unread modality costs nothing and cannot change the output; a read one is still checked.
+    unread = dict(inputs, camera=torch.full_like(inputs["camera"], 255), radar=inputs["radar"] * np.nan)
+    torch.testing.assert_close(moe(unread, present).tasks.beam_logits, moe(inputs, present).tasks.beam_logits)
+    with pytest.raises(ValueError, match=r"'gps'.*\(2,\).*expected \(6,\)"):
+        moe(dict(inputs, gps=inputs["gps"][:, :2]), present)
+
+
 def test_aux_losses_on_hand_examples():
     logits = torch.tensor([[0.0, 0.0], [float("-inf"), 0.0]])
     assert float(router_z_loss(logits)) == pytest.approx((np.log(2) ** 2 + 0.0) / 2)
