@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +36,7 @@ from fedmoe.config import WirelessConfig
 from fedmoe.wireless.allocator import UplinkInstance, min_round_latency, select_devices
 from fedmoe.wireless.devices import allocation_inputs, sample_device_profiles
 from fedmoe.wireless.milp import milp_min_round_latency, milp_select_devices
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "allocator.json"
 SIZES = (10, 100, 1000)
@@ -127,8 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     result = {
         "benchmark": "allocator",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-                    "scipy": scipy.__version__},
+        "machine": machine(scipy=scipy.__version__),
         "repeats": args.repeats, "seed": args.seed, "min_snr_db": MIN_SNR_DB,
         "results": rows,
         "target": target,

@@ -1,10 +1,28 @@
-"""What every benchmark does at the end: write its JSON, draw its figures, print its table."""
+"""What every benchmark shares: the machine it ran on, its targets, and writing its JSON, figures and table."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any, Callable
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """Where a benchmark ran: CPU count, Python, numpy and torch versions (when importable), and ``extra``."""
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    for module in ("numpy", "torch"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:  # a benchmark without torch does not need it for this
+            pass
+    return {**info, **extra}
+
+
+def target(value: Any, goal: str, met: bool, **extra: Any) -> dict[str, Any]:
+    """One entry of a result's ``targets`` object: ``{"value", "goal", "met"}`` and any ``extra`` keys."""
+    return {"value": value, "goal": goal, "met": bool(met), **extra}
 
 
 def write_report(doc: dict[str, Any], out: Path, plot: Callable[[dict, Path], list[Path]],
@@ -16,5 +34,6 @@ def write_report(doc: dict[str, Any], out: Path, plot: Callable[[dict, Path], li
     figures = plot(doc, out.with_suffix(".png"))
     print_table(doc)
     print(json.dumps(doc.get("targets", {}), indent=2))
-    print(f"wrote {out} and {', '.join(str(f) for f in figures)} ({doc.get('wall_s', 0.0):.0f} s)")
+    also = f" and {', '.join(str(f) for f in figures)}" if figures else ""
+    print(f"wrote {out}{also} ({doc.get('wall_s', 0.0):.0f} s)")
     return doc

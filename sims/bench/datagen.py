@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 from fedmoe.config import DataConfig, PartitionConfig
 from fedmoe.data.partition import make_device_partition
 from fedmoe.data.synthetic import generate, synthetic_source
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "datagen.json"
 
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     lazy = [bench_lazy_partitions(skew) for skew in ("iid", "dirichlet")]
     result = {
         "benchmark": "datagen",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
+        "machine": machine(),
         "generation": gen,
         "lazy_partitions": lazy,
         "target": {"num_samples": 100_000, "max_seconds": 60.0,

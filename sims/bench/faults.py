@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 from fedmoe.config import deep_merge
 from fedmoe.scenarios import load_scenario
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "faults.json"
 FLIP = {"sign_flip_fraction": 0.1, "sign_flip_scale": 4.0, "seed": 1}
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = args.out.parent / (args.out.stem + "_runs")
     t0 = time.perf_counter()
     runs = {name: run_one(name, RUNS[name], base, out_dir) for name in names}
-    doc = {"benchmark": "faults", "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    doc = {"benchmark": "faults", "machine": machine(),
            "settings": {"quick": args.quick, "base_overrides": base, "runs": {n: RUNS[n] for n in names}}, "runs": runs}
     if "fault_free" in runs and "failing_20" in runs:
         a, b = runs["fault_free"]["final_accuracy"], runs["failing_20"]["final_accuracy"]

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fedmoe.federated.local import RoundInstructions, local_update
 from fedmoe.federated.parameters import to_numpy
@@ -38,6 +35,7 @@ from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
 from sims.bench.memory import PeakMemory
 from sims.runner import run_federated
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_overhead.json"
 
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               f"vs {loop['peak_rss_gib']:.2f} GiB")
     at50 = next((r["ratio_steady"] for r in rows if r["num_devices"] == 50), None)
     doc = {"benchmark": "federated_overhead",
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+           "machine": machine(),
            "setup": {"rounds": args.rounds, "samples_per_device": args.samples_per_device,
                      "client_cpus": 1, "model": "1 expert per modality, head_hidden 32, stage I, 1 local epoch"},
            "rows": rows, "target": {"ratio_at_50": at50, "max": 1.5, "met": at50 is not None and at50 <= 1.5}}

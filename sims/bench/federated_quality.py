@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from fedmoe.federated.report import time_to_accuracy
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
 from sims.runner import run_federated
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     moe_cfg = configs["federated_moe"]
     doc = {
         "benchmark": "federated_quality",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+        "machine": machine(),
         "setup": {"devices": args.devices, "samples_per_device": args.samples_per_device, "rounds": args.rounds,
                   "stage1_rounds": args.stage1_rounds, "per_round": args.per_round,
                   "local_epochs": args.local_epochs, "test_samples": args.test_samples,

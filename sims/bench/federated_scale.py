@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fedmoe.scenarios import load_scenario
 from sims.bench.memory import PeakMemory
 from sims.runner import run_federated
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_scale.json"
 
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_federated(cfg, None, progress=True, on_round=on_round)
     per_round = np.diff([t0] + stamps)
     doc = {"benchmark": "federated_scale",
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+           "machine": machine(),
            "setup": {"devices": args.devices, "per_round": args.per_round, "rounds": args.rounds,
                      "scenario": "many_weak_devices"},
            "first_round_incl_startup_and_discovery_s": float(per_round[0]),

@@ -37,13 +37,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fedmoe.arguments import parse_lambdas
 from fedmoe.centralised import Split, make_split, run_centralised
@@ -54,6 +51,7 @@ from fedmoe.pareto import pareto_front
 from fedmoe.scenarios import load_scenario
 from fedmoe.training import evaluate, summarise
 from sims.runner import run_federated
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pareto.json"
 CORE_STATIC = (("gps",), ("rf",), ("radar",), ("lidar",), ("camera",), ("gps", "rf"), ("gps", "rf", "radar"),
@@ -280,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_samples": args.num_samples, "splits": {"train": len(train_set), "val": len(val), "test": len(split.test)},
         "model": base.model.model_dump(mode="json"), "train": base.train.model_dump(mode="json"),
         "federated": base.federated.model_dump(mode="json"), "static": args.static,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+        "machine": machine(),
         "targets": targets, "per_seed": per_seed, "points": all_rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

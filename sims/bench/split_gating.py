@@ -60,8 +60,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,7 +70,7 @@ from torch import nn
 
 from fedmoe.split.distributed import DistributedMoE, SplitTrainConfig, accuracy_at, train_stage1, train_stage2
 from fedmoe.split.links import make_link
-from sims.bench.common import write_report
+from sims.bench.common import machine, write_report
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "split_gating.json"
 SNRS_DB = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
@@ -473,8 +471,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     loaders = {"digits": lambda: load_digits_data(s.digits_limit), "isac": lambda: load_isac_data(s.isac_samples)}
     doc = {"benchmark": "split_gating", "paper": "004 (channel-aware gating of distributed experts)",
-           "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "python": platform.python_version(),
-                       "torch": torch.__version__},
+           "machine": machine(threads=torch.get_num_threads()),
            "settings": {"quick": args.quick, "datasets": list(s.datasets), "ks": list(s.ks), "seeds": s.seeds,
                         "snrs_db": list(s.snrs), "balance_weight_candidates": list(s.balance_weights),
                         "stage1_epochs": s.stage1_epochs, "stage2_steps": s.stage2_steps, "batch_size": s.batch_size,

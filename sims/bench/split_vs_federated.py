@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 from fedmoe.federated.report import time_to_accuracy
 from fedmoe.scenarios import load_scenario
 from sims.runner import run_federated
+from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "split_vs_federated.json"
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
            "settings": {k: getattr(args, k) for k in ("devices", "per_round", "rounds", "stage1", "samples_per_device",
                                                       "experts_per_modality", "eval_every", "local_epochs")},
            "common_target_accuracy": common, "accuracy_note": "federated: server held-out set; split: devices' held-out data",
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+           "machine": machine(),
            "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=float))

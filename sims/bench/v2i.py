@@ -26,8 +26,6 @@ the exact reference. Writes the JSON, ``v2i.png`` (energy vs SNR, and the 10 dB 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -37,7 +35,7 @@ import torch
 from fedmoe.config import V2IConfig
 from fedmoe.v2i.agents import AGENTS
 from fedmoe.v2i.training import agent_policy, evaluate, fixed_policies, train_agent
-from sims.bench.common import write_report
+from sims.bench.common import machine, write_report
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "v2i.json"
 EVAL_SEED = 777_001
@@ -174,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tqdm(total=len(snrs) * len(learned) * args.seeds, desc="v2i agents", unit="agent") as bar:
         doc = run(cfg, snrs, args.seeds, learned, bar)
     doc = {"benchmark": "v2i", "paper": "002 (semantic-AoI camera scheduling and beamforming)",
-           "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "python": platform.python_version(),
-                       "torch": torch.__version__},
+           "machine": machine(threads=torch.get_num_threads()),
            "settings": {"quick": args.quick, "snrs_db": snrs, "seeds": args.seeds, "agents": list(learned),
                         "eval_seed": EVAL_SEED, "v2i": cfg.model_dump(mode="json")},
            **doc}
