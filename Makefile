@@ -47,6 +47,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m sims.bench.allocator
 	$(PY) -m sims.bench.datagen
+	$(PY) -m sims.bench.demo
 	$(PY) -m sims.bench.pareto
 	$(PY) -m sims.bench.federated_overhead
 	$(PY) -m sims.bench.federated_scale
