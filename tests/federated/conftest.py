@@ -64,6 +64,7 @@ class LocalGrid(Grid):
         self.tamper_on = tamper_on  # ... to messages of this type (training by default)
         self.timeouts: list[float | None] = []
         self.sent: list[Message] = []
+        self.exchanges: list[tuple[Message, Message]] = []  # (message, its reply as handed back), in order
         self._run = None
 
     def set_run(self, run) -> None:
@@ -114,6 +115,7 @@ class LocalGrid(Grid):
             if node in self.tamper and msg.metadata.message_type.startswith(self.tamper_on) and not reply.has_error():
                 self.tamper[node](reply)
             replies.append(reply)
+            self.exchanges.append((msg, reply))
         return replies
 
     def answer(self, msg: Message) -> Message:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from fedmoe.config import deep_merge
+from fedmoe.flower import to_numpy
 from fedmoe.scenarios import load_scenario
 from strategies.distributed_experts import DistributedExperts
 from tests.conftest import run_cli_on_ray
@@ -36,6 +38,34 @@ def test_devices_compute_exactly_what_the_server_would(run):
             assert res["max_abs_diff_vs_server"] < 1e-5  # float round-off of a different batch split
             assert sum(res["route_share"]) == doc["test_samples"]
             assert 0.0 <= res["accuracy"] <= 1.0 and res["latency_s"] > 0 and res["energy_j"] > 0
+
+
+def _numpy_mlp(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """Independent reference of a deployed expert: its linear layers (in index order) with ReLU between, in numpy."""
+    layers = sorted({int(k.split(".")[0]) for k in params})
+    h = z.astype(np.float64)
+    for i, layer in enumerate(layers):
+        h = h @ params[f"{layer}.weight"].T.astype(np.float64) + params[f"{layer}.bias"]
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def test_each_device_runs_the_expert_it_was_sent_on_the_features_it_was_sent(run):
+    """Recomputed here from the messages themselves: every ``infer`` reply equals the numpy forward pass of the
+    parameters deployed to that node on the features sent to it (not the strategy's own comparison)."""
+    _, grid, doc, _ = run
+    deployed: dict[int, dict[str, np.ndarray]] = {}
+    checked = 0
+    for msg, reply in grid.exchanges:
+        phase, node = msg.content["config"].get("phase"), msg.metadata.dst_node_id
+        if phase == "deploy":
+            deployed[node] = to_numpy(msg.content["arrays"])
+        elif phase == "infer":
+            z, out = to_numpy(msg.content["arrays"])["z"], to_numpy(reply.content["arrays"])["out"]
+            np.testing.assert_allclose(out, _numpy_mlp(deployed[node], z), rtol=1e-4, atol=1e-5)
+            checked += len(z)
+    assert checked == doc["test_samples"] * len(doc["results"]) * len(doc["results"]["naive"])  # every test row
 
 
 def test_only_expert_devices_get_work_and_low_snr_hurts(run):
