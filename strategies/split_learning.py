@@ -30,8 +30,10 @@ Round ``t`` (stage I for the first ``federated.stage1_rounds`` rounds, then stag
 4. every ``federated.eval_every`` rounds (and the last) the devices
    (``split.eval_devices``) run the same exchanges on their held-out data without training.
 
-A device whose reply is an error or does not arrive within ``split.message_timeout_s``
-is logged and dropped for the rest of the round; the round goes on with the others.
+A device whose reply is an error, does not arrive within ``split.message_timeout_s``, or
+fails the checks of :mod:`fedmoe.split.replies` (malformed or out-of-range arrays or
+metrics: the server reads nothing of it) is logged and dropped for the rest of the round;
+the round goes on with the others.
 Every exchange goes on the virtual clock (:mod:`fedmoe.split.clock`).
 """
 
@@ -55,6 +57,7 @@ from fedmoe.flower import record_bits, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.split.clock import LinkBudget, exchange_cost, link_budget, uplink_seconds
 from fedmoe.split.device import Encoded, num_chunks
+from fedmoe.split.replies import SplitReplyError, SplitReplySchema, read_split_metrics, read_split_reply
 from fedmoe.split.server import ChunkInput, SplitServer
 from strategies.validation import short_reason
 
@@ -103,9 +106,13 @@ def _encoded(arrays: dict[str, np.ndarray]) -> Encoded:
                    arrays["batch"].astype(np.int64), arrays["present"].astype(bool), labels, 0.0)
 
 
-def _split_arrays(msg: Message) -> dict[str, np.ndarray]:
-    rec = msg.content.array_records.get("split")
-    return {} if rec is None else to_numpy(rec)
+@dataclass
+class Accepted:
+    """A device's reply that passed :mod:`fedmoe.split.replies`: the message, its decoded arrays and checked metrics."""
+
+    message: Message
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float]
 
 
 class SplitLearning:
@@ -132,6 +139,7 @@ class SplitLearning:
         self.evaluations: dict[int, dict[str, Any]] = {}
         self.clock_s = 0.0
         self.devices: dict[int, Any] = {}
+        self.reply_schema = SplitReplySchema.for_world(self.world)
         self.experts: dict[str, np.ndarray] | None = None
         self._experts_wire: dict[str, np.ndarray] = {}
         if cfg.mode == "splitfed":
@@ -152,8 +160,11 @@ class SplitLearning:
             content["experts"] = to_record(self._experts_wire)
         return Message(content=content, message_type=kind, dst_node_id=node)
 
-    def _exchange(self, grid: Grid, msgs: dict[int, Message], failures: list[str], what: str) -> dict[int, Message]:
-        """Send one message per device and wait; returns ``{device: reply}`` of the devices that answered."""
+    def _exchange(self, grid: Grid, msgs: dict[int, Message], failures: list[str], what: str, phase: str,
+                  max_rows: Callable[[int], int], max_examples: Callable[[int], int]) -> dict[int, Accepted]:
+        """Send one message per device and wait; returns ``{device: accepted reply}`` of the devices
+        that answered with a reply :mod:`fedmoe.split.replies` accepts for ``phase`` (``finish``:
+        its metrics only), at most ``max_rows(device)`` rows and ``max_examples(device)`` samples."""
         if not msgs:
             return {}
         node_to_dev = {m.metadata.dst_node_id: d for d, m in msgs.items()}
@@ -169,25 +180,35 @@ class SplitLearning:
                 failures.append(f"device {dev} ({what}): {short_reason(reply.error.reason)}")
                 log.warning("split %s: device %d failed: %s", what, dev, short_reason(reply.error.reason))
                 continue
-            out[dev] = reply
+            try:
+                if phase == "finish":
+                    out[dev] = Accepted(reply, {}, read_split_metrics(reply.content.metric_records.get("metrics"),
+                                                                      max_examples(dev)))
+                else:
+                    arrays, metrics = read_split_reply(reply, phase, self.reply_schema, max_rows(dev),
+                                                       max_examples(dev))
+                    out[dev] = Accepted(reply, arrays, metrics)
+            except SplitReplyError as err:
+                errored.add(dev)
+                failures.append(f"device {dev} ({what}): rejected: {err}")
+                log.warning("split %s: device %d's reply rejected: %s", what, dev, err)
         for dev in sorted(set(msgs) - set(out) - errored):
             failures.append(f"device {dev} ({what}): no reply within {self.cfg.split.message_timeout_s:g} s")
             log.warning("split %s: device %d did not reply within %.0f s; dropped for this round", what, dev,
                         self.cfg.split.message_timeout_s)
         return out
 
-    def _account(self, acct: _Exchange, budget: LinkBudget, replies: dict[int, Message], sent: dict[int, Message],
+    def _account(self, acct: _Exchange, budget: LinkBudget, replies: dict[int, Accepted], sent: dict[int, Message],
                  features_key: str | None = None) -> None:
         """Uplink, compute, latency and energy of one exchange; ``features_key`` names the reply array
         that crosses the feature link (the rest is side information at the device's rate)."""
         times = []
         dim = self.world.template.heads.in_features
         for dev, reply in replies.items():
-            m = reply.content["metrics"]
-            flops = float(m.get("forward-flops", 0.0)) + float(m.get("backward-flops", 0.0))
-            records = reply.content.array_records
-            split = records.get("split")
-            vectors = int(split[features_key].shape[0]) if features_key and split is not None else 0
+            m = reply.metrics
+            flops = m.get("forward-flops", 0.0) + m.get("backward-flops", 0.0)
+            records = reply.message.content.array_records
+            vectors = int(reply.arrays[features_key].shape[0]) if features_key else 0
             side_bits = float(sum(record_bits(rec, exclude=(features_key,) if k == "split" and features_key else ())
                                   for k, rec in records.items()))
             t_up = uplink_seconds(self.world, self.server.link, budget, dev, vectors, dim, side_bits)
@@ -250,11 +271,14 @@ class SplitLearning:
                 arrays.update(p)
             return cfg, arrays
 
-        def send(kind: str, per_device: dict[int, tuple[dict, dict]], what: str):
+        chunk_rows_max = self.cfg.split.batches_per_message * self.cfg.train.batch_size
+
+        def send(kind: str, phase: str, per_device: dict[int, tuple[dict, dict]], what: str):
             nonlocal exchanges
             msgs = {d: self._message(node_of[d], kind, c, a, experts=d in first) for d, (c, a) in per_device.items()}
             first.difference_update(per_device)
-            replies = self._exchange(grid, msgs, failures, what)
+            replies = self._exchange(grid, msgs, failures, what, phase, lambda _d: chunk_rows_max,
+                                     lambda d: self.devices[node_of[d]].num_examples)
             active.difference_update(set(msgs) - set(replies))
             exchanges += 1
             return msgs, replies
@@ -267,10 +291,11 @@ class SplitLearning:
             selected: dict[int, np.ndarray] = {}
             gate_in: dict[int, np.ndarray] = {}
             if stage == 2:
-                msgs, replies = send(TRAIN, {d: config_for(d, "features", chunk) for d in busy}, f"round {server_round} gate inputs")
+                msgs, replies = send(TRAIN, "features", {d: config_for(d, "features", chunk) for d in busy},
+                                     f"round {server_round} gate inputs")
                 self._account(acct, budget, replies, msgs)
                 for d, reply in replies.items():
-                    arr = _split_arrays(reply)
+                    arr = reply.arrays
                     gate_in[d] = arr["features"]
                     selected[d] = self.server.select(arr["features"], arr["present"], costs[d], tau, True,
                                                      self._seed(server_round, chunk, d))
@@ -279,12 +304,12 @@ class SplitLearning:
                            {"selected": selected[d]}) for d in busy}
             else:
                 per = {d: config_for(d, "encode", chunk) for d in busy}
-            msgs, replies = send(TRAIN, per, f"round {server_round} features")
+            msgs, replies = send(TRAIN, "encode", per, f"round {server_round} features")
             self._account(acct, budget, replies, msgs, "z")
             items, order = [], []
             for d, reply in sorted(replies.items()):
-                enc = _encoded(_split_arrays(reply))
-                chunks[d] = num_chunks(self.world, int(reply.content["metrics"][NUM_EXAMPLES_KEY]))
+                enc = _encoded(reply.arrays)
+                chunks[d] = num_chunks(self.world, int(reply.metrics[NUM_EXAMPLES_KEY]))
                 items.append(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), costs[d],
                                         gate_in.get(d), selected.get(d), tau, self._seed(server_round, chunk, d)))
                 order.append(d)
@@ -301,10 +326,10 @@ class SplitLearning:
             cfg, arrays = config_for(d, "finish", chunk)
             cfg["upload-experts"] = self.experts is not None
             finish[d] = (cfg, arrays)
-        msgs, replies = send(TRAIN, finish, f"round {server_round} finish")
+        msgs, replies = send(TRAIN, "finish", finish, f"round {server_round} finish")
         self._account(acct, budget, replies, msgs)
         if self.experts is not None and replies:
-            self._average_experts(server_round, list(replies.values()))
+            self._average_experts(server_round, [r.message for r in replies.values()])
         self.clock_s += acct.latency_s
         n = sum(r for _, r in losses)
         record = SplitRoundRecord(
@@ -344,8 +369,9 @@ class SplitLearning:
         busy = devices
         if stage == 2:
             msgs = {d: self._message(node_of[d], EVALUATE, {**cfg, "phase": "features"}, experts=True) for d in busy}
-            for d, reply in self._exchange(grid, msgs, failures, f"evaluation {server_round}").items():
-                arr = _split_arrays(reply)
+            for d, reply in self._exchange(grid, msgs, failures, f"evaluation {server_round}", "features",
+                                           self.world.evaluation_size, self.world.evaluation_size).items():
+                arr = reply.arrays
                 gate_in[d] = arr["features"]
                 selected[d] = self.server.select(arr["features"], arr["present"], costs[d],
                                                  self.cfg.train.tau_end, False, 0)
@@ -353,8 +379,9 @@ class SplitLearning:
         msgs = {d: self._message(node_of[d], EVALUATE, {**cfg, "phase": "encode"},
                                  {"selected": selected[d]} if d in selected else None, experts=True) for d in busy}
         correct, rows, loss = 0, 0, 0.0
-        for d, reply in sorted(self._exchange(grid, msgs, failures, f"evaluation {server_round}").items()):
-            enc = _encoded(_split_arrays(reply))
+        for d, reply in sorted(self._exchange(grid, msgs, failures, f"evaluation {server_round}", "encode",
+                                              self.world.evaluation_size, self.world.evaluation_size).items()):
+            enc = _encoded(reply.arrays)
             res = self.server.predict(ChunkInput(enc, float(budget.snr_linear[budget.index(d)]), costs[d],
                                                  gate_in.get(d), selected.get(d)), stage)
             correct += res.correct

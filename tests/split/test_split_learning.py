@@ -17,15 +17,9 @@ from fedmoe.split.server import ChunkInput, SplitServer
 from fedmoe.training import make_critic, score_function_loss
 from strategies.split_learning import SplitLearning
 from tests.conftest import run_cli_on_ray
-from tests.federated.conftest import LocalGrid, tiny_config
+from tests.federated.conftest import LocalGrid
+from tests.split.conftest import split_config
 
-TWO = {"partition": {"num_devices": 2}, "federated": {"clients_per_round": 2}}
-
-
-def split_config(**sections):
-    from fedmoe.config import deep_merge
-
-    return tiny_config(**deep_merge({**TWO, "mode": "split"}, sections))
 
 
 @pytest.fixture(scope="module")
