@@ -15,7 +15,11 @@ This ServerApp loop
    per-expert SNR (mean SNR times a Rayleigh gain), routes, corrupts the features on the
    chosen link, and sends each device the rows routed to it in one exchange; the devices'
    logits give the accuracy. The server also computes the chosen experts on the same
-   ``ẑ`` itself and reports the largest difference (it must be float round-off);
+   ``ẑ`` itself and reports the largest difference (it must be float round-off). A device
+   whose reply is an error, does not arrive within ``split.message_timeout_s``, or is not
+   one finite ``float32`` logit row per row sent (:func:`strategies.validation.read_arrays`:
+   names and metadata before any value is decoded) is logged and listed in the result's
+   ``failures``; its rows count as misclassified and the evaluation goes on;
 4. puts every exchange on the clock: downlink airtime of the features
    (``link.airtime_s`` on ``distributed.bandwidth_hz``), the expert's FLOPs on the device,
    and the logits back at the device's uplink rate (the ``K`` devices share the band).
@@ -38,11 +42,11 @@ from flwr.serverapp import Grid
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.parameters import payload_bits
 from fedmoe.federated.world import config_json, world_for
-from fedmoe.flower import to_numpy, to_record
+from fedmoe.flower import to_record
 from fedmoe.split.distributed import DistributedMoE, fixed_snr
 from fedmoe.split.task import TaskData, task_data, task_link, train_task
 from fedmoe.wireless.devices import equal_share_rate
-from strategies.validation import short_reason
+from strategies.validation import read_arrays, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,11 @@ class DistributedExperts:
         self.link = task_link(self.cfg)
         self.node_of: dict[int, int] = {}
 
-    def _send(self, grid: Grid, per_device: dict[int, tuple[dict, dict]]) -> dict[int, dict[str, np.ndarray]]:
+    def _send(self, grid: Grid, per_device: dict[int, tuple[dict, dict]], failures: list[str],
+              expect: dict[int, dict[str, np.ndarray]] | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """Send each device its message; ``{device: arrays}`` of the replies accepted. With ``expect``
+        a reply must hold exactly those arrays (names, dtypes, shapes; finite values); the others
+        (errors, silence, malformed replies) are logged and added to ``failures``."""
         msgs = []
         for dev, (config, arrays) in per_device.items():
             content = RecordDict({"config": ConfigRecord({"scenario": self.scenario_json, **config}),
@@ -83,20 +91,37 @@ class DistributedExperts:
         replies = grid.send_and_receive(msgs, timeout=self.cfg.split.message_timeout_s)
         out = {}
         dev_of = {n: d for d, n in self.node_of.items()}
+        refused: set[int] = set()
         for reply in replies:
-            dev = dev_of[reply.metadata.src_node_id]
+            dev = dev_of.get(reply.metadata.src_node_id)
+            if dev is None or dev not in per_device or dev in out or dev in refused:
+                continue
             if reply.has_error():
-                raise RuntimeError(f"expert device {dev} failed: {short_reason(reply.error.reason)}")
-            out[dev] = to_numpy(reply.content["arrays"]) if "arrays" in reply.content.array_records else {}
-        missing = sorted(set(per_device) - set(out))
-        if missing:
-            raise RuntimeError(f"expert devices {missing} did not reply within {self.cfg.split.message_timeout_s:g} s")
+                reason = short_reason(reply.error.reason)
+            elif expect is None:
+                out[dev] = {}
+                continue
+            else:
+                record = reply.content.array_records.get("arrays")
+                arrays, reason = (None, "no arrays") if record is None else read_arrays(record, expect[dev])
+                if arrays is not None:
+                    out[dev] = arrays
+                    continue
+            refused.add(dev)
+            failures.append(f"expert device {dev}: {reason}")
+            log.warning("expert device %d failed or was refused: %s", dev, reason)
+        for dev in sorted(set(per_device) - set(out) - refused):
+            failures.append(f"expert device {dev}: no reply within {self.cfg.split.message_timeout_s:g} s")
+            log.warning("expert device %d did not reply within %g s", dev, self.cfg.split.message_timeout_s)
         return out
 
-    def deploy(self, grid: Grid, model: DistributedMoE) -> None:
-        """Send expert ``k``'s parameters to device ``k``."""
+    def deploy(self, grid: Grid, model: DistributedMoE) -> list[str]:
+        """Send expert ``k``'s parameters to device ``k``; returns the failures (a device that failed
+        has no expert, and its rows will be refused at inference)."""
+        failures: list[str] = []
         self._send(grid, {k: ({"phase": "deploy"}, {n: p.detach().numpy() for n, p in model.experts[k].state_dict().items()})
-                          for k in range(model.num_experts)})
+                          for k in range(model.num_experts)}, failures)
+        return failures
 
     @torch.no_grad()
     def classify(self, grid: Grid, model: DistributedMoE, data: TaskData, snr_db: float, aware: bool,
@@ -114,15 +139,21 @@ class DistributedExperts:
         rows = {i: torch.nonzero(choice == i).squeeze(1) for i in range(k)}
         per = {i: ({"phase": "infer", "num-classes": data.num_classes}, {"z": received[r].numpy()})
                for i, r in rows.items() if r.numel()}
-        replies = self._send(grid, per)
+        failures: list[str] = []
+        expect = {i: {"out": np.zeros((len(rows[i]), data.num_classes), np.float32)} for i in per}
+        replies = self._send(grid, per, failures, expect)
         logits = torch.zeros(n, data.num_classes)
+        answered = torch.zeros(n, dtype=torch.bool)
         for i, arrays in replies.items():
             logits[rows[i]] = torch.as_tensor(arrays["out"])
+            answered[rows[i]] = True
         local = model._route(received, choice)
         latency, energy = self._cost(model, per, replies, data.num_classes)
-        return {"accuracy": float((logits.argmax(1) == y).float().mean()),
+        diff = (logits - local).abs()[answered]
+        return {"accuracy": float(((logits.argmax(1) == y) & answered).float().mean()),
                 "route_share": np.bincount(choice.numpy(), minlength=k).astype(float).tolist(),
-                "max_abs_diff_vs_server": float((logits - local).abs().max()),
+                "max_abs_diff_vs_server": float(diff.max()) if diff.numel() else 0.0,
+                "unanswered_rows": int((~answered).sum()), "failures": failures,
                 "latency_s": latency, "energy_j": energy, "energy_per_sample_j": energy / n}
 
     def _cost(self, model: DistributedMoE, sent: dict, replies: dict, num_classes: int) -> tuple[float, float]:
@@ -137,7 +168,7 @@ class DistributedExperts:
             m = len(arrays["z"])
             t_down = m * self.link.airtime_s(dim, self.cfg.distributed.bandwidth_hz)
             flops = m * flops_per
-            t_up = payload_bits(replies[i]) / max(float(rate[i]), 1e-12)
+            t_up = payload_bits(replies.get(i, {})) / max(float(rate[i]), 1e-12)  # nothing back from a failed one
             times.append(t_down + flops / float(prof.compute_flops[i]) + t_up)
             energy += float(prof.energy_per_flop_j[i]) * flops + float(prof.tx_power_w[i]) * t_up
         return max(times, default=0.0), energy
@@ -153,7 +184,7 @@ class DistributedExperts:
         log.info("distributed experts trained in %.1f s", time.perf_counter() - t0)
         devices = discover_devices(grid, self.world.num_devices, self.scenario_json)
         self.node_of = {info.device_id: node for node, info in devices.items()}
-        self.deploy(grid, trained.naive)  # both gates share the experts (stage 2 trains gates only)
+        deploy_failures = self.deploy(grid, trained.naive)  # both gates share the experts (stage 2 trains gates only)
         models = {"naive": trained.naive, "aware": trained.aware}
         results: dict[str, dict[str, Any]] = {g: {} for g in GATES}
         for snr_db in d.eval_snr_db:
@@ -165,7 +196,8 @@ class DistributedExperts:
         doc = {"mode": "distributed", "dataset": d.dataset, "link": d.link, "num_experts": d.num_experts,
                "test_samples": len(data.y_test), "ideal_link_accuracy": ideal, "results": results,
                "aware_minus_naive_points": gain, "stage1_losses": trained.stage1_losses,
-               "stage2_losses": trained.stage2_losses, "wall_s": time.perf_counter() - t0}
+               "stage2_losses": trained.stage2_losses, "deploy_failures": deploy_failures,
+               "wall_s": time.perf_counter() - t0}
         return doc, models
 
 

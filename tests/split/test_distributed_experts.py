@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 
 from fedmoe.config import deep_merge
-from fedmoe.flower import to_numpy
+from fedmoe.flower import array_of, to_numpy
 from fedmoe.scenarios import load_scenario
 from strategies.distributed_experts import DistributedExperts
 from tests.conftest import run_cli_on_ray
@@ -75,6 +76,66 @@ def test_only_expert_devices_get_work_and_low_snr_hurts(run):
     naive = doc["results"]["naive"]
     assert naive["40"]["accuracy"] > naive["0"]["accuracy"] + 0.05
     assert doc["ideal_link_accuracy"] >= naive["40"]["accuracy"] - 0.02
+
+
+def _logits_edit(fn):
+    """A tamper on an expert device's inference replies: ``fn(out) -> out`` on its logits, or a whole ``Array``."""
+    from flwr.app import Array, ArrayRecord
+
+    def tamper(reply):
+        record = reply.content.array_records.get("arrays")
+        if record is None or "out" not in record:
+            return  # the deploy acknowledgement
+        new = fn(to_numpy(record)["out"])
+        reply.content["arrays"] = ArrayRecord({"out": new if isinstance(new, Array) else array_of(new)})
+    return tamper
+
+
+def _garbage(out):
+    from flwr.app import Array
+
+    return Array(dtype="float32", shape=tuple(out.shape), stype="numpy.ndarray", data=b"\x00" * 15)
+
+
+@pytest.mark.parametrize("name, fn, reason", [
+    ("nan", lambda out: out * np.nan, "holds NaN or Inf"),
+    ("fewer_rows", lambda out: out[:-1].copy(), "has shape"),
+    ("float64", lambda out: out.astype(np.float64), "dtype"),
+    ("garbage", _garbage, "not a .npy blob"),
+])
+def test_a_hostile_expert_reply_is_refused_and_its_rows_count_as_wrong(run, name, fn, reason, caplog):
+    """Device 1 (node 2) answers every inference with a malformed reply: it is refused with a reason,
+    its rows count as misclassified, the other experts' rows as before, and the evaluation finishes."""
+    cfg, _, honest, _ = run
+    grid = LocalGrid(cfg.partition.num_devices, tamper={2: _logits_edit(fn)}, tamper_on="query.expert")
+    with caplog.at_level(logging.WARNING, logger="strategies.distributed_experts"):
+        doc, _ = DistributedExperts(cfg).run(grid)
+    assert "refused" in caplog.text and not doc["deploy_failures"]
+    for gate, by_snr in doc["results"].items():
+        for snr, res in by_snr.items():
+            ref = honest["results"][gate][snr]
+            routed_to_1 = int(res["route_share"][1])
+            assert res["unanswered_rows"] == routed_to_1 and ref["unanswered_rows"] == 0
+            if routed_to_1:
+                assert res["failures"] and all(f.startswith("expert device 1: ") for f in res["failures"])
+                assert any(reason in f for f in res["failures"]), res["failures"]
+            assert res["accuracy"] <= ref["accuracy"] and res["max_abs_diff_vs_server"] < 1e-5
+
+
+def test_a_failing_expert_device_does_not_end_the_evaluation():
+    cfg = small_config()
+    grid = LocalGrid(cfg.partition.num_devices)
+    grid.answer = lambda msg, answer=grid.answer: (
+        _raise() if msg.metadata.dst_node_id == 3 and msg.metadata.message_type == "query.expert" else answer(msg))
+    doc, _ = DistributedExperts(cfg).run(grid)
+    assert doc["deploy_failures"] == ["expert device 2: device 2 crashed"]
+    res = doc["results"]["naive"]["40"]
+    assert res["unanswered_rows"] == int(res["route_share"][2]) > 0
+    assert any("expert device 2: " in f for f in res["failures"])
+
+
+def _raise():
+    raise RuntimeError("device 2 crashed")
 
 
 def test_too_few_devices_for_the_experts_is_an_error():
