@@ -211,7 +211,7 @@ class ExpertWise(ResumableStrategy):
             k = int(k)
             instr = RoundInstructions(
                 server_round=server_round, stage=self._stage, local_epochs=self.fed.epochs_of_stage(self._stage),
-                lr=self._lr(server_round), tau=self._tau(server_round), cost_weight=self._cost_weight(),
+                lr=self._lr(server_round), tau=self._tau(server_round), cost_weight=self.cost_weight(server_round),
                 rate_bps=float(plan.rate_bps[j]), num_rb=int(plan.num_rb[j]), deadline_s=self.fed.deadline_s,
                 modalities=tuple(m for m, on in zip(MODALITIES, allowed[k]) if on),
                 proximal_mu=float(extra.get("proximal-mu", 0.0)), fit_standardiser=server_round == 1)
@@ -504,6 +504,11 @@ class ExpertWise(ResumableStrategy):
         """The round's gate temperature (:meth:`fedmoe.federated.schedule.StageSchedule.temperature`)."""
         return self.schedule.temperature(server_round)
 
-    def _cost_weight(self) -> float:
-        """λ sent to the devices (``train.cost_weight``; subclasses may vary it)."""
+    def cost_weight(self, server_round: int) -> float:
+        """λ sent to the devices in ``server_round`` (``train.cost_weight``).
+
+        The hook to vary λ over the run: override it in a subclass (``docs/federated.md``,
+        "Your own strategy or rule"); the devices use what it returns in their resource-aware loss
+        ([P001] eq. 9) and the round record keeps it in the instructions sent.
+        """
         return self.schedule.cost_weight

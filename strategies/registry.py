@@ -9,8 +9,8 @@ folder. Register your own::
     from strategies import STRATEGIES, ExpertWise
 
     class Greedy(ExpertWise):
-        def _cost_weight(self):               # e.g. raise λ as the rounds go by
-            return 2.0 * self.world.cfg.train.cost_weight
+        def cost_weight(self, server_round):  # e.g. raise λ as the rounds go by
+            return self.world.cfg.train.cost_weight * (1 + server_round / 10)
 
     STRATEGIES.register("greedy", lambda cfg, on_round=None: Greedy(world_for(cfg), on_round=on_round))
 
