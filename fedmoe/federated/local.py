@@ -65,8 +65,15 @@ def training_flops_range(expert_flops: np.ndarray, usage: Sequence[float], num_e
     the first term plus one forward pass of every expert on every sample.
     """
     rows = np.rint(np.asarray(usage, dtype=np.float64) * (num_examples * epochs))
-    trained = FORWARD_BACKWARD_FACTOR * float(rows @ expert_flops)
-    return trained, trained + num_examples * float(np.sum(expert_flops))
+    everything_once = np.full(len(expert_flops), num_examples)
+    return training_flops(expert_flops, rows), training_flops(expert_flops, rows, everything_once)
+
+
+def training_flops(expert_flops: np.ndarray, rows: np.ndarray, forward_rows: np.ndarray | None = None) -> float:
+    """``F = 3 Σ_i rows_i F_i + Σ_i fwd_i F_i``: ``rows_i`` (sample, expert) pairs trained (forward and
+    backward), ``fwd_i`` only run forward; ``F_i`` the expert's forward FLOPs per sample."""
+    flops = FORWARD_BACKWARD_FACTOR * float(np.asarray(rows, dtype=np.float64) @ expert_flops)
+    return flops if forward_rows is None else flops + float(np.asarray(forward_rows, dtype=np.float64) @ expert_flops)
 
 
 @dataclass
@@ -177,7 +184,7 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     keys = upload_keys(list(state), usage, patterns)
     arrays = {k: state[k] for k in keys}
     local_state.update({k: v for k, v in state.items() if is_local(k, patterns)})
-    flops = FORWARD_BACKWARD_FACTOR * float(rows @ world.expert_flops) + float(forward_rows @ world.expert_flops)
+    flops = training_flops(world.expert_flops, rows, forward_rows)
     bits = payload_bits(arrays)
     profile = world.profiles.subset([device_id])
     latency, energy = round_costs(profile, np.array([flops]), np.array([bits]), np.array([instr.rate_bps]))
