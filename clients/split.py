@@ -70,8 +70,15 @@ def split_train(msg: Message, context: Context) -> Message:
     """One split-learning exchange of a training round (module docstring)."""
     import numpy as np
 
-    from fedmoe.split.device import (apply_gradients, chunk_rows, encode, gate_inputs, load_device,
-                                     round_batches, training_samples)
+    from fedmoe.split.device import (
+        apply_gradients,
+        chunk_rows,
+        encode,
+        gate_inputs,
+        load_device,
+        round_batches,
+        training_samples,
+    )
 
     world, pid, config, phase = request(msg, context)
     server_round = int(config["server-round"])

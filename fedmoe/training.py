@@ -34,10 +34,10 @@ import torch
 
 from fedmoe.config import MODALITIES, TrainConfig
 from fedmoe.data.samples import ISACSamples
+from fedmoe.models.device_costs import link_classes
 from fedmoe.models.gates import TemperatureSchedule
 from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import MoE, batch_tensors
-from fedmoe.models.device_costs import link_classes
 from fedmoe.models.scores import by_condition, ranked_beams, ranking_scores, summarise_scores
 
 log = logging.getLogger(__name__)

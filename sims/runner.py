@@ -219,8 +219,8 @@ def _simulate(cfg: FedMoEConfig, out: Path | None, backend: dict, mode, done: in
               on_round: Callable | None, scenario_file: Path | None, resume: bool, verbose: bool):
     """The simulation of :func:`run_federated`, once everything is checked: Ray, the ServerApp and
     the virtual clients; the ServerApp's result, or its exception raised here."""
-    from tqdm.auto import tqdm
     from flwr.simulation import run_simulation
+    from tqdm.auto import tqdm
 
     from clients.app import app as client_app
     from strategies.server_app import make_server_app

@@ -35,9 +35,20 @@ from flwr.serverapp.strategy import Strategy
 from fedmoe.config import MODALITIES
 from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
-from fedmoe.federated.protocol import (ACCURACY_KEY, CLOCK_KEY, COMPLETED_KEY, ENERGY_KEY, FAILED_KEY, LATENCY_KEY,
-                                       NUM_EXAMPLES_KEY, TRAIN_LOSS_KEY, USAGE_KEY, EvaluateReply, ReplyError,
-                                       RoundInstructions)
+from fedmoe.federated.protocol import (
+    ACCURACY_KEY,
+    CLOCK_KEY,
+    COMPLETED_KEY,
+    ENERGY_KEY,
+    FAILED_KEY,
+    LATENCY_KEY,
+    NUM_EXAMPLES_KEY,
+    TRAIN_LOSS_KEY,
+    USAGE_KEY,
+    EvaluateReply,
+    ReplyError,
+    RoundInstructions,
+)
 from fedmoe.federated.rounds import RoundLedger, RoundRecord
 from fedmoe.federated.schedule import StageSchedule
 from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles

@@ -23,11 +23,20 @@ from flwr.serverapp import Grid
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.device_state import MESSAGE_CONFIG_KEY
 from fedmoe.federated.evaluation import ServerEvaluator
+from fedmoe.federated.parameters import LOCAL
+from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.reference import centralised_reference
-from fedmoe.federated.parameters import LOCAL, to_numpy as state_to_numpy
 from fedmoe.federated.report import metrics_document, round_rows, write_run
-from fedmoe.federated.resume import (ResumeError, ServerState, capture_rng, check_arrays, load_state, restore_rng,
-                                     resume_path, save_state)
+from fedmoe.federated.resume import (
+    ResumeError,
+    ServerState,
+    capture_rng,
+    check_arrays,
+    load_state,
+    restore_rng,
+    resume_path,
+    save_state,
+)
 from fedmoe.flower import to_numpy, to_record
 from strategies.registry import STRATEGIES
 

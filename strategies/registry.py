@@ -24,9 +24,9 @@ from typing import Callable
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import FedMoEConfig
+from fedmoe.federated.rounds import RoundRecord
 from fedmoe.federated.world import world_for
 from fedmoe.registry import Registry
-from fedmoe.federated.rounds import RoundRecord
 from strategies.expert_wise import ExpertWise
 from strategies.plain_fedavg import PlainFedAvg
 

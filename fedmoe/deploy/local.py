@@ -22,18 +22,17 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from fedmoe.deploy import flower
-from fedmoe.deploy.flower import CONNECTION, FlowerError, TLSFiles
+from fedmoe.deploy.flower import CONNECTION, TLSFiles
 from fedmoe.deploy.pki import supernode_key_names, write_deployment_pki
-from fedmoe.deploy.processes import ProcessError, ProcessSet, Started, free_ports
+from fedmoe.deploy.processes import ProcessSet, Started, free_ports
 from fedmoe.errors import UsageError
 
 HOST = "127.0.0.1"
@@ -314,7 +313,6 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
     """
     from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
-
     from strategies.modes import check_config
 
     sets = [s.strip() for s in sets if s.strip()]

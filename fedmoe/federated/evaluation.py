@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from fedmoe.federated.local import load_model
-from fedmoe.files import write_atomic
 from fedmoe.federated.world import ScenarioWorld
+from fedmoe.files import write_atomic
 from fedmoe.models.builder import device_costs_for_samples
 from fedmoe.training import evaluate, summarise
 

@@ -43,9 +43,19 @@ from fedmoe.federated.protocol import EvaluateReply, RoundInstructions, TrainRep
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.models.moe import MoE
-from fedmoe.training import (caches_routing_targets, evaluate, make_critic, make_optimiser, routes_in_stage1,
-                              routing_holdout_mask, routing_targets, stage1_epoch, stage1_parameters, stage2_epoch,
-                              stage2_parameters)
+from fedmoe.training import (
+    caches_routing_targets,
+    evaluate,
+    make_critic,
+    make_optimiser,
+    routes_in_stage1,
+    routing_holdout_mask,
+    routing_targets,
+    stage1_epoch,
+    stage1_parameters,
+    stage2_epoch,
+    stage2_parameters,
+)
 
 CRITIC_PREFIX = "critic."
 """Local-state keys of the score-function critic (it never leaves the device)."""

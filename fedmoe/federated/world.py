@@ -24,8 +24,15 @@ import numpy as np
 import torch
 
 from fedmoe.config import MODALITIES, FedMoEConfig, parse_config
-from fedmoe.data.partition import (DevicePartition, apply_degradation, apply_modality_mask, device_degradation,
-                                   device_modalities, device_rng, make_device_partition)
+from fedmoe.data.partition import (
+    DevicePartition,
+    apply_degradation,
+    apply_modality_mask,
+    device_degradation,
+    device_modalities,
+    device_rng,
+    make_device_partition,
+)
 from fedmoe.data.samples import ISACSamples
 from fedmoe.federated.parameters import PackedLayout
 from fedmoe.models.builder import build_moe

@@ -16,8 +16,13 @@ import numpy as np
 from torch import nn
 
 from fedmoe.config import ModelConfig, WirelessConfig
-from fedmoe.models.device_costs import (CostMatrices, ExpertFootprint, expert_cost_matrices, selection_bits,
-                                        selection_latency_energy)
+from fedmoe.models.device_costs import (
+    CostMatrices,
+    ExpertFootprint,
+    expert_cost_matrices,
+    selection_bits,
+    selection_latency_energy,
+)
 from fedmoe.models.experts import ExpertCost, build_experts, default_expert_specs, expert_costs
 from fedmoe.models.gate_backbones import GATE_BACKBONES
 from fedmoe.models.gates import GATES, TopNGate

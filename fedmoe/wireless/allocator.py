@@ -56,7 +56,6 @@ from numpy.typing import ArrayLike
 
 from fedmoe.wireless.ofdma import rate_from_snr, shannon_rate, snr_per_rb
 
-
 _ENUMERATE_MAX = 16384
 """Candidate count below which :func:`min_round_latency` lists the candidates and selects."""
 

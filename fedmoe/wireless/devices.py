@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 from fedmoe.config import MODALITIES, WirelessConfig
 from fedmoe.wireless import fading as _fading
 from fedmoe.wireless import pathloss as _pl
-from fedmoe.wireless.ofdma import dbm_to_w, linear_to_db, noise_psd_w_hz, snr_per_rb, upload_time, uplink_rate
+from fedmoe.wireless.ofdma import dbm_to_w, linear_to_db, noise_psd_w_hz, snr_per_rb, uplink_rate, upload_time
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ from fedmoe.federated.parameters import to_numpy
 from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
+from sims.bench.common import machine
 from sims.bench.memory import PeakMemory
 from sims.runner import run_federated
-from sims.bench.common import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_overhead.json"
 

@@ -36,8 +36,8 @@ from fedmoe.data.samples import ISACSamples
 from fedmoe.federated.report import time_to_accuracy
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
-from sims.runner import run_federated
 from sims.bench.common import machine
+from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 

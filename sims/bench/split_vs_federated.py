@@ -33,8 +33,8 @@ import torch
 
 from fedmoe.federated.report import time_to_accuracy
 from fedmoe.scenarios import load_scenario
-from sims.runner import run_federated
 from sims.bench.common import machine
+from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "split_vs_federated.json"
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5)

@@ -16,8 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key, load_ssh_public_key
 
 from fedmoe.cli import main as cli
-from fedmoe.deploy.pki import (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, PKIError, parse_hosts, supernode_key_names,
-                               write_deployment_pki, write_supernode_key)
+from fedmoe.deploy.pki import (
+    CA_CERT,
+    CA_KEY,
+    SERVER_CERT,
+    SERVER_KEY,
+    PKIError,
+    parse_hosts,
+    supernode_key_names,
+    write_deployment_pki,
+    write_supernode_key,
+)
 from fedmoe.files import current_umask
 
 

@@ -25,8 +25,14 @@ import pytest
 
 import sims.runner
 from fedmoe.cli import main as cli
-from sims.runner import (RayClusterUnreachable, backend_config, check_cluster_fits, check_ray_cluster,
-                         resolve_ray_address, run_federated)
+from sims.runner import (
+    RayClusterUnreachable,
+    backend_config,
+    check_cluster_fits,
+    check_ray_cluster,
+    resolve_ray_address,
+    run_federated,
+)
 from tests.federated.conftest import TINY, tiny_config
 
 

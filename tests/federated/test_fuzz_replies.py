@@ -25,12 +25,21 @@ import logging
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ConfigRecord, Message, MetricRecord
 
 from fedmoe.data.partition import local_size
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
-from fedmoe.federated.protocol import (ENERGY_KEY, FLOPS_KEY, LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY,
-                                       STAGE_KEY, TRAIN_LOSS_KEY, UPLOAD_BITS_KEY, USAGE_KEY)
+from fedmoe.federated.protocol import (
+    ENERGY_KEY,
+    FLOPS_KEY,
+    LATENCY_KEY,
+    NUM_EXAMPLES_KEY,
+    PARTITION_KEY,
+    STAGE_KEY,
+    TRAIN_LOSS_KEY,
+    UPLOAD_BITS_KEY,
+    USAGE_KEY,
+)
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
 from strategies.expert_wise import ExpertWise

@@ -11,8 +11,16 @@ import pytest
 from flwr.app import MessageType
 
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
-from fedmoe.federated.protocol import (ACCURACY_KEY, MEAN_COST_KEY, MODALITIES_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY,
-                                       EvaluateReply, QueryReply, ReplyError)
+from fedmoe.federated.protocol import (
+    ACCURACY_KEY,
+    MEAN_COST_KEY,
+    MODALITIES_KEY,
+    NUM_EXAMPLES_KEY,
+    PARTITION_KEY,
+    EvaluateReply,
+    QueryReply,
+    ReplyError,
+)
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
 from strategies.discovery import discover_devices

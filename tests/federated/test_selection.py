@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from fedmoe.config import FedMoEConfig
-from fedmoe.federated.selection import (SELECTION_POLICIES, RoundDemand, SelectionContext, allocate, plan_round,
-                                        round_costs, round_profiles)
+from fedmoe.federated.selection import (
+    SELECTION_POLICIES,
+    RoundDemand,
+    SelectionContext,
+    allocate,
+    plan_round,
+    round_costs,
+    round_profiles,
+)
 from fedmoe.wireless.devices import sample_device_profiles
 
 

@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 from flwr.app import Array, ConfigRecord
 
-from fedmoe.federated.world import world_for
 from fedmoe.federated.parameters import SHARED
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
-from fedmoe.federated.protocol import (ENERGY_KEY, FLOPS_KEY, LATENCY_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, STAGE_KEY,
-                                       TRAIN_LOSS_KEY, UPLOAD_BITS_KEY, USAGE_KEY)
+from fedmoe.federated.protocol import (
+    ENERGY_KEY,
+    FLOPS_KEY,
+    LATENCY_KEY,
+    NUM_EXAMPLES_KEY,
+    PARTITION_KEY,
+    STAGE_KEY,
+    TRAIN_LOSS_KEY,
+    UPLOAD_BITS_KEY,
+    USAGE_KEY,
+)
+from fedmoe.federated.world import world_for
 from fedmoe.flower import to_numpy, to_record
 from strategies.expert_wise import ExpertWise
 from strategies.validation import check_arrays, check_metrics, check_steps

@@ -6,11 +6,18 @@ import pydantic
 import pytest
 import torch
 
-from fedmoe.config import DataConfig, MODALITIES
+from fedmoe.config import MODALITIES, DataConfig
 from fedmoe.data.synthetic import generate
 from fedmoe.models.cost import count_flops
-from fedmoe.models.experts import (ARCHITECTURES, DEFAULT_WIDTHS, Expert, ExpertSpec, build_experts,
-                                   default_expert_specs, expert_costs)
+from fedmoe.models.experts import (
+    ARCHITECTURES,
+    DEFAULT_WIDTHS,
+    Expert,
+    ExpertSpec,
+    build_experts,
+    default_expert_specs,
+    expert_costs,
+)
 from fedmoe.registry import UnknownNameError
 
 OUT = 16

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedmoe.config import DataConfig, MODALITIES
+from fedmoe.config import MODALITIES, DataConfig
 from fedmoe.data.synthetic import generate
-from fedmoe.models.experts import ARCHITECTURES, build_experts, default_expert_specs, expert_costs, ExpertSpec
+from fedmoe.models.experts import ARCHITECTURES, ExpertSpec, build_experts, default_expert_specs, expert_costs
 from fedmoe.models.gates import GATES, TopNGate, load_balancing_loss, router_z_loss
 from fedmoe.models.moe import MoE, batch_tensors
 from fedmoe.registry import UnknownNameError

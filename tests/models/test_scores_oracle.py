@@ -132,7 +132,7 @@ def test_oracle_at_cost_takes_the_smallest_lambda_within_budget():
 
 
 def test_expert_table_is_each_expert_alone_and_marks_unavailable_ones():
-    from fedmoe.config import DataConfig, MODALITIES
+    from fedmoe.config import MODALITIES, DataConfig
     from fedmoe.data.synthetic import generate
     from fedmoe.models.experts import ExpertSpec, build_experts
     from fedmoe.models.gates import GATES

@@ -7,8 +7,16 @@ import copy
 import pytest
 import torch
 
-from fedmoe.split.distributed import (DistributedMoE, SplitTrainConfig, accuracy_at, draw_snr, fixed_snr, stage2_loss,
-                                      train_stage1, train_stage2)
+from fedmoe.split.distributed import (
+    DistributedMoE,
+    SplitTrainConfig,
+    accuracy_at,
+    draw_snr,
+    fixed_snr,
+    stage2_loss,
+    train_stage1,
+    train_stage2,
+)
 from fedmoe.split.links import AnalogLink, DigitalLink
 
 

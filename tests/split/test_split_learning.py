@@ -14,7 +14,7 @@ from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import batch_tensors
 from fedmoe.split.device import apply_gradients, device_keys, encode, gate_inputs, load_device, training_samples
 from fedmoe.split.server import ChunkInput, SplitServer
-from fedmoe.training import make_critic, score_function_loss
+from fedmoe.training import score_function_loss
 from strategies.split_learning import SplitLearning
 from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid

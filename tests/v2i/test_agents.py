@@ -11,8 +11,17 @@ import torch
 from fedmoe.v2i.agents import AGENTS, build_agent
 from fedmoe.v2i.channel import beamformer
 from fedmoe.v2i.env import V2IEnv
-from fedmoe.v2i.training import (Batch, agent_policy, collect, evaluate, make_optimisers, spatial_loss, temporal_loss,
-                                 train_agent, update)
+from fedmoe.v2i.training import (
+    Batch,
+    agent_policy,
+    collect,
+    evaluate,
+    make_optimisers,
+    spatial_loss,
+    temporal_loss,
+    train_agent,
+    update,
+)
 
 
 def _batch(cfg, agent, slots=16, seed=0) -> Batch:

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from fedmoe.config import V2IConfig
-from fedmoe.v2i.channel import (beamformer, csi_error, geometric_channel, normalised_gain, per_vehicle_power_w,
-                                steering_phases, wavelength_m)
+from fedmoe.v2i.channel import (
+    beamformer,
+    csi_error,
+    geometric_channel,
+    normalised_gain,
+    per_vehicle_power_w,
+    steering_phases,
+    wavelength_m,
+)
 from fedmoe.v2i.env import V2IEnv, radar_std, snr_factor
 from fedmoe.v2i.training import evaluate, fixed_policies
 
