@@ -335,7 +335,7 @@ class SplitLearning:
         record = SplitRoundRecord(
             server_round, stage, len(chosen), len(replies), len(chosen) - len(replies), exchanges, acct.latency_s,
             acct.energy_j, self.clock_s, acct.upload_bits, acct.downlink_bits, acct.flops,
-            float(sum(l * r for l, r in losses) / max(n, 1)), float(correct / max(rows, 1)), chosen, failures)
+            float(sum(loss * r for loss, r in losses) / max(n, 1)), float(correct / max(rows, 1)), chosen, failures)
         self.history.append(record)
         return record
 

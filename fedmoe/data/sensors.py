@@ -57,7 +57,7 @@ def _objects(scene: Scene, loss_range: tuple[float, float]) -> tuple[np.ndarray,
 
     Returns lo, hi (N, O, 3), colour (N, O, 3) float32, rcs_dbsm (N, O).
     """
-    n, s, b = len(scene), scene.sc_pos.shape[1], scene.blk_lo.shape[1]
+    n, b = len(scene), scene.blk_lo.shape[1]
     refl = _reflectivity(scene.sc_loss_db, *loss_range)
     shade = (90.0 + 165.0 * refl)[..., None]
     sc_colour = np.concatenate([shade, shade, shade * 0.85], axis=-1)

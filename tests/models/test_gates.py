@@ -335,11 +335,11 @@ def test_gumbel_topn_draws_without_replacement_with_plackett_luce_log_prob():
     gate = make("gumbel_topn", top_n=2).train()
     assert gate.samples_in_training and not make("topn").samples_in_training
     torch.manual_seed(4)
-    l = torch.tensor([1.0, 0.0, -1.0])
-    logits = torch.cat([l, torch.full((E - 3,), float("-inf"))]).repeat(40_000, 1)
+    three_logits = torch.tensor([1.0, 0.0, -1.0])
+    logits = torch.cat([three_logits, torch.full((E - 3,), float("-inf"))]).repeat(40_000, 1)
     weights, selected, log_prob = gate.select(logits, torch.softmax(logits, 1))
     assert (selected.sum(1) == 2).all() and torch.allclose(weights.sum(1), torch.ones(len(weights)))
-    p = torch.softmax(l, 0)
+    p = torch.softmax(three_logits, 0)
 
     def ordered(i, j):  # P(first i, then j) under Plackett-Luce
         return p[i] * p[j] / (1 - p[i])
