@@ -91,11 +91,6 @@ def sinr_db(cfg: V2IConfig, h: np.ndarray, v: np.ndarray) -> np.ndarray:
     return 10 * np.log10(p * signal / (p * interference + noise))
 
 
-def mrt_phases(h: np.ndarray) -> np.ndarray:
-    """The best constant-modulus phases for one channel: ``Φ_m = arg h_m`` (gain ``(Σ|h_m|)² / (M ||h||²)``)."""
-    return np.angle(h)
-
-
 def steering_phases(cfg: V2IConfig, angle: np.ndarray) -> np.ndarray:
     """Phases of the beam steered to ``angle``: ``Φ_m = π m sin θ`` (the radar-pointed reference beam)."""
     return math.pi * np.sin(np.asarray(angle))[..., None] * np.arange(cfg.num_antennas)

@@ -45,11 +45,6 @@ def beam_gains(channel: ArrayLike, codebook: np.ndarray) -> np.ndarray:
     return np.abs(h @ codebook.conj().T) ** 2
 
 
-def best_beam(channel: ArrayLike, codebook: np.ndarray) -> np.ndarray:
-    """Index of the codebook beam with the largest gain, per channel."""
-    return np.argmax(beam_gains(channel, codebook), axis=-1)
-
-
 def direction_to_beam(u: ArrayLike, num_beams: int) -> np.ndarray:
     """Codebook beam whose pointing direction is nearest to ``u`` (the LoS beam of a single path)."""
     u = np.clip(np.asarray(u, dtype=np.float64), -1.0, 1.0 - 1e-12)
