@@ -101,7 +101,8 @@ def split_train(msg: Message, context: Context) -> Message:
         feats, present = gate_inputs(part.model, samples, chunk_rows(batches, int(config["chunk"]), per_message))
         reply = {"features": feats, "present": present}
     elif phase == "encode":
-        enc = encode(world, part, samples, chunk_rows(batches, int(config["chunk"]), per_message), arrays.get("selected"))
+        enc = encode(world, part, samples, chunk_rows(batches, int(config["chunk"]), per_message),
+                     arrays.get("selected"))
         reply = _encoded_arrays(enc)
         metrics["forward-flops"] = enc.forward_flops
         rows = np.bincount(enc.expert, minlength=part.model.num_experts)

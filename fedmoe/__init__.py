@@ -20,7 +20,8 @@ Subpackages
 :mod:`fedmoe.flower`
     The only Flower import of the library: numpy arrays to and from Flower records.
 :mod:`fedmoe.deploy`
-    Real deployment: certificates and keys, Flower's executables, a SuperLink and SuperNodes on 127.0.0.1 (private network).
+    Real deployment: certificates and keys, Flower's executables, a SuperLink and SuperNodes on 127.0.0.1
+    (private network).
 
 Modules
 -------

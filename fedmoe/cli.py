@@ -7,11 +7,13 @@
     fedmoe data stats [--input FILE.npz]       statistics, per-modality baselines, plots
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
-    fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower simulation
+    fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower
+                                               simulation
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
-    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication, a private network), `flwr run`
+    fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication, a private
+                                               network), `flwr run`
 
 Every command takes ``--scenario NAME|FILE.toml`` and ``--set key.path=value`` (repeatable)
 to override single config values. A bad config value, scenario, path or option prints one
@@ -147,7 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         plot_diagnostics(run.reports, summary["experts"], out / "diagnostics.png")
     main = cfg.train.score.main
     sc = summary["scores"]
-    print(f"test accuracy ({main}) {sc[main]['all']:.1%} (LoS {sc[main]['los']:.1%}, blocked {sc[main]['blocked']:.1%}; "
+    print(f"test accuracy ({main}) {sc[main]['all']:.1%} (LoS {sc[main]['los']:.1%}, "
+          f"blocked {sc[main]['blocked']:.1%}; "
           f"top-1 {sc['top1']['all']:.1%}, top-{cfg.train.score.top_k} {sc['topk']['all']:.1%}, power ratio "
           f"{sc['power_ratio_db']['all']:.2f} dB); {summary['mean_flops']:,.0f} FLOPs/sample; "
           f"costly modality chosen for {summary['costly_rate']['los']:.0%} of LoS and "
@@ -207,7 +210,8 @@ def cmd_deploy_certs(args: argparse.Namespace) -> int:
     check_folder_target(args.out)
     paths = write_deployment_pki(Path(args.out), args.hosts, args.nodes, args.days, args.force)
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
-    print("ca.key signs certificates: keep it off the SuperLink and the SuperNodes; *.key files are private (mode 0600)")
+    print("ca.key signs certificates: keep it off the SuperLink and the SuperNodes; *.key files are private "
+          "(mode 0600)")
     return 0
 
 
@@ -277,16 +281,19 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedmoe", description="Federated multimodal mixture of experts over wireless.")
+    parser = argparse.ArgumentParser(prog="fedmoe",
+                                     description="Federated multimodal mixture of experts over wireless.")
     parser.add_argument("--version", action="version", version=f"fedmoe {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default data (dataset, statistics, baselines, plots)")
+    demo = sub.add_parser("demo",
+                          help="the main job on the embedded default data (dataset, statistics, baselines, plots)")
     _config_options(demo)
     _generation_options(demo)
     demo.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--epochs", type=int_at_least(0), default=10, help="baseline training epochs; 0 skips the baselines")
+    demo.add_argument("--epochs", type=int_at_least(0), default=10,
+                      help="baseline training epochs; 0 skips the baselines")
     demo.set_defaults(func=cmd_demo, input=None)
 
     data = sub.add_parser("data", help="make or inspect datasets")
@@ -301,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_options(stats)
     stats.add_argument("--input", help="a .npz dataset from `fedmoe data make` (default: generate one)")
     stats.add_argument("--out", default="runs/stats", help="output folder (default: %(default)s)")
-    stats.add_argument("--epochs", type=int_at_least(0), default=10, help="baseline training epochs; 0 skips the baselines")
+    stats.add_argument("--epochs", type=int_at_least(0), default=10,
+                       help="baseline training epochs; 0 skips the baselines")
     stats.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="centralised two-stage training of the mixture of experts (report, plots)")
@@ -318,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
     sw.set_defaults(func=cmd_sweep)
 
-    run = sub.add_parser("run", help="federated or split-learning training on a Flower simulation (Ray backend): the main job")
+    run = sub.add_parser("run",
+                         help="federated or split-learning training on a Flower simulation (Ray backend): the main job")
     _config_options(run)
     run.add_argument("--out", default="runs/run", help="run folder (default: %(default)s)")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines")

@@ -57,7 +57,8 @@ class ChannelConfig(StrictModel):
     bs_height_m: float = Field(10.0, gt=1.0, le=150.0, description="base-station antenna height hBS")
     ut_height_m: float = Field(1.5, ge=1.0, le=22.5, description="default device antenna height hUT")
     shadowing: bool = Field(True, description="draw log-normal shadowing (sigma_SF from TR 38.901 Table 7.4.1-1)")
-    fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="small-scale fading of the power gain")
+    fading: Literal["none", "rayleigh", "rician"] = Field(
+        "rayleigh", description="small-scale fading of the power gain")
     rician_k_db: float = Field(9.0, ge=-20.0, le=40.0, description="Rician K-factor for LoS links, dB")
     noise_psd_dbm_hz: float = Field(-174.0, ge=-200.0, le=-100.0, description="thermal noise PSD N0, dBm/Hz")
     noise_figure_db: float = Field(9.0, ge=0.0, le=30.0, description="receiver noise figure, dB")
@@ -75,7 +76,8 @@ class UplinkConfig(StrictModel):
     def _at_least_one_block(self) -> "UplinkConfig":
         if self.resource_block_hz > self.total_bandwidth_hz:
             raise ValueError(
-                f"resource_block_hz ({self.resource_block_hz:g}) must be <= total_bandwidth_hz ({self.total_bandwidth_hz:g})"
+                f"resource_block_hz ({self.resource_block_hz:g}) must be <= total_bandwidth_hz "
+                f"({self.total_bandwidth_hz:g})"
             )
         return self
 
@@ -248,7 +250,8 @@ class TrainConfig(StrictModel):
     stage2_epochs: int = Field(6, ge=0, le=1000)
     batch_size: int = Field(256, ge=1, le=65536)
     lr: float = Field(2e-3, gt=0.0, le=1.0)
-    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="per stage: cosine decay to lr/100, or constant")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="per stage: cosine decay to lr/100, or constant")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW decoupled weight decay")
     cost_weight: float = Field(0.0, ge=0.0, le=1e4, description="λ of the resource-aware loss ([P001] eq. 9)")
     z_loss_weight: float = Field(1e-3, ge=0.0, le=10.0)
@@ -370,7 +373,8 @@ class FaultConfig(StrictModel):
     hang_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability that a device replies only after hang_s")
     hang_s: float = Field(30.0, ge=0.0, le=86_400.0, description="wall-clock delay of a hanging device, s")
     straggler_rate: float = Field(0.0, ge=0.0, le=1.0, description="probability that a device is slow")
-    straggler_factor: float = Field(5.0, ge=1.0, le=1e6, description="a straggler's latency and energy multiplier (virtual clock)")
+    straggler_factor: float = Field(
+        5.0, ge=1.0, le=1e6, description="a straggler's latency and energy multiplier (virtual clock)")
     straggler_delay_s: float = Field(0.0, ge=0.0, le=86_400.0, description="extra wall-clock delay of a straggler, s")
     sign_flip_fraction: float = Field(0.0, ge=0.0, le=1.0, description="share of devices that send −s × their update")
     sign_flip_scale: float = Field(1.0, gt=0.0, le=1e6, description="s of the sign-flipping attack")
@@ -394,13 +398,15 @@ class FederatedConfig(StrictModel):
     """
 
     rounds: int = Field(20, ge=1, le=100_000)
-    stage1_rounds: int = Field(8, ge=0, le=100_000, description="rounds of stage I (experts alone); the rest train the gate")
+    stage1_rounds: int = Field(
+        8, ge=0, le=100_000, description="rounds of stage I (experts alone); the rest train the gate")
     local_epochs: int = Field(1, ge=1, le=1_000, description="passes over the local data per round")
     stage2_local_epochs: int | None = Field(
         None, ge=1, le=1_000, description="passes per stage-II round (default: local_epochs); with frozen experts "
                                           "under supervised routing only the gate trains then, which is cheap")
     clients_per_round: int = Field(10, ge=1, le=100_000, description="devices sampled per round (random, utility caps)")
-    selection: str = Field("deadline-max-devices", description="a name in fedmoe.federated.selection.SELECTION_POLICIES")
+    selection: str = Field(
+        "deadline-max-devices", description="a name in fedmoe.federated.selection.SELECTION_POLICIES")
     allocation: Literal["min-latency", "equal"] = Field(
         "min-latency", description="resource blocks of the selected: exact min round latency, or an equal split")
     deadline_s: float = Field(20.0, gt=0.0, le=1e6, description="round deadline T of the deadline policies, s")
@@ -409,16 +415,21 @@ class FederatedConfig(StrictModel):
     aggregator_options: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="keyword arguments of the aggregator (e.g. proximal_mu, eta)")
     local_keys: tuple[str, ...] = Field((), description="glob patterns of parameter names that never leave a device")
-    max_modalities: int = Field(5, ge=1, le=5, description="modality budget: the cheapest this many sensors a device may use per round")
+    max_modalities: int = Field(
+        5, ge=1, le=5, description="modality budget: the cheapest this many sensors a device may use per round")
     test_samples: int = Field(4000, ge=1, le=10_000_000, description="held-out samples of the server-side evaluation")
-    eval_every: int = Field(1, ge=1, le=100_000, description="server-side evaluation every this many rounds (and the last)")
+    eval_every: int = Field(
+        1, ge=1, le=100_000, description="server-side evaluation every this many rounds (and the last)")
     centralised_reference: bool = Field(
         True, description="also train the same model centrally on the union of the devices' data (cached per "
                           "configuration) and report its score beside the federated one")
-    fraction_evaluate: float = Field(0.0, ge=0.0, le=1.0, description="share of devices asked to evaluate on their own data")
-    checkpoint_every: int = Field(5, ge=0, le=100_000, description="save the global model every this many rounds (0: only the last)")
+    fraction_evaluate: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of devices asked to evaluate on their own data")
+    checkpoint_every: int = Field(
+        5, ge=0, le=100_000, description="save the global model every this many rounds (0: only the last)")
     client_cpus: int = Field(1, ge=1, le=1024, description="CPUs per virtual client (Ray backend)")
-    partition_cache: int = Field(32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
+    partition_cache: int = Field(
+        32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
     round_timeout_s: float = Field(3600.0, gt=0.0, le=1e6, description="wall-clock wait for the replies of a round")
     faults: FaultConfig = Field(default_factory=FaultConfig)
     max_update_ratio: float = Field(
@@ -455,10 +466,12 @@ class SplitConfig(StrictModel):
     link_options: dict[str, float | int] = Field(
         default_factory=dict, description="keyword arguments of the link (digital: bits, clip, bits_per_symbol)")
     snr_db: float | None = Field(
-        None, ge=-30.0, le=60.0, description="feature-link SNR in dB for every device; None: each device's own uplink SNR")
+        None, ge=-30.0, le=60.0, description="feature-link SNR in dB for every device; None: each device's own "
+                                             "uplink SNR")
     value_bits: int = Field(32, ge=1, le=64, description="bits per feature value on the ideal link")
     batches_per_message: int = Field(
-        1, ge=1, le=10_000, description="batches a device encodes per message (1: exact split learning; more: stale gradients)")
+        1, ge=1, le=10_000, description="batches a device encodes per message (1: exact split learning; more: "
+                                        "stale gradients)")
     message_timeout_s: float = Field(120.0, gt=0.0, le=1e6, description="wall-clock wait for one exchange's replies")
     eval_devices: int = Field(0, ge=0, le=100_000, description="devices evaluated on their held-out data (0: all)")
 
@@ -481,8 +494,10 @@ class DistributedConfig(StrictModel):
     feature_dim: int = Field(32, ge=2, le=4096, description="width of the backbone's feature z")
     hidden: int = Field(64, ge=2, le=4096, description="hidden width of the backbone, experts and gates")
     link: Literal["analog", "digital"] = Field("analog", description="downlink of the features to the experts")
-    link_options: dict[str, float | int] = Field(default_factory=dict, description="digital: bits, clip, bits_per_symbol")
-    train_snr_db: tuple[float, float] = Field((10.0, 40.0), description="stage 2: mean SNR drawn uniformly in dB in this range")
+    link_options: dict[str, float | int] = Field(
+        default_factory=dict, description="digital: bits, clip, bits_per_symbol")
+    train_snr_db: tuple[float, float] = Field(
+        (10.0, 40.0), description="stage 2: mean SNR drawn uniformly in dB in this range")
     eval_snr_db: tuple[float, ...] = Field((10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0), min_length=1)
     fading: bool = Field(True, description="Rayleigh power gain per expert and sample on top of the mean SNR")
     stage1_epochs: int = Field(30, ge=1, le=10_000)
@@ -562,16 +577,19 @@ class V2IConfig(StrictModel):
     a_max: int = Field(20, ge=1, le=1000, description="largest AoI allowed, slots (eq. 9d)")
     gamma: float = Field(0.3, gt=0.0, le=1.0, description="largest mean misalignment probability Γ (eq. 9e)")
     penalty: float = Field(100.0, ge=0.0, le=1e6, description="λ_misa of the reward (eq. 11), J per unit of excess")
-    rho: float = Field(1.0, ge=0.0, le=1e6, description="CSI error bound ρ relative to ||ĥ||²: E||Δh||² = ρ P_misa ||ĥ||² (eq. 8)")
+    rho: float = Field(
+        1.0, ge=0.0, le=1e6, description="CSI error bound ρ relative to ||ĥ||²: E||Δh||² = ρ P_misa ||ĥ||² (eq. 8)")
     p_max_dbm: float = Field(30.0, ge=-50.0, le=60.0)
     noise_dbm: float = Field(-114.0, ge=-200.0, le=0.0)
     num_paths: int = Field(3, ge=1, le=64, description="paths of the geometric channel (eq. 2)")
-    rician_k_db: float = Field(10.0, ge=-30.0, le=60.0, description="power of the line-of-sight path over the others, dB")
+    rician_k_db: float = Field(
+        10.0, ge=-30.0, le=60.0, description="power of the line-of-sight path over the others, dB")
     speeds_mps: tuple[float, ...] = Field((20.0, 30.0, 45.0, 60.0), min_length=1,
                                           description="nominal speed of each vehicle, m/s (β_k scales with it)")
     speed_jitter: float = Field(0.25, ge=0.0, lt=1.0, description="each episode draws speed × U(1 − j, 1 + j)")
     slot_s: float = Field(0.1, gt=0.0, le=10.0, description="slot duration, s")
-    road_length_m: float = Field(200.0, gt=0.0, le=1e5, description="road section the base station covers (vehicles wrap)")
+    road_length_m: float = Field(
+        200.0, gt=0.0, le=1e5, description="road section the base station covers (vehicles wrap)")
     lane_offset_m: float = Field(15.0, gt=0.0, le=1e4, description="distance from the array to the first lane, m")
     lane_width_m: float = Field(3.5, ge=0.0, le=100.0)
     snr_db: float = Field(10.0, ge=-30.0, le=60.0, description="radar SNR of the operating point, dB")
@@ -624,7 +642,8 @@ class FedMoEConfig(StrictModel):
     @model_validator(mode="after")
     def _k_fits_codebook(self) -> "FedMoEConfig":
         beams = self.wireless.channel.codebook_size
-        for name, k in (("train.score.top_k", self.train.score.top_k), ("train.tasks.objective_k", self.train.tasks.objective_k)):
+        for name, k in (("train.score.top_k", self.train.score.top_k),
+                        ("train.tasks.objective_k", self.train.tasks.objective_k)):
             if k > beams:
                 raise ValueError(f"{name}={k} exceeds the codebook (wireless.channel.codebook_size={beams})")
         return self
@@ -811,7 +830,8 @@ def dotted_to_nested(assignments: dict[str, Any]) -> dict[str, Any]:
         for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {'.'.join(parts[:i + 1])} is set to a value, so it has no key {parts[i + 1]!r}")
+                raise ConfigError(f"{key}: {'.'.join(parts[:i + 1])} is set to a value, so it has no key "
+                                  f"{parts[i + 1]!r}")
         if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
             raise ConfigError(f"{key}: conflicts with the keys set inside it ({key}.{next(iter(node[parts[-1]]))})")
         node[parts[-1]] = value

@@ -56,7 +56,8 @@ def pareto_front(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray
     c, a = np.asarray(cost, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
     if c.shape != a.shape or c.ndim != 1:
         raise ValueError(f"cost and accuracy must be 1-D of the same length, got {c.shape} and {a.shape}")
-    dominated = (c[None, :] <= c[:, None]) & (a[None, :] >= a[:, None]) & ((c[None, :] < c[:, None]) | (a[None, :] > a[:, None]))
+    dominated = ((c[None, :] <= c[:, None]) & (a[None, :] >= a[:, None])
+                 & ((c[None, :] < c[:, None]) | (a[None, :] > a[:, None])))
     return ~dominated.any(axis=1)
 
 

@@ -243,12 +243,14 @@ def routing_holdout_mask(n: int, cfg: TrainConfig, seed: int) -> np.ndarray:
 
 
 def _held_rows(routing_mask: np.ndarray | None, rows: np.ndarray) -> torch.Tensor | None:
-    """The batch ``rows`` of ``routing_mask`` as the ``gate_rows`` of :func:`oracle_routing_loss` (``None``: no hold-out)."""
+    """The batch ``rows`` of ``routing_mask`` as the ``gate_rows`` of :func:`oracle_routing_loss`
+    (``None``: no hold-out)."""
     return None if routing_mask is None or not routing_mask.any() else torch.from_numpy(routing_mask[rows])
 
 
 def set_routing_cost_weight(model: MoE, cfg: TrainConfig) -> None:
-    """Give the gate the λ it subtracts (``λ C``) under supervised routing, 0 otherwise (``Gate.routing_cost_weight``)."""
+    """Give the gate the λ it subtracts (``λ C``) under supervised routing, 0 otherwise
+    (``Gate.routing_cost_weight``)."""
     lam = cfg.cost_weight if cfg.gate_estimator == "oracle_routing" else 0.0
     if float(model.gate.routing_cost_weight) != lam:
         model.gate.routing_cost_weight.fill_(lam)
@@ -264,8 +266,8 @@ def routing_loss(logits: torch.Tensor, task: torch.Tensor, labels: dict[str, tor
     """Per-sample loss ``ℓ`` the routing oracle weighs against ``λ C`` (``cfg.routing_loss``).
 
     ``task``: the training objective itself; ``topk_miss``: 1 when the best beam is not
-    among the ``k`` predicted (``cfg.routing_top_k``, by default ``cfg.score.top_k``); ``power_loss_db``: the dB the sweep of
-    those ``k`` beams loses to the best beam (``−`` the power ratio of
+    among the ``k`` predicted (``cfg.routing_top_k``, by default ``cfg.score.top_k``); ``power_loss_db``: the
+    dB the sweep of those ``k`` beams loses to the best beam (``−`` the power ratio of
     :mod:`fedmoe.models.scores`). The last two value a prediction as beam management
     does: a near-miss that the sweep corrects costs nothing.
     """
@@ -369,7 +371,8 @@ def evaluate(model: MoE, samples: ISACSamples, costs: np.ndarray | None = None, 
     n = len(samples)
     scores = ranking_scores(np.concatenate(ranked), samples.labels["beam"], samples.labels.get("beam_power_db"))
     return {"accuracy": correct / n, "gate_entropy": entropy / n, "usage": (usage / n).tolist(),
-            "expert_evaluations_per_sample": spent / n, "mean_cost": cost_sum / n if costs is not None else float("nan"),
+            "expert_evaluations_per_sample": spent / n,
+            "mean_cost": cost_sum / n if costs is not None else float("nan"),
             "selected": torch.cat(selected_all).numpy(), "correct": torch.cat(hits).numpy(), "scores": scores}
 
 
@@ -600,7 +603,8 @@ def train(model: MoE, train_set: ISACSamples, cfg: TrainConfig, costs: np.ndarra
         share = usage / max(usage.sum(), 1e-12)
         collapsed = bool(share.max() > cfg.collapse_share) and model.num_experts > 1
         if collapsed:
-            log.warning("gate collapse: expert %d takes %.0f%% of the selections", int(share.argmax()), 100 * share.max())
+            log.warning("gate collapse: expert %d takes %.0f%% of the selections", int(share.argmax()),
+                        100 * share.max())
         reports.append(EpochReport(2, epoch, stats.loss, ev["accuracy"], ev["gate_entropy"],
                                    ev["usage"], ev["mean_cost"], collapsed,
                                    accuracy_under_dropout(model, val_set, val_costs)))

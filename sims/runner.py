@@ -1,4 +1,5 @@
-"""``fedmoe run``: a federated or split-learning simulation on Flower's Ray backend (``flwr.simulation.run_simulation``).
+"""``fedmoe run``: a federated or split-learning simulation on Flower's Ray backend
+(``flwr.simulation.run_simulation``).
 
 One virtual SuperNode per device (``partition.num_devices``), each running
 ``clients.app:app`` with ``partition-id`` set by Flower; the ServerApp is
@@ -32,8 +33,9 @@ from fedmoe.files import check_folder_target, first_missing
 
 log = logging.getLogger(__name__)
 
-QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-             "RAY_DEDUP_LOGS": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DEDUP_LOGS": "0",
+             "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
 
 CLIENT_STATE_FOLDER = CLIENT_STATE
@@ -96,7 +98,8 @@ def check_ray_cluster(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) ->
             return None
         what = {grpc.StatusCode.UNAVAILABLE: "nothing answers there",
                 grpc.StatusCode.DEADLINE_EXCEEDED: f"no answer within {timeout_s:g} s",
-                grpc.StatusCode.UNIMPLEMENTED: "what answers there is not a Ray head (GCS)"}.get(err.code(), err.code().name)
+                grpc.StatusCode.UNIMPLEMENTED: "what answers there is not a Ray head (GCS)",
+                }.get(err.code(), err.code().name)
         raise RayClusterUnreachable(f"Ray cluster at {address}: {what} (start it with `ray start --head "
                                     f"--port PORT` and pass HOST:PORT of the head)") from None
     finally:

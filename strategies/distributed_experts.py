@@ -119,7 +119,8 @@ class DistributedExperts:
         """Send expert ``k``'s parameters to device ``k``; returns the failures (a device that failed
         has no expert, and its rows will be refused at inference)."""
         failures: list[str] = []
-        self._send(grid, {k: ({"phase": "deploy"}, {n: p.detach().numpy() for n, p in model.experts[k].state_dict().items()})
+        self._send(grid, {k: ({"phase": "deploy"},
+                              {n: p.detach().numpy() for n, p in model.experts[k].state_dict().items()})
                           for k in range(model.num_experts)}, failures)
         return failures
 

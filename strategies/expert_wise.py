@@ -453,7 +453,8 @@ class ExpertWise(ResumableStrategy):
                 continue
             sub = ArrayRecord({k: arrays[k] for k in self.layout.wire_keys(group)})
             with quiet_flower():  # one participant is enough: the config is the same for all of them
-                msgs = list(self._rule(group).configure_train(server_round, sub, ConfigRecord(), _Participants(nodes[:1])))
+                msgs = list(self._rule(group).configure_train(server_round, sub, ConfigRecord(),
+                                                              _Participants(nodes[:1])))
             if group == SHARED and msgs:
                 extra = {k: v for k, v in msgs[0].content["config"].items()}
         return extra

@@ -99,12 +99,14 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
             save_state(Path(run_dir), ServerState(server_round, cfg.model_dump(mode="json"), to_numpy(arrays),
                                                   strategy.checkpoint_state(), dict(evaluator.results), capture_rng()))
 
-    config = ConfigRecord({} if client_state_dir is None else {MESSAGE_CONFIG_KEY: str(Path(client_state_dir).resolve())})
+    config = ConfigRecord({} if client_state_dir is None
+                          else {MESSAGE_CONFIG_KEY: str(Path(client_state_dir).resolve())})
     result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s, evaluate_fn=evaluate_fn,
                             train_config=config, evaluate_config=config, first_round=first_round,
                             on_round_end=checkpoint)
     rows = round_rows(getattr(strategy, "history", []), evaluator.results)
-    extra = {"strategy": world.cfg.federated.strategy, "aggregator": world.cfg.federated.aggregator, "selection": world.cfg.federated.selection,
+    extra = {"strategy": world.cfg.federated.strategy, "aggregator": world.cfg.federated.aggregator,
+             "selection": world.cfg.federated.selection,
              "experts": [e.name for e in world.template.experts], "wall_s": time.perf_counter() - t0}
     if saved is not None:
         extra["resumed_after_round"] = saved.round

@@ -234,7 +234,8 @@ class SplitLearning:
     def _tau(self, server_round: int) -> float:
         s1 = self.cfg.federated.stage1_rounds
         steps = max(1, self.cfg.federated.rounds - s1)
-        return float(TemperatureSchedule(self.cfg.train.tau_start, self.cfg.train.tau_end, steps)(server_round - s1 - 1))
+        return float(TemperatureSchedule(self.cfg.train.tau_start, self.cfg.train.tau_end, steps)(
+            server_round - s1 - 1))
 
     def _seed(self, server_round: int, chunk: int, device: int, evaluation: bool = False) -> int:
         return int(np.random.SeedSequence([self.cfg.train.seed, server_round, chunk, device, int(evaluation)])

@@ -138,14 +138,16 @@ def read_arrays(record: ArrayRecord, sent: Mapping[str, np.ndarray]) -> tuple[di
     return (arrays, None) if reason is None else (None, reason)
 
 
-def check_steps(params: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray], max_update_ratio: float) -> str | None:
+def check_steps(params: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray],
+                max_update_ratio: float) -> str | None:
     """The reason a parameter of ``params`` moved too far from ``sent`` (same names), or ``None``."""
     for name, value in params.items():
         ref = sent[name].astype(np.float64)
         step = float(np.linalg.norm(value.astype(np.float64) - ref))
         limit = max_update_ratio * max(float(np.linalg.norm(ref)), 1.0)
         if step > limit:
-            return f"parameter {name!r} moved by {step:.3g}, more than {max_update_ratio:g} × max(‖global‖, 1) = {limit:.3g}"
+            return (f"parameter {name!r} moved by {step:.3g}, more than {max_update_ratio:g} × max(‖global‖, 1) = "
+                    f"{limit:.3g}")
     return None
 
 

@@ -524,8 +524,10 @@ def test_run_config_defaults_and_values(workdir):
     from strategies.server_app import config_from_run_config
 
     rc = config_from_run_config({})
-    assert (rc.cfg.name, rc.run_dir, rc.resume, rc.scenario_file.name) == ("default", Path("runs/flwr"), False, "default.toml")
-    rc = config_from_run_config({"scenario": "split", "overrides": " partition.num_devices=4 ; federated.clients_per_round=4 ;",
+    assert ((rc.cfg.name, rc.run_dir, rc.resume, rc.scenario_file.name)
+            == ("default", Path("runs/flwr"), False, "default.toml"))
+    rc = config_from_run_config({"scenario": "split",
+                                 "overrides": " partition.num_devices=4 ; federated.clients_per_round=4 ;",
                                  "run-dir": "runs/x", "resume": True})
     assert (rc.cfg.mode, rc.cfg.partition.num_devices, rc.cfg.federated.clients_per_round) == ("split", 4, 4)
     assert (rc.run_dir, rc.resume) == (Path("runs/x"), True)
@@ -626,7 +628,8 @@ def test_a_bad_state_dir_fails_the_device_before_training_in_one_line(workdir, m
     strategy.start(grid, to_record(to_numpy(world.template.state_dict())), num_rounds=1)
     record = strategy.history[0]
     assert record.failed == 1 and sorted(trained) == [0, 2, 3]
-    assert record.failures == [f"device 1 (node 2): node config state-dir {workdir / 'file.txt'}: exists and is not a folder"]
+    assert record.failures == [f"device 1 (node 2): node config state-dir {workdir / 'file.txt'}: "
+                               "exists and is not a folder"]
 
 
 def test_a_bad_partition_id_fails_the_device_query_in_one_line():

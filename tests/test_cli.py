@@ -167,7 +167,8 @@ def test_train_writes_a_report_and_diagnostics(tmp_path, capsys):
     assert set(s["accuracy"]) == {"all", "los", "blocked"} and s["mean_flops"] > 0 and s["mean_latency_s"] > 0
     # the default mixture: GPS, GPS+RF and GPS+RF+radar experts, scored on top-1, top-3 and the power ratio
     assert len(s["usage"]) == 3 and [e["stage"] for e in report["epochs"]] == [1, 2]
-    assert set(s["scores"]) == {"top1", "topk", "power_ratio_db"} and s["scores"]["topk"]["all"] >= s["scores"]["top1"]["all"]
+    assert (set(s["scores"]) == {"top1", "topk", "power_ratio_db"}
+            and s["scores"]["topk"]["all"] >= s["scores"]["top1"]["all"])
     assert (out / "diagnostics.png").stat().st_size > 5_000
 
 

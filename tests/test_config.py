@@ -24,11 +24,14 @@ def test_defaults_are_valid_and_round_trip():
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"data": {"num_samples": 0}}, "data.num_samples: Input should be greater than 0 (allowed: > 0 and <= 5e+07; got 0)"),
-        ({"data": {"sensors": {"camera_size": 4}}}, "data.sensors.camera_size: Input should be greater than or equal to 8"),
+        ({"data": {"num_samples": 0}},
+         "data.num_samples: Input should be greater than 0 (allowed: > 0 and <= 5e+07; got 0)"),
+        ({"data": {"sensors": {"camera_size": 4}}},
+         "data.sensors.camera_size: Input should be greater than or equal to 8"),
         ({"wireless": {"channel": {"fading": "nakagami"}}}, "wireless.channel.fading: Input should be"),
         ({"partition": {"modality_availability": {"camera": 1.5}}}, "modality_availability.camera: must be in [0, 1]"),
-        ({"data": {"scene": {"blockage_loss_db": [40, 20]}}}, "blockage_loss_db: lower bound 40 exceeds upper bound 20"),
+        ({"data": {"scene": {"blockage_loss_db": [40, 20]}}},
+         "blockage_loss_db: lower bound 40 exceeds upper bound 20"),
         ({"wireless": {"cell": {"radius_m": 5, "min_distance_m": 10}}}, "wireless.cell"),
         ({"nme": "x"}, "nme: unknown field (check the spelling)"),
         ({"model": {"subsets": [["gps", "gps"]]}}, "each subset needs distinct modalities"),

@@ -88,7 +88,8 @@ def docstrings(path: Path) -> list[tuple[str, str | None, int, str]]:
 
     def visit(body: list[ast.stmt], cls: str | None) -> None:
         for node in body:
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)):
                 found.append((mod, cls, node.lineno, node.value.value))
             elif isinstance(node, ast.ClassDef):
                 visit(node.body, node.name if cls is None else f"{cls}.{node.name}")

@@ -391,7 +391,8 @@ def apply_degradation(
     for j, m in enumerate(MODALITIES):
         rows = samples.present[:, j]
         if m in inputs and degradation.noise[j] > 0 and rows.sum() >= 2:
-            inputs[m] = _add_noise(inputs[m], rows, float(degradation.noise[j]), device_rng(seed, device_id, f"noise/{m}"))
+            inputs[m] = _add_noise(inputs[m], rows, float(degradation.noise[j]),
+                                   device_rng(seed, device_id, f"noise/{m}"))
         if degradation.dropout[j] > 0:
             drop[:, j] = rows & (device_rng(seed, device_id, f"dropout/{m}").random(len(rows)) < degradation.dropout[j])
     noisy = ISACSamples(inputs, samples.present, samples.labels, samples.conditions, dict(samples.bits_per_sample))

@@ -187,7 +187,8 @@ def check_dataset_members(members: Mapping[str, Member], what: str) -> None:
         if key in required:
             continue
         group, _, name = key.partition("/")
-        if group not in ("inputs", "labels", "conditions") or not name or (group == "inputs" and name not in MODALITIES):
+        if (group not in ("inputs", "labels", "conditions") or not name
+                or (group == "inputs" and name not in MODALITIES)):
             raise UsageError(f"{what} (unexpected array {key!r})")
         if m.dtype.kind not in _PLAIN_KINDS or m.dtype.fields is not None:
             raise UsageError(f"{what} ({key} has dtype {m.dtype}, expected booleans, integers or floats)")

@@ -163,10 +163,10 @@ def radar(scene: Scene, mp: Multipath, cfg: SensorConfig, rng: np.random.Generat
     propagation path ``p`` at the path's direction ``u_p`` and length ``l_p``, with power
     ``P_tx + g_p + 10 log10 M`` dBm (``g_p`` the path gain of
     :class:`~fedmoe.data.multipath.Multipath`, ``M`` the array gain) over a noise floor of
-    ``-174 + 10 log10(100 MHz) + 9 - 20`` dBm (20 dB: coherent integration of 100 pilots). This is the ISAC premise: the radar senses
-    through the same channel as the uplink. When a truck blocks the direct path, its peak
-    fades and the paths via the reflectors show where the strongest remaining one comes
-    from — a cheap GPS fix cannot tell that.
+    ``-174 + 10 log10(100 MHz) + 9 - 20`` dBm (20 dB: coherent integration of 100 pilots). This is
+    the ISAC premise: the radar senses through the same channel as the uplink. When a truck
+    blocks the direct path, its peak fades and the paths via the reflectors show where the
+    strongest remaining one comes from — a cheap GPS fix cannot tell that.
 
     Each target is spread as a Gaussian over about one range bin and one angle bin (angle
     bins uniform in the direction cosine ``u``, like the beam codebook), plus

@@ -170,7 +170,8 @@ def format_baseline_table(results: list[BaselineResult]) -> str:
     rows = [head, "-" * len(head)]
     for r in results:
         pr = r.power_ratio_db or {}
-        rows.append(f"{r.group:<12} {r.bits_per_sample / 1000:>7.2f} | {r.top1['los']:>9.1%} {r.top1['blocked']:>9.1%} | "
+        rows.append(f"{r.group:<12} {r.bits_per_sample / 1000:>7.2f} | "
+                    f"{r.top1['los']:>9.1%} {r.top1['blocked']:>9.1%} | "
                     f"{r.top3['los']:>9.1%} {r.top3['blocked']:>9.1%} | {pr.get('los', float('nan')):>7.2f} "
                     f"{pr.get('blocked', float('nan')):>7.2f} | {r.top1['all']:>9.1%}")
     return "\n".join(rows)

@@ -78,7 +78,8 @@ def generate(cfg: DataConfig, channel: ChannelConfig | None = None, num_samples:
     n = cfg.num_samples if num_samples is None else int(num_samples)
     if n < 1:
         raise ValueError(f"num_samples must be >= 1, got {n}")
-    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(cfg.seed if seed is None else seed)
+    root = (seed if isinstance(seed, np.random.SeedSequence)
+            else np.random.SeedSequence(cfg.seed if seed is None else seed))
     sizes = [min(CHUNK, n - start) for start in range(0, n, CHUNK)]
     children = root.spawn(len(sizes))
     parts = []

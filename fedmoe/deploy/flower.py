@@ -97,7 +97,8 @@ def node_config(partition_id: int, num_partitions: int, state_dir: Path | None =
 
 def supernode_argv(superlink: str, partition_id: int, num_partitions: int, port: int, *,
                    ca_cert: Path | None = None, private_key: Path | None = None, insecure: bool = False,
-                   max_wait_s: float | None = None, host: str = "127.0.0.1", state_dir: Path | None = None) -> list[str]:
+                   max_wait_s: float | None = None, host: str = "127.0.0.1",
+                   state_dir: Path | None = None) -> list[str]:
     """``flower-supernode`` dialling ``superlink`` (``host:port``) with the CA and its authentication key.
 
     ``insecure=True`` (plaintext) and ``max_wait_s`` exist to show refusals: a plaintext SuperNode

@@ -89,7 +89,8 @@ def run_config_toml(scenario: str, overrides: Sequence[str], run_dir: Path) -> s
     """The run config of :data:`strategies.server_app.app`: ``scenario``, ``overrides`` (``;``-joined), ``run-dir``."""
     bad = [o for o in overrides if ";" in o]
     if bad:
-        raise DeployArgumentError(f"--set {bad[0]!r}: values must not contain ';' (it separates overrides in the run config)")
+        raise DeployArgumentError(f"--set {bad[0]!r}: values must not contain ';' "
+                                  "(it separates overrides in the run config)")
     return (f"scenario = {json.dumps(str(scenario))}\n"
             f"overrides = {json.dumps(';'.join(overrides))}\n"
             f"run-dir = {json.dumps(str(run_dir))}\n")
@@ -205,7 +206,8 @@ class LocalCluster:
             self.supernodes[k] = self.start_supernode(k, self.node_ports[k], private_key=self.node_key(k))
         for k, proc in self.supernodes.items():
             proc.wait_for_log(flower.SUPERNODE_READY, self.ready_timeout)
-        self.echo(f"{self.nodes} SuperNodes connected (pids {', '.join(str(p.pid) for p in self.supernodes.values())}); "
+        self.echo(f"{self.nodes} SuperNodes connected "
+                  f"(pids {', '.join(str(p.pid) for p in self.supernodes.values())}); "
                   f"start-up {time.perf_counter() - t0:.1f} s")
 
     def start_supernode(self, partition_id: int, port: int, *, name: str | None = None, private_key: Path | None = None,
@@ -238,7 +240,8 @@ class LocalCluster:
         config = self.out / "run_config.toml"
         config.write_text(run_config_toml(scenario, overrides, run_dir))
         log_path = self.out / "logs" / "flwr-run.log"
-        argv = [flower.executable("flwr"), "run", str(self.app_dir), CONNECTION, "--run-config", str(config), "--stream"]
+        argv = [flower.executable("flwr"), "run", str(self.app_dir), CONNECTION, "--run-config", str(config),
+                "--stream"]
         env = {"FLWR_HOME": str(self.cli_home)}
         t0 = time.perf_counter()
         proc = self.procs.start("flwr-run-raw", argv, env=env, cwd=self.app_dir)

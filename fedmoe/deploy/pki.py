@@ -11,8 +11,8 @@
 
 Files are written atomically (a temporary file in the same folder, then a rename) into a
 folder of mode 0700; private keys get mode 0600, the other files the umask's mode (or 0600
-too, for a deployment on one machine: ``private=True``). Nothing is overwritten unless ``force=True``, and when a file would be
-overwritten nothing at all is written.
+too, for a deployment on one machine: ``private=True``). Nothing is overwritten unless
+``force=True``, and when a file would be overwritten nothing at all is written.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBu
     return builder.not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
 
 
-def make_ca(common_name: str = "fedmoe deployment CA", days: int = DEFAULT_DAYS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(common_name: str = "fedmoe deployment CA",
+            days: int = DEFAULT_DAYS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed CA certificate (may sign server certificates only: path length 0) and its key."""
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -156,7 +157,8 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 # --------------------------------------------------------------------------- files

@@ -93,7 +93,8 @@ class Started:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def wait_for_log(self, pattern: str, timeout: float, poll: float = 0.2) -> re.Match:
-        """Wait up to ``timeout`` s for ``pattern`` in the log; :class:`ProcessError` if it exits first or time runs out."""
+        """Wait up to ``timeout`` s for ``pattern`` in the log; :class:`ProcessError` if it exits first or time
+        runs out."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:

@@ -109,7 +109,8 @@ def load_model(world: ScenarioWorld, global_arrays: Mapping[str, np.ndarray],
             if v.shape != tuple(state[k].shape) and v.size == state[k].numel():
                 v = v.reshape(tuple(state[k].shape))  # some rules return a scalar as shape (1,)
             if tuple(v.shape) != tuple(state[k].shape):
-                raise ValueError(f"parameter {k!r} has shape {tuple(v.shape)}, the model expects {tuple(state[k].shape)}")
+                raise ValueError(f"parameter {k!r} has shape {tuple(v.shape)}, the model expects "
+                                 f"{tuple(state[k].shape)}")
             state[k] = torch.as_tensor(np.asarray(v)).to(state[k].dtype)
     model.load_state_dict(state)
     return model

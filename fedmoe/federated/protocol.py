@@ -30,7 +30,8 @@ from fedmoe.config import MODALITIES
 NUM_EXAMPLES_KEY = "num-examples"
 """Samples the reply is about (training or held-out); the weight ``n_k`` of FedAvg (Flower's ``weighted_by_key``)."""
 USAGE_KEY = "expert-usage"
-"""Per expert, the share ``u_ki`` of the device's training rows on which it computed expert ``i`` (E floats in [0, 1])."""
+"""Per expert, the share ``u_ki`` of the device's training rows on which it computed expert ``i``
+(E floats in [0, 1])."""
 TRAIN_LOSS_KEY = "train-loss"
 """Mean training loss of the round."""
 FLOPS_KEY = "flops"

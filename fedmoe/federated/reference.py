@@ -66,7 +66,8 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or set(REFERENCE_KEYS) - set(data):
         return None
-    ok = all(isinstance(data[k], (int, float)) and not isinstance(data[k], bool) for k in REFERENCE_KEYS if k != "score")
+    ok = all(isinstance(data[k], (int, float)) and not isinstance(data[k], bool)
+             for k in REFERENCE_KEYS if k != "score")
     return data if ok and isinstance(data["score"], str) else None
 
 

@@ -148,8 +148,9 @@ def load_state(run_dir: Path, cfg: FedMoEConfig) -> ServerState:
     legacy = path.with_name(LEGACY_RESUME_FILE)
     if not path.is_file():
         if legacy.exists():
-            raise ResumeError(f"cannot resume the run in {run_dir}: its state is {legacy}, a pickle written by an older "
-                              "fedmoe, and a pickle is never loaded (unpickling a file can run any code in it); "
+            raise ResumeError(f"cannot resume the run in {run_dir}: its state is {legacy}, "
+                              "a pickle written by an older fedmoe, and a pickle is never loaded "
+                              "(unpickling a file can run any code in it); "
                               "start the run again with --force")
         raise ResumeError(f"nothing to resume in {run_dir}: {path.name} not found under checkpoints/ "
                           "(the run never finished a round there, or wrote to another --out)")

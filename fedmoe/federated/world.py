@@ -165,7 +165,8 @@ class ScenarioWorld:
 
     @cached_property
     def equal_share_rate(self) -> np.ndarray:
-        """Uplink rate of each device when all split the band evenly (:func:`fedmoe.wireless.devices.equal_share_rate`)."""
+        """Uplink rate of each device when all split the band evenly
+        (:func:`fedmoe.wireless.devices.equal_share_rate`)."""
         return equal_share_rate(self.profiles, self.cfg.wireless)
 
     @cached_property

@@ -71,7 +71,8 @@ class SampleCosts:
     rate_bps: np.ndarray  # (K,)
     bits_per_sample: dict[str, int]
 
-    def of_selection(self, selected: np.ndarray, rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    def of_selection(self, selected: np.ndarray,
+                     rows: slice | np.ndarray = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample latency (s) and energy (J) of ``selected`` (N, E) for samples ``rows``
         (:func:`fedmoe.models.device_costs.selection_latency_energy`: each modality counted once)."""
         return selection_latency_energy(selected, self.device[rows], self.footprints, self.profiles, self.rate_bps,

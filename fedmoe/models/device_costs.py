@@ -77,7 +77,8 @@ def expert_cost_matrices(footprints: Sequence[ExpertFootprint], profiles: Device
     for i, fp in enumerate(footprints):
         unknown = set(fp.modalities) - set(profiles.modalities)
         if unknown:
-            raise ValueError(f"expert {i} reads unknown modalities {sorted(unknown)}; known: {list(profiles.modalities)}")
+            raise ValueError(f"expert {i} reads unknown modalities {sorted(unknown)}; "
+                             f"known: {list(profiles.modalities)}")
         used = np.zeros((k, len(profiles.modalities)), dtype=bool)
         used[:, [profiles.modalities.index(m) for m in fp.modalities]] = True
         flops, bits = np.full(k, fp.flops), np.full(k, fp.bits)
@@ -135,7 +136,8 @@ def selection_latency_energy(selected: np.ndarray, device: np.ndarray, footprint
     return device_latency(on, flops, bits, rate, used), device_energy(on, flops, bits, rate, used)
 
 
-def modalities_used(selected: np.ndarray, footprints: Sequence[ExpertFootprint], modalities: Sequence[str]) -> np.ndarray:
+def modalities_used(selected: np.ndarray, footprints: Sequence[ExpertFootprint],
+                    modalities: Sequence[str]) -> np.ndarray:
     """(N, M) bool: the modalities ``U_n = ∪_{i∈S_n} M_i`` the selected experts of each sample read."""
     needs = np.zeros((len(footprints), len(modalities)), dtype=bool)
     for i, fp in enumerate(footprints):

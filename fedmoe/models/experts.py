@@ -385,7 +385,8 @@ def conv2d_expert(modalities: Sequence[str], input_shapes: dict[str, Sequence[in
     c, h, w = _single("conv2d", name, modalities, input_shapes, (3,))
     body = nn.Sequential(
         nn.Conv2d(c, width, 3, stride=2, padding=1), nn.ReLU(),
-        _Residual(nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))),
+        _Residual(nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                nn.Conv2d(width, width, 3, padding=1))),
         nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
         nn.Linear(width * _down(h, 2) * _down(w, 2), out_dim), nn.ReLU())
     return Expert(name, modalities, input_shapes, out_dim, body, architecture="conv2d")

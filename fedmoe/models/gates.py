@@ -59,7 +59,8 @@ from fedmoe.models.gate_backbones import GATE_BACKBONES, build_backbone
 from fedmoe.registry import Registry
 
 __all__ = ["GATES", "GATE_BACKBONES", "ChannelAwareGate", "DenseGate", "Gate", "GateOutput", "GumbelHardGate",
-           "GumbelTopNGate", "HardGate", "TemperatureSchedule", "TopNGate", "build_gate", "load_balancing_loss", "router_z_loss"]
+           "GumbelTopNGate", "HardGate", "TemperatureSchedule", "TopNGate", "build_gate", "load_balancing_loss",
+           "router_z_loss"]
 
 
 @dataclass

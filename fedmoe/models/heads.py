@@ -1,8 +1,8 @@
 """Task heads on the fused representation ``z`` and their multi-task loss.
 
 Three tasks share ``z = Σ_d w_d z_d`` (``docs/architecture.md``, "The model"): best-beam classification
-over the DFT codebook (cross-entropy, or one of the objectives of :func:`beam_loss`), path-loss regression (dB, Huber) and next-position
-regression (m, Huber). The task loss is ``L_task = Σ_t α_t L_t`` with configurable
+over the DFT codebook (cross-entropy, or one of the objectives of :func:`beam_loss`), path-loss regression
+(dB, Huber) and next-position regression (m, Huber). The task loss is ``L_task = Σ_t α_t L_t`` with configurable
 weights ``α`` (:class:`TaskWeights`); a task with weight 0 is not computed.
 """
 

@@ -96,7 +96,8 @@ class MoE(nn.Module):
     """
 
     def __init__(self, experts: Sequence[nn.Module], gate: nn.Module, shapes: dict[str, tuple[int, ...]],
-                 num_beams: int, gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES, head_hidden: int = 0) -> None:
+                 num_beams: int, gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES,
+                 head_hidden: int = 0) -> None:
         super().__init__()
         if not experts:
             raise ValueError("a mixture needs at least one expert")
@@ -121,7 +122,8 @@ class MoE(nn.Module):
         self.register_buffer("expert_needs", needs)  # (E, M)
 
     @staticmethod
-    def gate_in_dim(shapes: dict[str, tuple[int, ...]], gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES) -> int:
+    def gate_in_dim(shapes: dict[str, tuple[int, ...]],
+                    gate_modalities: Sequence[str] = DEFAULT_GATE_MODALITIES) -> int:
         """Width of the gate's feature input (before the cost vector the gate appends itself)."""
         return int(sum(np.prod(shapes[m]) for m in gate_modalities)) + len(MODALITIES)
 
@@ -140,7 +142,8 @@ class MoE(nn.Module):
         parts = [x[m].flatten(1) for m in self.gate_modalities] + [present.float()]
         return torch.cat(parts, dim=1)
 
-    def _prepare(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _prepare(self, inputs: dict[str, torch.Tensor],
+                 present: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if present.dim() != 2 or present.shape[1] != len(MODALITIES):
             raise ValueError(f"present must have shape (B, {len(MODALITIES)}), got {tuple(present.shape)}")
         present = present.bool()
@@ -151,7 +154,8 @@ class MoE(nn.Module):
                     raise ValueError(f"expert {e.name!r} needs modality {m!r}, which the inputs lack")
         return x, present
 
-    def expert_features(self, x: dict[str, torch.Tensor], selected: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    def expert_features(self, x: dict[str, torch.Tensor],
+                        selected: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         """``[(i, rows, z_i)]``: expert ``i``'s output on the batch rows that selected it.
 
         Experts selected by no row are not computed. This is the part of the forward pass a
@@ -174,7 +178,8 @@ class MoE(nn.Module):
             counts[i] = rows.numel()
         return z, counts
 
-    def fuse(self, x: dict[str, torch.Tensor], weights: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def fuse(self, x: dict[str, torch.Tensor], weights: torch.Tensor,
+             selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z = Σ_d w_d z_d`` computing expert ``d`` only on the rows that selected it.
 
         Returns ``z`` (B, D) and the number of rows each expert was computed on (E,).
@@ -229,7 +234,8 @@ class MoE(nn.Module):
         return self.heads(z), counts
 
 
-    def forward_each(self, inputs: dict[str, torch.Tensor], present: torch.Tensor) -> list[tuple[torch.Tensor, TaskOutputs]]:
+    def forward_each(self, inputs: dict[str, torch.Tensor],
+                     present: torch.Tensor) -> list[tuple[torch.Tensor, TaskOutputs]]:
         """Stage-I pass where every expert predicts alone: ``heads(z_i)`` on the rows it is available for.
 
         Returns one ``(rows, outputs)`` pair per expert with at least one available row

@@ -70,7 +70,8 @@ class DevicePart:
         for group in self.opt.param_groups:
             for p in group["params"]:
                 for key, value in self.opt.state.get(p, {}).items():
-                    state[f"{OPT_PREFIX}{names[id(p)]}.{key}"] = np.asarray(torch.as_tensor(value).detach().cpu().numpy())
+                    state[f"{OPT_PREFIX}{names[id(p)]}.{key}"] = np.asarray(
+                        torch.as_tensor(value).detach().cpu().numpy())
         return state
 
 

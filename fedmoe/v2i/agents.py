@@ -55,7 +55,8 @@ AOI_COLUMN = 2
 
 
 def phase_map(raw: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-    """``Φ_{k,m} = π m (sin θ̂_k + 2 c_k / M) + δ_{k,m}`` from ``raw`` ``(…, K, 1 + M)`` = ``(c_k, δ_k)`` (module docstring)."""
+    """``Φ_{k,m} = π m (sin θ̂_k + 2 c_k / M) + δ_{k,m}`` from ``raw`` ``(…, K, 1 + M)`` = ``(c_k, δ_k)``
+    (module docstring)."""
     m = raw.shape[-1] - 1
     u = torch.sin(obs[..., 0]) + raw[..., 0] * (2.0 / m)
     return torch.pi * u[..., None] * torch.arange(m, dtype=raw.dtype) + raw[..., 1:]
@@ -206,6 +207,7 @@ AGENTS.register("homogeneous_moe", lambda cfg: HomogeneousMoE(cfg))
 
 
 def build_agent(cfg: V2IConfig, name: str | None = None, seed: int | None = None) -> Agent:
-    """The registered agent ``name`` (default ``cfg.agent.policy``), initialised from ``seed`` (default ``cfg.seed``)."""
+    """The registered agent ``name`` (default ``cfg.agent.policy``), initialised from ``seed``
+    (default ``cfg.seed``)."""
     torch.manual_seed(cfg.seed if seed is None else seed)
     return AGENTS.get(cfg.agent.policy if name is None else name)(cfg)

@@ -36,7 +36,8 @@ def wavelength_m(cfg: V2IConfig) -> float:
 
 
 def geometric_channel(cfg: V2IConfig, angle: np.ndarray, distance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``h`` of eq. 2 for vehicles at ``angle`` (rad from broadside) and ``distance`` (m); shape ``angle.shape + (M,)``."""
+    """``h`` of eq. 2 for vehicles at ``angle`` (rad from broadside) and ``distance`` (m); shape
+    ``angle.shape + (M,)``."""
     angle, distance = np.asarray(angle, dtype=np.float64), np.asarray(distance, dtype=np.float64)
     lam = wavelength_m(cfg)
     lp = cfg.num_paths
@@ -51,10 +52,12 @@ def geometric_channel(cfg: V2IConfig, angle: np.ndarray, distance: np.ndarray, r
         length[..., 1:] += rng.uniform(0.0, EXCESS_PATH_M, size=angle.shape + (lp - 1,))
         share[..., 0] = k_r / (k_r + 1)
         share[..., 1:] = 1 / ((k_r + 1) * (lp - 1))
-        gain[..., 1:] = (rng.normal(size=angle.shape + (lp - 1,)) + 1j * rng.normal(size=angle.shape + (lp - 1,))) / math.sqrt(2)
+        gain[..., 1:] = (rng.normal(size=angle.shape + (lp - 1,))
+                         + 1j * rng.normal(size=angle.shape + (lp - 1,))) / math.sqrt(2)
     alpha = lam / (4 * math.pi * length) * np.sqrt(share) * gain
     delay_phase = np.exp(-2j * math.pi * (cfg.carrier_ghz * 1e9) * (length / SPEED_OF_LIGHT))
-    steering = ula_steering(cfg.num_antennas, np.sin(np.clip(theta, -math.pi / 2, math.pi / 2))) * math.sqrt(cfg.num_antennas)
+    steering = (ula_steering(cfg.num_antennas, np.sin(np.clip(theta, -math.pi / 2, math.pi / 2)))
+                * math.sqrt(cfg.num_antennas))
     return np.einsum("...l,...lm->...m", alpha * delay_phase, steering)
 
 

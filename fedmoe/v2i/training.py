@@ -80,7 +80,8 @@ def collect(agent: Agent, env: V2IEnv, slots: int, generator: torch.Generator) -
     return Batch(stack(obs), stack(actions), stack(logp), stack(rewards), stack(channels), float(np.mean(energy)))
 
 
-def advantages(rewards: torch.Tensor, values: torch.Tensor, discount: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def advantages(rewards: torch.Tensor, values: torch.Tensor, discount: float,
+               lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE advantages and returns ``(B, N, K)``; the last slot bootstraps from its own value."""
     n = rewards.shape[1]
     adv = torch.zeros_like(rewards)
@@ -117,7 +118,8 @@ def make_optimisers(agent: Agent, cfg: V2IConfig) -> dict[str, torch.optim.Optim
             for name, params in agent.groups.items()}
 
 
-def update(agent: Agent, optimisers: dict[str, torch.optim.Optimizer], batch: Batch, cfg: V2IConfig) -> dict[str, float]:
+def update(agent: Agent, optimisers: dict[str, torch.optim.Optimizer], batch: Batch,
+           cfg: V2IConfig) -> dict[str, float]:
     """Steps 2–5 of the module docstring on one batch."""
     a = cfg.agent
     with torch.no_grad():
@@ -208,7 +210,8 @@ def schedule_policy(rule: Callable[[V2IEnv], np.ndarray]) -> Decide:
 
 
 def threshold_rule(periods: np.ndarray) -> Callable[[V2IEnv], np.ndarray]:
-    """A frame when the AoI would exceed ``T_proc + T_k − 1``: the cycle of period ``T_k`` (``periods`` (K,) or (B, K))."""
+    """A frame when the AoI would exceed ``T_proc + T_k − 1``: the cycle of period ``T_k`` (``periods`` (K,) or
+    (B, K))."""
     return lambda env: env.aoi + 1 > env.cfg.t_proc + np.asarray(periods) - 1
 
 
@@ -235,8 +238,8 @@ def evaluate(cfg: V2IConfig, make_decide: Callable[[V2IEnv], Decide], seed: int,
     decide = make_decide(env)
     slots = slots or a.eval_slots
     warm = min(a.warmup_slots, slots - 1)
-    rows: dict[str, list] = {k: [] for k in ("energy", "compute", "sweep", "l_bmp", "bmp", "aoi", "gain", "steer", "sinr",
-                                              "frames")}
+    rows: dict[str, list] = {k: [] for k in ("energy", "compute", "sweep", "l_bmp", "bmp", "aoi", "gain", "steer",
+                                              "sinr", "frames")}
     state = None
     for n in range(slots):
         obs = env.observe()
@@ -247,11 +250,13 @@ def evaluate(cfg: V2IConfig, make_decide: Callable[[V2IEnv], Decide], seed: int,
         v = beamformer(torch.from_numpy(np.asarray(phases, dtype=np.float64))).numpy()
         h = torch.from_numpy(step.h)
         gain = normalised_gain(h, torch.from_numpy(v)).numpy()
-        steer = normalised_gain(h, beamformer(torch.from_numpy(steering_phases(cfg, obs[..., 0].astype(np.float64))))).numpy()
+        steer = normalised_gain(
+            h, beamformer(torch.from_numpy(steering_phases(cfg, obs[..., 0].astype(np.float64))))).numpy()
         c = step.cost
         for key, val in (("energy", c.energy_j), ("compute", c.compute_j), ("sweep", c.sweep_j), ("l_bmp", c.l_bmp),
-                         ("bmp", c.bmp_violation), ("aoi", c.aoi_violation), ("gain", gain.mean(-1)), ("steer", steer.mean(-1)),
-                         ("sinr", sinr_db(cfg, step.h, v).mean(-1)), ("frames", np.asarray(schedule).mean(-1))):
+                         ("bmp", c.bmp_violation), ("aoi", c.aoi_violation), ("gain", gain.mean(-1)),
+                         ("steer", steer.mean(-1)), ("sinr", sinr_db(cfg, step.h, v).mean(-1)),
+                         ("frames", np.asarray(schedule).mean(-1))):
             rows[key].append(np.asarray(val, dtype=np.float64))
     m = {k: np.stack(v, axis=1) for k, v in rows.items()}  # (B, slots)
     bound = env.lower_bound_j()
@@ -261,7 +266,8 @@ def evaluate(cfg: V2IConfig, make_decide: Callable[[V2IEnv], Decide], seed: int,
         "compute_j": float(m["compute"].mean()), "sweep_j": float(m["sweep"].mean()),
         "mean_l_bmp": float(m["l_bmp"].mean()), "reliable_slots": float(1 - m["bmp"].mean()),
         "aoi_violation_slots": float(m["aoi"].mean()), "frames_per_vehicle_slot": float(m["frames"].mean()),
-        "beam_gain": float(m["gain"].mean()), "steering_gain": float(m["steer"].mean()), "sinr_db": float(m["sinr"].mean()),
+        "beam_gain": float(m["gain"].mean()), "steering_gain": float(m["steer"].mean()),
+        "sinr_db": float(m["sinr"].mean()),
         "lower_bound_j": float(bound.mean()), "gap_to_bound": float(energy.mean() / bound.mean() - 1),
         "episodes": env.num_episodes, "slots": slots - warm,
     }

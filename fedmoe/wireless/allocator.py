@@ -201,7 +201,8 @@ def latency_precheck(inst: UplinkInstance) -> LatencyAllocation | None:
     dead = np.flatnonzero(~inst.can_upload())
     if dead.size:
         return _infeasible_latency(
-            k, f"{dead.size} device(s) have zero channel gain or transmit power and cannot upload (first: device {dead[0]})"
+            k, f"{dead.size} device(s) have zero channel gain or transmit power and cannot upload "
+               f"(first: device {dead[0]})"
         )
     return None
 

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "demo",
         "command": "fedmoe run --force --out DIR (make demo), default scenario",
         "machine": machine(),
-        "runs": [{"wall_s": r["wall_s"], "reference_cache": "empty" if i == 0 else "warm", "result_lines": r["result_lines"]}
+        "runs": [{"wall_s": r["wall_s"], "reference_cache": "empty" if i == 0 else "warm",
+                  "result_lines": r["result_lines"]}
                  for i, r in enumerate(runs)],
         "summary": runs[0]["summary"],
         "targets": demo_targets(runs[0]["wall_s"], runs[0]["summary"]),

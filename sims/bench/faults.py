@@ -35,8 +35,10 @@ RUNS = {
     "failing_20": {"federated": {"faults": {"crash_rate": 0.2, "straggler_rate": 0.1, "seed": 1}}},
     "sign_flip_fedavg": {"federated": {"faults": FLIP}},
     "sign_flip_fedmedian": {"federated": {"faults": FLIP, "aggregator": "fedmedian"}},
-    "sign_flip_trimmed": {"federated": {"faults": FLIP, "aggregator": "fedtrimmedavg", "aggregator_options": {"beta": 0.2}}},
-    "sign_flip_krum": {"federated": {"faults": FLIP, "aggregator": "krum", "aggregator_options": {"num_malicious_nodes": 1}}},
+    "sign_flip_trimmed": {"federated": {"faults": FLIP, "aggregator": "fedtrimmedavg",
+                                        "aggregator_options": {"beta": 0.2}}},
+    "sign_flip_krum": {"federated": {"faults": FLIP, "aggregator": "krum",
+                                     "aggregator_options": {"num_malicious_nodes": 1}}},
 }
 
 
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(doc, indent=2))
     plot(doc, args.out.with_suffix(".png"))
     for name, r in runs.items():
-        print(f"{name:>22}: final accuracy {r['final_accuracy']}, failed {sum(r['failed'])}, rejected {sum(r['rejected'])}")
+        print(f"{name:>22}: final accuracy {r['final_accuracy']}, failed {sum(r['failed'])}, "
+              f"rejected {sum(r['rejected'])}")
     print(json.dumps(doc.get("target_failing_within_2_points", {}), indent=2))
     print(f"wrote {args.out} ({doc['wall_s']:.0f} s)")
     return doc

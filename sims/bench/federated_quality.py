@@ -64,7 +64,8 @@ def centralised_on_union(cfg) -> dict:
     s = run.summary
     return {"accuracy": s["accuracy"]["all"], "accuracy_los": s["accuracy"]["los"],
             "accuracy_blocked": s["accuracy"]["blocked"], "inference_latency_s": s["mean_latency_s"],
-            "inference_energy_j": s["mean_energy_j"], "train_samples": len(split.train), "wall_s": time.perf_counter() - t0}
+            "inference_energy_j": s["mean_energy_j"], "train_samples": len(split.train),
+            "wall_s": time.perf_counter() - t0}
 
 
 def federated(cfg, out: Path) -> dict:
@@ -78,7 +79,8 @@ def federated(cfg, out: Path) -> dict:
 
 VARIANTS = {"federated_moe": ("expert_wise", None), "federated_moe_random": ("expert_wise", "random"),
             "plain_fedavg": ("plain_fedavg", None)}
-LABELS = {"federated_moe": "federated MoE, deadline selection", "federated_moe_random": "federated MoE, random selection",
+LABELS = {"federated_moe": "federated MoE, deadline selection",
+          "federated_moe_random": "federated MoE, random selection",
           "plain_fedavg": "plain FedAvg (dense)"}
 
 

@@ -15,9 +15,10 @@ generated dataset and one set of devices:
 
 Data: 64 % train, 16 % validation, 20 % test. The *knee* λ is chosen on the validation
 split only (:func:`knee_point`: the point of the score-vs-log-energy curve farthest above
-the chord from the cheapest to the most accurate λ). Every reported score is on the test split. Each point reports top-1, top-k and the
-power ratio (all samples, LoS, blocked), mean per-sample latency, energy and uplink bits
-(by link class), and the costly-sensor share by condition.
+the chord from the cheapest to the most accurate λ). Every reported score is on the test
+split. Each point reports top-1, top-k and the power ratio (all samples, LoS, blocked),
+mean per-sample latency, energy and uplink bits (by link class), and the costly-sensor
+share by condition.
 
 Targets (mean ± std over the seeds; ``targets`` in the JSON):
 
@@ -311,8 +312,8 @@ def plot(rows: list[dict], main: str, path: Path) -> None:
                     continue
                 ax.errorbar(e.mean(), s.mean(), xerr=e.std(), yerr=s.std(), marker=marker, capsize=2,
                             color={"static": "tab:grey", "dense": "tab:red", "adaptive": "tab:blue"}[kind])
-                ax.annotate(label.replace("adaptive ", ""), (e.mean(), s.mean()), fontsize=7, xytext=(3, -9 if zoom else 3),
-                            textcoords="offset points", rotation=20 if zoom else 0)
+                ax.annotate(label.replace("adaptive ", ""), (e.mean(), s.mean()), fontsize=7,
+                            xytext=(3, -9 if zoom else 3), textcoords="offset points", rotation=20 if zoom else 0)
         ax.set_xscale("log")
         ax.set_xlabel("mean energy per sample (mJ, log)")
         ax.set_ylabel(f"test {main}")

@@ -264,7 +264,8 @@ def lever_rows(s: Settings, data: Data, chosen_bw: float, stage1_models: dict, b
     ]
     if FIRST_SETUP["balance_weight"] in stage1_models:
         first_cfg = replace(train_config(s, data, FIRST_SETUP["balance_weight"], seed=0),
-                            stage2_objective=FIRST_SETUP["stage2_objective"], stage2_epochs=FIRST_SETUP["stage2_epochs"])
+                            stage2_objective=FIRST_SETUP["stage2_objective"],
+                            stage2_epochs=FIRST_SETUP["stage2_epochs"])
         variants.append(("first_setup", "first implementation: beta 0.1, log10(d)/4 absolute, expected loss, 15 epochs",
                          stage1_models[FIRST_SETUP["balance_weight"]], first_cfg, first_csi, True))
     rows, trained = [], {}
@@ -441,8 +442,8 @@ def print_table(doc: dict) -> None:
         print(f"\n{name}: beta = {ds['chosen_balance_weight']:g} (validation)")
         print(f"{'K':>3} {'link':>8} {'SNR':>5} {'stage1':>8} {'naive':>8} {'aware':>8} {'gain':>7}   per-seed gain")
         for r in ds["grid"]:
-            print(f"{r['num_experts']:>3} {r['link']:>8} {r['snr_db']:>5g} {r['stage1_mean']:>8.3f} {r['naive_mean']:>8.3f}"
-                  f" {r['aware_mean']:>8.3f} {100 * r['gain_mean']:>+7.1f}   "
+            print(f"{r['num_experts']:>3} {r['link']:>8} {r['snr_db']:>5g} {r['stage1_mean']:>8.3f} "
+                  f"{r['naive_mean']:>8.3f} {r['aware_mean']:>8.3f} {100 * r['gain_mean']:>+7.1f}   "
                   + " ".join(f"{100 * g:+.1f}" for g in r["gain_per_seed"]))
         for link, t in ds["targets"].items():
             print(f"  {link}: low SNR {t['low_snr']['status']} "

@@ -42,8 +42,9 @@ THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
 VARIANTS = {
     "federated": {"mode": "federated", "federated": {"selection": "random", "allocation": "equal"}},
     "split, ideal link": {"mode": "split", "split": {"link": "ideal"}},
-    "split, digital 8 bit 16-QAM 20 dB": {"mode": "split", "split": {"link": "digital", "snr_db": 20.0,
-                                                                       "link_options": {"bits": 8, "bits_per_symbol": 4}}},
+    "split, digital 8 bit 16-QAM 20 dB": {"mode": "split",
+                                          "split": {"link": "digital", "snr_db": 20.0,
+                                                    "link_options": {"bits": 8, "bits_per_symbol": 4}}},
     "SplitFed, ideal link": {"mode": "splitfed", "split": {"link": "ideal"}},
 }
 
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_federated(cfg, runs_dir / name.split(",")[0].replace(" ", "_").lower(), progress=True, force=True)
         rows = run.metrics["rounds"]
         results[name] = {"wall_s": time.perf_counter() - t0, "summary": summarise(rows),
-                         "rounds": [{k: v for k, v in r.items() if k not in ("usage_by_class", "devices")} for r in rows]}
+                         "rounds": [{k: v for k, v in r.items() if k not in ("usage_by_class", "devices")}
+                                    for r in rows]}
         s = results[name]["summary"]
         print(f"{name}: final accuracy {s['final_accuracy']}, {s['per_round']['upload_bits']:.3g} uplink bits, "
               f"{s['per_round']['energy_j']:.3g} J, {s['per_round']['latency_s']:.3g} s per round")
@@ -148,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     targets = sorted(set(THRESHOLDS) | ({round(common, 4)} if common else set()))
     for r in results.values():
         rows = r["rounds"]
-        r["to_accuracy"] = {f"{t:.4g}": {"virtual_time_s": time_to_accuracy(rows, t), "energy_j": energy_to_accuracy(rows, t)}
+        r["to_accuracy"] = {f"{t:.4g}": {"virtual_time_s": time_to_accuracy(rows, t),
+                                         "energy_j": energy_to_accuracy(rows, t)}
                             for t in targets}
     doc = {"benchmark": "split_vs_federated", "scenario": "default",
            "settings": {k: getattr(args, k) for k in ("devices", "per_round", "rounds", "stage1", "samples_per_device",
                                                       "experts_per_modality", "eval_every", "local_epochs")},
-           "common_target_accuracy": common, "accuracy_note": "federated: server held-out set; split: devices' held-out data",
+           "common_target_accuracy": common,
+           "accuracy_note": "federated: server held-out set; split: devices' held-out data",
            "machine": machine(),
            "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -138,11 +138,13 @@ def plot(doc: dict, path: Path) -> list[Path]:
 def print_table(doc: dict) -> None:
     for snr, rows in sorted(doc["results"].items(), key=lambda kv: float(kv[0])):
         print(f"\n{snr} dB (exact lower bound {next(iter(rows.values()))['lower_bound_j']:.2f} J)")
-        print(f"{'policy':>28} {'energy J':>9} {'gap':>7} {'L≤Γ':>7} {'9d viol':>8} {'frames':>7} {'gain':>6} {'steer':>6} {'SINR dB':>8}")
+        print(f"{'policy':>28} {'energy J':>9} {'gap':>7} {'L≤Γ':>7} {'9d viol':>8} {'frames':>7} {'gain':>6} "
+              f"{'steer':>6} {'SINR dB':>8}")
         for name, r in rows.items():
             print(f"{LABELS.get(name, name):>28} {r['energy_j']:>9.2f} {100 * r['gap_to_bound']:>6.1f}% "
                   f"{100 * r['reliable_slots']:>6.1f}% {100 * r['aoi_violation_slots']:>7.1f}% "
-                  f"{r['frames_per_vehicle_slot']:>7.3f} {r['beam_gain']:>6.3f} {r['steering_gain']:>6.3f} {r['sinr_db']:>8.1f}")
+                  f"{r['frames_per_vehicle_slot']:>7.3f} {r['beam_gain']:>6.3f} {r['steering_gain']:>6.3f} "
+                  f"{r['sinr_db']:>8.1f}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 dB only, 5 updates, short rollouts")
     parser.add_argument("--snrs", default="0,5,10,15,20")
-    parser.add_argument("--updates", type=int, default=None, help="policy updates per agent (default v2i.agent.updates)")
+    parser.add_argument("--updates", type=int, default=None,
+                        help="policy updates per agent (default v2i.agent.updates)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--agents", default=",".join(LEARNED))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -75,8 +75,8 @@ def check_devices_per_round(cfg: FedMoEConfig, per_round: int) -> None:
         raise ConfigError(f"federated.clients_per_round={per_round} exceeds the {num_rb} uplink resource blocks "
                           "(each selected device needs one at least)")
     if cfg.federated.clients_per_round > cfg.partition.num_devices:
-        raise ConfigError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds partition.num_devices="
-                          f"{cfg.partition.num_devices}")
+        raise ConfigError(f"federated.clients_per_round={cfg.federated.clients_per_round} exceeds "
+                          f"partition.num_devices={cfg.partition.num_devices}")
 
 
 def check_link(name: str, options: dict, field: str) -> None:

@@ -52,7 +52,8 @@ def summarise(run: Any, out: Path) -> str:
     s = run.metrics["summary"]
     bits = ", ".join(f"{c} {b:,.0f}" for c, b in (s["uplink_bits_by_class"] or {}).items())
     return "\n".join([
-        f"final test accuracy ({s['score']}) {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, blocked {s['accuracy_blocked']:.1%}; "
+        f"final test accuracy ({s['score']}) {s['accuracy']:.1%} (LoS {s['accuracy_los']:.1%}, "
+        f"blocked {s['accuracy_blocked']:.1%}; "
         f"top-1 {s['top1']:.1%}, power ratio {s['power_ratio_db']:.2f} dB) after {s['rounds']} rounds; "
         f"virtual time {s['virtual_time_s']:.1f} s, energy {s['energy_j']:.1f} J "
         f"({s['mean_energy_per_round_j']:.2f} J/round); wall {run.wall_s:.0f} s",

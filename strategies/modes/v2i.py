@@ -29,7 +29,8 @@ def serve(grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callable | No
 def describe(cfg: FedMoEConfig) -> str:
     v = cfg.v2i.federated
     return (f"V2I agent {cfg.v2i.agent.policy} [P002] of scenario {cfg.name!r} across "
-            f"{len(v.road_speed_scale)} base stations (road speed x{', x'.join(f'{s:g}' for s in v.road_speed_scale)}), "
+            f"{len(v.road_speed_scale)} base stations "
+            f"(road speed x{', x'.join(f'{s:g}' for s in v.road_speed_scale)}), "
             f"{v.rounds} rounds of {v.local_updates} local updates")
 
 

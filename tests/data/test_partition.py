@@ -297,7 +297,8 @@ def assert_valid_split(parts: list[np.ndarray], n: int) -> None:
     np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(n))  # disjoint and covering
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(quantity_skew="lognormal"), dict(label_skew="dirichlet", dirichlet_alpha=0.05),
+@pytest.mark.parametrize("kw", [dict(), dict(quantity_skew="lognormal"),
+                                dict(label_skew="dirichlet", dirichlet_alpha=0.05),
                                 dict(label_skew="dirichlet", dirichlet_alpha=100.0)])
 def test_eager_split_is_disjoint_covering_and_non_empty(kw):
     labels = np.random.default_rng(0).integers(0, C, size=1000)

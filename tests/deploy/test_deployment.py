@@ -1,8 +1,8 @@
 """A real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, three
 authenticated SuperNodes (one per device), and `flwr run` of this project for two rounds of the
 default scenario shrunk to three devices, whose rounds equal those of the same apps called in
-this process. A SuperNode with an unregistered key and a plaintext SuperNode are refused. Every process the test started is stopped by PID, also when a test fails
-(the fixture's finaliser).
+this process. A SuperNode with an unregistered key and a plaintext SuperNode are refused. Every
+process the test started is stopped by PID, also when a test fails (the fixture's finaliser).
 
 Marked ``deploy`` (``make test-deploy``): about 4 minutes on two cores shared with other jobs; the
 timings land in ``<tmp>/deployment0/timings.json`` and on stdout (``pytest -s``).

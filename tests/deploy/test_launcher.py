@@ -59,7 +59,8 @@ def test_supernode_command_line_carries_the_device_ca_and_key(tmp_path):
     assert f"--auth-supernode-private-key {tmp_path / 'k.key'}" in text
     assert argv[argv.index("--node-config") + 1] == "partition-id=2 num-partitions=3"
     with_state = flower.supernode_argv("127.0.0.1:9092", 2, 3, 9100, state_dir=Path("/srv/fed moe/state"))
-    assert with_state[with_state.index("--node-config") + 1] == 'partition-id=2 num-partitions=3 state-dir="/srv/fed moe/state"'
+    assert (with_state[with_state.index("--node-config") + 1]
+            == 'partition-id=2 num-partitions=3 state-dir="/srv/fed moe/state"')
     plain = flower.supernode_argv("127.0.0.1:9092", 0, 3, 9101, insecure=True, max_wait_s=8)
     assert "--insecure" in plain and plain[plain.index("--max-wait-time") + 1] == "8"
     assert "--root-certificates" not in plain and "--auth-supernode-private-key" not in plain
@@ -79,7 +80,8 @@ def test_connection_config_and_run_config_are_valid_toml(tmp_path):
     assert doc["superlink"]["default"] == flower.CONNECTION
     conn = doc["superlink"][flower.CONNECTION]
     assert conn == {"address": "127.0.0.1:9092", "root-certificates": str(tmp_path / 'odd "name".crt')}
-    rc = tomllib.loads(run_config_toml("/some where/my.toml", ["partition.num_devices=3", 'a.b="x y"'], tmp_path / "run"))
+    rc = tomllib.loads(run_config_toml("/some where/my.toml", ["partition.num_devices=3", 'a.b="x y"'],
+                                       tmp_path / "run"))
     assert rc == {"scenario": "/some where/my.toml", "overrides": 'partition.num_devices=3;a.b="x y"',
                   "run-dir": str(tmp_path / "run")}
 
@@ -134,5 +136,6 @@ def test_the_deployment_folder_and_its_pki_are_private(tmp_path):
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(tmp_path / "deploy") == 0o700 and mode(cluster.pki) == 0o700
     files = sorted(cluster.pki.iterdir())
-    assert {p.name for p in files} >= {"ca.crt", "ca.key", "server.pem", "server.key", "supernode-0.key", "supernode-1.pub"}
+    assert {p.name for p in files} >= {"ca.crt", "ca.key", "server.pem", "server.key", "supernode-0.key",
+                                       "supernode-1.pub"}
     assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}

@@ -48,7 +48,8 @@ def test_server_certificate_is_signed_by_the_ca_and_names_the_hosts(pki):
     assert not server.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost", "superlink.example.org"]
-    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.0.0.7")]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"),
+                                                       ipaddress.ip_address("10.0.0.7")]
     eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in eku
     key = load_pem_private_key((pki / SERVER_KEY).read_bytes(), None)

@@ -21,7 +21,8 @@ if sys.argv[1] == "orphan":
     sys.exit(0)
 time.sleep(600)
 """
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
+STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(600)")
 
 
 def _child_pid(proc) -> int:

@@ -265,7 +265,8 @@ def test_tiny_run_on_a_two_node_ray_cluster(ray_cluster, tmp_path):
     sets = list(_dotted(TINY))
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(fedmoe.__file__).parents[1]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(fedmoe.__file__).parents[1]),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     log = tmp_path / "fedmoe-run.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "fedmoe.cli", "run", "--quiet", "--out", str(out),

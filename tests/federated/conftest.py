@@ -55,7 +55,8 @@ class LocalGrid(Grid):
 
         # what the ServerApp runtime sets before any Message is built
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-        self.contexts = {i + 1: Context(run_id=1, node_id=i + 1, node_config={"partition-id": i, "num-partitions": num_nodes},
+        self.contexts = {i + 1: Context(run_id=1, node_id=i + 1,
+                                        node_config={"partition-id": i, "num-partitions": num_nodes},
                                         state=RecordDict(), run_config={}) for i in range(num_nodes)}
         self.fail = set(fail)
         self.silent_after = dict(silent_after or {})  # node -> training messages it answers before going silent

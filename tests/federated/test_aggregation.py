@@ -117,7 +117,8 @@ class _RefusesOneGroup(FedAvg):
 
 @pytest.fixture
 def raising_rule(monkeypatch):
-    """``use(group, error)``: registers, for this test only, a rule that raises ``error`` on ``group``'s updates; returns its name."""
+    """``use(group, error)``: registers, for this test only, a rule that raises ``error`` on ``group``'s
+    updates; returns its name."""
     def use(group: str, error: Exception) -> str:
         monkeypatch.setitem(AGGREGATORS._items, "test-raises", lambda **_: _RefusesOneGroup(group, error))
         return "test-raises"

@@ -90,13 +90,15 @@ def test_stragglers_and_sign_flippers_change_what_devices_report():
                          and m.metadata.message_type == MessageType.TRAIN).content["arrays"])
     for dev in range(4):
         h, f = honest[dev].content["metrics"], faulty[dev].content["metrics"]
-        assert f[LATENCY_KEY] == pytest.approx(3.0 * h[LATENCY_KEY]) and f[ENERGY_KEY] == pytest.approx(3.0 * h[ENERGY_KEY])
+        assert (f[LATENCY_KEY] == pytest.approx(3.0 * h[LATENCY_KEY])
+                and f[ENERGY_KEY] == pytest.approx(3.0 * h[ENERGY_KEY]))
         ha, fa = to_numpy(honest[dev].content["arrays"]), to_numpy(faulty[dev].content["arrays"])
         for k in ha:
             flips = dev == bad and np.issubdtype(ha[k].dtype, np.floating)
             expected = sent[k] - 2.0 * (ha[k] - sent[k]) if flips else ha[k]
             np.testing.assert_allclose(fa[k], expected, rtol=1e-5, atol=1e-5)
-    assert strategy.history[0].latency_s == pytest.approx(3.0 * max(h.content["metrics"][LATENCY_KEY] for h in honest.values()))
+    assert strategy.history[0].latency_s == pytest.approx(
+        3.0 * max(h.content["metrics"][LATENCY_KEY] for h in honest.values()))
 
 
 def test_failure_reasons_drop_the_ray_traceback():

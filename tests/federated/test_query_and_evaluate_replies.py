@@ -129,7 +129,8 @@ class _KeepEvaluations(ReplayGrid):
         replies = super().send_and_receive(messages, timeout=timeout)
         for r in replies:
             if r.metadata.message_type.startswith(MessageType.EVALUATE) and "metrics" in r.content.metric_records:
-                self.evaluations = {**getattr(self, "evaluations", {}), r.metadata.src_node_id: dict(r.content["metrics"])}
+                self.evaluations = {**getattr(self, "evaluations", {}),
+                                    r.metadata.src_node_id: dict(r.content["metrics"])}
         return replies
 
 

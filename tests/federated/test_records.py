@@ -29,7 +29,8 @@ def test_written_bytes_are_what_flower_writes_and_read_back_exactly(name):
     a = CASES[name]
     ours = array_of(a)
     flowers = Array(np.ascontiguousarray(a) if a.ndim else a)
-    assert (ours.dtype, ours.shape, ours.stype, ours.data) == (flowers.dtype, flowers.shape, flowers.stype, flowers.data)
+    assert ((ours.dtype, ours.shape, ours.stype, ours.data)
+            == (flowers.dtype, flowers.shape, flowers.stype, flowers.data))
     assert flowers.numpy().shape == a.shape  # Flower's reader accepts ours, shape kept (0-d stays 0-d)
     back = numpy_of(flowers)
     assert back.dtype == a.dtype and back.shape == a.shape and np.array_equal(back, a)

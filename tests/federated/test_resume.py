@@ -320,7 +320,8 @@ TAMPERED = {
         lambda d, a: a.update({f"global/{d['global'][0]}": np.zeros(3, dtype=np.float32)}), "global array"),
     "a missing global array": (lambda d, a: d["global"].append("extra.weight"), "'global/extra.weight' is missing"),
     "a round that is not a number": (lambda d, a: d.update({"round": "1"}), "round: expected a round number"),
-    "a strategy without one of its keys": (lambda d, a: _drop_entry(d["strategy"], "clock_s"), "strategy state has keys"),
+    "a strategy without one of its keys": (lambda d, a: _drop_entry(d["strategy"], "clock_s"),
+                                           "strategy state has keys"),
     "a random state that is not one": (lambda d, a: _set_entry(d["rng"], "python", {"$tuple": [3]}),
                                        "the python state is not one"),
 }

@@ -14,7 +14,8 @@ def test_force_replaces_a_runs_outputs_and_keeps_other_files(tmp_path):
                  "notes.txt", "data/own.npz"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
-    with pytest.raises(RunFolderError, match="not empty \\(accuracy.png, checkpoints, client_state, data and 2 more\\)"):
+    with pytest.raises(RunFolderError,
+                       match="not empty \\(accuracy.png, checkpoints, client_state, data and 2 more\\)"):
         check_run_folder(tmp_path, resume=False, force=False)
     assert (tmp_path / "checkpoints" / "resume.npz").is_file()  # refusing changed nothing
     check_run_folder(tmp_path, resume=True, force=False)

@@ -76,8 +76,10 @@ def test_equal_split_and_min_latency_allocation(setting):
     best = allocate(demand, devices, ctx, "min-latency")
     assert (equal.num_rb == ctx.wireless.uplink.num_resource_blocks // 8).all()
     assert best.round_latency_s <= equal.round_latency_s + 1e-12
+    narrow = ctx.wireless.model_copy(
+        update={"uplink": ctx.wireless.uplink.model_copy(update={"total_bandwidth_hz": 2e6})})
     with pytest.raises(ValueError, match="resource blocks"):
-        allocate(demand, np.arange(30), SelectionContext(ctx.wireless.model_copy(update={"uplink": ctx.wireless.uplink.model_copy(update={"total_bandwidth_hz": 2e6})}), 10, 1.0, ctx.rng), "equal")
+        allocate(demand, np.arange(30), SelectionContext(narrow, 10, 1.0, ctx.rng), "equal")
 
 
 def test_block_fading_changes_gains_but_not_large_scale(setting):

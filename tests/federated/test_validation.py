@@ -103,7 +103,8 @@ KINDS = {
     "flops beyond every expert on every pass": (edit_metrics(**{FLOPS_KEY: 1e30}), "flops=1e+30 is outside"),
     "flops below the usage reported": (edit_metrics(**{FLOPS_KEY: 0.0}), "flops=0 is outside"),
     # finding 8: a usage of the right length outside [0, 1] would raise the device's weight on an expert
-    "usage 1000": (edit_metrics(**{USAGE_KEY: [1000.0, 1.0, 1.0, 1.0, 1.0]}), "expert-usage has entries outside [0, 1]"),
+    "usage 1000": (edit_metrics(**{USAGE_KEY: [1000.0, 1.0, 1.0, 1.0, 1.0]}),
+                   "expert-usage has entries outside [0, 1]"),
 }
 
 
@@ -164,7 +165,8 @@ def _header_2_0(record):
     buf = io.BytesIO()
     np.lib.format.write_array_header_2_0(buf, {"descr": "<f4", "fortran_order": False, "shape": tuple(honest.shape)})
     values = honest.data[len(honest.data) - 4 * int(np.prod(honest.shape)):]
-    record[SHARED] = Array(dtype=honest.dtype, shape=tuple(honest.shape), stype=honest.stype, data=buf.getvalue() + values)
+    record[SHARED] = Array(dtype=honest.dtype, shape=tuple(honest.shape), stype=honest.stype,
+                           data=buf.getvalue() + values)
 
 
 def test_a_blob_written_differently_is_the_same_update_and_the_rules_get_canonical_bytes(cfg, honest, replay_cache):

@@ -81,7 +81,8 @@ def test_subset_fusion_costs_its_encoders_plus_the_head(shapes, inputs):
 
 def test_subsets_get_an_architecture_that_can_read_them(shapes):
     specs = default_expert_specs(1, (), subsets=[("gps", "rf"), ("gps", "rf", "camera")])
-    assert [(s.name, s.architecture) for s in specs] == [("gps+rf_s", "subset_mlp"), ("gps+rf+camera_s", "subset_fusion")]
+    assert [(s.name, s.architecture) for s in specs] == [("gps+rf_s", "subset_mlp"),
+                                                         ("gps+rf+camera_s", "subset_fusion")]
     assert len(build_experts(specs, shapes, OUT)) == 2
 
 

@@ -34,7 +34,8 @@ def test_default_layout_and_counted_costs(samples, shapes):
     costs = expert_costs(experts, shapes, samples.bits_per_sample)
     by_name = {e.name: c for e, c in zip(experts, costs)}
     for m in MODALITIES:  # wider experts cost more
-        assert by_name[f"{m}_s"].flops_per_sample < by_name[f"{m}_m"].flops_per_sample < by_name[f"{m}_l"].flops_per_sample
+        assert (by_name[f"{m}_s"].flops_per_sample < by_name[f"{m}_m"].flops_per_sample
+                < by_name[f"{m}_l"].flops_per_sample)
         assert by_name[f"{m}_s"].input_bits == samples.bits_per_sample[m]
     # Hand count for the small GPS MLP: 6 -> 16 -> 16 -> 32, 2 FLOPs per multiply-add.
     assert by_name["gps_s"].flops_per_sample == 2 * (6 * 16 + 16 * 16 + 16 * 32)

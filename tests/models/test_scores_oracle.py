@@ -35,7 +35,8 @@ def test_scores_by_hand():
 
 def test_scores_by_condition_leave_out_nan():
     blocked = np.array([False, True, True])
-    out = summarise_scores({"top1": np.array([1.0, 0.0, 1.0]), "power_ratio_db": np.array([0.0, np.nan, -3.0])}, blocked)
+    out = summarise_scores({"top1": np.array([1.0, 0.0, 1.0]), "power_ratio_db": np.array([0.0, np.nan, -3.0])},
+                           blocked)
     assert out["top1"] == {"all": pytest.approx(2 / 3), "los": 1.0, "blocked": 0.5}
     assert out["power_ratio_db"] == {"all": -1.5, "los": 0.0, "blocked": -3.0}
     assert math.isnan(by_condition(np.array([1.0]), np.array([True]))["los"])

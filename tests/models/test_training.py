@@ -195,7 +195,8 @@ def test_cached_routing_targets_train_the_gate_exactly_as_per_batch_losses(cue_d
     from fedmoe.training import caches_routing_targets, make_optimiser, routing_targets, stage2_epoch
 
     data = cue_data.subset(np.arange(900))
-    data.present[:300, 3] = False  # no GPS (column 3 of MODALITIES) on some rows: the GPS expert is unavailable there (and for a whole batch)
+    # no GPS (column 3 of MODALITIES) on some rows: the GPS expert is unavailable there (and for a whole batch)
+    data.present[:300, 3] = False
     cfg = TrainConfig(batch_size=128, gate_estimator="oracle_routing", routing_loss="task", cost_weight=0.5,
                       routing_trains_experts=False)
     assert caches_routing_targets(cfg) and not caches_routing_targets(cfg.model_copy(

@@ -21,7 +21,8 @@ def _runs():
     for seed in (0, 1):
         links = {}
         for link in bench.LINKS:
-            links[link] = {"stage1": [0.5, 0.6, 0.9], "naive": [0.6, 0.7, 0.9], "aware": [0.64, 0.74 - 0.02 * seed, 0.9]}
+            links[link] = {"stage1": [0.5, 0.6, 0.9], "naive": [0.6, 0.7, 0.9],
+                           "aware": [0.64, 0.74 - 0.02 * seed, 0.9]}
         runs.append({"num_experts": 8, "seed": seed, "ideal_accuracy": 0.9, "links": links})
     return runs
 

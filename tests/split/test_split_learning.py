@@ -59,7 +59,8 @@ def test_stage1_device_gradient_equals_the_unsplit_models(setup):
     ref = _unsplit(world, part, server)
     inputs, present, labels = batch_tensors(samples, rows)
     pairs = ref.forward_each(inputs, present)
-    loss = sum(task_loss(o, {k: v[r] for k, v in labels.items()}, world.cfg.train.tasks)[0] for r, o in pairs) / len(pairs)
+    loss = sum(task_loss(o, {k: v[r] for k, v in labels.items()}, world.cfg.train.tasks)[0]
+               for r, o in pairs) / len(pairs)
     loss.backward()
 
     enc = encode(world, part, samples, [rows], None)

@@ -12,7 +12,8 @@ from fedmoe.v2i.dynamics import csi_error_variance, misalignment, next_aoi, roll
 from fedmoe.v2i.oracle import best_periods, cycle_costs, reference_schedule
 from fedmoe.v2i.schedules import SCHEDULES
 
-CFG = V2IConfig(num_vehicles=2, beta=(0.1, 0.2), speeds_mps=(20.0, 40.0), t_proc=1, a_max=6, gamma=0.5, penalty=10.0, rho=2.0)
+CFG = V2IConfig(num_vehicles=2, beta=(0.1, 0.2), speeds_mps=(20.0, 40.0), t_proc=1, a_max=6, gamma=0.5, penalty=10.0,
+                rho=2.0)
 
 
 def test_aoi_resets_on_a_frame_and_grows_otherwise():

@@ -47,7 +47,8 @@ def test_single_path_channel_is_free_space_times_the_steering_vector():
     lam = wavelength_m(cfg)
     m = np.arange(cfg.num_antennas)
     for i in range(2):
-        expected = lam / (4 * math.pi * d[i]) * np.exp(-2j * math.pi * d[i] / lam) * np.exp(1j * math.pi * m * np.sin(theta[i]))
+        expected = (lam / (4 * math.pi * d[i]) * np.exp(-2j * math.pi * d[i] / lam)
+                    * np.exp(1j * math.pi * m * np.sin(theta[i])))
         np.testing.assert_allclose(h[i], expected, rtol=1e-6)
     # the beam steered to the true angle collects the whole array gain
     v = beamformer(torch.from_numpy(steering_phases(cfg, theta)))

@@ -25,7 +25,8 @@ def test_quick_run_writes_json_and_plots(tmp_path):
 def test_targets_read_the_10db_row():
     row = {"energy_j": 19.5, "reliable_slots": 0.995, "gap_to_bound": 0.03, "lower_bound_j": 19.0}
     t = bench.targets({"results": {"10": {"hetero_moe": row}}})
-    assert t["energy_at_10db_le_20j"]["met"] and t["reliable_slots_ge_99pct"]["met"] and t["within_5pct_of_exact_bound"]["met"]
+    assert (t["energy_at_10db_le_20j"]["met"] and t["reliable_slots_ge_99pct"]["met"]
+            and t["within_5pct_of_exact_bound"]["met"])
     t = bench.targets({"results": {"10": {"hetero_moe": {**row, "gap_to_bound": 0.06}}}})
     assert not t["within_5pct_of_exact_bound"]["met"]
 
