@@ -25,8 +25,10 @@ deploy-demo: $(STAMP)
 		--set partition.num_devices=3 --set federated.clients_per_round=3 \
 		--set federated.rounds=3 --set federated.stage1_rounds=1
 
-## The default test suite (slow, cluster and deploy tests excluded). pytest exits 5 when it collects nothing: that fails.
+## The linter (ruff, configured in pyproject.toml): a finding fails the target before any test runs. Then the default
+## test suite (slow, cluster and deploy tests excluded). pytest exits 5 when it collects nothing: that fails.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not slow and not cluster and not deploy" -q
 
 ## Slow tests: `fedmoe run` on Ray killed with SIGKILL mid-way and resumed (about 1.5 minutes).
