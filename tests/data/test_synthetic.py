@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fedmoe.config import MODALITIES, ChannelConfig, DataConfig, SceneConfig, SensorConfig
+from fedmoe.data import synthetic
 from fedmoe.data.multipath import compute_multipath, direction_cosine
 from fedmoe.data.samples import ISACSamples
-from fedmoe.data import synthetic
 from fedmoe.data.scene import draw_scene, segments_blocked
 from fedmoe.data.synthetic import generate, synthetic_source, train_test_split
 from fedmoe.wireless.antenna import direction_to_beam
@@ -66,7 +66,8 @@ def test_chunks_are_concatenated_in_order(monkeypatch):
     np.testing.assert_array_equal(s.inputs["lidar"][200:], last.inputs["lidar"])
 
 
-def _brute_force_blocked(p0: np.ndarray, p1: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int = 4001) -> np.ndarray:
+def _brute_force_blocked(p0: np.ndarray, p1: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                         steps: int = 4001) -> np.ndarray:
     """Independent reference for the slab test: is any of ``steps`` points along each open segment strictly
     inside any of its sample's boxes? (Points at 0.1 % from the ends, as a reflector's own face is not a blocker.)"""
     t = np.linspace(0.001, 0.999, steps)[:, None]

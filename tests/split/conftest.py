@@ -9,5 +9,6 @@ TWO = {"partition": {"num_devices": 2}, "federated": {"clients_per_round": 2}}
 
 
 def split_config(**sections):
-    """The tiny test configuration in mode ``split`` with two devices, both chosen every round; ``sections`` override."""
+    """The tiny test configuration in mode ``split`` with two devices, both chosen every round;
+    ``sections`` override."""
     return tiny_config(**deep_merge({**TWO, "mode": "split"}, sections))

@@ -21,7 +21,6 @@ from tests.federated.conftest import LocalGrid
 from tests.split.conftest import split_config
 
 
-
 @pytest.fixture(scope="module")
 def setup():
     """A device part, a server, one batch of the device's data and the unsplit mixture they make."""

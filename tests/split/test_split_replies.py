@@ -28,7 +28,9 @@ def edit_split(phase: str, edit) -> callable:
         if record is None or set(record.keys()) != PHASE_NAMES[phase]:
             return
         out = edit({k: v.copy() for k, v in to_numpy(record).items()})
-        reply.content["split"] = out if isinstance(out, ArrayRecord) else ArrayRecord({k: array_of(v) for k, v in out.items()})
+        if not isinstance(out, ArrayRecord):
+            out = ArrayRecord({k: array_of(v) for k, v in out.items()})
+        reply.content["split"] = out
     return tamper
 
 
