@@ -148,7 +148,7 @@ class DistributedExperts:
         for i, arrays in replies.items():
             logits[rows[i]] = torch.as_tensor(arrays["out"])
             answered[rows[i]] = True
-        local = model._route(received, choice)
+        local = model.route(received, choice)
         latency, energy = self._cost(model, per, replies, data.num_classes)
         diff = (logits - local).abs()[answered]
         return {"accuracy": float(((logits.argmax(1) == y) & answered).float().mean()),

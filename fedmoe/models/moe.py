@@ -113,7 +113,7 @@ class MoE(nn.Module):
         self.standardiser = Standardiser({m: tuple(s) for m, s in shapes.items()})
         read = {m for e in experts for m in e.modalities} | set(self.gate_modalities)
         self.read_modalities: tuple[str, ...] = tuple(m for m in shapes if m in read)
-        """The modalities some expert or the gate reads; :meth:`_prepare` standardises only these."""
+        """The modalities some expert or the gate reads; :meth:`prepare_inputs` standardises only these."""
         self.heads = TaskHeads(dims.pop(), num_beams, hidden=head_hidden)
         cols = [modality_index(e.modalities) for e in experts]
         needs = torch.zeros(len(experts), len(MODALITIES), dtype=torch.bool)
@@ -142,8 +142,12 @@ class MoE(nn.Module):
         parts = [x[m].flatten(1) for m in self.gate_modalities] + [present.float()]
         return torch.cat(parts, dim=1)
 
-    def _prepare(self, inputs: dict[str, torch.Tensor],
-                 present: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def prepare_inputs(self, inputs: dict[str, torch.Tensor],
+                       present: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``(x, present)``: the standardised inputs of :attr:`read_modalities` (the others are dropped)
+        and the presence mask as booleans; a ``ValueError`` when ``present`` is not ``(B, M)`` or an
+        expert's modality is missing. What every forward pass starts with, and what a split-learning
+        device computes before its experts (:mod:`fedmoe.split.device`)."""
         if present.dim() != 2 or present.shape[1] != len(MODALITIES):
             raise ValueError(f"present must have shape (B, {len(MODALITIES)}), got {tuple(present.shape)}")
         present = present.bool()
@@ -193,7 +197,7 @@ class MoE(nn.Module):
         ``detach_weights`` fuses with the values of the gate's weights only (no gradient
         from the task loss to the gate through them), for the score-function estimator.
         """
-        x, present = self._prepare(inputs, present)
+        x, present = self.prepare_inputs(inputs, present)
         features = self.gate_features(x, present)
         gate_out = self.gate(features, costs=costs, available=self.available(present), link_quality=link_quality)
         weights = gate_out.weights.detach() if detach_weights else gate_out.weights
@@ -223,7 +227,7 @@ class MoE(nn.Module):
         ``active`` (B, E) bool defaults to every available expert; rows left with no active
         expert fall back to all their available ones.
         """
-        x, present = self._prepare(inputs, present)
+        x, present = self.prepare_inputs(inputs, present)
         avail = self.available(present)
         sel = avail if active is None else (active.bool() & avail)
         sel = torch.where(sel.any(dim=1, keepdim=True), sel, avail)
@@ -241,7 +245,7 @@ class MoE(nn.Module):
         Returns one ``(rows, outputs)`` pair per expert with at least one available row
         (``rows`` are indices into the batch).
         """
-        x, present = self._prepare(inputs, present)
+        x, present = self.prepare_inputs(inputs, present)
         return [(rows, self.heads(z)) for _, rows, z in self.expert_features(x, self.available(present))]
 
 

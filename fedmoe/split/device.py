@@ -151,7 +151,7 @@ class Encoded:
 
 def _inputs(model: MoE, samples: ISACSamples, rows: np.ndarray) -> tuple[dict, torch.Tensor, dict]:
     inputs, present, labels = batch_tensors(samples, rows)
-    x, present = model._prepare(inputs, present)
+    x, present = model.prepare_inputs(inputs, present)
     return x, present, labels
 
 

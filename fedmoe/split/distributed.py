@@ -157,9 +157,9 @@ class DistributedMoE(nn.Module):
             torch.full((z.shape[0], self.num_experts), 1e-8) if aware else None)
         choice = self.gate_logits(z, distortion, aware).argmax(dim=1)
         received = z if link is None else link.corrupt(z, snr.gather(1, choice[:, None]).squeeze(1), generator)
-        return self._route(received, choice), choice
+        return self.route(received, choice), choice
 
-    def _route(self, z: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+    def route(self, z: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         """Each row through its chosen expert only."""
         out: torch.Tensor | None = None
         for i, expert in enumerate(self.experts):

@@ -127,7 +127,7 @@ def test_only_the_modalities_an_expert_or_the_gate_reads_are_standardised(sample
     moe = MoE(experts, gate, shapes, num_beams=64)
     assert moe.read_modalities == ("gps", "rf")  # the expert's GPS and the gate's GPS + RF
     inputs, present, _ = batch_tensors(samples)
-    x, _ = moe._prepare(inputs, present)
+    x, _ = moe.prepare_inputs(inputs, present)
     assert set(x) == {"gps", "rf"}
     # An unread modality costs nothing and cannot change the output; a read one is still checked.
     unread = dict(inputs, camera=torch.full_like(inputs["camera"], 255), radar=inputs["radar"] * np.nan)

@@ -154,7 +154,7 @@ def test_expert_table_is_each_expert_alone_and_marks_unavailable_ones():
     table = expert_table(moe, s, cost, tasks, top_k=3, batch_size=50)  # batches cut across the unavailable rows
     inputs, present, labels = batch_tensors(s)
     with torch.no_grad():
-        x, _ = moe._prepare(inputs, present)
+        x, _ = moe.prepare_inputs(inputs, present)
         for i, expert in enumerate(moe.experts):
             out = moe.heads(expert({m: x[m] for m in expert.modalities}))
             want = task_loss(out, labels, tasks, reduction="none")[0].numpy()
