@@ -169,11 +169,11 @@ class SplitLearning:
             return {}
         node_to_dev = {m.metadata.dst_node_id: d for d, m in msgs.items()}
         replies = grid.send_and_receive(list(msgs.values()), timeout=self.cfg.split.message_timeout_s)
-        out: dict[int, Message] = {}
-        errored = set()
+        out: dict[int, Accepted] = {}
+        errored: set[int] = set()
         for reply in replies:
             dev = node_to_dev.get(reply.metadata.src_node_id)
-            if dev is None:
+            if dev is None or dev in out or dev in errored:  # not asked, or a second answer: the first counts
                 continue
             if reply.has_error():
                 errored.add(dev)
