@@ -27,7 +27,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from clients.common import app, request
-from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
+from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
 from fedmoe.flower import to_numpy, to_record
 
 DEVICE_KEY = "fedmoe.split.device"
@@ -89,12 +89,12 @@ def split_train(msg: Message, context: Context) -> Message:
     samples = training_samples(world, pid, part.model)
     batches = round_batches(world, pid, server_round, len(samples))
     per_message = world.cfg.split.batches_per_message
-    metrics: dict = {PARTITION_KEY: pid, NUM_EXAMPLES_KEY: int(len(samples)), "backward-flops": 0.0,
-                     "forward-flops": 0.0}
+    metrics: dict = {PARTITION_KEY: pid, NUM_EXAMPLES_KEY: int(len(samples)), BACKWARD_FLOPS_KEY: 0.0,
+                     FORWARD_FLOPS_KEY: 0.0}
     rows = np.zeros(part.model.num_experts)
     if "grad" in arrays:
         chunk = chunk_rows(batches, int(config["grad-chunk"]), per_message)
-        metrics["backward-flops"] = apply_gradients(world, part, samples, chunk, arrays.get("grad-selected"),
+        metrics[BACKWARD_FLOPS_KEY] = apply_gradients(world, part, samples, chunk, arrays.get("grad-selected"),
                                                     arrays["grad"])
     reply: dict = {}
     if phase == "features":
@@ -104,7 +104,7 @@ def split_train(msg: Message, context: Context) -> Message:
         enc = encode(world, part, samples, chunk_rows(batches, int(config["chunk"]), per_message),
                      arrays.get("selected"))
         reply = _encoded_arrays(enc)
-        metrics["forward-flops"] = enc.forward_flops
+        metrics[FORWARD_FLOPS_KEY] = enc.forward_flops
         rows = np.bincount(enc.expert, minlength=part.model.num_experts)
     state = part.state()
     context.state[DEVICE_KEY] = to_record(state)

@@ -51,7 +51,7 @@ from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
-from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
+from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY, NUM_EXAMPLES_KEY
 from fedmoe.federated.world import ScenarioWorld, config_json, world_for
 from fedmoe.flower import record_bits, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
@@ -206,7 +206,7 @@ class SplitLearning:
         dim = self.world.template.heads.in_features
         for dev, reply in replies.items():
             m = reply.metrics
-            flops = m.get("forward-flops", 0.0) + m.get("backward-flops", 0.0)
+            flops = m.get(FORWARD_FLOPS_KEY, 0.0) + m.get(BACKWARD_FLOPS_KEY, 0.0)
             records = reply.message.content.array_records
             vectors = int(reply.arrays[features_key].shape[0]) if features_key else 0
             side_bits = float(sum(record_bits(rec, exclude=(features_key,) if k == "split" and features_key else ())

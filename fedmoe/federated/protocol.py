@@ -58,6 +58,10 @@ COMPLETED_KEY = "completed"
 """Round metrics of the strategy: replies aggregated."""
 FAILED_KEY = "failed"
 """Round metrics of the strategy: devices that failed, were silent or were rejected."""
+FORWARD_FLOPS_KEY = "forward-flops"
+"""Split-learning reply: the device's forward FLOPs for the exchange (its experts on the chunk)."""
+BACKWARD_FLOPS_KEY = "backward-flops"
+"""Split-learning reply: the device's backward FLOPs (applying the gradient of its previous chunk)."""
 
 
 class ReplyError(ValueError):

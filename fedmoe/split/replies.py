@@ -35,11 +35,18 @@ import numpy as np
 from flwr.app import Message
 
 from fedmoe.config import MODALITIES
-from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, ReplyError, read_count, read_number
+from fedmoe.federated.protocol import (
+    BACKWARD_FLOPS_KEY,
+    FORWARD_FLOPS_KEY,
+    NUM_EXAMPLES_KEY,
+    ReplyError,
+    read_count,
+    read_number,
+)
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.flower import ArrayFormatError, npy_layout, numpy_of
 
-FLOP_KEYS = ("forward-flops", "backward-flops")
+FLOP_KEYS = (FORWARD_FLOPS_KEY, BACKWARD_FLOPS_KEY)
 """Metrics a split reply may carry: the device's compute for the exchange."""
 
 LABEL_PREFIX = "label."
