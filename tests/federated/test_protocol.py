@@ -32,7 +32,8 @@ def test_the_metric_names_on_the_wire():
         "FLOPS_KEY": "flops", "UPLOAD_BITS_KEY": "upload-bits", "LATENCY_KEY": "latency-s", "ENERGY_KEY": "energy-j",
         "PARTITION_KEY": "partition-id", "STAGE_KEY": "stage", "MODALITIES_KEY": "modalities",
         "ACCURACY_KEY": "accuracy", "MEAN_COST_KEY": "mean-cost", "CLOCK_KEY": "clock-s",
-        "COMPLETED_KEY": "completed", "FAILED_KEY": "failed"}
+        "COMPLETED_KEY": "completed", "FAILED_KEY": "failed",
+        "FORWARD_FLOPS_KEY": "forward-flops", "BACKWARD_FLOPS_KEY": "backward-flops"}
     assert list(good().to_metrics()) == ["num-examples", "expert-usage", "train-loss", "flops", "upload-bits",
                                          "latency-s", "energy-j", "partition-id", "stage"]
 

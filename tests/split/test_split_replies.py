@@ -11,6 +11,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Message
 
+from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY
 from fedmoe.flower import array_of, to_numpy
 from fedmoe.split.replies import SplitReplyError, SplitReplySchema, read_split_reply
 from strategies.split_learning import SplitLearning
@@ -92,8 +93,8 @@ ATTACKS = {
     "gate_inputs_too_many_rows": ("features", edit_split("features", lambda a: {
         k: np.concatenate([v] * 40) for k, v in a.items()}), "rows"),
     "inflated_sample_count": ("encode", edit_metrics(**{"num-examples": 10**12}), "num-examples"),
-    "negative_flops": ("encode", edit_metrics(**{"forward-flops": -1.0}), "forward-flops"),
-    "nan_flops": ("finish", edit_metrics(**{"backward-flops": float("nan")}), "backward-flops"),
+    "negative_flops": ("encode", edit_metrics(**{FORWARD_FLOPS_KEY: -1.0}), FORWARD_FLOPS_KEY),
+    "nan_flops": ("finish", edit_metrics(**{BACKWARD_FLOPS_KEY: float("nan")}), BACKWARD_FLOPS_KEY),
     "no_metrics": ("encode", edit_metrics(metrics=None), "no metrics"),
 }
 
