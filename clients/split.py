@@ -27,7 +27,14 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from clients.common import app, request
-from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, USAGE_KEY
+from fedmoe.federated.protocol import (
+    BACKWARD_FLOPS_KEY,
+    FORWARD_FLOPS_KEY,
+    NUM_EXAMPLES_KEY,
+    PARTITION_KEY,
+    SPLIT_LABEL_PREFIX,
+    USAGE_KEY,
+)
 from fedmoe.flower import to_numpy, to_record
 
 DEVICE_KEY = "fedmoe.split.device"
@@ -53,7 +60,7 @@ def _experts(msg: Message, world) -> dict | None:
 def _encoded_arrays(enc) -> dict:
     out = {"z": enc.features, "expert": enc.expert.astype("int32"), "row": enc.row.astype("int32"),
            "batch": enc.batch.astype("int32"), "present": enc.present}
-    out.update({f"label.{k}": v for k, v in enc.labels.items()})
+    out.update({f"{SPLIT_LABEL_PREFIX}{k}": v for k, v in enc.labels.items()})
     return out
 
 

@@ -51,7 +51,7 @@ from flwr.serverapp import Grid
 
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
-from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY, NUM_EXAMPLES_KEY
+from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY, NUM_EXAMPLES_KEY, SPLIT_LABEL_PREFIX
 from fedmoe.federated.world import ScenarioWorld, config_json, world_for
 from fedmoe.flower import record_bits, to_numpy, to_record
 from fedmoe.models.gates import TemperatureSchedule
@@ -101,7 +101,7 @@ class _Exchange:
 
 
 def _encoded(arrays: dict[str, np.ndarray]) -> Encoded:
-    labels = {k[len("label."):]: v for k, v in arrays.items() if k.startswith("label.")}
+    labels = {k[len(SPLIT_LABEL_PREFIX):]: v for k, v in arrays.items() if k.startswith(SPLIT_LABEL_PREFIX)}
     return Encoded(arrays["z"], arrays["expert"].astype(np.int64), arrays["row"].astype(np.int64),
                    arrays["batch"].astype(np.int64), arrays["present"].astype(bool), labels, 0.0)
 

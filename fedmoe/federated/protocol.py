@@ -62,6 +62,8 @@ FORWARD_FLOPS_KEY = "forward-flops"
 """Split-learning reply: the device's forward FLOPs for the exchange (its experts on the chunk)."""
 BACKWARD_FLOPS_KEY = "backward-flops"
 """Split-learning reply: the device's backward FLOPs (applying the gradient of its previous chunk)."""
+SPLIT_LABEL_PREFIX = "label."
+"""Split-learning ``encode`` reply: prefix of its label arrays (``label.beam``, …)."""
 
 
 class ReplyError(ValueError):

@@ -39,6 +39,7 @@ from fedmoe.federated.protocol import (
     BACKWARD_FLOPS_KEY,
     FORWARD_FLOPS_KEY,
     NUM_EXAMPLES_KEY,
+    SPLIT_LABEL_PREFIX,
     ReplyError,
     read_count,
     read_number,
@@ -48,10 +49,6 @@ from fedmoe.flower import ArrayFormatError, npy_layout, numpy_of
 
 FLOP_KEYS = (FORWARD_FLOPS_KEY, BACKWARD_FLOPS_KEY)
 """Metrics a split reply may carry: the device's compute for the exchange."""
-
-LABEL_PREFIX = "label."
-"""Prefix of the label arrays of an ``encode`` reply (``label.beam``, …)."""
-
 
 class SplitReplyError(ValueError):
     """A split-learning reply the server refuses (module docstring); the message is the reason."""
@@ -79,7 +76,7 @@ class SplitReplySchema:
         """The schema the ClientApp's split handlers write for ``world``'s model and data."""
         model = world.template
         probe = world.source(2, np.random.default_rng(0))
-        labels = {f"{LABEL_PREFIX}{k}": ArraySpec(str(v.dtype), ("rows", *v.shape[1:]))
+        labels = {f"{SPLIT_LABEL_PREFIX}{k}": ArraySpec(str(v.dtype), ("rows", *v.shape[1:]))
                   for k, v in probe.labels.items()}
         gate_width = model.gate_in_dim(world.shapes, model.gate_modalities)
         m = len(MODALITIES)
@@ -173,9 +170,9 @@ def _check_values(arrays: Mapping[str, np.ndarray], schema: SplitReplySchema, ro
         _in_range(arrays, "row", 0, rows)
         if (arrays["batch"] < 0).any():
             raise SplitReplyError("array 'batch' has a negative batch index")
-    beam = arrays.get(f"{LABEL_PREFIX}beam")
+    beam = arrays.get(f"{SPLIT_LABEL_PREFIX}beam")
     if beam is not None:
-        _in_range(arrays, f"{LABEL_PREFIX}beam", 0, schema.num_beams)
+        _in_range(arrays, f"{SPLIT_LABEL_PREFIX}beam", 0, schema.num_beams)
 
 
 def _in_range(arrays: Mapping[str, np.ndarray], name: str, lo: int, hi: int) -> None:
