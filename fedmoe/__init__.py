@@ -19,6 +19,13 @@ Subpackages
     V2I camera scheduling and beamforming ([P002]): environment, agents, training, exact reference.
 :mod:`fedmoe.flower`
     The only Flower import of the library: numpy arrays to and from Flower records.
+:mod:`fedmoe.plugins`
+    fedmoe's radio, selection, virtual clock and reply validation as wrappers for any Flower strategy and model.
+:mod:`fedmoe.strategies`
+    The server side on Flower: ``ExpertWise`` and ``PlainFedAvg``, aggregation rules by name, reply validation,
+    device discovery, the ServerApp and the server loops of the split, distributed and V2I modes.
+:mod:`fedmoe.clients`
+    The device side on Flower: one ClientApp whose message handlers serve every mode.
 :mod:`fedmoe.deploy`
     Real deployment: certificates and keys, Flower's executables, a SuperLink and SuperNodes on 127.0.0.1
     (private network).
@@ -49,6 +56,8 @@ Modules
     One centralised experiment: data, mixture, per-device costs, training, test summary.
 :mod:`fedmoe.pareto`
     λ sweeps of the resource-aware loss and their accuracy–cost Pareto front.
+:mod:`fedmoe.simulation`
+    ``fedmoe run``: a Flower simulation of the scenario on the Ray backend, with a progress bar and resume.
 :mod:`fedmoe.cli`
     The ``fedmoe`` command line.
 """

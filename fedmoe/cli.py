@@ -183,8 +183,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Federated training on a Flower simulation (Ray backend); run folder with metrics and plots."""
     from fedmoe.scenarios import resolve_scenario
-    from sims.runner import run_federated
-    from strategies.modes import mode_of
+    from fedmoe.simulation import run_federated
+    from fedmoe.strategies.modes import mode_of
 
     cfg = config_from_args(args)
     out = Path(args.out)

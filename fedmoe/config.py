@@ -410,8 +410,8 @@ class FederatedConfig(StrictModel):
     allocation: Literal["min-latency", "equal"] = Field(
         "min-latency", description="resource blocks of the selected: exact min round latency, or an equal split")
     deadline_s: float = Field(20.0, gt=0.0, le=1e6, description="round deadline T of the deadline policies, s")
-    strategy: str = Field("expert_wise", description="a name in strategies.STRATEGIES")
-    aggregator: str = Field("fedavg", description="Flower rule under the strategy: a name in strategies.AGGREGATORS")
+    strategy: str = Field("expert_wise", description="a name in fedmoe.strategies.STRATEGIES")
+    aggregator: str = Field("fedavg", description="the Flower rule: a name in fedmoe.strategies.AGGREGATORS")
     aggregator_options: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="keyword arguments of the aggregator (e.g. proximal_mu, eta)")
     local_keys: tuple[str, ...] = Field((), description="glob patterns of parameter names that never leave a device")
@@ -435,11 +435,11 @@ class FederatedConfig(StrictModel):
     max_update_ratio: float = Field(
         10.0, gt=0.0, le=1e12,
         description="a reply array that moved by more than this times max(‖global array‖, 1) is rejected "
-                    "(strategies.validation)")
+                    "(fedmoe.strategies.validation)")
     clip_ratio: float = Field(
         4.0, ge=1.0, le=1e12,
         description="an accepted update of a parameter or buffer longer than this times the lower median of the "
-                    "round's updates of it is scaled down to that length (strategies.validation.bound_updates)")
+                    "round's updates of it is scaled down to that length (fedmoe.strategies.validation.bound_updates)")
 
     @model_validator(mode="after")
     def _stages_fit(self) -> "FederatedConfig":
@@ -453,7 +453,7 @@ class FederatedConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`strategies.split_learning`).
+    """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`fedmoe.strategies.split_learning`).
 
     Devices keep their modality experts (encoders); per batch they send the features of the
     experts the server's gate selected over ``link``; the server runs gate, fusion and heads
@@ -483,7 +483,7 @@ class DistributedConfig(StrictModel):
     ``k < num_experts``). The mixture is trained at the server in [P004]'s two stages
     (:mod:`fedmoe.split.distributed`); the experts are then deployed to their devices and
     the test set is classified over Flower messages at every SNR of ``eval_snr_db``, with
-    the naive and the channel-aware gate (:mod:`strategies.distributed_experts`).
+    the naive and the channel-aware gate (:mod:`fedmoe.strategies.distributed_experts`).
     """
 
     dataset: Literal["isac", "digits"] = Field(
@@ -540,7 +540,7 @@ class V2IAgentConfig(StrictModel):
 
 
 class V2IFederatedConfig(StrictModel):
-    """Federated training of the V2I agent across base stations (:mod:`strategies.v2i_federated`)."""
+    """Federated training of the V2I agent across base stations (:mod:`fedmoe.strategies.v2i_federated`)."""
 
     rounds: int = Field(8, ge=1, le=100_000)
     local_updates: int = Field(20, ge=1, le=1_000_000, description="policy updates per base station and round")

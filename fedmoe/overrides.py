@@ -1,6 +1,6 @@
 """``key.path=value`` overrides of a scenario's config values, wherever a user types them: the
 ``--set`` options of the command line (``fedmoe run``, ``fedmoe deploy local``, ...) and the
-``;``-separated ``overrides`` of a ``flwr run`` run config (:mod:`strategies.server_app`).
+``;``-separated ``overrides`` of a ``flwr run`` run config (:mod:`fedmoe.strategies.server_app`).
 
 >>> parse_overrides(["data.seed=3", "federated.strategy=plain_fedavg"])
 {'data': {'seed': 3}, 'federated': {'strategy': 'plain_fedavg'}}

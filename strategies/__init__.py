@@ -1,17 +1,6 @@
-"""Server side: Flower strategies for the federated mixture of experts, and the ServerApp.
+"""The Flower app's server entry point for ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml).
 
-* :class:`ExpertWise` — expert-wise aggregation with resource-aware selection (default);
-* :class:`PlainFedAvg` — the plain FedAvg baseline on the dense model;
-* :data:`AGGREGATORS` — Flower's built-in strategies as the rule under ``ExpertWise``;
-* :data:`STRATEGIES` — strategies by name (``federated.strategy``).
+The server side itself (strategies, ServerApps, reply validation) is the package :mod:`fedmoe.strategies`;
+this folder only names the ServerApp Flower loads from the app bundle. Nothing in :mod:`fedmoe` imports it,
+so a user's own package called ``strategies`` does not clash with fedmoe.
 """
-
-from fedmoe.federated.rounds import RoundRecord
-from strategies.aggregators import AGGREGATORS, make_aggregator
-from strategies.discovery import DeviceInfo
-from strategies.expert_wise import ExpertWise
-from strategies.plain_fedavg import PlainFedAvg, baseline_config
-from strategies.registry import STRATEGIES
-
-__all__ = ["AGGREGATORS", "STRATEGIES", "DeviceInfo", "ExpertWise", "PlainFedAvg", "RoundRecord",
-           "baseline_config", "make_aggregator"]

@@ -5,8 +5,8 @@ One table per entry point:
 * the ``fedmoe`` command line (:func:`fedmoe.cli.main`, in this process): config values given
   with ``--set`` (for every command that reads a config), scenario names and files,
   registered names (gates, strategies, ...), ``--out`` paths, ``--input`` files, options;
-* the ``flwr run`` run config (:func:`strategies.server_app.config_from_run_config`);
-* a SuperNode's node config (``clients.common.device_id``,
+* the ``flwr run`` run config (:func:`fedmoe.strategies.server_app.config_from_run_config`);
+* a SuperNode's node config (``fedmoe.clients.common.device_id``,
   :func:`fedmoe.federated.device_state.state_folder`) and how its errors reach the server.
 
 An error from our code is exactly one stderr line ``fedmoe: error: ...`` with exit status 2
@@ -508,7 +508,7 @@ RUN_CONFIG_CASES = [
 
 @pytest.mark.parametrize(("run_config", "fragments"), RUN_CONFIG_CASES, ids=[repr(c[0]) for c in RUN_CONFIG_CASES])
 def test_bad_run_config(run_config, fragments, workdir):
-    from strategies.server_app import config_from_run_config
+    from fedmoe.strategies.server_app import config_from_run_config
 
     before = snapshot(workdir)
     with pytest.raises(ValueError) as err:
@@ -521,7 +521,7 @@ def test_bad_run_config(run_config, fragments, workdir):
 
 
 def test_run_config_defaults_and_values(workdir):
-    from strategies.server_app import config_from_run_config
+    from fedmoe.strategies.server_app import config_from_run_config
 
     rc = config_from_run_config({})
     assert ((rc.cfg.name, rc.run_dir, rc.resume, rc.scenario_file.name)
@@ -555,7 +555,7 @@ DEVICE_ID_CASES = [
 
 @pytest.mark.parametrize(("node_config", "fragments"), DEVICE_ID_CASES, ids=[repr(c[0]) for c in DEVICE_ID_CASES])
 def test_bad_partition_id(node_config, fragments):
-    from clients.common import device_id
+    from fedmoe.clients.common import device_id
 
     with pytest.raises(ValueError) as err:
         device_id(node_context(node_config), 4)
@@ -566,7 +566,7 @@ def test_bad_partition_id(node_config, fragments):
 
 
 def test_good_partition_ids():
-    from clients.common import device_id
+    from fedmoe.clients.common import device_id
 
     for node_config, expected in [({"partition-id": 2}, 2), ({"partition-id": "2", "num-partitions": "4"}, 2),
                                   ({"partition-id": 3.0, "num-partitions": 4}, 3), ({"partition-id": 0}, 0)]:
@@ -610,7 +610,7 @@ def test_a_bad_state_dir_fails_the_device_before_training_in_one_line(workdir, m
     from fedmoe.federated.parameters import to_numpy
     from fedmoe.federated.world import world_for
     from fedmoe.flower import to_record
-    from strategies import ExpertWise
+    from fedmoe.strategies import ExpertWise
     from tests.federated.conftest import LocalGrid, tiny_config
 
     trained = []
@@ -634,7 +634,7 @@ def test_a_bad_state_dir_fails_the_device_before_training_in_one_line(workdir, m
 
 def test_a_bad_partition_id_fails_the_device_query_in_one_line():
     from fedmoe.federated.world import config_json
-    from strategies.expert_wise import discover_devices
+    from fedmoe.strategies.expert_wise import discover_devices
     from tests.federated.conftest import LocalGrid, tiny_config
 
     grid = LocalGrid(4)
@@ -648,10 +648,10 @@ def test_a_bad_partition_id_fails_the_device_query_in_one_line():
                                    ConfigError("scenario from the server: data.seed: got 'x'")])
 def test_error_replies_shorten_to_the_message(error):
     """Both forms in which Flower reports a ClientApp's exception to the ServerApp."""
-    from strategies.expert_wise import short_reason
+    from fedmoe.strategies.expert_wise import short_reason
 
     supernode = str(type(error)) + ":<'" + str(error) + "'>"  # flwr.supernode.runtime.run_clientapp
     ray = (f"<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<ray::ClientAppActor.run()\n"
-           f"  File \"clients/app.py\", line 9, in train\nflwr.clientapp.client_app.ClientAppException: \n"
+           f"  File \"fedmoe/clients/app.py\", line 9, in train\nflwr.clientapp.client_app.ClientAppException: \n"
            f"Exception ClientAppException occurred. Message: {error}'>")
     assert short_reason(supernode) == short_reason(ray) == str(error)

@@ -8,17 +8,19 @@ import still makes the lower layer depend on the higher one. Lowest first:
  0   base                          ``fedmoe`` (the package itself), ``fedmoe.errors``, ``registry``,
                                    ``files``, ``memory``, ``npzfile``, ``config``, ``arguments``, ``overrides``,
                                    ``scenarios``, ``flower``, ``fedmoe.federated.protocol`` (the
-                                   message vocabulary: it imports only ``config``)
+                                   message vocabulary: it imports only ``config``), the plugins'
+                                   ``clock``, ``checks`` and ``validation`` (no torch, no model)
  1   wireless                      ``fedmoe.wireless``
- 2   data and models               ``fedmoe.data``, ``fedmoe.models``, ``fedmoe.v2i``
+ 2   data and models               ``fedmoe.data``, ``fedmoe.models``, ``fedmoe.v2i``, ``fedmoe.plugins.costs``
  3   training                      ``fedmoe.training``, ``fedmoe.centralised``, ``fedmoe.pareto``
- 4   learning set-ups              ``fedmoe.federated``, ``fedmoe.split``
- 5   server and client parts       ``strategies``, ``clients`` (strategies, loops, handlers)
- 6   modes                         ``strategies.modes``
- 7   the Flower apps               ``strategies.server_app``, ``clients.app``
- 8   simulation                    ``sims`` (``sims.runner``)
- 9   benchmarks                    ``sims.bench``
-10   deployment                    ``fedmoe.deploy``
+ 4   learning set-ups              ``fedmoe.federated``, ``fedmoe.split``, ``fedmoe.plugins`` (selection)
+ 5   server and client parts       ``fedmoe.strategies``, ``fedmoe.clients`` (strategies, loops, handlers)
+ 6   modes                         ``fedmoe.strategies.modes``
+ 7   the Flower apps               ``fedmoe.strategies.server_app``, ``fedmoe.clients.app``
+ 8   simulation                    ``fedmoe.simulation``
+ 9   benchmarks                    ``sims`` (``sims.bench``)
+10   deployment and entry points   ``fedmoe.deploy``; ``strategies`` and ``clients`` (the modules ``flwr run .``
+                                   loads, nothing else imports them)
 11   command line                  ``fedmoe.cli``
 ===  ============================  ==========================================================
 
@@ -41,17 +43,18 @@ PACKAGES = ("fedmoe", "clients", "strategies", "sims")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.memory", "fedmoe.npzfile",
               "fedmoe.config", "fedmoe.arguments", "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower",
-              "fedmoe.federated.protocol")),
+              "fedmoe.federated.protocol", "fedmoe.plugins.clock", "fedmoe.plugins.checks",
+              "fedmoe.plugins.validation")),
     ("wireless", ("fedmoe.wireless",)),
-    ("data and models", ("fedmoe.data", "fedmoe.models", "fedmoe.v2i")),
+    ("data and models", ("fedmoe.data", "fedmoe.models", "fedmoe.v2i", "fedmoe.plugins.costs")),
     ("training", ("fedmoe.training", "fedmoe.centralised", "fedmoe.pareto")),
-    ("learning set-ups", ("fedmoe.federated", "fedmoe.split")),
-    ("server and client parts", ("strategies", "clients")),
-    ("modes", ("strategies.modes",)),
-    ("the Flower apps", ("strategies.server_app", "clients.app")),
-    ("simulation", ("sims",)),
-    ("benchmarks", ("sims.bench",)),
-    ("deployment", ("fedmoe.deploy",)),
+    ("learning set-ups", ("fedmoe.federated", "fedmoe.split", "fedmoe.plugins")),
+    ("server and client parts", ("fedmoe.strategies", "fedmoe.clients")),
+    ("modes", ("fedmoe.strategies.modes",)),
+    ("the Flower apps", ("fedmoe.strategies.server_app", "fedmoe.clients.app")),
+    ("simulation", ("fedmoe.simulation",)),
+    ("benchmarks", ("sims",)),
+    ("deployment and entry points", ("fedmoe.deploy", "strategies", "clients")),
     ("command line", ("fedmoe.cli",)),
 ]
 """Layers, lowest first: (name, the modules and packages in it)."""

@@ -1,5 +1,5 @@
-"""The mode registry (:mod:`strategies.modes`): every ``mode`` the config accepts has one
-:class:`~strategies.modes.Mode`, and every place that depends on the mode asks it."""
+"""The mode registry (:mod:`fedmoe.strategies.modes`): every ``mode`` the config accepts has one
+:class:`~fedmoe.strategies.modes.Mode`, and every place that depends on the mode asks it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.resume import ResumeError
 from fedmoe.registry import UnknownNameError
-from strategies.modes import MODES, Mode, check_config, mode_of
+from fedmoe.strategies.modes import MODES, Mode, check_config, mode_of
 from tests.federated.conftest import tiny_config
 
 
@@ -44,7 +44,7 @@ def recording_mode(monkeypatch: pytest.MonkeyPatch) -> list:
 
 
 def test_the_server_app_and_the_checks_ask_the_registry(recording_mode, tmp_path):
-    from strategies.server_app import serve_any
+    from fedmoe.strategies.server_app import serve_any
 
     cfg = tiny_config(mode="split")
     assert mode_of(cfg) is MODES.get("split")
@@ -54,16 +54,16 @@ def test_the_server_app_and_the_checks_ask_the_registry(recording_mode, tmp_path
 
 
 def test_fedmoe_run_prints_what_the_mode_describes_and_summarises(recording_mode, tmp_path, monkeypatch, capsys):
-    import sims.runner
+    import fedmoe.simulation
     from fedmoe.cli import main
 
-    monkeypatch.setattr(sims.runner, "run_federated", lambda cfg, out, **kwargs: f"{cfg.mode} run")
+    monkeypatch.setattr(fedmoe.simulation, "run_federated", lambda cfg, out, **kwargs: f"{cfg.mode} run")
     assert main(["run", "--set", "mode='split'", "--out", str(tmp_path), "--quiet"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(": a recorded mode")
 
 
 def test_only_resumable_modes_resume(tmp_path):
-    from strategies.server_app import check_resumable
+    from fedmoe.strategies.server_app import check_resumable
 
     check_resumable(tiny_config(), True)
     check_resumable(tiny_config(mode="v2i", partition={"num_devices": 3}), False)

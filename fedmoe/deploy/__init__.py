@@ -1,6 +1,6 @@
 """Real deployment on Flower's runtime: ``flower-superlink`` and ``flower-supernode`` processes
-running the same ServerApp (:data:`strategies.server_app.app`) and ClientApp
-(:data:`clients.app.app`) as the simulation, with TLS and SuperNode authentication.
+running the same ServerApp (:data:`fedmoe.strategies.server_app.app`) and ClientApp
+(:data:`fedmoe.clients.app.app`) as the simulation, with TLS and SuperNode authentication.
 
 Modules, one job each:
 

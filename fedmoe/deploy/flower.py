@@ -89,7 +89,7 @@ def superlink_argv(tls: TLSFiles, database: Path | str, host: str, port: int) ->
 
 
 def node_config(partition_id: int, num_partitions: int, state_dir: Path | None = None) -> str:
-    """The ``--node-config`` value that tells :mod:`clients.app` which device this SuperNode is, and
+    """The ``--node-config`` value that tells :mod:`fedmoe.clients.app` which device this SuperNode is, and
     where it keeps its local state between rounds (:mod:`fedmoe.federated.device_state`)."""
     text = f"partition-id={partition_id} num-partitions={num_partitions}"
     return text if state_dir is None else f"{text} state-dir={_toml_str(str(state_dir))}"

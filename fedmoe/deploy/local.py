@@ -86,7 +86,8 @@ def check_app(app_dir: Path) -> Path:
 
 
 def run_config_toml(scenario: str, overrides: Sequence[str], run_dir: Path) -> str:
-    """The run config of :data:`strategies.server_app.app`: ``scenario``, ``overrides`` (``;``-joined), ``run-dir``."""
+    """The run config of :data:`fedmoe.strategies.server_app.app`: ``scenario``, ``overrides`` (``;``-joined),
+    ``run-dir``."""
     bad = [o for o in overrides if ";" in o]
     if bad:
         raise DeployArgumentError(f"--set {bad[0]!r}: values must not contain ';' "
@@ -310,13 +311,13 @@ def _last_line(text: str) -> str:
 def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple[str, list[str], int]:
     """Check the scenario and overrides here, before any process starts; ``(scenario, sets, nodes)``.
 
-    The config gets the checks ``fedmoe run`` makes (:func:`strategies.modes.check_config`). A scenario
+    The config gets the checks ``fedmoe run`` makes (:func:`fedmoe.strategies.modes.check_config`). A scenario
     given as a file becomes an absolute path (the ServerApp resolves it from its own folder);
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
     from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
-    from strategies.modes import check_config
+    from fedmoe.strategies.modes import check_config
 
     sets = [s.strip() for s in sets if s.strip()]
     run_config_toml("x", sets, Path("x"))  # rejects ';'

@@ -1,7 +1,7 @@
 """One device's part of a federated round, without Flower: load the global model, train on the
 local data with the device's own cost vector, and say what it cost.
 
-``clients/app.py`` wraps these functions in Flower's ``ClientApp`` handlers; tests and the
+``fedmoe/clients/app.py`` wraps these functions in Flower's ``ClientApp`` handlers; tests and the
 overhead benchmark call them directly (the benchmark's plain loop does exactly the
 client compute the Flower simulation does).
 
@@ -42,6 +42,7 @@ from fedmoe.federated.parameters import is_local, payload_bits, to_numpy, upload
 from fedmoe.federated.protocol import EvaluateReply, RoundInstructions, TrainReply
 from fedmoe.federated.selection import round_costs
 from fedmoe.federated.world import ScenarioWorld
+from fedmoe.models.cost import FORWARD_BACKWARD_FACTOR
 from fedmoe.models.moe import MoE
 from fedmoe.training import (
     caches_routing_targets,
@@ -59,10 +60,6 @@ from fedmoe.training import (
 
 CRITIC_PREFIX = "critic."
 """Local-state keys of the score-function critic (it never leaves the device)."""
-
-FORWARD_BACKWARD_FACTOR = 3.0
-"""Training FLOPs per sample ≈ 3 × forward FLOPs (forward, and a backward pass of about twice that)."""
-
 
 def training_flops_range(expert_flops: np.ndarray, usage: Sequence[float], num_examples: int,
                          epochs: int) -> tuple[float, float]:

@@ -260,7 +260,7 @@ class TrainReply:
 
 @dataclass(frozen=True)
 class QueryReply:
-    """A node's answer to the device query (:func:`strategies.discovery.discover_devices`): the device
+    """A node's answer to the device query (:func:`fedmoe.strategies.discovery.discover_devices`): the device
     it is, its training samples and its sensors (one flag per name of :data:`~fedmoe.config.MODALITIES`)."""
 
     partition_id: int

@@ -6,7 +6,7 @@ A round is synchronous: it lasts as long as its slowest accepted reply,
 when none was selected), and costs :math:`\sum_k E_k`; the virtual clock advances by its
 latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). The
 :class:`~fedmoe.federated.protocol.TrainReply` objects the ledger is given carry the server's
-own ``T_k``, ``E_k`` and upload bits, not the device's (:mod:`strategies.validation`): a device
+own ``T_k``, ``E_k`` and upload bits, not the device's (:mod:`fedmoe.strategies.validation`): a device
 cannot move the virtual clock or the energy account by what it reports.
 
 :class:`RoundLedger` keeps, besides the records and the clock, each device's last training
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fedmoe.federated.protocol import TrainReply
+from fedmoe.plugins.clock import VirtualClock
 
 
 @dataclass
@@ -45,8 +46,8 @@ class RoundRecord:
     devices: list[int] = field(default_factory=list)
     usage_by_class: dict[str, list[float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    rejected: int = 0  # replies refused by strategies.validation (also counted in ``failed``)
-    clipped: int = 0  # accepted replies scaled down by strategies.validation.bound_updates
+    rejected: int = 0  # replies refused by fedmoe.strategies.validation (also counted in ``failed``)
+    clipped: int = 0  # accepted replies scaled down by fedmoe.strategies.validation.bound_updates
 
 
 class RoundLedger:
@@ -69,7 +70,7 @@ class RoundLedger:
         self.local_epochs = local_epochs
         self.deadline_s = deadline_s
         self.history: list[RoundRecord] = []
-        self.clock_s = 0.0
+        self.clock = VirtualClock()
         self.reported: dict[int, tuple[float, float]] = {}  # device -> (FLOPs per sample pass, bits) in stage II
         self.loss: dict[int, float] = {}  # device -> its last training loss
 
@@ -93,7 +94,7 @@ class RoundLedger:
         rejected : int, optional
             Replies refused by the validation (also in ``failures``).
         clipped : int, optional
-            Accepted replies whose update was clipped (:func:`strategies.validation.bound_updates`).
+            Accepted replies whose update was clipped (:func:`fedmoe.strategies.validation.bound_updates`).
         """
         lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
         usage_sum: dict[str, np.ndarray] = {}
@@ -116,19 +117,23 @@ class RoundLedger:
             u = np.asarray(r.expert_usage, dtype=np.float64) * weight
             usage_sum[cls] = usage_sum.get(cls, 0.0) + u
             usage_n[cls] = usage_n.get(cls, 0.0) + weight
-        latency = max(lat) if lat else (self.deadline_s if selected else 0.0)
-        self.clock_s += latency
+        tick = self.clock.advance(server_round, lat, energy, idle_latency_s=self.deadline_s if selected else 0.0)
         n_arr = np.array(n)
         record = RoundRecord(
             round=server_round, stage=stage, selected=selected, completed=len(replies), failed=len(failures),
-            planned_latency_s=planned_latency_s, latency_s=float(latency), energy_j=float(sum(energy)),
-            clock_s=float(self.clock_s), upload_bits=float(sum(bits)),
+            planned_latency_s=planned_latency_s, latency_s=tick.latency_s, energy_j=tick.energy_j,
+            clock_s=tick.clock_s, upload_bits=float(sum(bits)),
             train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if replies else float("nan"),
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
             failures=failures, rejected=rejected, clipped=clipped)
         self.history.append(record)
         return record
+
+    @property
+    def clock_s(self) -> float:
+        """The virtual clock: the rounds' latencies added up, s."""
+        return self.clock.clock_s
 
     def state_dict(self) -> dict[str, Any]:
         """``history``, ``clock_s``, ``reported`` and ``loss`` (a deep copy)."""
@@ -139,6 +144,9 @@ class RoundLedger:
         """Put back what :meth:`state_dict` returned (other keys are ignored)."""
         state = copy.deepcopy({k: state[k] for k in ("history", "clock_s", "reported", "loss")})
         self.history = list(state["history"])
-        self.clock_s = float(state["clock_s"])
+        self.clock = VirtualClock()
+        for r in self.history:  # the clock's rounds are the records' (the saved clock_s is their sum)
+            self.clock.advance(r.round, [r.latency_s] if r.completed else [], [r.energy_j] if r.completed else [],
+                               idle_latency_s=r.latency_s)
         self.reported = dict(state["reported"])
         self.loss = dict(state["loss"])

@@ -32,7 +32,7 @@ FINISHED_OUTPUTS: tuple[str, ...] = (
     "checkpoints/final.pt", "config.json", "scenario.toml", "metrics.json", "rounds.csv", "accuracy.png", "energy.png",
     "gate_usage.png", "policy.png", "energy_per_road.png", "accuracy_vs_snr.png")
 """What only a finished run writes (the final model, the report of every mode: :mod:`fedmoe.federated.report`,
-:mod:`strategies.v2i_federated`, :mod:`strategies.distributed_experts`)."""
+:mod:`fedmoe.strategies.v2i_federated`, :mod:`fedmoe.strategies.distributed_experts`)."""
 
 RUN_OUTPUTS: tuple[str, ...] = (CHECKPOINTS, CLIENT_STATE, *(n for n in FINISHED_OUTPUTS if "/" not in n))
 """Every name a run writes at the top of its folder: what ``--force`` removes."""

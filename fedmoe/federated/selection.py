@@ -205,8 +205,36 @@ def allocate(demand: RoundDemand, devices: np.ndarray, ctx: SelectionContext, al
 
 
 def plan_round(demand: RoundDemand, ctx: SelectionContext, policy: str, allocation: str) -> RoundPlan:
-    """Select with ``SELECTION_POLICIES[policy]``, then :func:`allocate`."""
+    """Select with ``SELECTION_POLICIES[policy]``, then :func:`allocate`; a plan with nobody in it says why
+    in its ``note`` (:func:`why_nobody`)."""
     chosen = np.asarray(SELECTION_POLICIES.get(policy)(demand, ctx), dtype=np.int64)
     if chosen.size and not demand.available[chosen].all():
         raise ValueError(f"selection policy {policy!r} chose unavailable devices")
-    return allocate(demand, np.unique(chosen), ctx, allocation)
+    plan = allocate(demand, np.unique(chosen), ctx, allocation)
+    if plan.devices.size == 0:
+        plan.note = f"no device selected: {why_nobody(demand, ctx, policy)}"
+    return plan
+
+
+def why_nobody(demand: RoundDemand, ctx: SelectionContext, policy: str = "") -> str:
+    """Why a selection may be empty, in one line: no device available, or none that could finish within the
+    deadline even alone with every resource block (naming the fastest and what it would need), or the
+    policy's own choice although some could."""
+    cand = np.flatnonzero(demand.available)
+    if cand.size == 0:
+        return "no device is available this round"
+    num_rb = ctx.wireless.uplink.num_resource_blocks
+    prof = demand.profiles.subset(cand)
+    rate = uplink_rate(np.full(cand.size, num_rb), ctx.wireless.uplink.resource_block_hz, prof.tx_power_w,
+                       prof.gain, ctx.noise_psd_w_hz)
+    alone, _ = round_costs(prof, demand.flops[cand], demand.bits[cand], np.asarray(rate, dtype=np.float64))
+    can = int((alone <= ctx.deadline_s).sum())
+    if can:
+        return (f"policy {policy!r} chose nobody, although {can} of {cand.size} available devices could meet "
+                f"the deadline of {ctx.deadline_s:g} s alone")
+    best = int(np.argmin(alone))
+    rate_best = float(np.asarray(rate, dtype=np.float64)[best])
+    return (f"none of the {cand.size} available devices can meet the deadline of {ctx.deadline_s:g} s even alone "
+            f"with all {num_rb} resource blocks: the fastest (device {int(cand[best])}) needs {alone[best]:.3g} s "
+            f"({demand.bits[cand[best]]:.3g} bits at {rate_best:.3g} bit/s after {demand.flops[cand[best]]:.3g} "
+            f"FLOPs); raise the deadline or shrink the update")

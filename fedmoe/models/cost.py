@@ -57,15 +57,21 @@ class ExpertCost:
     name: str = ""
 
 
-def count_flops(module: nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
+FORWARD_BACKWARD_FACTOR = 3.0
+"""Training FLOPs per sample ≈ 3 × forward FLOPs (forward, and a backward pass of about twice that)."""
+
+
+def count_flops(module: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> int:
     """FLOPs per sample of ``module(inputs)``, counted by ``FlopCounterMode``.
 
     Parameters
     ----------
     module
-        Any module taking a dict of batched tensors.
+        Any module.
     inputs
-        Example inputs, all with the same batch size ``B`` (first axis).
+        Example inputs, all with the same batch size ``B`` (first axis): one tensor (``module(x)``),
+        a tuple or list of tensors (``module(*inputs)``) or a dict of tensors (``module(inputs)``, as
+        fedmoe's experts and mixture take them).
 
     Returns
     -------
@@ -73,14 +79,25 @@ def count_flops(module: nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
         ``total FLOPs / B`` (matmuls and convolutions at 2 FLOPs per multiply–add;
         element-wise operations ignored — see the module docstring).
     """
-    if not inputs:
+    if isinstance(inputs, torch.Tensor):
+        tensors, call = [inputs], (lambda: module(inputs))
+    elif isinstance(inputs, Mapping):
+        tensors, call = list(inputs.values()), (lambda: module(dict(inputs)))
+    elif isinstance(inputs, (tuple, list)):
+        tensors, call = list(inputs), (lambda: module(*inputs))
+    else:
+        raise TypeError(f"count_flops needs a tensor, a tuple of tensors or a dict of tensors, "
+                        f"got {type(inputs).__name__}")
+    if not tensors:
         raise ValueError("count_flops needs at least one input tensor")
-    batches = {int(x.shape[0]) for x in inputs.values()}
+    if not all(isinstance(x, torch.Tensor) for x in tensors):
+        raise TypeError("count_flops: every example input must be a torch.Tensor")
+    batches = {int(x.shape[0]) if x.dim() else 0 for x in tensors}
     if len(batches) != 1 or 0 in batches:
         raise ValueError(f"example inputs need one non-zero batch size, got {sorted(batches)}")
     batch = batches.pop()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(dict(inputs))
+        call()
     return int(round(counter.get_total_flops() / batch))
 
 

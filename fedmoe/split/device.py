@@ -37,9 +37,10 @@ import torch
 
 from fedmoe.config import MODALITIES
 from fedmoe.data.samples import ISACSamples
-from fedmoe.federated.local import FORWARD_BACKWARD_FACTOR, budgeted, round_seed
+from fedmoe.federated.local import budgeted, round_seed
 from fedmoe.federated.parameters import to_numpy
 from fedmoe.federated.world import ScenarioWorld
+from fedmoe.models.cost import FORWARD_BACKWARD_FACTOR
 from fedmoe.models.moe import MoE, batch_tensors
 from fedmoe.training import make_optimiser, minibatches
 

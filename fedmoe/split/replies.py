@@ -1,9 +1,9 @@
 """Checks of a split-learning device's reply before the server reads anything of it
 (``docs/security.md``, "Malicious device").
 
-In split learning and SplitFed (:mod:`strategies.split_learning`) a device answers a
+In split learning and SplitFed (:mod:`fedmoe.strategies.split_learning`) a device answers a
 ``features`` message with its gate inputs and an ``encode`` message with the features of its
-selected (sample, expert) pairs and the chunk's labels (:mod:`clients.split`). The server
+selected (sample, expert) pairs and the chunk's labels (:mod:`fedmoe.clients.split`). The server
 feeds those arrays to its gate, its task heads and its loss, so a malformed reply would
 raise there and end the run, and a crafted one could poison the server's model. A reply is
 therefore refused, with a one-line reason (the device is dropped for the rest of the

@@ -1,7 +1,7 @@
 """What a base station and the server share when the V2I agent is trained across base stations.
 
-Flower-free helpers of ``mode = "v2i"`` (the loop is :mod:`strategies.v2i_federated`, the
-base station's handler :mod:`clients.v2i`): each base station's road, the seeds every party
+Flower-free helpers of ``mode = "v2i"`` (the loop is :mod:`fedmoe.strategies.v2i_federated`, the
+base station's handler :mod:`fedmoe.clients.v2i`): each base station's road, the seeds every party
 derives from ``v2i.seed`` alone, the state-dict names of each parameter group of an agent,
 and one round of local training.
 """

@@ -2,7 +2,7 @@
 
     python -m sims.bench.faults [--quick] [--rounds 20] [--out sims/bench/results/faults.json]
 
-Runs of the default scenario on the Ray backend (``sims.runner.run_federated``) with 5
+Runs of the default scenario on the Ray backend (``fedmoe.simulation.run_federated``) with 5
 devices drawn at random per round (so that every device, the malicious one too, takes
 part), identical except for ``federated.faults`` and the aggregation rule:
 
@@ -43,7 +43,7 @@ RUNS = {
 
 
 def run_one(name: str, overrides: dict, base: dict, out_dir: Path) -> dict:
-    from sims.runner import run_federated
+    from fedmoe.simulation import run_federated
 
     cfg = load_scenario("default", deep_merge(base, overrides))
     t0 = time.perf_counter()

@@ -4,8 +4,8 @@
 
 For each N, side by side in one run:
 
-* **flower**: ``fedmoe run``'s machinery (:func:`sims.runner.run_federated`: ServerApp,
-  ClientApp, Ray backend, :class:`strategies.ExpertWise`) with all N devices per round;
+* **flower**: ``fedmoe run``'s machinery (:func:`fedmoe.simulation.run_federated`: ServerApp,
+  ClientApp, Ray backend, :class:`fedmoe.strategies.ExpertWise`) with all N devices per round;
 * **plain**: a Python loop that calls the same client function
   (:func:`fedmoe.federated.local.local_update`) for the same N devices with the same
   instructions, then averages the replies (numpy FedAvg).
@@ -33,9 +33,9 @@ from fedmoe.federated.parameters import to_numpy
 from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
+from fedmoe.simulation import run_federated
 from sims.bench.common import machine
 from sims.bench.memory import PeakMemory
-from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_overhead.json"
 

@@ -7,12 +7,12 @@ Side by side, on the same devices, data and held-out test set (the default scena
 
 * **centralised**: the same mixture (``model``, ``train``) trained with
   :func:`fedmoe.centralised.run_centralised` on the union of every device's partition;
-* **federated MoE, deadline**: :class:`strategies.ExpertWise` with the scenario's
+* **federated MoE, deadline**: :class:`fedmoe.strategies.ExpertWise` with the scenario's
   selection (``deadline-max-devices``: the most devices that meet the round deadline)
   and ``min-latency`` allocation (Flower simulation, Ray backend);
 * **federated MoE, random**: the same strategy with ``random`` selection (every device
   takes part now and then, however slow its link) and ``min-latency`` allocation;
-* **plain FedAvg**: :class:`strategies.PlainFedAvg` (dense model, random selection, equal
+* **plain FedAvg**: :class:`fedmoe.strategies.PlainFedAvg` (dense model, random selection, equal
   bandwidth split) for the same number of rounds, devices per round and local epochs.
 
 Targets: federated MoE final accuracy ≥ 97% of centralised; virtual-clock time to reach
@@ -36,8 +36,8 @@ from fedmoe.data.samples import ISACSamples
 from fedmoe.federated.report import time_to_accuracy
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
+from fedmoe.simulation import run_federated
 from sims.bench.common import machine
-from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from fedmoe.scenarios import load_scenario
+from fedmoe.simulation import run_federated
 from sims.bench.common import machine
 from sims.bench.memory import PeakMemory
-from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_scale.json"
 

@@ -50,9 +50,9 @@ from fedmoe.data.synthetic import train_test_split
 from fedmoe.models.oracle import expert_table, oracle_at_cost, picked
 from fedmoe.pareto import pareto_front
 from fedmoe.scenarios import load_scenario
+from fedmoe.simulation import run_federated
 from fedmoe.training import evaluate, summarise
 from sims.bench.common import machine
-from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pareto.json"
 CORE_STATIC = (("gps",), ("rf",), ("radar",), ("lidar",), ("camera",), ("gps", "rf"), ("gps", "rf", "radar"),

@@ -7,8 +7,8 @@
 Side by side on the default scenario's devices and data, each a Flower simulation (Ray
 backend) with the same rounds, stages, devices per round (drawn at random) and local epochs:
 
-* **federated**: :class:`strategies.ExpertWise`, random selection, the band split evenly;
-* **split, ideal link**: :mod:`strategies.split_learning`, features sent losslessly at
+* **federated**: :class:`fedmoe.strategies.ExpertWise`, random selection, the band split evenly;
+* **split, ideal link**: :mod:`fedmoe.strategies.split_learning`, features sent losslessly at
   32 bits per value at each device's Shannon rate;
 * **split, digital link**: 8-bit features over 16-QAM at 20 dB with residual bit errors;
 * **SplitFed, ideal link**: split learning with the experts averaged every round.
@@ -33,8 +33,8 @@ import torch
 
 from fedmoe.federated.report import time_to_accuracy
 from fedmoe.scenarios import load_scenario
+from fedmoe.simulation import run_federated
 from sims.bench.common import machine
-from sims.runner import run_federated
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "split_vs_federated.json"
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5)

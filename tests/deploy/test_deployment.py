@@ -95,7 +95,7 @@ def test_two_rounds_of_the_default_scenario_run_to_completion(cluster):
     assert len(ACTIVATED.findall(cluster.superlink.log_text())) == NODES
     # the same ServerApp loop over the same ClientApp handlers, called in this process, gives the same rounds
     from fedmoe.scenarios import load_scenario
-    from strategies.server_app import serve
+    from fedmoe.strategies.server_app import serve
     from tests.federated.conftest import LocalGrid
 
     cfg = load_scenario(SCENARIO, dotted_to_nested(dict(parse_assignment(a) for a in SHRUNK)))

@@ -112,8 +112,8 @@ def test_flwr_run_packages_the_code_and_scenarios_only():
 
     fab = build_fab_from_disk(project_root())
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
-    for needed in ("pyproject.toml", "clients/app.py", "strategies/server_app.py", "fedmoe/federated/world.py",
-                   "fedmoe/scenarios/default.toml"):
+    for needed in ("pyproject.toml", "clients/app.py", "strategies/server_app.py", "fedmoe/clients/app.py",
+                   "fedmoe/strategies/server_app.py", "fedmoe/federated/world.py", "fedmoe/scenarios/default.toml"):
         assert needed in names
     assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "runs") or "/bench/" in n]
     assert len(fab) < 2_000_000  # flwr refuses more than 10 MB

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-import sims.runner
+import fedmoe.simulation
 from fedmoe.cli import main as cli
-from sims.runner import (
+from fedmoe.simulation import (
     RayClusterUnreachable,
     backend_config,
     check_cluster_fits,
@@ -148,7 +148,7 @@ class LocalRayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.sessions: list[int] = []  # PIDs of the `ray start` commands: each leads its own session
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        self.env.update(sims.runner.QUIET_ENV, RAY_USAGE_STATS_ENABLED="0")
+        self.env.update(fedmoe.simulation.QUIET_ENV, RAY_USAGE_STATS_ENABLED="0")
 
     def node_dir(self, name: str) -> Path:
         return self.root / name

@@ -42,22 +42,25 @@ def tiny_cfg() -> FedMoEConfig:
 
 
 class LocalGrid(Grid):
-    """A Grid whose nodes are the real ``clients.app`` handlers called in this process.
+    """A Grid whose nodes are the real ``fedmoe.clients.app`` handlers (or another ClientApp) called in
+    this process.
 
-    Node ``i + 1`` is partition ``i``; every node keeps its own ``Context`` (and so its own
+    Node ``i + first_node`` is partition ``i``; every node keeps its own ``Context`` (and so its own
     ``context.state``) across messages, as a SuperNode does.
     """
 
     def __init__(self, num_nodes: int, fail: Iterable[int] = (), silent_after: dict[int, int] | None = None,
                  tamper: dict[int, Callable[[Message], None]] | None = None,
-                 tamper_on: str = MessageType.TRAIN) -> None:
+                 tamper_on: str = MessageType.TRAIN, client_app: Callable[[Message, Context], Message] | None = None,
+                 first_node: int = 1) -> None:
         from flwr.supercore.task_identity import TaskIdentity
 
         # what the ServerApp runtime sets before any Message is built
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-        self.contexts = {i + 1: Context(run_id=1, node_id=i + 1,
-                                        node_config={"partition-id": i, "num-partitions": num_nodes},
-                                        state=RecordDict(), run_config={}) for i in range(num_nodes)}
+        self.contexts = {i + first_node: Context(run_id=1, node_id=i + first_node,
+                                                 node_config={"partition-id": i, "num-partitions": num_nodes},
+                                                 state=RecordDict(), run_config={}) for i in range(num_nodes)}
+        self.client_app = client_app  # None: fedmoe's own ClientApp
         self.fail = set(fail)
         self.silent_after = dict(silent_after or {})  # node -> training messages it answers before going silent
         self.answered: dict[int, int] = {}
@@ -88,7 +91,7 @@ class LocalGrid(Grid):
         raise NotImplementedError
 
     def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
-        """Every message through the real ClientApp (``clients.app:app``, which routes
+        """Every message through the real ClientApp (``fedmoe.clients.app:app``, which routes
         ``<type>.<action>``); an exception becomes an error reply, as Flower's runtime makes it.
         A node in ``fail`` errs on every training message; a node in ``silent_after`` stops
         answering training messages after that many (as if it disconnected: no reply at all);
@@ -120,8 +123,11 @@ class LocalGrid(Grid):
         return replies
 
     def answer(self, msg: Message) -> Message:
-        """The reply of the real ClientApp (``clients.app:app``) on the message's node."""
-        from clients.app import app as client_app
+        """The reply of the real ClientApp (``fedmoe.clients.app:app``, or the ``client_app`` given) on the
+        message's node."""
+        if self.client_app is not None:
+            return self.client_app(msg, self.contexts[msg.metadata.dst_node_id])
+        from fedmoe.clients.app import app as client_app
 
         return client_app(msg, self.contexts[msg.metadata.dst_node_id])
 

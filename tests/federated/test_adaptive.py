@@ -10,7 +10,7 @@ import pytest
 
 from fedmoe.federated import reference
 from fedmoe.scenarios import load_scenario
-from strategies.server_app import serve
+from fedmoe.strategies.server_app import serve
 from tests.federated.conftest import LocalGrid
 
 SMALL = {"partition": {"num_devices": 4, "samples_per_device": 160},

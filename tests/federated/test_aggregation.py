@@ -15,8 +15,8 @@ from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, para
 from fedmoe.federated.protocol import NUM_EXAMPLES_KEY, USAGE_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
-from strategies import AGGREGATORS, ExpertWise
-from strategies.aggregators import AGGREGATION_ERRORS
+from fedmoe.strategies import AGGREGATORS, ExpertWise
+from fedmoe.strategies.aggregators import AGGREGATION_ERRORS
 from tests.federated.conftest import LocalGrid, assert_close, tiny_config
 
 # experts_per_modality = 1: experts 0..4 are camera, lidar, radar, gps, rf
@@ -136,7 +136,7 @@ def test_a_rule_that_refuses_a_group_leaves_it_as_it_was(error, raising_rule, ti
     before = value_of(strategy._global, strategy, expert_group(2))
     replies = [reply(strategy, 1.0, 10, [1.0, 0.0, 0.5, 1.0, 1.0], [0, 2, 3, 4]),
                reply(strategy, 5.0, 30, [0.0, 0.0, 1.0, 1.0, 1.0], [2, 3, 4])]
-    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.expert_wise"):
         out = strategy.aggregate_groups(1, replies)
     np.testing.assert_array_equal(value_of(out, strategy, expert_group(2)), before)
     assert_close(value_of(out, strategy, SHARED), (10 * 1 + 30 * 5) / 40, rtol=1e-6)  # the other groups go on

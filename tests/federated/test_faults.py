@@ -15,7 +15,7 @@ from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.protocol import ENERGY_KEY, LATENCY_KEY, PARTITION_KEY, USAGE_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_numpy, to_record
-from strategies.expert_wise import ExpertWise
+from fedmoe.strategies.expert_wise import ExpertWise
 from tests.federated.conftest import LocalGrid, tiny_config
 
 
@@ -54,7 +54,7 @@ def test_crashed_devices_are_logged_and_the_round_goes_on(caplog):
     cfg = tiny_config(federated={"rounds": 1, "faults": {"crash_rate": 0.5, "seed": 3}})
     crashed = [d for d in range(4) if fate(cfg.federated.faults, 1, d) == "crash"]
     assert 0 < len(crashed) < 4, "the seed must crash some devices and spare others"
-    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.expert_wise"):
         strategy = _round(cfg, LocalGrid(4))
     rec = strategy.history[0]
     assert rec.completed == 4 - len(crashed) and rec.failed == len(crashed)
@@ -102,10 +102,11 @@ def test_stragglers_and_sign_flippers_change_what_devices_report():
 
 
 def test_failure_reasons_drop_the_ray_traceback():
-    from strategies.expert_wise import short_reason
+    from fedmoe.strategies.expert_wise import short_reason
 
     ray_reason = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<ray::ClientAppActor.run()\n"
-                  "  File \"clients/app.py\", line 105, in train\nflwr.clientapp.client_app.ClientAppException: \n"
+                  "  File \"fedmoe/clients/app.py\", line 105, in train\n"
+                  "flwr.clientapp.client_app.ClientAppException: \n"
                   "Exception ClientAppException occurred. Message: injected crash of device 3 in round 1'>")
     assert short_reason(ray_reason) == "injected crash of device 3 in round 1"
     assert short_reason("injected failure") == "injected failure"
@@ -125,7 +126,7 @@ def _seed_with_one_hang(faults: dict, devices: int) -> int:
 def test_a_hanging_device_times_out_on_ray_and_the_run_goes_on(tmp_path, caplog):
     """Flower's own wait: the server's ``send_and_receive`` gives up after ``round_timeout_s``,
     aggregates the replies that arrived and logs the device that did not answer."""
-    from sims.runner import run_federated
+    from fedmoe.simulation import run_federated
 
     faults = {"hang_rate": 0.3, "hang_s": 25.0}
     seed = _seed_with_one_hang(faults, 3)
@@ -133,7 +134,7 @@ def test_a_hanging_device_times_out_on_ray_and_the_run_goes_on(tmp_path, caplog)
     cfg = tiny_config(partition={"num_devices": 3},
                       federated={"rounds": 3, "clients_per_round": 3, "round_timeout_s": 15.0,
                                  "faults": {**faults, "seed": seed}})
-    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.expert_wise"):
         run = run_federated(cfg, tmp_path, progress=False)
     first, second, third = run.strategy.history
     assert first.completed == 3 and first.failed == 0

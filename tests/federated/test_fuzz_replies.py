@@ -42,7 +42,7 @@ from fedmoe.federated.protocol import (
 )
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
-from strategies.expert_wise import ExpertWise
+from fedmoe.strategies.expert_wise import ExpertWise
 from tests.federated.conftest import ReplayGrid, npy_blob, tiny_config
 
 NODES = (1, 2, 3)

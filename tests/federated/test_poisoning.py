@@ -3,7 +3,7 @@ per-reply checks every round must not be able to grow the global model, and buff
 
 Each attack runs three times on the real ClientApp: every device honest; the attack with clipping switched
 off (:meth:`ExpertWise.bound` a no-op: what the server did before, so the attack is shown to work); the attack
-under the default clipping (:func:`strategies.validation.bound_updates`)."""
+under the default clipping (:func:`fedmoe.strategies.validation.bound_updates`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fedmoe.federated.parameters import SHARED
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_numpy, to_record
-from strategies.expert_wise import ExpertWise
+from fedmoe.strategies.expert_wise import ExpertWise
 from tests.federated.conftest import LocalGrid, tiny_config
 
 ATTACKER = 2  # node 2, device 1

@@ -23,8 +23,8 @@ from fedmoe.federated.protocol import (
 )
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
-from strategies.discovery import discover_devices
-from strategies.expert_wise import ExpertWise
+from fedmoe.strategies.discovery import discover_devices
+from fedmoe.strategies.expert_wise import ExpertWise
 from tests.federated.conftest import ReplayGrid, edit_metrics, tiny_config
 
 BAD_NODE = 2  # device 1
@@ -62,7 +62,7 @@ QUERY_KINDS = {
 def test_a_malformed_query_answer_leaves_that_device_out_and_the_run_goes_on(kind, cfg, replay_cache, caplog):
     tamper, reason = QUERY_KINDS[kind]
     grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: tamper}, tamper_on=MessageType.QUERY)
-    with caplog.at_level(logging.WARNING, logger="strategies.discovery"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.discovery"):
         strategy, _ = _run(cfg, grid)
     assert sorted(strategy.devices) == [1, 3]
     assert strategy.history[0].completed == 2 and sorted(strategy.history[0].devices) == [0, 2]
@@ -74,7 +74,7 @@ def test_two_nodes_claiming_one_device_are_both_left_out(cfg, replay_cache, capl
     """The server cannot tell which of two nodes claiming partition 0 is device 0: it trusts neither."""
     grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: edit_metrics(**{PARTITION_KEY: 0})},
                       tamper_on=MessageType.QUERY)
-    with caplog.at_level(logging.WARNING, logger="strategies.discovery"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.discovery"):
         strategy, _ = _run(cfg, grid)
     assert sorted(strategy.devices) == [3] and strategy.history[0].devices == [2]
     assert sum("partition-id 0 is claimed by nodes [1, 2]" in r.message for r in caplog.records) == 2
@@ -83,7 +83,7 @@ def test_two_nodes_claiming_one_device_are_both_left_out(cfg, replay_cache, capl
 def test_an_error_answer_leaves_that_device_out(cfg, caplog):
     grid = ReplayGrid(3, {})  # its own cache: the node's config differs, not the messages
     grid.contexts[BAD_NODE].node_config["partition-id"] = "one"
-    with caplog.at_level(logging.WARNING, logger="strategies.discovery"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.discovery"):
         strategy, _ = _run(cfg, grid)
     assert sorted(strategy.devices) == [1, 3] and strategy.history[0].completed == 2
     assert f"left out node {BAD_NODE} failed the device query: node config partition-id='one'" in caplog.text
@@ -147,7 +147,7 @@ def test_a_malformed_evaluation_is_left_out_of_the_accuracy(kind, cfg, replay_ca
     """The accuracy is the others' weighted mean, recomputed here from their replies."""
     tamper, reason = EVALUATE_KINDS[kind]
     grid = ReplayGrid(3, replay_cache, tamper={BAD_NODE: tamper}, tamper_on=MessageType.EVALUATE)
-    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.expert_wise"):
         _, result = _run(cfg, grid)
     others = [m for node, m in honest_evaluations[0].items() if node != BAD_NODE]
     n = np.array([m[NUM_EXAMPLES_KEY] for m in others], dtype=float)

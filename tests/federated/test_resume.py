@@ -14,8 +14,8 @@ import pytest
 from fedmoe.federated import resume as resume_mod
 from fedmoe.federated.device_state import DeviceStateStore, state_folder
 from fedmoe.federated.resume import ResumeError, load_state, resume_path, save_state
-from strategies.expert_wise import ExpertWise
-from strategies.server_app import serve
+from fedmoe.strategies.expert_wise import ExpertWise
+from fedmoe.strategies.server_app import serve
 from tests.federated.conftest import LocalGrid, tiny_config
 
 ROUNDS, STOP_IN = 4, 3
@@ -82,7 +82,7 @@ def _drop_rules(state):
 
 
 def _drop_rng(state):
-    from strategies import STRATEGIES
+    from fedmoe.strategies import STRATEGIES
 
     fresh = STRATEGIES.get("expert_wise")(tiny_config(**RESUMABLE))  # the RNG as a new run starts it
     return {**state, "rng": fresh._rng.bit_generator.state}
@@ -173,7 +173,7 @@ def test_resume_refuses_what_cannot_be_resumed(saved_run, tmp_path, case, patter
 
 
 def test_resume_is_refused_for_modes_that_cannot_resume(tmp_path):
-    from strategies.server_app import serve_any
+    from fedmoe.strategies.server_app import serve_any
 
     cfg = tiny_config(mode="split")
     with pytest.raises(ResumeError, match="federated' only"):
@@ -366,8 +366,8 @@ def test_every_flower_rule_state_round_trips_through_the_file(tmp_path):
     """FedAdam's moments (dicts of arrays) and FedAvgM's momentum (a list) and current arrays (an
     ArrayRecord) come back bit for bit onto fresh rules built from the config."""
     from fedmoe.federated.resume import ServerState
-    from strategies.aggregators import make_aggregator
-    from strategies.resumable import live_state, plain_state
+    from fedmoe.strategies.aggregators import make_aggregator
+    from fedmoe.strategies.resumable import live_state, plain_state
 
     rng = np.random.default_rng(0)
     adam = make_aggregator("fedadam")

@@ -13,8 +13,8 @@ from fedmoe.federated.parameters import to_numpy
 from fedmoe.federated.run_folder import RUN_OUTPUTS
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
-from sims.runner import run_federated
-from strategies import ExpertWise, PlainFedAvg
+from fedmoe.simulation import run_federated
+from fedmoe.strategies import ExpertWise, PlainFedAvg
 from tests.federated.conftest import LocalGrid, tiny_config
 
 

@@ -8,7 +8,7 @@ from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.protocol import RoundInstructions
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_record
-from strategies import ExpertWise
+from fedmoe.strategies import ExpertWise
 from tests.federated.conftest import LocalGrid
 
 

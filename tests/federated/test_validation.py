@@ -1,4 +1,4 @@
-"""Update validation before aggregation (strategies.validation): every kind of bad update is
+"""Update validation before aggregation (fedmoe.strategies.validation): every kind of bad update is
 rejected with a logged reason and leaves the global parameters exactly as if it never arrived."""
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from fedmoe.federated.protocol import (
 )
 from fedmoe.federated.world import world_for
 from fedmoe.flower import to_numpy, to_record
-from strategies.expert_wise import ExpertWise
-from strategies.validation import check_arrays, check_metrics, check_steps
+from fedmoe.strategies.expert_wise import ExpertWise
+from fedmoe.strategies.validation import check_arrays, check_metrics, check_steps
 from tests.federated.conftest import ReplayGrid, edit_metrics, npy_blob, tiny_config
 
 BAD_NODE = 2
@@ -134,7 +134,7 @@ def test_bad_update_is_rejected_and_leaves_the_global_model_unchanged(kind, cfg,
                                                                      caplog):
     """The round is replayed (:class:`ReplayGrid`): the devices' real replies, the bad node's tampered with."""
     tamper, reason = KINDS[kind]
-    with caplog.at_level(logging.WARNING, logger="strategies.expert_wise"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.expert_wise"):
         final, strategy = _one_round(cfg, ReplayGrid(3, replay_cache, tamper={BAD_NODE: tamper}))
     rec = strategy.history[0]
     assert rec.completed == 2 and rec.rejected == 1 and rec.failed == 1
@@ -222,7 +222,7 @@ def test_clipping_by_hand():
     and 10 (lower median 2: the third is scaled down to 8, its direction kept); entry ``b`` moved by the third
     reply alone (undone); the replies left alone are the same objects."""
     from fedmoe.federated.protocol import TrainReply
-    from strategies.validation import Update, bound_updates
+    from fedmoe.strategies.validation import Update, bound_updates
 
     sent = {"g": np.zeros(4, np.float32)}
     entries = {"g": [("a", "g", slice(0, 2)), ("b", "g", slice(2, 4))]}

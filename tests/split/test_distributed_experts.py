@@ -11,7 +11,7 @@ import pytest
 from fedmoe.config import deep_merge
 from fedmoe.flower import array_of, to_numpy
 from fedmoe.scenarios import load_scenario
-from strategies.distributed_experts import DistributedExperts
+from fedmoe.strategies.distributed_experts import DistributedExperts
 from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid
 
@@ -108,7 +108,7 @@ def test_a_hostile_expert_reply_is_refused_and_its_rows_count_as_wrong(run, name
     its rows count as misclassified, the other experts' rows as before, and the evaluation finishes."""
     cfg, _, honest, _ = run
     grid = LocalGrid(cfg.partition.num_devices, tamper={2: _logits_edit(fn)}, tamper_on="query.expert")
-    with caplog.at_level(logging.WARNING, logger="strategies.distributed_experts"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.distributed_experts"):
         doc, _ = DistributedExperts(cfg).run(grid)
     assert "refused" in caplog.text and not doc["deploy_failures"]
     for gate, by_snr in doc["results"].items():

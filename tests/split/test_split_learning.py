@@ -14,8 +14,8 @@ from fedmoe.models.heads import task_loss
 from fedmoe.models.moe import batch_tensors
 from fedmoe.split.device import apply_gradients, device_keys, encode, gate_inputs, load_device, training_samples
 from fedmoe.split.server import ChunkInput, SplitServer
+from fedmoe.strategies.split_learning import SplitLearning
 from fedmoe.training import score_function_loss
-from strategies.split_learning import SplitLearning
 from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid
 from tests.split.conftest import split_config
@@ -137,7 +137,7 @@ def test_splitfed_averages_the_devices_experts():
     cfg = split_config(mode="splitfed", federated={"rounds": 1, "stage1_rounds": 1})
     grid = LocalGrid(2)
     loop, _ = _run(cfg, grid)
-    from clients.split import DEVICE_KEY
+    from fedmoe.clients.split import DEVICE_KEY
     from fedmoe.flower import to_numpy
 
     states = [to_numpy(grid.contexts[n].state.array_records[DEVICE_KEY]) for n in (1, 2)]

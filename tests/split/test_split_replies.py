@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, Message
 from fedmoe.federated.protocol import BACKWARD_FLOPS_KEY, FORWARD_FLOPS_KEY
 from fedmoe.flower import array_of, to_numpy
 from fedmoe.split.replies import SplitReplyError, SplitReplySchema, read_split_reply
-from strategies.split_learning import SplitLearning
+from fedmoe.strategies.split_learning import SplitLearning
 from tests.federated.conftest import LocalGrid, edit_metrics
 from tests.split.conftest import split_config
 
@@ -129,7 +129,7 @@ def test_a_hostile_reply_is_refused_and_the_run_goes_on(attack, schema_names, ca
     phase, tamper, reason = ATTACKS[attack]
     grid = LocalGrid(2, tamper={ATTACKER: _only_finish(tamper) if phase == "finish" else _only_split(tamper)})
     loop = SplitLearning(cfg)
-    with caplog.at_level(logging.WARNING, logger="strategies.split_learning"):
+    with caplog.at_level(logging.WARNING, logger="fedmoe.strategies.split_learning"):
         rows = loop.run(grid)
     hit = [f for r in rows for f in r["failures"]]
     assert hit and all(f.startswith("device 1 (") and "rejected" in f for f in hit), hit

@@ -12,9 +12,9 @@ import pytest
 from fedmoe.config import ConfigError, deep_merge
 from fedmoe.registry import UnknownNameError
 from fedmoe.scenarios import load_scenario
+from fedmoe.strategies.v2i_federated import POLICIES, REPORTED, TRAIN_V2I, V2IFederated, aggregate_groups, serve_v2i
 from fedmoe.v2i.agents import build_agent
 from fedmoe.v2i.federated import group_keys, local_round, local_seed, road, state_arrays
-from strategies.v2i_federated import POLICIES, REPORTED, TRAIN_V2I, V2IFederated, aggregate_groups, serve_v2i
 from tests.conftest import run_cli_on_ray
 from tests.federated.conftest import LocalGrid
 
@@ -207,7 +207,7 @@ def test_a_silent_or_misconfigured_station_is_left_out_and_no_reply_keeps_the_ag
 
 
 def test_roads_and_config_checks():
-    from strategies.modes.v2i import check_v2i_config
+    from fedmoe.strategies.modes.v2i import check_v2i_config
 
     cfg = tiny_v2i(v2i={"federated": {"snr_db": [5.0, 10.0, 20.0]}})
     assert [road(cfg.v2i, r) for r in range(3)] == [(0.5, 5.0), (1.0, 10.0), (1.6, 20.0)]

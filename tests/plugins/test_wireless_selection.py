@@ -1,0 +1,182 @@
+"""WirelessSelection around Flower's strategies on the plain digits app: who is sent work, with which share
+of the uplink, what the virtual clock charges, and why nobody was selected."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from fedmoe.config import WirelessConfig
+from fedmoe.federated.selection import round_costs
+from fedmoe.plugins.costs import device_profiles, update_bits
+from fedmoe.plugins.selection import WirelessSelection, node_order
+from fedmoe.wireless.devices import sample_device_profiles
+from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
+
+FLOPS = 2e7
+
+
+def _alone_latency(profiles, bits: float, wireless: WirelessConfig) -> np.ndarray:
+    """Each device's round latency with every resource block to itself, by hand: F/f + b/R(N)."""
+    up, ch = wireless.uplink, wireless.channel
+    n0 = 10 ** ((ch.noise_psd_dbm_hz + ch.noise_figure_db - 30) / 10)
+    band = up.num_resource_blocks * up.resource_block_hz
+    rate = band * np.log2(1 + profiles.tx_power_w * profiles.gain / (n0 * band))
+    return FLOPS / profiles.compute_flops + bits / rate
+
+
+@pytest.fixture
+def four_devices():
+    """Gains of -95, -105, -118 and -135 dB: with FLOPS and the digits model's update, the deadline
+    decides who can take part."""
+    return device_profiles(gain_db=[-95.0, -105.0, -118.0, -135.0], tx_power_dbm=20.0, compute_flops=1e9)
+
+
+def test_only_the_devices_that_meet_the_deadline_are_sent_work_with_their_share_of_the_uplink(
+        four_devices, digits_grid, initial_arrays):
+    wireless = WirelessConfig()
+    alone = _alone_latency(four_devices, update_bits(initial_arrays), wireless)
+    deadline = float(np.sort(alone)[2] * 1.05)  # three can make it alone; the fourth cannot
+    assert (alone > deadline).sum() == 1
+    grid = digits_grid(4)
+    strategy = WirelessSelection(FedAvg(), four_devices, wireless=wireless, deadline_s=deadline, flops=FLOPS,
+                                 fading=False)
+    result = strategy.start(grid, initial_arrays, num_rounds=1)
+    train = [m for m in grid.sent if m.metadata.message_type == "train"]
+    plan = strategy.plans[0]
+    assert {m.metadata.dst_node_id for m in train} == {101 + int(k) for k in plan.devices}
+    assert 101 + int(np.argmax(alone)) not in {m.metadata.dst_node_id for m in train}
+    for msg in train:  # each node its own share, not one record shared by all
+        j = list(plan.devices).index(msg.metadata.dst_node_id - 101)
+        config = msg.content["config"]
+        assert (config["num-rb"], config["rate-bps"], config["deadline-s"]) == (int(plan.num_rb[j]),
+                                                                                float(plan.rate_bps[j]), deadline)
+    assert sum(plan.num_rb) <= wireless.uplink.num_resource_blocks
+    assert plan.round_latency_s <= deadline
+    # the plan's costs by hand: T = F/f + b/R(n), E = e F + P b / R(n)
+    prof = four_devices.subset(plan.devices)
+    n0 = noise_psd_w_hz(wireless.channel.noise_psd_dbm_hz, wireless.channel.noise_figure_db)
+    rate = uplink_rate(plan.num_rb, wireless.uplink.resource_block_hz, prof.tx_power_w, prof.gain, n0)
+    bits = update_bits(initial_arrays)
+    np.testing.assert_allclose(plan.latency_s, FLOPS / prof.compute_flops + bits / rate, rtol=1e-12)
+    np.testing.assert_allclose(plan.energy_j, prof.energy_per_flop_j * FLOPS + prof.tx_power_w * bits / rate,
+                               rtol=1e-12)
+    metrics = result.train_metrics_clientapp[1]
+    assert metrics["clock-s"] == pytest.approx(plan.latency_s.max())
+    assert metrics["round-energy-j"] == pytest.approx(plan.energy_j.sum())
+
+
+def test_the_clock_charges_only_the_devices_that_replied(four_devices, digits_grid, initial_arrays):
+    grid = digits_grid(4, fail={101})
+    strategy = WirelessSelection(FedAvg(), four_devices, deadline_s=10.0, flops=FLOPS, fading=False)
+    result = strategy.start(grid, initial_arrays, num_rounds=1)
+    plan = strategy.plans[0]
+    assert 0 in plan.devices.tolist()
+    keep = plan.devices != 0
+    assert result.train_metrics_clientapp[1]["round-latency-s"] == pytest.approx(plan.latency_s[keep].max())
+    assert result.train_metrics_clientapp[1]["round-energy-j"] == pytest.approx(plan.energy_j[keep].sum())
+
+
+def test_a_flower_strategy_with_its_default_minimums_takes_a_lone_selected_device_without_waiting(
+        four_devices, digits_grid, initial_arrays):
+    """FedProx asks for at least 2 nodes by default; the selection leaves 1: it must train that one, not
+    wait for ever (the test's timeout would end it)."""
+    alone = _alone_latency(four_devices, update_bits(initial_arrays), WirelessConfig())
+    base = FedProx(proximal_mu=0.1)
+    strategy = WirelessSelection(base, four_devices, deadline_s=float(np.sort(alone)[0] * 1.01), flops=FLOPS,
+                                 fading=False)
+    grid = digits_grid(4)
+    strategy.start(grid, initial_arrays, num_rounds=2)
+    train = [m for m in grid.sent if m.metadata.message_type == "train"]
+    assert [m.metadata.dst_node_id for m in train] == [101 + int(np.argmin(alone))] * 2
+    assert all(m.content["config"]["proximal-mu"] == 0.1 for m in train)
+    assert (base.min_train_nodes, base.min_available_nodes, base.fraction_train) == (2, 2, 1.0)  # put back
+
+
+def test_nobody_selected_in_the_default_cell_is_logged_with_the_reason_every_round(digits_grid, initial_arrays,
+                                                                                   caplog):
+    """The issue's case: 28 GHz, a 250 m cell, a deadline of 0.05 s, an update of 1 MB (a small CNN): nobody
+    can upload it in time."""
+    wireless = WirelessConfig()
+    profiles = sample_device_profiles(wireless, 10, np.random.default_rng(1))
+    bits = 8e6
+    alone = _alone_latency(profiles, bits, wireless)
+    assert alone.min() > 0.05
+    strategy = WirelessSelection(FedAvg(), profiles, wireless=wireless, deadline_s=0.05, fading=False,
+                                 cost_fn=lambda server_round, arrays: (FLOPS, bits))
+    grid = digits_grid(10)
+    with caplog.at_level(logging.WARNING):
+        result = strategy.start(grid, initial_arrays, num_rounds=2)
+    assert not [m for m in grid.sent if m.metadata.message_type == "train"]
+    assert [r for r, _ in strategy.empty_rounds] == [1, 2]
+    lines = [r.message for r in caplog.records if "no device selected" in r.message]
+    assert len(lines) == 2
+    assert "none of the 10 available devices can meet the deadline of 0.05 s even alone with all 100" in lines[0]
+    fastest = int(np.argmin(alone))
+    assert f"the fastest (device {fastest}) needs {alone[fastest]:.3g} s" in lines[0]
+    assert result.train_metrics_clientapp[2]["clock-s"] == 0.0
+
+
+def test_the_policy_can_choose_nobody_and_says_so(four_devices, digits_grid, initial_arrays, monkeypatch):
+    from fedmoe.federated.selection import SELECTION_POLICIES
+
+    monkeypatch.setitem(SELECTION_POLICIES._items, "nobody-for-test", lambda demand, ctx: np.zeros(0, dtype=np.int64))
+    strategy = WirelessSelection(FedAvg(), four_devices, policy="nobody-for-test", deadline_s=10.0, flops=FLOPS,
+                                 fading=False)
+    strategy.start(digits_grid(4), initial_arrays, num_rounds=1)
+    assert "policy 'nobody-for-test' chose nobody, although 4 of 4 available devices" in strategy.empty_rounds[0][1]
+
+
+def test_nodes_map_to_devices_in_id_order_and_extra_nodes_are_left_out(four_devices, digits_grid, initial_arrays,
+                                                                      caplog):
+    assert node_order([30, 10, 20], {}, 2) == {10: 0, 20: 1}
+    assert node_order([30, 10, 20, 5], {10: 0, 20: 1}, 3) == {10: 0, 20: 1, 5: 2}
+    strategy = WirelessSelection(FedAvg(), four_devices.subset([0, 1]), deadline_s=10.0, flops=FLOPS)
+    grid = digits_grid(3)
+    strategy.start(grid, initial_arrays, num_rounds=1)
+    assert {m.metadata.dst_node_id for m in grid.sent if m.metadata.message_type == "train"} <= {101, 102}
+    assert any("3 nodes are connected but the profiles describe 2 devices" in r.message for r in caplog.records)
+
+
+def test_a_custom_device_map_is_checked(four_devices, digits_grid, initial_arrays):
+    strategy = WirelessSelection(FedAvg(), four_devices, deadline_s=10.0, device_of=lambda ids: {i: 7 for i in ids})
+    with pytest.raises(ValueError, match="outside"):
+        strategy.start(digits_grid(2), initial_arrays, num_rounds=1)
+
+
+def test_the_costs_the_plan_uses_are_the_selection_modules_own(four_devices):
+    """The plan prices rounds with fedmoe.federated.selection.round_costs (one formula for every strategy)."""
+    lat, energy = round_costs(four_devices, np.full(4, FLOPS), np.full(4, 1e5), np.full(4, 1e6))
+    np.testing.assert_allclose(lat, FLOPS / 1e9 + 1e5 / 1e6)
+    np.testing.assert_allclose(energy, 1e-9 * FLOPS + 0.1 * 1e5 / 1e6)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"base": {}}, TypeError, "got dict"),
+    ({"profiles": None}, TypeError, "profiles=DeviceProfiles"),
+    ({"policy": "oracle"}, Exception, "oracle"),
+    ({"allocation": "fair"}, ValueError, "unknown allocation 'fair'"),
+    ({"deadline_s": 0.0}, ValueError, "deadline_s must be > 0"),
+    ({"per_round": 0}, ValueError, r"per_round must be in \[1, 100\]"),
+    ({"clock_source": "wall"}, ValueError, "clock_source"),
+])
+def test_bad_settings_get_one_line_errors(four_devices, kwargs, error, match):
+    args = {"base": FedAvg(), "profiles": four_devices, **kwargs}
+    with pytest.raises(error, match=match):
+        WirelessSelection(**args)
+
+
+def test_expert_wise_given_another_model_says_what_to_use_instead(initial_arrays, digits_grid):
+    """The issue's case: ExpertWise started on a plain MLP failed with `unknown parameters ['0.weight', …]`."""
+    from flwr.app import ConfigRecord
+
+    from fedmoe.federated.world import world_for
+    from fedmoe.strategies import ExpertWise
+    from tests.federated.conftest import tiny_config
+
+    strategy = ExpertWise(world_for(tiny_config()))
+    with pytest.raises(ValueError, match=r"not its parameters \(e.g. \['layers.0.weight'.*fedmoe.plugins"):
+        strategy.configure_train(1, initial_arrays, ConfigRecord(), digits_grid(2))
