@@ -65,7 +65,8 @@ class CellReader:
               cache: bool = False) -> list[Any]:
         """``reader(path)`` for the rows (default all) of ``column``; None for empty cells (and
         missing files under ``missing_files="absent"``). ``cache`` reads each distinct file once
-        (for small files shared by rows, like unit 1's position)."""
+        (for small files shared by rows, like unit 1's position; those are left out of the tally
+        of missing files, which counts per-sample files)."""
         out: list[Any] = [None] * self.n
         if column is None:
             return out
@@ -82,12 +83,14 @@ class CellReader:
             if cell == "" or cell.lower() == "nan":
                 continue
             path = resolve_path(self.base, cell)
-            self.tally.referenced[column] = self.tally.referenced.get(column, 0) + 1
+            if not cache:
+                self.tally.referenced[column] = self.tally.referenced.get(column, 0) + 1
             if cache and path in seen:
                 out[i] = seen[path]
                 continue
             if not path.is_file():
-                self.tally.missing.setdefault(column, []).append((i, path))
+                if not cache:
+                    self.tally.missing.setdefault(column, []).append((i, path))
                 if self.missing_files == "absent":
                     continue
                 raise DeepSenseFormatError(f"{self.where(i)}: {path}: missing file (column {column!r})")
