@@ -10,7 +10,7 @@
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
     fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower
-                                               simulation
+               [--input FILE.npz]              simulation; --input federates a dataset file
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
@@ -216,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from strategies.modes import mode_of
 
     cfg = config_from_args(args)
+    if args.input is not None:
+        cfg = with_input(cfg, args.input)
     out = Path(args.out)
     mode = mode_of(cfg)
     print(f"fedmoe {__version__}: {mode.describe(cfg)}")
@@ -225,6 +227,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                         verbose=args.verbose, ray_address=args.ray_address, resume=args.resume, force=args.force)
     print(mode.summarise(run, out))
     return 0
+
+
+def with_input(cfg: FedMoEConfig, path: str) -> FedMoEConfig:
+    """``cfg`` with ``data.input`` set to the dataset file ``path`` (made absolute: every process of the
+    run opens it, whatever its working folder)."""
+    from fedmoe.config import parse_config
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such dataset file (--input)")
+    data = cfg.model_dump(mode="json")
+    data["data"]["input"] = str(file.resolve())
+    return parse_config(data, source="--input")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -377,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="federated or split-learning training on a Flower simulation (Ray backend): the main job")
     _config_options(run)
     run.add_argument("--out", default="runs/run", help="run folder (default: %(default)s)")
+    run.add_argument("--input", default=None, metavar="FILE.npz",
+                     help="federate this dataset file (`fedmoe data make`, `fedmoe data import`) instead of "
+                          "generated data: a test set is held out and the rest split among the devices by the "
+                          "partition settings (partition.group=sequence keeps each seq_index sequence on one device); "
+                          "sets data.input")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines")
     run.add_argument("--ray-address", metavar="HOST:PORT", default=None,
                      help="run the virtual clients on the Ray cluster whose head is at HOST:PORT (`ray start --head "
