@@ -5,10 +5,12 @@
     fedmoe demo [--out DIR]                    the main job on the embedded default data
     fedmoe data make --out FILE.npz            generate a synthetic dataset
     fedmoe data stats [--input FILE.npz]       statistics, per-modality baselines, plots
+    fedmoe data import deepsense ROOT --out FILE.npz
+                                               convert a DeepSense 6G scenario CSV to a dataset file
     fedmoe train [--out DIR]                   centralised two-stage training of the mixture
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
     fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower
-                                               simulation
+               [--input FILE.npz]              simulation; --input federates a dataset file
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
@@ -40,7 +42,7 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from fedmoe import __version__
-from fedmoe.arguments import int_at_least, parse_lambdas
+from fedmoe.arguments import int_at_least, parse_assignment_pair, parse_lambdas, parse_latlon, parse_modalities
 from fedmoe.config import FedMoEConfig
 from fedmoe.errors import UsageError
 from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
@@ -84,6 +86,33 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     path = samples.save(out)
     print(f"wrote {len(samples)} samples ({samples.nbytes / len(samples) / 1e3:.1f} kB/sample, "
           f"{len(samples) / elapsed:,.0f} samples/s) to {path}")
+    return 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    """A DeepSense 6G scenario CSV (and the files it names) as a dataset file, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from fedmoe.config import MODALITIES
+    from fedmoe.data.deepsense import load_deepsense_scenario
+    from fedmoe.data.samples import ISACSamples
+
+    cfg = config_from_args(args)
+    out = check_file_target(ISACSamples.file_path(args.out))
+    t0 = time.perf_counter()
+    with tqdm(total=0, unit="file", desc=f"reading {Path(args.root).name}", disable=args.quiet, leave=False) as bar:
+        samples = load_deepsense_scenario(
+            args.root, args.csv, args.modalities or MODALITIES, cfg.wireless.channel.codebook_size,
+            sensors=cfg.data.sensors, columns=dict(args.column or []), origin=args.origin,
+            missing_files=args.missing_files, progress=bar)
+    if len(samples) == 0:
+        raise UsageError(f"{args.root}: no samples to write (the CSV has no data rows)")
+    path = samples.save(out)
+    labelled = "labelled" not in samples.conditions or bool(samples.conditions["labelled"].all())
+    kinds = ", ".join(f"{m} {int(samples.has(m).sum())}" for m in samples.inputs)
+    print(f"wrote {len(samples)} samples ({kinds} present; "
+          f"{'beam labels' if labelled else 'UNLABELLED: for inference only'}) in "
+          f"{time.perf_counter() - t0:.1f} s to {path}")
     return 0
 
 
@@ -187,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedmoe.strategies.modes import mode_of
 
     cfg = config_from_args(args)
+    if args.input is not None:
+        cfg = with_input(cfg, args.input)
     out = Path(args.out)
     mode = mode_of(cfg)
     print(f"fedmoe {__version__}: {mode.describe(cfg)}")
@@ -196,6 +227,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                         verbose=args.verbose, ray_address=args.ray_address, resume=args.resume, force=args.force)
     print(mode.summarise(run, out))
     return 0
+
+
+def with_input(cfg: FedMoEConfig, path: str) -> FedMoEConfig:
+    """``cfg`` with ``data.input`` set to the dataset file ``path`` (made absolute: every process of the
+    run opens it, whatever its working folder)."""
+    from fedmoe.config import parse_config
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such dataset file (--input)")
+    data = cfg.model_dump(mode="json")
+    data["data"]["input"] = str(file.resolve())
+    return parse_config(data, source="--input")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -303,6 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_options(make)
     make.add_argument("--out", required=True, help="output .npz file")
     make.set_defaults(func=cmd_data_make)
+    imp = data_sub.add_parser("import", help="convert a real dataset (DeepSense 6G scenario CSV) to a .npz file")
+    _config_options(imp)
+    imp.add_argument("source", choices=("deepsense",), help="the dataset's kind")
+    imp.add_argument("root", help="the scenario folder (or its CSV)")
+    imp.add_argument("--out", required=True, help="output .npz file")
+    imp.add_argument("--csv", default=None, metavar="NAME",
+                     help="the CSV inside ROOT, e.g. scenario5_dev_train.csv or future-1/x.csv (default: the only "
+                          "scenarioN[_dev].csv, else the only *.csv)")
+    imp.add_argument("--modalities", type=parse_modalities, default=None, metavar="M1,M2,...",
+                     help="inputs to load (default: every modality the CSV has)")
+    imp.add_argument("--column", type=parse_assignment_pair, action="append", metavar="ROLE=COLUMN",
+                     help="the CSV column of a role, e.g. --column beam=beam_index_3 (repeatable)")
+    imp.add_argument("--origin", type=parse_latlon, default=None, metavar="LAT,LON",
+                     help="origin of the local frame (default: unit1_loc, else unit1/GPS_data/gps_location.txt)")
+    imp.add_argument("--missing-files", choices=("raise", "absent"), default="raise",
+                     help="a referenced file that does not exist: an error, or that sample lacks the modality "
+                          "(default: %(default)s)")
+    imp.set_defaults(func=cmd_data_import)
     stats = data_sub.add_parser("stats", help="dataset statistics, per-modality baselines by condition, plots")
     _config_options(stats)
     _generation_options(stats)
@@ -330,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="federated or split-learning training on a Flower simulation (Ray backend): the main job")
     _config_options(run)
     run.add_argument("--out", default="runs/run", help="run folder (default: %(default)s)")
+    run.add_argument("--input", default=None, metavar="FILE.npz",
+                     help="federate this dataset file (`fedmoe data make`, `fedmoe data import`) instead of "
+                          "generated data: a test set is held out and the rest split among the devices by the "
+                          "partition settings (partition.group=sequence keeps each seq_index sequence on one device); "
+                          "sets data.input")
     run.add_argument("--verbose", action="store_true", help="show Flower's and Ray's own log lines")
     run.add_argument("--ray-address", metavar="HOST:PORT", default=None,
                      help="run the virtual clients on the Ray cluster whose head is at HOST:PORT (`ray start --head "

@@ -196,6 +196,9 @@ class DataConfig(StrictModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     scene: SceneConfig = Field(default_factory=SceneConfig)
     sensors: SensorConfig = Field(default_factory=SensorConfig)
+    input: str | None = Field(None, description="a dataset file (.npz of `fedmoe data make` or `fedmoe data import`) "
+                              "a federated run splits into the devices' data and the server's test set instead of "
+                              "generating data (fedmoe.data.file_split); `fedmoe run --input` sets it")
 
 
 class PartitionConfig(StrictModel):
@@ -213,6 +216,9 @@ class PartitionConfig(StrictModel):
     )
     degradation_noise: float = Field(0.0, ge=0.0, le=10.0, description="max extra noise std (relative) per sensor")
     degradation_dropout: float = Field(0.0, ge=0.0, le=1.0, description="max per-sample dropout prob per sensor")
+    group: Literal["sample", "sequence"] = Field(
+        "sample", description="data.input only: the unit the split deals out; 'sequence' keeps each seq_index "
+                              "sequence (a vehicle's pass) on one device and out of the server's test set")
 
     @model_validator(mode="after")
     def _probabilities(self) -> "PartitionConfig":
@@ -646,6 +652,12 @@ class FedMoEConfig(StrictModel):
                         ("train.tasks.objective_k", self.train.tasks.objective_k)):
             if k > beams:
                 raise ValueError(f"{name}={k} exceeds the codebook (wireless.channel.codebook_size={beams})")
+        return self
+
+    @model_validator(mode="after")
+    def _input_is_federated(self) -> "FedMoEConfig":
+        if self.data.input is not None and self.mode != "federated":
+            raise ValueError(f"data.input (a dataset file) is supported in mode federated only, got mode {self.mode}")
         return self
 
     @model_validator(mode="after")

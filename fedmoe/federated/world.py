@@ -6,11 +6,12 @@ the synthetic generator, input shapes and uplink bits per modality, the initial 
 and each client build the same world from the same config, so a client needs nothing
 but the config it receives in a message and its partition id.
 
-Device ``k``'s data are built lazily (:func:`fedmoe.data.partition.make_device_partition`)
-and kept in a small per-process LRU cache (``federated.partition_cache`` entries). The
-cache holds *derived* data only — the same for every virtual client that asks — so
-sharing it between the virtual clients of one Ray worker is safe; per-client state
-lives in Flower's ``context.state``.
+Device ``k``'s data are built lazily (:func:`fedmoe.data.partition.make_device_partition`;
+with ``data.input``, its part of the dataset file, :mod:`fedmoe.data.file_split`) and kept
+in a small per-process LRU cache (``federated.partition_cache`` entries). The cache holds
+*derived* data only — the same for every virtual client that asks — so sharing it
+between the virtual clients of one Ray worker is safe; per-client state lives in
+Flower's ``context.state``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import numpy as np
 import torch
 
 from fedmoe.config import MODALITIES, FedMoEConfig, parse_config
+from fedmoe.data.file_split import FileSplit, check_labels, load_dataset_file, split_file_dataset
 from fedmoe.data.partition import (
     DevicePartition,
+    SampleSource,
     apply_degradation,
     apply_modality_mask,
     device_degradation,
@@ -60,7 +63,9 @@ def check_run_memory(cfg: FedMoEConfig) -> None:
     and, with ``federated.centralised_reference`` in federated mode, the union of every
     device's data the reference trains on — is checked in that order by
     :func:`fedmoe.data.synthetic.check_generation_fits`, which refuses the first that exceeds
-    the memory available. That is a lower bound of what the run needs (the simulation holds
+    the memory available. With ``data.input`` the dataset file is read instead (refused if it
+    declares more than the memory available) and split (:mod:`fedmoe.data.file_split`), so a file
+    the run cannot use fails here. That is a lower bound of what the run needs (the simulation holds
     several devices' data at once, and models and batches besides), so a run it lets through
     may still be too big; one it refuses cannot fit.
     """
@@ -72,6 +77,9 @@ def check_run_memory(cfg: FedMoEConfig) -> None:
     if fed.centralised_reference and cfg.mode == "federated":
         sets.append((f"the centralised reference (partition.num_devices={pcfg.num_devices} devices' data; "
                      "federated.centralised_reference=false skips it)", pcfg.num_devices * pcfg.samples_per_device))
+    if cfg.data.input is not None:  # no generation: the file's own size is checked when it is read
+        world_for(cfg)  # reads the file (within the memory available) and splits it: a bad file fails here
+        return
     for what, n in sets:
         check_generation_fits(cfg.data, cfg.wireless.channel, n, what)
 
@@ -107,8 +115,17 @@ class ScenarioWorld:
         self.cfg = cfg
         self.num_devices = cfg.partition.num_devices
         self.num_beams = cfg.wireless.channel.codebook_size
-        self.source = synthetic_source(cfg.data, cfg.wireless.channel)
-        probe = self.source(2, np.random.default_rng(0))
+        self.file: ISACSamples | None = None
+        self.file_split: FileSplit | None = None
+        if cfg.data.input is None:
+            self.source: SampleSource | None = synthetic_source(cfg.data, cfg.wireless.channel)
+            probe = self.source(2, np.random.default_rng(0))
+        else:
+            what = f"{cfg.data.input} (data.input)"
+            self.source = None
+            self.file = probe = load_dataset_file(cfg.data.input)
+            check_labels(probe, self.num_beams, what)
+            self.file_split = split_file_dataset(probe, cfg.partition, cfg.data.test_fraction, cfg.data.seed, what)
         self.shapes: dict[str, tuple[int, ...]] = probe.input_shapes
         self.bits_per_sample: dict[str, int] = dict(probe.bits_per_sample)
         self._partitions: OrderedDict[int, DevicePartition] = OrderedDict()
@@ -191,28 +208,52 @@ class ScenarioWorld:
         if part is not None:
             self._partitions.move_to_end(key)
             return part
-        part = make_device_partition(self.source, self.cfg.partition, self.cfg.data.seed, key, self.num_beams)
+        if self.file is None:
+            part = make_device_partition(self.source, self.cfg.partition, self.cfg.data.seed, key, self.num_beams)
+        else:
+            part = self._file_partition(key)
         if self.cfg.federated.partition_cache > 0:
             self._partitions[key] = part
             while len(self._partitions) > self.cfg.federated.partition_cache:
                 self._partitions.popitem(last=False)
         return part
 
+    def _file_partition(self, device_id: int) -> DevicePartition:
+        """Device ``device_id``'s training rows of the dataset file, with its sensors and degradation."""
+        if not 0 <= device_id < self.num_devices:
+            raise ValueError(f"device_id must be in [0, {self.num_devices}), got {device_id}")
+        pcfg, seed = self.cfg.partition, self.cfg.data.seed
+        samples = self.file.subset(self.file_split.train[device_id])  # type: ignore[union-attr]
+        mask = device_modalities(pcfg, seed, device_id)
+        degradation = device_degradation(pcfg, seed, device_id)
+        samples, dropped = apply_degradation(apply_modality_mask(samples, mask), degradation, seed, device_id)
+        return DevicePartition(device_id, samples, mask, degradation, dropped, None)
+
     def evaluation_size(self, device_id: int) -> int:
         """How many held-out samples device ``device_id`` has (:meth:`evaluation_data`), known
-        without drawing them: ``max(1, round(data.test_fraction × samples_per_device))``."""
+        without drawing them: ``max(1, round(data.test_fraction × samples_per_device))``; with
+        ``data.input``, the size of its held-out rows."""
+        if self.file_split is not None:
+            return len(self.file_split.evaluation[int(device_id)])
         return max(1, int(round(self.cfg.partition.samples_per_device * self.cfg.data.test_fraction)))
 
     def evaluation_data(self, device_id: int) -> ISACSamples:
         """Device ``device_id``'s own held-out data: :meth:`evaluation_size` fresh samples (stream
-        ``evaluation``) with the device's sensors and degradation, not cached."""
+        ``evaluation``; with ``data.input``, its held-out rows of the file) with the device's sensors
+        and degradation, not cached."""
         pcfg, seed = self.cfg.partition, self.cfg.data.seed
-        samples = self.source(self.evaluation_size(device_id), device_rng(seed, int(device_id), "evaluation"))
+        if self.file_split is not None:
+            samples = self.file.subset(self.file_split.evaluation[int(device_id)])  # type: ignore[union-attr]
+        else:
+            samples = self.source(self.evaluation_size(device_id), device_rng(seed, int(device_id), "evaluation"))
         samples = apply_modality_mask(samples, device_modalities(pcfg, seed, int(device_id)))
         samples, _ = apply_degradation(samples, device_degradation(pcfg, seed, int(device_id)), seed, int(device_id))
         return samples
 
     def server_test_set(self) -> ISACSamples:
-        """``federated.test_samples`` fresh samples for the server-side evaluation (a stream no device draws)."""
+        """``federated.test_samples`` fresh samples for the server-side evaluation (a stream no device draws);
+        with ``data.input``, the file's test rows (:mod:`fedmoe.data.file_split`)."""
+        if self.file_split is not None:
+            return self.file.subset(self.file_split.test)  # type: ignore[union-attr]
         rng = np.random.default_rng(np.random.SeedSequence([self.cfg.data.seed, _SERVER_TEST_STREAM]))
         return self.source(self.cfg.federated.test_samples, rng)

@@ -134,3 +134,101 @@ def scenario(tmp_path: Path) -> Scenario:
 def npy_scenario(tmp_path: Path) -> Scenario:
     """The same folder with camera frames stored as .npy (exact pixel values)."""
     return write_scenario(tmp_path / "npy" / "scenario31", use_jpeg=False)
+
+
+# --------------------------------------------------------------------------- task and challenge layouts
+
+CHALLENGE_HEADER = ["index", "unit2_loc_1", "unit1_pwr_1", "beam_index_1"]
+"""Split CSVs of the position-aided beam prediction challenge (scenarios 1-9)."""
+
+
+@dataclass
+class Challenge:
+    """A scenario folder with the challenge's split CSVs (what the fixture wrote)."""
+
+    root: Path
+    splits: dict[str, Path]                 # "train"/"val"/"test" -> CSV
+    rows: dict[str, list[int]]              # split -> the sample numbers of its rows
+    best: dict[int, int]                    # sample -> 0-based best beam
+    offsets_deg: dict[int, tuple[float, float]]  # sample -> user (dlat, dlon) from the base station
+    unlabelled: Path                        # the unlabelled CSV: index, unit1_loc, unit2_loc
+
+
+def write_challenge(root: Path) -> Challenge:
+    """Scenario 5 with three 2-row split CSVs and an unlabelled 2-row CSV. The base station's file
+    has CRLF line ends and trailing blank lines; the CSV paths start with ``./``."""
+    for d in ("unit1/GPS_data", "unit1/mmWave_data", "unit2/GPS_data"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "unit1/GPS_data/gps_location.txt").write_bytes(f"{BS_LAT}\r\n{BS_LON}\r\n\r\n\r\n".encode())
+    rows = {"train": [1, 2], "val": [3, 4], "test": [5, 6], "unlabelled": [7, 8]}
+    best = {s: 3 + 7 * s for s in range(1, 9)}
+    offsets = {s: (1e-4 * s, -5e-5 * s) for s in range(1, 9)}
+    splits = {}
+    for split, samples in rows.items():
+        lines = [["index", "unit1_loc", "unit2_loc"] if split == "unlabelled" else CHALLENGE_HEADER]
+        for s in samples:
+            gps = root / f"unit2/GPS_data/gps_location_{s}.txt"
+            gps.write_text(f"{BS_LAT + offsets[s][0]:.8f}\n{BS_LON + offsets[s][1]:.8f}\n")
+            pwr = root / f"unit1/mmWave_data/mmWave_power_{s}.txt"
+            pwr.write_text("\n".join(f"{v:.6f}" for v in power_vector(best[s])) + "\n")
+            if split == "unlabelled":
+                lines.append([str(s), "./unit1/GPS_data/gps_location.txt", f"./unit2/GPS_data/gps_location_{s}.txt"])
+            else:
+                lines.append([str(s), f"./unit2/GPS_data/gps_location_{s}.txt",
+                              f"./unit1/mmWave_data/mmWave_power_{s}.txt", str(best[s] + 1)])
+        name = "scenario5_unlabelled.csv" if split == "unlabelled" else f"scenario5_dev_{split}.csv"
+        splits[split] = root / name
+        splits[split].write_text("\n".join(",".join(r) for r in lines) + "\n")
+    unlabelled = splits.pop("unlabelled")
+    return Challenge(root, splits, rows, best, offsets, unlabelled)
+
+
+@pytest.fixture
+def challenge(tmp_path: Path) -> Challenge:
+    return write_challenge(tmp_path / "scenario5")
+
+
+@dataclass
+class SequenceTask:
+    """A sequence task folder (blockage prediction): ``future-1/`` holds the CSV, paths are
+    relative to the scenario root."""
+
+    root: Path
+    csv: Path
+    frames: int
+    best: list[list[int]]       # row -> the 0-based best beam of each frame
+    colours: list[tuple[int, int, int]]  # row -> the colour of its last camera frame
+    future: list[str]           # row -> the blockage_final cell
+
+
+def write_sequence_task(root: Path, frames: int = 3) -> SequenceTask:
+    """Scenario 17 with a 3-row task CSV ``future-1/scenario17_series.csv``: ``unit1_pwr_60ghz_1..F``,
+    ``unit1_rgb_1..F`` (frames as ``.npy``), ``blockage_final`` and ``seq_index``."""
+    for d in ("unit1/mmWave_data", "unit1/camera_data", "future-1"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    header = ["index", *[f"unit1_pwr_60ghz_{k}" for k in range(1, frames + 1)],
+              *[f"unit1_rgb_{k}" for k in range(1, frames + 1)], "blockage_final", "seq_index"]
+    best = [[5 + r * 10 + k for k in range(frames)] for r in range(3)]
+    colours = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+    future = ["1", "0", "1"]
+    lines = [header]
+    for r in range(3):
+        pwr, rgb = [], []
+        for k in range(frames):
+            s = 100 * r + k
+            path = root / f"unit1/mmWave_data/mmWave_power_{s}.txt"
+            path.write_text("\n".join(f"{v:.6f}" for v in power_vector(best[r][k])) + "\n")
+            colour = colours[r] if k == frames - 1 else (255, 255, 255)
+            np.save(root / f"unit1/camera_data/image_{s}.npy",
+                    np.broadcast_to(np.array(colour, dtype=np.uint8), (8, 8, 3)).copy())
+            pwr.append(f"./unit1/mmWave_data/mmWave_power_{s}.txt")
+            rgb.append(f"./unit1/camera_data/image_{s}.npy")
+        lines.append([str(r + 1), *pwr, *rgb, future[r], "1"])
+    csv_path = root / "future-1" / "scenario17_series.csv"
+    csv_path.write_text("\n".join(",".join(x) for x in lines) + "\n")
+    return SequenceTask(root, csv_path, frames, best, colours, future)
+
+
+@pytest.fixture
+def sequence_task(tmp_path: Path) -> SequenceTask:
+    return write_sequence_task(tmp_path / "scenario17")

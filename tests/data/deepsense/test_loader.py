@@ -71,7 +71,7 @@ def test_camera_frames_are_decoded_and_box_resized(npy_scenario, scenario):
 
 
 def test_without_pillow_a_jpeg_is_a_clear_error(scenario, monkeypatch):
-    monkeypatch.setattr(deepsense, "_PILImage", None)
+    monkeypatch.setattr(deepsense.files, "_PILImage", None)
     with pytest.raises(DeepSenseFormatError, match=r"data row 1 \(index 5\).*image_5\.jpg.*Pillow"):
         load_deepsense_scenario(scenario.root, modalities=("camera",))
 
@@ -351,9 +351,17 @@ def test_missing_csv_and_missing_required_column(scenario, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no scenario CSV"):
         load_deepsense_scenario(tmp_path / "empty")
-    scenario.rewrite_csv(lambda rows: [[c for j, c in enumerate(r) if j not in (2, 7)] for r in rows])
-    with pytest.raises(DeepSenseFormatError, match=r"scenario31_dev\.csv: missing required column.*unit1_pwr_60ghz"):
+    # Powers under another name and no label column: the error names the column it recognises and the override.
+    def rename(rows):
+        rows[0][2] = "unit1_power"
+        return [[c for j, c in enumerate(r) if j != 7] for r in rows]
+
+    scenario.rewrite_csv(rename)
+    with pytest.raises(DeepSenseFormatError, match=r"scenario31_dev\.csv: missing required column.*unit1_pwr_60ghz.*"
+                                                   r"pass columns=\{'rf': 'unit1_power'\}"):
         load_deepsense_scenario(scenario.root)
+    renamed = load_deepsense_scenario(scenario.root, columns={"rf": "unit1_power"})
+    assert renamed.labels["beam"].tolist() == scenario.best
     with pytest.raises(DeepSenseFormatError, match=r"missing column 'unit1_rgb_1'"):
         load_deepsense_scenario(scenario.root, columns={"camera": "unit1_rgb_1"})
 
