@@ -30,6 +30,11 @@ Selection policies (``federated.selection``; add one with ``SELECTION_POLICIES.r
     ``T`` together (knapsack with a cardinality cap, exact: :func:`best_under_deadline`);
     ``u_k`` is ``n_k × loss_k`` (an Oort-style statistical utility: samples times the device's
     last reported training loss, the mean loss for devices not seen yet).
+``oort``, ``power-of-choice``, ``age-weighted``
+    baselines from the literature ([P005], [P006], [P007]) in
+    :mod:`fedmoe.federated.selection_baselines`, under the same deadline, blocks and cap, with
+    their options in ``federated.selection_options``. They read what :class:`RoundDemand` holds
+    besides the costs: samples, losses and who took part before (:class:`Participation`).
 
 Then the selected devices share all resource blocks: ``min-latency`` gives them the
 allocation of smallest round latency (:func:`~fedmoe.wireless.allocator.min_round_latency`,
@@ -38,12 +43,12 @@ exact); ``equal`` splits the blocks evenly (the plain-FedAvg baseline).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
 
-from fedmoe.config import WirelessConfig
+from fedmoe.config import SelectionOptions, WirelessConfig
 from fedmoe.registry import Registry
 from fedmoe.wireless import fading as _fading
 from fedmoe.wireless.allocator import UplinkInstance, min_round_latency, rb_needed, select_devices
@@ -175,12 +180,14 @@ class RoundPlan:
 
 @dataclass
 class SelectionContext:
-    """Everything a policy may read: wireless settings, the per-round cap, the deadline, a seeded generator."""
+    """Everything a policy may read: wireless settings, the per-round cap, the deadline, a seeded generator,
+    the policies' options (``federated.selection_options``)."""
 
     wireless: WirelessConfig
     per_round: int
     deadline_s: float
     rng: np.random.Generator
+    options: SelectionOptions = field(default_factory=SelectionOptions)
 
     @property
     def noise_psd_w_hz(self) -> float:
@@ -376,3 +383,7 @@ def plan_round(demand: RoundDemand, ctx: SelectionContext, policy: str, allocati
         raise ValueError(f"selection policy {policy!r} chose unavailable devices")
     return allocate(demand, np.unique(chosen), ctx, allocation)
 
+
+
+# The baselines register themselves into SELECTION_POLICIES; imported last, as they build on the above.
+from fedmoe.federated import selection_baselines as _baselines  # noqa: E402,F401
