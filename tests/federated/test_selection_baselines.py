@@ -210,3 +210,28 @@ def test_history_must_cover_the_round_devices(crowded):
     demand.history = Participation.fresh(3)
     with pytest.raises(ValueError, match="covers 3 devices"):
         SELECTION_POLICIES.get("age-weighted")(demand, ctx)
+
+
+def test_expert_wise_gives_the_policies_the_rounds_history():
+    """The strategy fills ``RoundDemand.history`` from its round records: with devices 0 and 1 heard in round 1 and
+    device 2 in round 2, round 3's two oldest are device 3 (never, age 3) and one of 0 and 1 (age 2)."""
+    from flwr.app import ConfigRecord
+
+    from fedmoe.federated.parameters import to_numpy as state_to_numpy
+    from fedmoe.federated.rounds import RoundRecord
+    from fedmoe.federated.world import world_for
+    from fedmoe.flower import to_record
+    from strategies import ExpertWise
+    from tests.federated.conftest import LocalGrid, tiny_config
+
+    cfg = tiny_config(federated={"selection": "age-weighted", "clients_per_round": 2})
+    strategy = ExpertWise(world_for(cfg))
+    for r, devices in ((1, [0, 1]), (2, [2])):
+        strategy.ledger.history.append(RoundRecord(r, 1, len(devices), len(devices), 0, 1.0, 1.0, 1.0, float(r),
+                                                   1.0, 1.0, devices=devices))
+    grid = LocalGrid(strategy.world.num_devices)
+    arrays = to_record(state_to_numpy(strategy.world.template.state_dict()))
+    msgs = list(strategy.configure_train(3, arrays, ConfigRecord(), grid))
+    device_of = {d.node_id: d.device_id for d in strategy.devices.values()}
+    chosen = sorted(device_of[m.metadata.dst_node_id] for m in msgs)
+    assert len(chosen) == 2 and 3 in chosen and 2 not in chosen
