@@ -20,3 +20,8 @@ the ClientApp (:mod:`clients`) are built from.
 :mod:`~fedmoe.federated.faults`
     faults injected into simulated devices.
 """
+
+# The built-in selection baselines register themselves in SELECTION_POLICIES. Importing any module of this
+# package runs this first, so they are there wherever a policy is looked up (selection cannot import them:
+# they build on it).
+from fedmoe.federated import selection_baselines as _selection_baselines  # noqa: E402,F401

@@ -32,7 +32,8 @@ Selection policies (``federated.selection``; add one with ``SELECTION_POLICIES.r
     last reported training loss, the mean loss for devices not seen yet).
 ``oort``, ``power-of-choice``, ``age-weighted``
     baselines from the literature ([P005], [P006], [P007]) in
-    :mod:`fedmoe.federated.selection_baselines`, under the same deadline, blocks and cap, with
+    :mod:`fedmoe.federated.selection_baselines` (registered when :mod:`fedmoe.federated` is imported, so
+    before any of its modules is used), under the same deadline, blocks and cap, with
     their options in ``federated.selection_options``. They read what :class:`RoundDemand` holds
     besides the costs: samples, losses and who took part before (:class:`Participation`).
 
@@ -384,6 +385,3 @@ def plan_round(demand: RoundDemand, ctx: SelectionContext, policy: str, allocati
     return allocate(demand, np.unique(chosen), ctx, allocation)
 
 
-
-# The baselines register themselves into SELECTION_POLICIES; imported last, as they build on the above.
-from fedmoe.federated import selection_baselines as _baselines  # noqa: E402,F401
