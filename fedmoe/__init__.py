@@ -1,7 +1,7 @@
 """fedmoe: federated and split learning of multimodal mixture-of-experts models over wireless devices.
 
 How the parts fit together is in ``docs/architecture.md``; the papers cited as ``[P000]`` …
-``[P004]`` are in ``docs/references.md``.
+``[P007]`` are in ``docs/references.md``.
 
 Subpackages
 -----------

@@ -394,6 +394,44 @@ class FaultConfig(StrictModel):
         return self
 
 
+class OortOptions(StrictModel):
+    """Options of the ``oort`` selection policy (:func:`fedmoe.federated.selection_baselines.select_oort`, [P005])."""
+
+    epsilon: float = Field(
+        0.2, ge=0.0, le=1.0, description="exploration share ε: up to ⌈ε m⌉ of the m slots go to devices never heard "
+                                         "from, drawn by speed")
+    alpha: float = Field(
+        2.0, ge=0.0, le=100.0, description="system penalty exponent α: a device slower than the deadline T on an "
+                                           "equal share of the blocks has its utility times (T / t_k)^α")
+    staleness: float = Field(
+        0.1, ge=0.0, le=100.0, description="c of the staleness bonus sqrt(c ln R / L_k) (0: none)")
+
+
+class PowerOfChoiceOptions(StrictModel):
+    """Options of the ``power-of-choice`` policy (:func:`fedmoe.federated.selection_baselines.select_power_of_choice`,
+    [P006])."""
+
+    candidates: int | None = Field(
+        None, ge=1, le=100_000, description="d, the candidates drawn by data size before the m of highest loss are "
+                                            "kept; at least clients_per_round (None: 2 × clients_per_round)")
+
+
+class AgeOptions(StrictModel):
+    """Options of the ``age-weighted`` policy (:func:`fedmoe.federated.selection_baselines.select_age_weighted`,
+    [P007])."""
+
+    exponent: float = Field(
+        1.0, gt=0.0, le=10.0, description="β of the weight a_k^β of a device whose last update is a_k rounds old")
+
+
+class SelectionOptions(StrictModel):
+    """Per-policy options of ``federated.selection`` (each read only by its policy)."""
+
+    oort: OortOptions = Field(default_factory=OortOptions)
+    power_of_choice: PowerOfChoiceOptions = Field(default_factory=PowerOfChoiceOptions)
+    age: AgeOptions = Field(default_factory=AgeOptions)
+
+
 class FederatedConfig(StrictModel):
     """Federated rounds on Flower (``fedmoe run``): rounds, device selection, aggregation.
 
@@ -413,6 +451,8 @@ class FederatedConfig(StrictModel):
     clients_per_round: int = Field(10, ge=1, le=100_000, description="devices sampled per round (random, utility caps)")
     selection: str = Field(
         "deadline-max-devices", description="a name in fedmoe.federated.selection.SELECTION_POLICIES")
+    selection_options: SelectionOptions = Field(
+        default_factory=SelectionOptions, description="options of the oort, power-of-choice and age-weighted policies")
     allocation: Literal["min-latency", "equal"] = Field(
         "min-latency", description="resource blocks of the selected: exact min round latency, or an equal split")
     deadline_s: float = Field(20.0, gt=0.0, le=1e6, description="round deadline T of the deadline policies, s")
@@ -451,6 +491,10 @@ class FederatedConfig(StrictModel):
     def _stages_fit(self) -> "FederatedConfig":
         if self.stage1_rounds > self.rounds:
             raise ValueError(f"stage1_rounds ({self.stage1_rounds}) exceeds rounds ({self.rounds})")
+        d = self.selection_options.power_of_choice.candidates
+        if d is not None and d < self.clients_per_round:
+            raise ValueError(f"selection_options.power_of_choice.candidates ({d}) must be at least "
+                             f"clients_per_round ({self.clients_per_round})")
         return self
 
     def epochs_of_stage(self, stage: int) -> int:

@@ -5,8 +5,9 @@ the ClientApp (:mod:`clients`) are built from.
     what the server and every device derive from the scenario alone (:class:`~fedmoe.federated.world.ScenarioWorld`);
 :mod:`~fedmoe.federated.parameters`
     which parameters are aggregated over whom, and how they travel packed per group;
-:mod:`~fedmoe.federated.selection`
-    the channel of a round, device selection and resource-block allocation;
+:mod:`~fedmoe.federated.selection`, :mod:`~fedmoe.federated.selection_baselines`
+    the channel of a round, device selection and resource-block allocation; selection baselines from the
+    literature (Oort, power-of-choice, age of update);
 :mod:`~fedmoe.federated.local`
     one device's part of a round: local training and evaluation;
 :mod:`~fedmoe.federated.evaluation`, :mod:`~fedmoe.federated.reference`
@@ -19,3 +20,8 @@ the ClientApp (:mod:`clients`) are built from.
 :mod:`~fedmoe.federated.faults`
     faults injected into simulated devices.
 """
+
+# The built-in selection baselines register themselves in SELECTION_POLICIES. Importing any module of this
+# package runs this first, so they are there wherever a policy is looked up (selection cannot import them:
+# they build on it).
+from fedmoe.federated import selection_baselines as _selection_baselines  # noqa: E402,F401

@@ -26,10 +26,16 @@ Selection policies (``federated.selection``; add one with ``SELECTION_POLICIES.r
     (:func:`~fedmoe.wireless.allocator.select_devices`, exact), at most
     ``clients_per_round`` of them (those needing the fewest resource blocks).
 ``utility-weighted``
-    the largest total utility ``Σ u_k`` that meets ``T`` (knapsack, exact); ``u_k`` is
-    ``n_k × loss_k`` (an Oort-style statistical utility: samples times the device's last
-    reported training loss, the mean loss for devices not seen yet), at most
-    ``clients_per_round`` devices (the highest utilities).
+    the largest total utility ``Σ u_k`` of at most ``clients_per_round`` devices that meet
+    ``T`` together (knapsack with a cardinality cap, exact: :func:`best_under_deadline`);
+    ``u_k`` is ``n_k × loss_k`` (an Oort-style statistical utility: samples times the device's
+    last reported training loss, the mean loss for devices not seen yet).
+``oort``, ``power-of-choice``, ``age-weighted``
+    baselines from the literature ([P005], [P006], [P007]) in
+    :mod:`fedmoe.federated.selection_baselines` (registered when :mod:`fedmoe.federated` is imported, so
+    before any of its modules is used), under the same deadline, blocks and cap, with
+    their options in ``federated.selection_options``. They read what :class:`RoundDemand` holds
+    besides the costs: samples, losses and who took part before (:class:`Participation`).
 
 Then the selected devices share all resource blocks: ``min-latency`` gives them the
 allocation of smallest round latency (:func:`~fedmoe.wireless.allocator.min_round_latency`,
@@ -38,17 +44,80 @@ exact); ``equal`` splits the blocks evenly (the plain-FedAvg baseline).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
 
 import numpy as np
 
-from fedmoe.config import WirelessConfig
+from fedmoe.config import SelectionOptions, WirelessConfig
 from fedmoe.registry import Registry
 from fedmoe.wireless import fading as _fading
-from fedmoe.wireless.allocator import min_round_latency, select_devices
+from fedmoe.wireless.allocator import UplinkInstance, min_round_latency, rb_needed, select_devices
 from fedmoe.wireless.devices import DeviceProfiles, allocation_inputs, device_energy, device_latency
 from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
+
+
+@dataclass(frozen=True)
+class Participation:
+    """Who took part in the rounds before round ``round`` (a device takes part in a round when its
+    update is accepted there; one selected but failed or rejected did not).
+
+    Attributes
+    ----------
+    round
+        The round about to be planned, ``R >= 1``.
+    last_round
+        (K,) int: the last round before ``R`` in which the device took part, 0 if never.
+    times
+        (K,) int: the rounds in which it took part.
+    """
+
+    round: int
+    last_round: np.ndarray
+    times: np.ndarray
+
+    def __post_init__(self) -> None:
+        if int(self.round) != self.round or self.round < 1:
+            raise ValueError(f"Participation.round must be an integer >= 1, got {self.round!r}")
+        if np.shape(self.last_round) != np.shape(self.times) or np.ndim(self.times) != 1:
+            raise ValueError(f"Participation.last_round {np.shape(self.last_round)} and times {np.shape(self.times)} "
+                             "must be two arrays of one entry per device")
+        if np.any(self.last_round < 0) or np.any(self.last_round >= self.round) or np.any(self.times < 0) \
+                or np.any((self.times == 0) != (self.last_round == 0)):
+            raise ValueError(f"Participation: last rounds must lie in [0, {self.round - 1}], be 0 exactly for the "
+                             "devices that never took part, and counts must be >= 0")
+
+    @classmethod
+    def fresh(cls, k: int) -> "Participation":
+        """Round 1 of ``k`` devices: nobody has taken part."""
+        return cls(1, np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64))
+
+    @classmethod
+    def from_rounds(cls, k: int, server_round: int, rounds: Iterable[tuple[int, Iterable[int]]]) -> "Participation":
+        """Before ``server_round``, from ``(round, devices that took part)`` pairs (e.g. the round records)."""
+        last = np.zeros(k, dtype=np.int64)
+        times = np.zeros(k, dtype=np.int64)
+        for r, devices in rounds:
+            idx = np.asarray(list(devices), dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= k):
+                raise ValueError(f"round {r} names device {int(idx.max())} but there are {k} devices")
+            last[idx] = np.maximum(last[idx], int(r))
+            times[idx] += 1
+        return cls(int(server_round), last, times)
+
+    def after(self, devices: Iterable[int]) -> "Participation":
+        """The next round's participation when ``devices`` take part in this one."""
+        idx = np.asarray(list(devices), dtype=np.int64)
+        last, times = self.last_round.copy(), self.times.copy()
+        last[idx] = self.round
+        times[idx] += 1
+        return Participation(self.round + 1, last, times)
+
+    @property
+    def age(self) -> np.ndarray:
+        """(K,) the age of update ``a_k = R - L_k`` ([P007]): rounds since the device's last update
+        reached the server, counting the initial model as round 0 (so ``a_k = R`` if never)."""
+        return self.round - self.last_round
 
 
 @dataclass
@@ -62,9 +131,14 @@ class RoundDemand:
     flops, bits
         (K,) estimated training FLOPs and update bits.
     utility
-        (K,) statistical utility (used by ``utility-weighted``).
+        (K,) statistical utility ``n_k × loss_k`` (used by ``utility-weighted`` and ``oort``).
     available
         (K,) bool: devices that may be selected.
+    samples, loss
+        (K,) training samples and last reported training loss (the mean loss for devices not
+        heard from yet); ``power-of-choice`` needs them. None: not known.
+    history
+        Who took part in earlier rounds (``oort``, ``age-weighted``); None: round 1, nobody yet.
     """
 
     profiles: DeviceProfiles
@@ -72,6 +146,21 @@ class RoundDemand:
     bits: np.ndarray
     utility: np.ndarray
     available: np.ndarray
+    samples: np.ndarray | None = None
+    loss: np.ndarray | None = None
+    history: Participation | None = None
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.bits)
+
+    def participation(self) -> Participation:
+        """``history``, or round 1 with nobody having taken part; checked against ``K``."""
+        hist = Participation.fresh(self.num_devices) if self.history is None else self.history
+        if hist.times.shape != (self.num_devices,):
+            raise ValueError(f"RoundDemand.history covers {hist.times.shape[0]} devices, the round has "
+                             f"{self.num_devices}")
+        return hist
 
 
 @dataclass
@@ -92,18 +181,23 @@ class RoundPlan:
 
 @dataclass
 class SelectionContext:
-    """Everything a policy may read: wireless settings, the per-round cap, the deadline, a seeded generator."""
+    """Everything a policy may read: wireless settings, the per-round cap, the deadline, a seeded generator,
+    the policies' options (``federated.selection_options``)."""
 
     wireless: WirelessConfig
     per_round: int
     deadline_s: float
     rng: np.random.Generator
+    options: SelectionOptions = field(default_factory=SelectionOptions)
 
     @property
     def noise_psd_w_hz(self) -> float:
         ch = self.wireless.channel
         return noise_psd_w_hz(ch.noise_psd_dbm_hz, ch.noise_figure_db)
 
+
+_CAPPED_CELLS_MAX = 250_000_000
+"""Largest table (items × (cap + 1) × (capacity + 1) booleans) :func:`capped_knapsack` builds."""
 
 SelectionPolicy = Callable[[RoundDemand, SelectionContext], np.ndarray]
 """``policy(demand, ctx) -> device indices`` (a subset of the available ones)."""
@@ -139,18 +233,97 @@ def _allocator_inputs(demand: RoundDemand, idx: np.ndarray, ctx: SelectionContex
     return allocation_inputs(prof, ctx.wireless, demand.bits[idx], demand.flops[idx], _no_sensing(prof))
 
 
+def uplink_instance(demand: RoundDemand, idx: np.ndarray, ctx: SelectionContext) -> UplinkInstance:
+    """The allocator's view of devices ``idx`` this round (:class:`~fedmoe.wireless.allocator.UplinkInstance`)."""
+    return UplinkInstance.from_arrays(num_rb=ctx.wireless.uplink.num_resource_blocks,
+                                      **_allocator_inputs(demand, idx, ctx))
+
+
+def deadline_rb_needed(demand: RoundDemand, ctx: SelectionContext) -> np.ndarray:
+    """(K,) ``n_k(T)``, the fewest resource blocks with which device ``k`` meets the deadline
+    (:func:`~fedmoe.wireless.allocator.rb_needed`); -1 for devices that cannot or are unavailable."""
+    need = np.full(demand.num_devices, -1, dtype=np.int64)
+    cand = np.flatnonzero(demand.available)
+    if cand.size:
+        need[cand] = rb_needed(uplink_instance(demand, cand, ctx), ctx.deadline_s)
+    return need
+
+
+def capped_knapsack(values: np.ndarray, sizes: np.ndarray, capacity: int, cap: int) -> np.ndarray:
+    """Indices of a set maximising ``Σ values`` with ``Σ sizes <= capacity`` and at most ``cap`` items.
+
+    Exact dynamic programme over (items taken, capacity used): ``best[j, c]`` is the largest value of at
+    most ``j`` items of total size ``<= c``, and item ``i`` updates ``best[j, c] = max(best[j, c],
+    best[j - 1, c - s_i] + v_i)`` for all ``j, c`` at once. Only items of positive value and size in
+    ``[1, capacity]`` can be taken. Of the items of one size at most ``min(cap, capacity // s)`` fit, and
+    an optimal set may always use the most valuable ones of each size (swap an unchosen better item of
+    the same size in), so the others are dropped first: the DP sees at most ``Σ_s min(cap, capacity / s)``
+    items whatever ``K``. Cost ``O(items × cap × capacity)``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if values.shape != sizes.shape or values.ndim != 1:
+        raise ValueError(f"values {values.shape} and sizes {sizes.shape} must be two arrays of one entry per item")
+    ok = np.flatnonzero((values > 0) & (sizes >= 1) & (sizes <= capacity))
+    cap = min(int(cap), ok.size)
+    if cap <= 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = []
+    for s in np.unique(sizes[ok]):
+        same = ok[sizes[ok] == s]
+        keep.append(same[np.argsort(-values[same], kind="stable")][: min(cap, capacity // int(s))])
+    items = np.sort(np.concatenate(keep))
+    if items.size * (cap + 1) * (capacity + 1) > _CAPPED_CELLS_MAX:
+        raise ValueError(f"capped selection of {cap} of {items.size} devices over {capacity} resource blocks is too "
+                         "large for the exact programme: lower federated.clients_per_round or the resource blocks")
+    best = np.zeros((cap + 1, capacity + 1))
+    take = np.zeros((items.size, cap + 1, capacity + 1), dtype=bool)
+    for row, i in enumerate(items):
+        s, v = int(sizes[i]), values[i]
+        cand = best[:-1, : capacity + 1 - s] + v
+        np.greater(cand, best[1:, s:], out=take[row, 1:, s:])
+        np.maximum(best[1:, s:], cand, out=best[1:, s:])
+    j, c = cap, capacity
+    chosen = []
+    for row in range(items.size - 1, -1, -1):
+        if take[row, j, c]:
+            chosen.append(items[row])
+            j, c = j - 1, c - int(sizes[items[row]])
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def best_under_deadline(demand: RoundDemand, ctx: SelectionContext, weights: np.ndarray,
+                        among: np.ndarray | None = None, cap: int | None = None,
+                        capacity: int | None = None) -> np.ndarray:
+    """The devices (of ``among``, default the available ones) of largest ``Σ weights`` that meet the deadline
+    together within ``capacity`` resource blocks (default all), at most ``cap`` of them (default the per-round
+    cap); exact. The knapsack of :func:`~fedmoe.wireless.allocator.select_devices` first; when its optimum
+    holds more than ``cap`` devices, :func:`capped_knapsack` on the same ``n_k(T)``."""
+    weights = np.asarray(weights, dtype=np.float64)
+    cand = np.flatnonzero(demand.available) if among is None else np.asarray(among, dtype=np.int64)
+    cap = ctx.per_round if cap is None else cap
+    num_rb = ctx.wireless.uplink.num_resource_blocks if capacity is None else capacity
+    if cand.size == 0 or cap <= 0 or num_rb <= 0:
+        return np.zeros(0, dtype=np.int64)
+    res = select_devices(deadline=ctx.deadline_s, num_rb=num_rb, weights=weights[cand],
+                         **_allocator_inputs(demand, cand, ctx))
+    if res.num_selected <= cap:
+        return cand[res.selected]
+    return cand[capped_knapsack(weights[cand], res.rb_needed, num_rb, cap)]
+
+
 def _under_deadline(demand: RoundDemand, ctx: SelectionContext, weights: np.ndarray | None) -> np.ndarray:
+    if weights is not None:
+        return best_under_deadline(demand, ctx, weights)
     cand = np.flatnonzero(demand.available)
     if cand.size == 0:
         return cand
     res = select_devices(deadline=ctx.deadline_s, num_rb=ctx.wireless.uplink.num_resource_blocks,
-                         weights=None if weights is None else weights[cand], **_allocator_inputs(demand, cand, ctx))
+                         **_allocator_inputs(demand, cand, ctx))
     chosen = cand[res.selected]
     if chosen.size > ctx.per_round:
-        if weights is None:  # keep the devices needing the fewest resource blocks (the greedy's own order)
-            order = np.argsort(res.rb_needed[res.selected], kind="stable")
-        else:
-            order = np.argsort(-weights[chosen], kind="stable")
+        # any subset of a feasible set is feasible: keep those needing the fewest RBs (the greedy's own order)
+        order = np.argsort(res.rb_needed[res.selected], kind="stable")
         chosen = chosen[np.sort(order[:ctx.per_round])]
     return chosen
 
@@ -238,3 +411,5 @@ def why_nobody(demand: RoundDemand, ctx: SelectionContext, policy: str = "") -> 
             f"with all {num_rb} resource blocks: the fastest (device {int(cand[best])}) needs {alone[best]:.3g} s "
             f"({demand.bits[cand[best]]:.3g} bits at {rate_best:.3g} bit/s after {demand.flops[cand[best]]:.3g} "
             f"FLOPs); raise the deadline or shrink the update")
+
+

@@ -41,9 +41,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedmoe.config import WirelessConfig
+from fedmoe.config import SelectionOptions, WirelessConfig
 from fedmoe.federated.selection import (
     SELECTION_POLICIES,
+    Participation,
     RoundDemand,
     RoundPlan,
     SelectionContext,
@@ -160,9 +161,10 @@ class WirelessSelection(Strategy):
     what the replies report (``clock_source="reported"``), and the returned metrics get the clock's
     ``"round-latency-s"``, ``"round-energy-j"``, ``"clock-s"`` and ``"total-energy-j"``.
 
-    ``utility-weighted`` selection weighs device :math:`k` by :math:`n_k \cdot \ell_k`: its last reported
-    weight (``"num-examples"``) times its last reported training loss (``loss_key``), the mean over the
-    devices heard from for the others (1 before any).
+    The policies read each device's last reported weight (``"num-examples"``, :math:`n_k`) and training
+    loss (``loss_key``, :math:`\ell_k`; the mean over the devices heard from for the others, 1 before any),
+    and the rounds in which it replied (``age-weighted``, ``oort``'s staleness): ``utility-weighted`` weighs
+    device :math:`k` by :math:`n_k \ell_k`.
 
     Config keys the clients may read: the wrapped strategy's, plus ``"num-rb"``, ``"rate-bps"`` and
     ``"deadline-s"`` (a client is free to ignore them; the clock charges the plan either way).
@@ -205,13 +207,16 @@ class WirelessSelection(Strategy):
         Redraw the small-scale fading every round (block fading).
     seed : int, default 0
         Seed of the fading draws and of the random policies.
+    selection_options : SelectionOptions, optional
+        Options of the ``oort``, ``power-of-choice`` and ``age-weighted`` policies (defaults otherwise).
     """
 
     def __init__(self, base: Strategy, profiles: DeviceProfiles, wireless: WirelessConfig | None = None,
                  policy: str = "deadline-max-devices", allocation: str = "min-latency", deadline_s: float = 10.0,
                  per_round: int | None = None, cost_fn: CostFn | None = None, flops: Any = 0.0,
                  device_of: DeviceMap | None = None, clock: VirtualClock | None = None, clock_source: str = "plan",
-                 loss_key: str = "train_loss", fading: bool = True, seed: int = 0) -> None:
+                 loss_key: str = "train_loss", fading: bool = True, seed: int = 0,
+                 selection_options: SelectionOptions | None = None) -> None:
         if not isinstance(base, Strategy):
             raise TypeError(f"WirelessSelection needs a flwr.serverapp.strategy.Strategy to wrap, got "
                             f"{type(base).__name__}")
@@ -234,6 +239,7 @@ class WirelessSelection(Strategy):
             raise ValueError(f"WirelessSelection: per_round must be in [1, {num_rb}] (one resource block each "
                              f"at least), got {per_round}")
         self.policy, self.allocation, self.deadline_s = policy, allocation, float(deadline_s)
+        self.selection_options = selection_options if selection_options is not None else SelectionOptions()
         self.cost_fn = cost_fn
         self.flops = flops
         self.device_of = device_of
@@ -250,6 +256,8 @@ class WirelessSelection(Strategy):
         self._plan: RoundPlan | None = None
         self._loss: dict[int, float] = {}
         self._samples: dict[int, float] = {}
+        self._last_round: dict[int, int] = {}  # device -> last round it replied in (age of update)
+        self._times: dict[int, int] = {}  # device -> rounds it replied in
         self._warned_extra = False
 
     def __getattr__(self, name: str) -> Any:
@@ -311,11 +319,17 @@ class WirelessSelection(Strategy):
         available[list(devices)] = True
         heard = list(self._loss.values())
         mean_loss = float(np.mean(heard)) if heard else 1.0
-        utility = np.array([self._samples.get(d, 1.0) * self._loss.get(d, mean_loss) for d in range(k)])
+        samples = np.array([self._samples.get(d, 1.0) for d in range(k)])
+        loss = np.maximum(np.array([self._loss.get(d, mean_loss) for d in range(k)]), 0.0)
+        last = np.array([self._last_round.get(d, 0) for d in range(k)], dtype=np.int64)
+        times = np.array([self._times.get(d, 0) for d in range(k)], dtype=np.int64)
+        history = Participation(round=max(int(server_round), int(last.max(initial=0)) + 1), last_round=last,
+                                times=times)
         profiles = round_profiles(self.profiles, self.wireless, self.rng) if self.fading else self.profiles
-        ctx = SelectionContext(self.wireless, self.per_round, self.deadline_s, self.rng)
-        return plan_round(RoundDemand(profiles, flops, bits, np.maximum(utility, 0.0), available), ctx,
-                          self.policy, self.allocation)
+        ctx = SelectionContext(self.wireless, self.per_round, self.deadline_s, self.rng, self.selection_options)
+        demand = RoundDemand(profiles, flops, bits, samples * loss, available, samples=samples, loss=loss,
+                             history=history)
+        return plan_round(demand, ctx, self.policy, self.allocation)
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -327,7 +341,10 @@ class WirelessSelection(Strategy):
         device_of = self._nodes
         answered = [m for m in replies if not m.has_error() and int(m.metadata.src_node_id) in device_of]
         for msg in answered:
-            self._remember(device_of[int(msg.metadata.src_node_id)], msg)
+            device = device_of[int(msg.metadata.src_node_id)]
+            self._remember(device, msg)
+            self._last_round[device] = int(server_round)
+            self._times[device] = self._times.get(device, 0) + 1
         sent = plan is not None and plan.devices.size > 0
         idle = self.deadline_s if sent else 0.0
         if self.clock_source == "reported":

@@ -50,7 +50,14 @@ from fedmoe.federated.protocol import (
 )
 from fedmoe.federated.rounds import RoundLedger, RoundRecord
 from fedmoe.federated.schedule import StageSchedule
-from fedmoe.federated.selection import RoundDemand, RoundPlan, SelectionContext, plan_round, round_profiles
+from fedmoe.federated.selection import (
+    Participation,
+    RoundDemand,
+    RoundPlan,
+    SelectionContext,
+    plan_round,
+    round_profiles,
+)
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.cost import FORWARD_BACKWARD_FACTOR
@@ -202,8 +209,10 @@ class ExpertWise(ResumableStrategy):
         self._stage = self.schedule.stage(server_round)
         self._global = arrays
         allowed = self._allowed_modalities()
-        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng)
-        plan = self._plan = plan_round(self._demand(allowed), ctx, self.fed.selection, self.fed.allocation)
+        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng,
+                               self.fed.selection_options)
+        plan = self._plan = plan_round(self._demand(allowed, server_round), ctx, self.fed.selection,
+                                       self.fed.allocation)
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         self.validator.expect(to_numpy(wire), server_round, self._stage,
                               {int(k): float(r) for k, r in zip(plan.devices, plan.rate_bps)})
@@ -477,8 +486,9 @@ class ExpertWise(ResumableStrategy):
         experts = np.array([size(self.groups.get(expert_group(i), [])) for i in range(len(self.world.footprints))])
         return shared, experts
 
-    def _demand(self, allowed: np.ndarray) -> RoundDemand:
-        """Expected FLOPs and bits of every device this round (class docstring, step 1)."""
+    def _demand(self, allowed: np.ndarray, server_round: int) -> RoundDemand:
+        """Expected FLOPs and bits of every device this round (class docstring, step 1), its samples and
+        last loss, and who took part in the earlier rounds (the round records: their accepted devices)."""
         world = self.world
         k = world.num_devices
         n = np.zeros(k)
@@ -503,7 +513,9 @@ class ExpertWise(ResumableStrategy):
         mean_loss = float(np.mean(list(losses.values()))) if losses else 1.0
         loss = np.array([losses.get(d, mean_loss) for d in range(k)])
         profiles = round_profiles(world.profiles, world.cfg.wireless, self._rng)
-        return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1))
+        history = Participation.from_rounds(k, server_round, ((r.round, r.devices) for r in self.ledger.history))
+        return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1), samples=n, loss=loss,
+                           history=history)
 
     def _lr(self, server_round: int) -> float:
         """The round's learning rate (:meth:`fedmoe.federated.schedule.StageSchedule.learning_rate`)."""

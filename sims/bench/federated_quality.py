@@ -12,6 +12,8 @@ Side by side, on the same devices, data and held-out test set (the default scena
   and ``min-latency`` allocation (Flower simulation, Ray backend);
 * **federated MoE, random**: the same strategy with ``random`` selection (every device
   takes part now and then, however slow its link) and ``min-latency`` allocation;
+* **federated MoE, oort / power-of-choice / age-weighted**: the baselines of
+  :mod:`fedmoe.federated.selection_baselines` (in the JSON and its targets, not in the plot);
 * **plain FedAvg**: :class:`fedmoe.strategies.PlainFedAvg` (dense model, random selection, equal
   bandwidth split) for the same number of rounds, devices per round and local epochs.
 
@@ -78,7 +80,8 @@ def federated(cfg, out: Path) -> dict:
 
 
 VARIANTS = {"federated_moe": ("expert_wise", None), "federated_moe_random": ("expert_wise", "random"),
-            "plain_fedavg": ("plain_fedavg", None)}
+            "plain_fedavg": ("plain_fedavg", None),
+            **{f"federated_moe_{p}": ("expert_wise", p) for p in ("oort", "power-of-choice", "age-weighted")}}
 LABELS = {"federated_moe": "federated MoE, deadline selection",
           "federated_moe_random": "federated MoE, random selection",
           "plain_fedavg": "plain FedAvg (dense)"}

@@ -230,3 +230,85 @@ def edit_metrics(**changes) -> Callable[[Message], None]:
                 m[k] = v
         reply.content["metrics"] = MetricRecord(m)
     return tamper
+
+
+CROWDED_DEVICES = 10
+CROWDED_RB = 12
+
+
+@pytest.fixture
+def crowded():
+    """A round with a choice to make (``tests/federated/test_selection.py``): 10 devices on 12 resource blocks,
+    deadline 2 s, at most 4 per round. Nine devices can meet the deadline alone, needing 1–12 blocks (31 in
+    all); six fit together, so both the blocks and the cap bind; one needs all 12 (the far device) and one
+    cannot meet the deadline at all. The test module checks these facts against its own block counts.
+
+    Returns ``(demand, ctx)``: losses, samples and utilities ``n_k × loss_k`` are seeded draws; no history.
+    """
+    from fedmoe.config import MODALITIES
+    from fedmoe.federated.selection import RoundDemand, SelectionContext
+    from fedmoe.wireless.devices import DeviceProfiles
+
+    cfg = FedMoEConfig()
+    wireless = cfg.wireless.model_copy(update={
+        "uplink": cfg.wireless.uplink.model_copy(update={"total_bandwidth_hz": CROWDED_RB * 200e3,
+                                                         "resource_block_hz": 200e3}),
+        "channel": cfg.wireless.channel.model_copy(update={"noise_psd_dbm_hz": -174.0, "noise_figure_db": 7.0})})
+    k = CROWDED_DEVICES
+    rng = np.random.default_rng(18)
+    zeros = np.zeros(k)
+    profiles = DeviceProfiles(
+        tx_power_w=np.full(k, 0.1), compute_flops=np.full(k, 1e10), energy_per_flop_j=np.full(k, 1e-10),
+        sensing_time_s=np.zeros((k, len(MODALITIES))), sensing_energy_j=np.zeros((k, len(MODALITIES))),
+        gain=10 ** rng.uniform(-12.5, -10.5, k), distance_m=np.full(k, 100.0), los=np.ones(k, dtype=bool),
+        pathloss_db=zeros, shadowing_db=zeros, fading=np.ones(k))
+    flops, bits = rng.uniform(1e9, 5e9, k), rng.uniform(1e6, 8e6, k)
+    samples = rng.integers(20, 200, k).astype(np.float64)
+    loss = rng.uniform(0.1, 3.0, k)
+    demand = RoundDemand(profiles, flops, bits, samples * loss, np.ones(k, dtype=bool), samples=samples, loss=loss)
+    ctx = SelectionContext(wireless, per_round=4, deadline_s=2.0, rng=np.random.default_rng(0))
+    return demand, ctx
+
+
+def needs_by_hand(demand, ctx) -> np.ndarray:
+    """``n_k(T)`` by trying every block count ``b = 1 … N_rb`` with the round's cost model
+    (:func:`fedmoe.federated.selection.round_costs`), not the allocator's search; -1 if none meets ``T``."""
+    from fedmoe.federated.selection import round_costs
+    from fedmoe.wireless.ofdma import uplink_rate
+
+    n_rb = ctx.wireless.uplink.num_resource_blocks
+    out = np.full(len(demand.bits), -1, dtype=np.int64)
+    for k in np.flatnonzero(demand.available):
+        prof = demand.profiles.subset([k])
+        for b in range(1, n_rb + 1):
+            rate = uplink_rate(np.array([b]), ctx.wireless.uplink.resource_block_hz, prof.tx_power_w, prof.gain,
+                               ctx.noise_psd_w_hz)
+            if round_costs(prof, demand.flops[[k]], demand.bits[[k]], rate)[0][0] <= ctx.deadline_s:
+                out[k] = b
+                break
+    return out
+
+
+def best_by_brute_force(value, need, cap: int, capacity: int, among=None) -> float:
+    """``max Σ_{k∈S} value_k`` over every set ``S`` of devices (of ``among``, default all) with ``need_k > 0``,
+    ``|S| <= cap`` and ``Σ need_k <= capacity``."""
+    from itertools import combinations
+
+    value, need = np.asarray(value, dtype=np.float64), np.asarray(need)
+    pool = [k for k in (range(len(need)) if among is None else among) if need[k] > 0]
+    best = 0.0
+    for r in range(1, min(cap, len(pool)) + 1):
+        for s in combinations(pool, r):
+            s = list(s)
+            if need[s].sum() <= capacity:
+                best = max(best, float(value[s].sum()))
+    return best
+
+
+def assert_fits(chosen, need, ctx) -> None:
+    """``chosen`` are distinct devices that meet the deadline together within the blocks, at most the cap."""
+    chosen = np.asarray(chosen, dtype=np.int64)
+    assert len(set(chosen.tolist())) == chosen.size
+    assert chosen.size <= ctx.per_round
+    assert (need[chosen] > 0).all()
+    assert need[chosen].sum() <= ctx.wireless.uplink.num_resource_blocks

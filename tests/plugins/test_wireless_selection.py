@@ -180,3 +180,18 @@ def test_expert_wise_given_another_model_says_what_to_use_instead(initial_arrays
     strategy = ExpertWise(world_for(tiny_config()))
     with pytest.raises(ValueError, match=r"not its parameters \(e.g. \['layers.0.weight'.*fedmoe.plugins"):
         strategy.configure_train(1, initial_arrays, ConfigRecord(), digits_grid(2))
+
+
+def test_age_weighted_selection_takes_turns_where_max_devices_keeps_the_same_device(four_devices, digits_grid,
+                                                                                      initial_arrays):
+    """The wrapper hands the policies who replied in which round: with one device a round, age-weighted
+    takes each of the four in turn (the oldest update first); deadline-max-devices keeps the one needing
+    the fewest resource blocks."""
+    chosen = {}
+    for policy in ("age-weighted", "deadline-max-devices"):
+        strategy = WirelessSelection(FedAvg(), four_devices, policy=policy, per_round=1, deadline_s=10.0,
+                                     flops=FLOPS, fading=False)
+        strategy.start(digits_grid(4), initial_arrays, num_rounds=4)
+        chosen[policy] = [int(p.devices[0]) for p in strategy.plans]
+    assert sorted(chosen["age-weighted"]) == [0, 1, 2, 3]
+    assert chosen["deadline-max-devices"] == [0, 0, 0, 0]  # the -95 dB device needs the fewest blocks
