@@ -64,13 +64,44 @@ class ChannelConfig(StrictModel):
     noise_figure_db: float = Field(9.0, ge=0.0, le=30.0, description="receiver noise figure, dB")
     num_antennas: int = Field(64, ge=1, le=1024, description="base-station ULA size M")
     codebook_size: int = Field(64, ge=1, le=4096, description="DFT beam codebook size B")
+    bs_array_gain: Literal["none", "codebook"] = Field(
+        "codebook", description="uplink receive beamforming gain at the base station: 'codebook' combines with the "
+                                "best DFT beam (fedmoe.wireless.link_budget), 'none' receives as one antenna")
+    ut_antenna_gain_dbi: float = Field(0.0, ge=-20.0, le=40.0, description="device antenna gain toward the BS, dBi")
+    ut_max_eirp_dbm: float = Field(
+        43.0, ge=-30.0, le=80.0, description="device EIRP limit, dBm (43: TS 38.101-2 power class 3); the transmit "
+                                             "power is capped at ut_max_eirp_dbm - ut_antenna_gain_dbi")
 
 
 class UplinkConfig(StrictModel):
     """OFDMA uplink: total bandwidth B split in integer resource blocks of B_min ([P001] eq. 3-4)."""
 
+    numerology: str | None = Field(
+        None, description="NR preset (fedmoe.wireless.numerology), e.g. 'fr2-100mhz-120khz'; it sets "
+                          "total_bandwidth_hz = N_RB * 12 * SCS and resource_block_hz = 12 * SCS")
     total_bandwidth_hz: float = Field(20e6, gt=0.0, le=1e10, description="total uplink bandwidth B")
     resource_block_hz: float = Field(200e3, gt=0.0, le=1e10, description="resource-block width B_min")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_numerology(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("numerology") is None:
+            return data
+        from fedmoe.registry import UnknownNameError
+        from fedmoe.wireless.numerology import NUMEROLOGIES
+
+        try:
+            preset = NUMEROLOGIES.check(data["numerology"], "numerology")
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
+        data = dict(data)
+        for name, value in (("total_bandwidth_hz", preset.transmission_bandwidth_hz),
+                            ("resource_block_hz", preset.rb_hz)):
+            if name in data and float(data[name]) != value:
+                raise ValueError(f"numerology {data['numerology']!r} sets {name}={value:g}; "
+                                 f"drop {name}={data[name]} or the numerology")
+            data[name] = value
+        return data
 
     @model_validator(mode="after")
     def _at_least_one_block(self) -> "UplinkConfig":
@@ -137,11 +168,37 @@ class CellConfig(StrictModel):
         return self
 
 
+class InterferenceConfig(StrictModel):
+    """Uplink interference from co-channel devices of neighbouring cells (fedmoe.wireless.interference)."""
+
+    model: Literal["none", "neighbours"] = Field(
+        "none", description="'none': noise only; 'neighbours': a fully loaded ring of co-channel cells")
+    num_cells: int = Field(6, ge=1, le=6, description="neighbouring cells of the first hexagonal tier")
+    inter_site_distance_m: float | None = Field(
+        None, gt=0.0, le=20_000.0, description="distance to the neighbouring base stations (default sqrt(3) R)")
+    rbs_per_interferer: int = Field(
+        10, ge=1, le=10_000, description="RBs an interfering device spreads its power over (its PSD P / (n B_min))")
+
+
 class WirelessConfig(StrictModel):
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     devices: DeviceProfileConfig = Field(default_factory=DeviceProfileConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
+    interference: InterferenceConfig = Field(default_factory=InterferenceConfig)
+
+    @model_validator(mode="after")
+    def _numerology_fits_carrier(self) -> "WirelessConfig":
+        if self.uplink.numerology is None:
+            return self
+        from fedmoe.wireless.numerology import FREQUENCY_RANGES_GHZ, NUMEROLOGIES
+
+        preset = NUMEROLOGIES.get(self.uplink.numerology)
+        if not preset.contains(self.channel.carrier_ghz):
+            lo, hi = FREQUENCY_RANGES_GHZ[preset.frequency_range]
+            raise ValueError(f"uplink.numerology {self.uplink.numerology!r} is {preset.frequency_range} "
+                             f"({lo:g}-{hi:g} GHz) but channel.carrier_ghz={self.channel.carrier_ghz:g}")
+        return self
 
 
 # --------------------------------------------------------------------------- data
