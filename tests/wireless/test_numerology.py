@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedmoe.config import ConfigError, FedMoEConfig, parse_config
-from fedmoe.wireless.numerology import NUMEROLOGIES, Numerology
+from fedmoe.config import NUMEROLOGIES, ConfigError, FedMoEConfig, Numerology, parse_config
 
 # (channel MHz, SCS kHz) -> N_RB, typed from TS 38.101-1 Table 5.3.2-1 (FR1) and TS 38.101-2 Table 5.3.2-1 (FR2).
 N_RB = {(20, 15): 106, (50, 15): 270, (20, 30): 51, (50, 30): 133, (100, 30): 273,
