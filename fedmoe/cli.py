@@ -298,6 +298,13 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_link_budget(args: argparse.Namespace) -> int:
+    from fedmoe.wireless.link_budget import format_link_budget, link_budget_rows
+
+    print(format_link_budget(link_budget_rows(config_from_args(args).wireless)))
+    return 0
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from fedmoe.scenarios import SCENARIOS
 
@@ -411,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "client_state/, metrics.json, plots, ...; other files are kept). Without it, or "
                             "--resume, a non-empty --out is refused")
     run.set_defaults(func=cmd_run)
+
+    lbt = sub.add_parser("link-budget", help="the uplink link budget (distance x LoS/NLoS -> SNR, rate) as a table")
+    _config_options(lbt)
+    lbt.set_defaults(func=cmd_link_budget)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
     scen.set_defaults(func=cmd_scenarios)

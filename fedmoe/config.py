@@ -12,8 +12,10 @@ The command line prints that line and exits with status 2; it never shows a trac
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -21,6 +23,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedmoe.errors import UsageError
+from fedmoe.registry import Registry, UnknownNameError
 
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "gps", "rf")
 """The sensing modalities fedmoe knows, in canonical order (costliest input first)."""
@@ -47,6 +50,87 @@ def check_ordered(model: BaseModel, names: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------------- wireless
+#
+# NR numerology presets for the OFDMA uplink (``UplinkConfig.numerology``): channel bandwidth,
+# subcarrier spacing, resource blocks. They live here, in the base layer, because the config
+# resolves them while it validates.
+#
+# * Subcarrier spacing ``Δf = 15 · 2^μ kHz`` for numerology ``μ`` ([TS38211] §4.2, Table 4.2-1).
+# * A resource block is 12 consecutive subcarriers ([TS38211] §4.4.4.1), so its width is ``B_RB = 12 Δf``.
+# * The number of RBs a channel carries is the *maximum transmission bandwidth configuration*
+#   ``N_RB`` of [TS38101-1] Table 5.3.2-1 (FR1) and [TS38101-2] Table 5.3.2-1 (FR2); the rest of
+#   the channel bandwidth is guard band. A preset therefore sets
+#   ``UplinkConfig.resource_block_hz = 12 Δf`` and ``total_bandwidth_hz = N_RB · 12 Δf`` (the occupied
+#   band, not the nominal channel bandwidth), so that ``floor(B / B_min) = N_RB`` exactly.
+# * Frequency ranges ([TS38101-1] §5.1, [TS38101-2] §5.1): FR1 410 MHz – 7.125 GHz, FR2-1
+#   24.25 – 52.6 GHz. A preset may only be used with a carrier inside its range.
+#
+# Presets are registered by name in :data:`NUMEROLOGIES` (``fedmoe.registry.Registry``); add more
+# with ``NUMEROLOGIES.register(name, Numerology(...))``.
+
+FREQUENCY_RANGES_GHZ: dict[str, tuple[float, float]] = {"FR1": (0.41, 7.125), "FR2": (24.25, 52.6)}
+"""Carrier frequency limits in GHz of FR1 and FR2-1 ([TS38101-1] §5.1, [TS38101-2] §5.1)."""
+
+SUBCARRIERS_PER_RB = 12
+"""[TS38211] §4.4.4.1: a resource block is 12 consecutive subcarriers."""
+
+
+@dataclass(frozen=True)
+class Numerology:
+    """One channel configuration: frequency range, channel bandwidth, subcarrier spacing and ``N_RB``."""
+
+    frequency_range: str
+    channel_bandwidth_hz: float
+    scs_hz: float
+    num_rb: int
+
+    def __post_init__(self) -> None:
+        if self.frequency_range not in FREQUENCY_RANGES_GHZ:
+            raise ValueError(f"frequency_range must be one of {sorted(FREQUENCY_RANGES_GHZ)}, "
+                             f"got {self.frequency_range!r}")
+        mu = math.log2(self.scs_hz / 15e3)
+        if mu < 0 or mu != int(mu):
+            raise ValueError(f"scs_hz must be 15 kHz * 2^mu, got {self.scs_hz:g}")
+        if not 1 <= self.num_rb or self.transmission_bandwidth_hz > self.channel_bandwidth_hz:
+            raise ValueError(f"num_rb={self.num_rb} RBs of {self.rb_hz:g} Hz do not fit in "
+                             f"{self.channel_bandwidth_hz:g} Hz")
+
+    @property
+    def mu(self) -> int:
+        """Numerology index ``μ = log2(Δf / 15 kHz)`` ([TS38211] Table 4.2-1)."""
+        return int(round(math.log2(self.scs_hz / 15e3)))
+
+    @property
+    def rb_hz(self) -> float:
+        """Resource-block width ``12 Δf``."""
+        return SUBCARRIERS_PER_RB * self.scs_hz
+
+    @property
+    def transmission_bandwidth_hz(self) -> float:
+        """Occupied bandwidth ``N_RB · 12 Δf`` (channel bandwidth minus the guard bands)."""
+        return self.num_rb * self.rb_hz
+
+    def contains(self, carrier_ghz: float) -> bool:
+        """Whether ``carrier_ghz`` lies in this preset's frequency range."""
+        lo, hi = FREQUENCY_RANGES_GHZ[self.frequency_range]
+        return lo <= carrier_ghz <= hi
+
+
+NUMEROLOGIES: Registry[Numerology] = Registry("numerology")
+"""Named presets; ``N_RB`` from [TS38101-1] / [TS38101-2] Table 5.3.2-1."""
+
+for _name, _fr, _bw_mhz, _scs_khz, _nrb in (
+    ("fr1-20mhz-15khz", "FR1", 20, 15, 106),
+    ("fr1-50mhz-15khz", "FR1", 50, 15, 270),
+    ("fr1-20mhz-30khz", "FR1", 20, 30, 51),
+    ("fr1-50mhz-30khz", "FR1", 50, 30, 133),
+    ("fr1-100mhz-30khz", "FR1", 100, 30, 273),
+    ("fr2-100mhz-120khz", "FR2", 100, 120, 66),
+    ("fr2-200mhz-120khz", "FR2", 200, 120, 132),
+    ("fr2-400mhz-120khz", "FR2", 400, 120, 264),
+):
+    NUMEROLOGIES.register(_name, Numerology(_fr, _bw_mhz * 1e6, _scs_khz * 1e3, _nrb))
+
 
 
 class ChannelConfig(StrictModel):
@@ -64,13 +148,42 @@ class ChannelConfig(StrictModel):
     noise_figure_db: float = Field(9.0, ge=0.0, le=30.0, description="receiver noise figure, dB")
     num_antennas: int = Field(64, ge=1, le=1024, description="base-station ULA size M")
     codebook_size: int = Field(64, ge=1, le=4096, description="DFT beam codebook size B")
+    bs_array_gain: Literal["none", "codebook"] = Field(
+        "none", description="uplink receive beamforming gain at the base station: 'codebook' combines with the "
+                            "best DFT beam (fedmoe.wireless.link_budget), 'none' receives as one antenna (the "
+                            "default until the benchmarks are rerun with the gain)")
+    ut_antenna_gain_dbi: float = Field(0.0, ge=-20.0, le=40.0, description="device antenna gain toward the BS, dBi")
+    ut_max_eirp_dbm: float = Field(
+        43.0, ge=-30.0, le=80.0, description="device EIRP limit, dBm (43: TS 38.101-2 power class 3); the transmit "
+                                             "power is capped at ut_max_eirp_dbm - ut_antenna_gain_dbi")
 
 
 class UplinkConfig(StrictModel):
     """OFDMA uplink: total bandwidth B split in integer resource blocks of B_min ([P001] eq. 3-4)."""
 
+    numerology: str | None = Field(
+        None, description="NR preset (fedmoe.config.NUMEROLOGIES), e.g. 'fr2-100mhz-120khz'; it sets "
+                          "total_bandwidth_hz = N_RB * 12 * SCS and resource_block_hz = 12 * SCS")
     total_bandwidth_hz: float = Field(20e6, gt=0.0, le=1e10, description="total uplink bandwidth B")
     resource_block_hz: float = Field(200e3, gt=0.0, le=1e10, description="resource-block width B_min")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_numerology(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("numerology") is None:
+            return data
+        try:
+            preset = NUMEROLOGIES.check(data["numerology"], "numerology")
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
+        data = dict(data)
+        for name, value in (("total_bandwidth_hz", preset.transmission_bandwidth_hz),
+                            ("resource_block_hz", preset.rb_hz)):
+            if name in data and float(data[name]) != value:
+                raise ValueError(f"numerology {data['numerology']!r} sets {name}={value:g}; "
+                                 f"drop {name}={data[name]} or the numerology")
+            data[name] = value
+        return data
 
     @model_validator(mode="after")
     def _at_least_one_block(self) -> "UplinkConfig":
@@ -137,11 +250,35 @@ class CellConfig(StrictModel):
         return self
 
 
+class InterferenceConfig(StrictModel):
+    """Uplink interference from co-channel devices of neighbouring cells (fedmoe.wireless.interference)."""
+
+    model: Literal["none", "neighbours"] = Field(
+        "none", description="'none': noise only; 'neighbours': a fully loaded ring of co-channel cells")
+    num_cells: int = Field(6, ge=1, le=6, description="neighbouring cells of the first hexagonal tier")
+    inter_site_distance_m: float | None = Field(
+        None, gt=0.0, le=20_000.0, description="distance to the neighbouring base stations (default sqrt(3) R)")
+    rbs_per_interferer: int = Field(
+        10, ge=1, le=10_000, description="RBs an interfering device spreads its power over (its PSD P / (n B_min))")
+
+
 class WirelessConfig(StrictModel):
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     devices: DeviceProfileConfig = Field(default_factory=DeviceProfileConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
+    interference: InterferenceConfig = Field(default_factory=InterferenceConfig)
+
+    @model_validator(mode="after")
+    def _numerology_fits_carrier(self) -> "WirelessConfig":
+        if self.uplink.numerology is None:
+            return self
+        preset = NUMEROLOGIES.get(self.uplink.numerology)
+        if not preset.contains(self.channel.carrier_ghz):
+            lo, hi = FREQUENCY_RANGES_GHZ[preset.frequency_range]
+            raise ValueError(f"uplink.numerology {self.uplink.numerology!r} is {preset.frequency_range} "
+                             f"({lo:g}-{hi:g} GHz) but channel.carrier_ghz={self.channel.carrier_ghz:g}")
+        return self
 
 
 # --------------------------------------------------------------------------- data

@@ -3,14 +3,23 @@
 A drop places ``K`` devices uniformly (by area) in the annulus ``r_min <= d_2D <= R`` of
 :class:`~fedmoe.config.CellConfig` around the base station, draws each link's LoS state
 with the TR 38.901 Table 7.4.2-1 probability, its path loss (Table 7.4.1-1), log-normal
-shadowing (same table) and small-scale fading (:mod:`fedmoe.wireless.fading`); the linear
-channel power gain is::
+shadowing (same table) and small-scale fading (:mod:`fedmoe.wireless.fading`), an azimuth
+uniform in ``[0, 2π)`` and the link budget of :mod:`fedmoe.wireless.link_budget`; the
+effective linear channel power gain is::
 
-    h_k = 10^(-(PL_k + SF_k) / 10) * |g_k|^2
+    h_k = 10^(-(PL_k + SF_k) / 10) * |g_k|^2 * G_BS,k * 10^(G_UT / 10) * N0 / (N0 + I0_k)
+
+with ``G_BS,k`` the base station's receive beamforming gain (1 with ``bs_array_gain = "none"``),
+``G_UT`` the device antenna gain and ``I0_k`` the inter-cell interference PSD
+(:mod:`fedmoe.wireless.interference`, 0 without interference). The last factor refers the
+interference to the thermal noise ``N0``, so ``P_k h_k / (N0 b B_min)`` is the SINR and every rate
+computed from ``gain`` with the noise ``N0`` is a SINR rate.
 
 Transmit power, compute speed and energy per FLOP are drawn uniformly from the ranges of
-:class:`~fedmoe.config.DeviceProfileConfig` (power uniform in dBm). Sensing costs per
-modality come from its ``sensing`` table.
+:class:`~fedmoe.config.DeviceProfileConfig` (power uniform in dBm, then capped so that
+``P_k + G_UT`` stays within ``ut_max_eirp_dbm``). Sensing costs per modality come from its
+``sensing`` table. The azimuths, NLoS array channels and interferers come from a child generator
+(``rng.spawn``), so the other draws are those of a drop without them.
 
 Per-round cost of device ``k`` (``docs/architecture.md``, "The wireless and device layer"; [P001]):
 
@@ -24,7 +33,7 @@ sequential: a device acquires its modalities one after another, so times and ene
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +42,9 @@ from numpy.typing import ArrayLike
 from fedmoe.config import MODALITIES, WirelessConfig
 from fedmoe.wireless import fading as _fading
 from fedmoe.wireless import pathloss as _pl
+from fedmoe.wireless.antenna import direction_to_beam
+from fedmoe.wireless.interference import neighbour_interference_psd
+from fedmoe.wireless.link_budget import bs_array_gain, direction_cosine, eirp_capped_power_dbm
 from fedmoe.wireless.ofdma import dbm_to_w, linear_to_db, noise_psd_w_hz, snr_per_rb, uplink_rate, upload_time
 
 
@@ -41,7 +53,10 @@ class DeviceProfiles:
     """Per-device parameters, one entry (row) per device; arrays of length ``K``.
 
     ``sensing_time_s`` and ``sensing_energy_j`` have shape ``(K, len(modalities))``.
-    ``gain`` is the linear channel power gain ``h_k`` (large-scale times fading).
+    ``gain`` is the effective linear channel power gain ``h_k`` (module docstring): large-scale,
+    fading, array and antenna gains, referred to the thermal noise. ``array_gain`` is ``G_BS,k``
+    (linear), ``interference_w_hz`` the interference PSD ``I0_k`` and ``direction_u`` the direction
+    cosine of the device at the base station's array; they default to 1, 0 and NaN.
     """
 
     tx_power_w: np.ndarray
@@ -56,11 +71,17 @@ class DeviceProfiles:
     shadowing_db: np.ndarray
     fading: np.ndarray
     modalities: tuple[str, ...] = MODALITIES
+    array_gain: np.ndarray = field(default=None)  # type: ignore[assignment]
+    interference_w_hz: np.ndarray = field(default=None)  # type: ignore[assignment]
+    direction_u: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         k = len(self.tx_power_w)
+        for name, fill in (("array_gain", 1.0), ("interference_w_hz", 0.0), ("direction_u", np.nan)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(k, fill))
         for name in ("compute_flops", "energy_per_flop_j", "gain", "distance_m", "los",
-                     "pathloss_db", "shadowing_db", "fading"):
+                     "pathloss_db", "shadowing_db", "fading", "array_gain", "interference_w_hz", "direction_u"):
             if np.shape(getattr(self, name)) != (k,):
                 raise ValueError(f"DeviceProfiles.{name} has shape {np.shape(getattr(self, name))}, expected ({k},)")
         for name in ("sensing_time_s", "sensing_energy_j"):
@@ -131,14 +152,25 @@ def _drop(cfg: WirelessConfig, num_devices: int, rng: np.random.Generator) -> De
     pl = _pl.pathloss_db(ch.scenario, d2d, ch.bs_height_m, ch.ut_height_m, ch.carrier_ghz, los)
     sf = _pl.sample_shadowing_db(rng, ch.scenario, los) if ch.shadowing else np.zeros(num_devices)
     g = _fading.fading_power(rng, ch.fading, los, ch.rician_k_db)
-    gain = 10.0 ** (-(pl + sf) / 10.0) * g
 
-    power = dbm_to_w(rng.uniform(*dev.tx_power_dbm, num_devices))
+    power = dbm_to_w(eirp_capped_power_dbm(rng.uniform(*dev.tx_power_dbm, num_devices),
+                                           ch.ut_antenna_gain_dbi, ch.ut_max_eirp_dbm))
     flops = rng.uniform(*dev.compute_flops, num_devices)
     epf = rng.uniform(*dev.energy_per_flop_j, num_devices)
     mods = tuple(m for m in MODALITIES if m in dev.sensing)
     t_sense = np.array([dev.sensing[m].time_s for m in mods], dtype=np.float64)
     e_sense = np.array([dev.sensing[m].time_s * dev.sensing[m].power_w for m in mods], dtype=np.float64)
+
+    side = rng.spawn(1)[0]
+    u = direction_cosine(side.uniform(0.0, 2.0 * np.pi, num_devices), d2d, ch.bs_height_m, ch.ut_height_m)
+    if ch.bs_array_gain == "codebook":
+        g_bs, beams = bs_array_gain(side, u, los, ch.num_antennas, ch.codebook_size)
+    else:
+        g_bs, beams = np.ones(num_devices), direction_to_beam(u, ch.codebook_size)
+    i0 = (neighbour_interference_psd(cfg, side, beams) if cfg.interference.model == "neighbours"
+          else np.zeros(num_devices))
+    n0 = noise_psd_w_hz(ch.noise_psd_dbm_hz, ch.noise_figure_db)
+    gain = 10.0 ** (-(pl + sf) / 10.0) * g * g_bs * 10.0 ** (ch.ut_antenna_gain_dbi / 10.0) * (n0 / (n0 + i0))
     return DeviceProfiles(
         tx_power_w=power,
         compute_flops=flops,
@@ -152,11 +184,15 @@ def _drop(cfg: WirelessConfig, num_devices: int, rng: np.random.Generator) -> De
         shadowing_db=np.asarray(sf, dtype=np.float64),
         fading=g,
         modalities=mods,
+        array_gain=g_bs,
+        interference_w_hz=i0,
+        direction_u=u,
     )
 
 
 def rb_snr_db(profiles: DeviceProfiles, cfg: WirelessConfig) -> np.ndarray:
-    """Per-RB SNR ``10 log10(P_k h_k / (N0 B_min))`` in dB (:func:`fedmoe.wireless.ofdma.snr_per_rb`)."""
+    """Per-RB SNR ``10 log10(P_k h_k / (N0 B_min))`` in dB (:func:`fedmoe.wireless.ofdma.snr_per_rb`);
+    the SINR when interference is modelled (``h_k`` is referred to the thermal noise)."""
     n0 = noise_psd_w_hz(cfg.channel.noise_psd_dbm_hz, cfg.channel.noise_figure_db)
     return linear_to_db(snr_per_rb(profiles.tx_power_w, profiles.gain, n0, cfg.uplink.resource_block_hz))
 

@@ -51,12 +51,25 @@ def test_gain_composition():
     ch = cfg.channel
     pl_db = pl.pathloss_db(ch.scenario, prof.distance_m, ch.bs_height_m, ch.ut_height_m, ch.carrier_ghz, prof.los)
     assert np.allclose(prof.pathloss_db, pl_db)
-    assert np.allclose(prof.gain, 10 ** (-(pl_db + prof.shadowing_db) / 10) * prof.fading, rtol=1e-12)
+    assert np.allclose(prof.gain, 10 ** (-(pl_db + prof.shadowing_db) / 10) * prof.fading * prof.array_gain,
+                       rtol=1e-12)
     assert prof.shadowing_db.std() > 2.0
+    assert np.all(prof.array_gain >= 1.0) and np.all(prof.array_gain <= ch.num_antennas * (1 + 1e-12))
+
+
+def test_array_gain_off_is_the_old_gain_and_leaves_the_other_draws_alone():
+    on = sample_device_profiles(WirelessConfig(), 300, np.random.default_rng(3))
+    cfg = WirelessConfig(channel=ChannelConfig(bs_array_gain="none"))
+    off = sample_device_profiles(cfg, 300, np.random.default_rng(3))
+    assert np.all(off.array_gain == 1.0) and np.all(off.interference_w_hz == 0.0)
+    assert np.allclose(off.gain, 10 ** (-(off.pathloss_db + off.shadowing_db) / 10) * off.fading, rtol=1e-12)
+    for name in ("tx_power_w", "distance_m", "los", "shadowing_db", "fading", "compute_flops", "direction_u"):
+        assert np.array_equal(getattr(on, name), getattr(off, name)), name
+    np.testing.assert_allclose(on.gain / off.gain, on.array_gain, rtol=1e-12)
 
 
 def test_no_shadowing_no_fading():
-    cfg = WirelessConfig(channel=ChannelConfig(shadowing=False, fading="none"))
+    cfg = WirelessConfig(channel=ChannelConfig(shadowing=False, fading="none", bs_array_gain="none"))
     prof = sample_device_profiles(cfg, 100, np.random.default_rng(4))
     assert np.all(prof.shadowing_db == 0.0) and np.all(prof.fading == 1.0)
     assert np.allclose(prof.gain, 10 ** (-prof.pathloss_db / 10))
