@@ -131,7 +131,8 @@ def test_table_without_array_gain_has_zero_db():
 
 def test_docs_table_is_the_generated_one():
     table = lb.format_link_budget(lb.link_budget_rows(WITH_GAIN))
-    assert table in DOCS.read_text(encoding="utf-8"), "regenerate the table with `fedmoe link-budget --set wireless.channel.bs_array_gain=codebook`"
+    assert table in DOCS.read_text(encoding="utf-8"), \
+        "regenerate the table with `fedmoe link-budget --set wireless.channel.bs_array_gain=codebook`"
 
 
 def test_reference_column_is_akdeniz_table_one():
