@@ -6,7 +6,8 @@ How the parts fit together is in ``docs/architecture.md``; the papers cited as `
 Subpackages
 -----------
 :mod:`fedmoe.wireless`
-    TR 38.901 channel and fading, antennas and codebooks, OFDMA uplink, device latency and energy, the allocator.
+    TR 38.901 channel and fading, antennas and codebooks, OFDMA uplink, device latency and energy, the allocator,
+    measured channel traces.
 :mod:`fedmoe.data`
     The embedded synthetic multimodal ISAC generator, the DeepSense 6G loader, partitioners and dataset statistics.
 :mod:`fedmoe.models`
