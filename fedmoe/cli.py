@@ -247,7 +247,7 @@ def with_trace(cfg: FedMoEConfig) -> FedMoEConfig:
     """``cfg`` with ``wireless.trace.path`` made absolute (every process of the run opens it), after reading the
     trace once so that a bad trace file is refused before the run starts; ``cfg`` itself without a trace."""
     from fedmoe.config import parse_config
-    from fedmoe.wireless.trace_formats import load_trace
+    from fedmoe.data.trace_formats import load_trace
 
     if cfg.wireless.trace is None:
         return cfg

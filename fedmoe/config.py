@@ -155,7 +155,7 @@ class TraceConfig(StrictModel):
     """A measured channel per device, replayed on the virtual clock instead of random fading (``docs/traces.md``)."""
 
     path: str = Field(..., min_length=1, description="the trace file (format fedmoe) or DeepSense scenario folder/CSV")
-    format: str = Field("fedmoe", min_length=1, description="a name in fedmoe.wireless.trace_formats.TRACE_FORMATS: "
+    format: str = Field("fedmoe", min_length=1, description="a name in fedmoe.data.trace_formats.TRACE_FORMATS: "
                         "fedmoe (device,time_s,gain_db[,blocked]) or deepsense")
     between: Literal["hold", "linear"] = Field("hold", description="between samples: sample-and-hold, or linear "
                                                "in dB")

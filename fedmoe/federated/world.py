@@ -37,6 +37,7 @@ from fedmoe.data.partition import (
     make_device_partition,
 )
 from fedmoe.data.samples import ISACSamples
+from fedmoe.data.trace_formats import load_trace
 from fedmoe.federated.parameters import PackedLayout
 from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
@@ -45,7 +46,6 @@ from fedmoe.models.moe import MoE
 from fedmoe.training import set_routing_cost_weight
 from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_device_profiles
 from fedmoe.wireless.trace import ChannelTrace
-from fedmoe.wireless.trace_formats import load_trace
 
 _SERVER_TEST_STREAM = 0x7E57
 _WORLDS: "OrderedDict[str, ScenarioWorld]" = OrderedDict()

@@ -8,6 +8,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedmoe.config import TraceConfig, WirelessConfig
+from fedmoe.data.trace_formats import load_trace
 from fedmoe.federated.round_channel import round_channel
 from fedmoe.federated.selection import RoundDemand, SelectionContext, plan_round, round_profiles
 from fedmoe.federated.world import world_for
@@ -15,7 +16,6 @@ from fedmoe.plugins.costs import device_profiles
 from fedmoe.registry import UnknownNameError
 from fedmoe.strategies.expert_wise import ExpertWise
 from fedmoe.wireless.trace_file import read_trace_csv
-from fedmoe.wireless.trace_formats import load_trace
 from tests.data.deepsense.conftest import write_power_sequences
 from tests.federated.conftest import LocalGrid, tiny_config
 
