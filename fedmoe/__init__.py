@@ -7,9 +7,10 @@ Subpackages
 -----------
 :mod:`fedmoe.wireless`
     TR 38.901 channel and fading, antennas and codebooks, link budget, inter-cell interference, OFDMA uplink, device
-    latency and energy, the allocator.
+    latency and energy, the allocator, measured channel traces.
 :mod:`fedmoe.data`
-    The embedded synthetic multimodal ISAC generator, the DeepSense 6G loader, partitioners and dataset statistics.
+    The embedded synthetic multimodal ISAC generator, the DeepSense 6G loader, partitioners and dataset statistics,
+    channel trace formats.
 :mod:`fedmoe.models`
     Modality experts, gates and their backbones, router losses, task heads, the ``MoE`` module, costs, the oracle.
 :mod:`fedmoe.federated`

@@ -218,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.input is not None:
         cfg = with_input(cfg, args.input)
+    cfg = with_trace(cfg)
     out = Path(args.out)
     mode = mode_of(cfg)
     print(f"fedmoe {__version__}: {mode.describe(cfg)}")
@@ -240,6 +241,21 @@ def with_input(cfg: FedMoEConfig, path: str) -> FedMoEConfig:
     data = cfg.model_dump(mode="json")
     data["data"]["input"] = str(file.resolve())
     return parse_config(data, source="--input")
+
+
+def with_trace(cfg: FedMoEConfig) -> FedMoEConfig:
+    """``cfg`` with ``wireless.trace.path`` made absolute (every process of the run opens it), after reading the
+    trace once so that a bad trace file is refused before the run starts; ``cfg`` itself without a trace."""
+    from fedmoe.config import parse_config
+    from fedmoe.data.trace_formats import load_trace
+
+    if cfg.wireless.trace is None:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    data["wireless"]["trace"]["path"] = str(Path(cfg.wireless.trace.path).expanduser().resolve())
+    cfg = parse_config(data, source="wireless.trace")
+    load_trace(cfg.wireless, cfg.partition.num_devices)
+    return cfg
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

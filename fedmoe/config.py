@@ -262,12 +262,43 @@ class InterferenceConfig(StrictModel):
         10, ge=1, le=10_000, description="RBs an interfering device spreads its power over (its PSD P / (n B_min))")
 
 
+class DeepSenseTraceConfig(StrictModel):
+    """How DeepSense power sequences become a channel trace (``docs/traces.md``)."""
+
+    csv: str | None = Field(None, description="the CSV inside the scenario folder (default: as `fedmoe data import`)")
+    sample_interval_s: float = Field(0.1, gt=0.0, le=3600.0,
+                                     description="time between consecutive samples of a sequence (DeepSense: 10/s)")
+    median_snr_db: float = Field(20.0, ge=-30.0, le=60.0, description="per-RB SNR that the median best-beam power "
+                                 "of the file maps to at reference_tx_power_dbm (the powers are uncalibrated)")
+    reference_tx_power_dbm: float = Field(23.0, ge=-30.0, le=60.0, description="transmit power of that SNR, dBm")
+    blockage_drop_db: float = Field(10.0, gt=0.0, le=100.0, description="samples without a blockage label count "
+                                    "as blocked this far below their sequence's median best-beam power, dB")
+    num_beams: int = Field(64, ge=1, le=4096, description="values in each power file")
+
+
+class TraceConfig(StrictModel):
+    """A measured channel per device, replayed on the virtual clock instead of random fading (``docs/traces.md``)."""
+
+    path: str = Field(..., min_length=1, description="the trace file (format fedmoe) or DeepSense scenario folder/CSV")
+    format: str = Field("fedmoe", min_length=1, description="a name in fedmoe.data.trace_formats.TRACE_FORMATS: "
+                        "fedmoe (device,time_s,gain_db[,blocked]) or deepsense")
+    between: Literal["hold", "linear"] = Field("hold", description="between samples: sample-and-hold, or linear "
+                                               "in dB")
+    after_end: Literal["hold", "loop"] = Field("hold", description="after a device's last sample: hold it, or "
+                                               "repeat the device's trace")
+    start_s: float = Field(0.0, ge=0.0, le=1e9, description="trace time at virtual clock 0, s")
+    blocked: Literal["outage", "gain"] = Field("outage", description="a device blocked at a round's start: outage "
+                                               "(not selectable that round), or gain (only its measured gain counts)")
+    deepsense: DeepSenseTraceConfig = Field(default_factory=DeepSenseTraceConfig)
+
+
 class WirelessConfig(StrictModel):
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     devices: DeviceProfileConfig = Field(default_factory=DeviceProfileConfig)
     cell: CellConfig = Field(default_factory=CellConfig)
     interference: InterferenceConfig = Field(default_factory=InterferenceConfig)
+    trace: TraceConfig | None = Field(None, description="measured channels per device instead of random fading")
 
     @model_validator(mode="after")
     def _numerology_fits_carrier(self) -> "WirelessConfig":
@@ -839,6 +870,13 @@ class FedMoEConfig(StrictModel):
     def _input_is_federated(self) -> "FedMoEConfig":
         if self.data.input is not None and self.mode != "federated":
             raise ValueError(f"data.input (a dataset file) is supported in mode federated only, got mode {self.mode}")
+        return self
+
+    @model_validator(mode="after")
+    def _trace_is_federated(self) -> "FedMoEConfig":
+        if self.wireless.trace is not None and self.mode != "federated":
+            raise ValueError(f"wireless.trace (a measured channel) is supported in mode federated only, got mode "
+                             f"{self.mode}")
         return self
 
     @model_validator(mode="after")

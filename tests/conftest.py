@@ -64,3 +64,17 @@ def run_cli_on_ray(scenario: str, out: Path, sets: Iterable[str]) -> int:
     from fedmoe.cli import main
 
     return main(["run", "--scenario", scenario, "--out", str(out), "--quiet"] + [a for s in sets for a in ("--set", s)])
+
+
+@pytest.fixture
+def trace_file(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``trace_file(rows, header="device,time_s,gain_db,blocked", name="trace.csv")`` writes a channel
+    trace file (``docs/traces.md``) of the given rows (tuples or strings) and returns its path."""
+
+    def _write(rows: Iterable, header: str = "device,time_s,gain_db,blocked", name: str = "trace.csv") -> Path:
+        path = tmp_path / name
+        lines = [header] + [r if isinstance(r, str) else ",".join(str(v) for v in r) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return _write

@@ -292,6 +292,12 @@ NAME_CASES = [
     (["run"], ["mode='v2i'"], ["mode v2i", "partition.num_devices=10"]),
     (["deploy", "local"], ["model.gate='sparse'"], ["model.gate", "unknown gate 'sparse'"]),
     (["deploy", "local"], ["federated.strategy='fedsgd'"], ["federated.strategy", "unknown strategy 'fedsgd'"]),
+    (["run"], ["wireless.trace.path='nope.csv'"], ["nope.csv: no such trace file"]),
+    (["run"], ["wireless.trace.path='nope'", "wireless.trace.format='csv'"],
+     ["wireless.trace.format", "unknown channel trace format 'csv'", "deepsense, fedmoe"]),
+    (["run"], ["wireless.trace.path='nope'", "wireless.trace.format='deepsense'"],
+     ["nope: no such DeepSense scenario folder"]),
+    (["run"], ["mode='split'", "wireless.trace.path='t.csv'"], ["wireless.trace", "mode federated only", "split"]),
 ]
 
 

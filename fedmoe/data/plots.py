@@ -41,13 +41,28 @@ def plot_baselines(results: list[BaselineResult], path: str | Path) -> Path:
     return path
 
 
+def example_columns(samples: ISACSamples) -> list[str]:
+    """The panels of :func:`plot_examples`: camera, lidar, one per radar channel (``radar:c``; the synthetic
+    generator has two, a DeepSense range-angle map one), RF, for the modalities ``samples`` has."""
+    cols = [m for m in ("camera", "lidar") if m in samples.inputs]
+    if "radar" in samples.inputs:
+        cols += [f"radar:{c}" for c in range(samples.inputs["radar"].shape[1])]
+    return cols + (["rf"] if "rf" in samples.inputs else [])
+
+
+def _radar_title(channel: int, channels: int) -> str:
+    if channels == 2:  # the synthetic generator's (environment, pilot) maps
+        return ("radar env", "radar pilot")[channel]
+    return "radar" if channels == 1 else f"radar {channel}"
+
+
 def plot_examples(samples: ISACSamples, path: str | Path, per_condition: int = 2) -> Path:
-    """A few LoS and blocked samples: camera image, lidar scan, both radar maps, RF powers."""
+    """A few LoS and blocked samples: camera image, lidar scan, every radar map, RF powers."""
     path = Path(path)
     blocked = samples.conditions.get("blocked", np.zeros(len(samples), bool))
     picks = [(i, "LoS") for i in np.flatnonzero(~blocked)[:per_condition]]
     picks += [(i, "blocked") for i in np.flatnonzero(blocked)[:per_condition]]
-    cols = [m for m in ("camera", "lidar", "radar", "radar:1", "rf") if m.split(":")[0] in samples.inputs]
+    cols = example_columns(samples)
     if not picks or not cols:
         raise ValueError("no samples or no plottable modality to show")
     fig, axes = plt.subplots(len(picks), len(cols), figsize=(3 * len(cols), 2.4 * len(picks)),
@@ -62,8 +77,8 @@ def plot_examples(samples: ISACSamples, path: str | Path, per_condition: int = 2
                 ax.imshow(np.moveaxis(x, 0, -1))
                 ax.set_axis_off()
             elif m == "radar":
-                m = "radar pilot" if channel else "radar env"
-                ax.imshow(x[int(channel or 0)], aspect="auto", origin="lower", cmap="viridis")
+                m = _radar_title(int(channel), x.shape[0])
+                ax.imshow(x[int(channel)], aspect="auto", origin="lower", cmap="viridis")
                 ax.set_xlabel("angle bin", fontsize=7)
                 ax.set_ylabel("range bin", fontsize=7)
             else:

@@ -37,6 +37,7 @@ from fedmoe.data.partition import (
     make_device_partition,
 )
 from fedmoe.data.samples import ISACSamples
+from fedmoe.data.trace_formats import load_trace
 from fedmoe.federated.parameters import PackedLayout
 from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
@@ -44,6 +45,7 @@ from fedmoe.models.device_costs import ExpertFootprint, cost_reference, expert_c
 from fedmoe.models.moe import MoE
 from fedmoe.training import set_routing_cost_weight
 from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_device_profiles
+from fedmoe.wireless.trace import ChannelTrace
 
 _SERVER_TEST_STREAM = 0x7E57
 _WORLDS: "OrderedDict[str, ScenarioWorld]" = OrderedDict()
@@ -179,6 +181,12 @@ class ScenarioWorld:
         """The ``num_devices`` devices of the cell, drawn as the centralised runner draws them
         (:func:`fedmoe.models.builder.device_costs_for_samples`, same seed: same devices)."""
         return sample_device_profiles(self.cfg.wireless, self.num_devices, np.random.default_rng(self.cfg.data.seed))
+
+    @cached_property
+    def trace(self) -> ChannelTrace | None:
+        """The measured channel of ``wireless.trace`` (None without one): it replaces the random fading of
+        every round (:func:`fedmoe.federated.round_channel.round_channel`)."""
+        return load_trace(self.cfg.wireless, self.num_devices)
 
     @cached_property
     def equal_share_rate(self) -> np.ndarray:

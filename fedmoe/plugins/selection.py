@@ -42,6 +42,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import SelectionOptions, WirelessConfig
+from fedmoe.federated.round_channel import round_channel
 from fedmoe.federated.selection import (
     SELECTION_POLICIES,
     Participation,
@@ -49,11 +50,11 @@ from fedmoe.federated.selection import (
     RoundPlan,
     SelectionContext,
     plan_round,
-    round_profiles,
 )
 from fedmoe.plugins.clock import VirtualClock
 from fedmoe.plugins.costs import update_bits
 from fedmoe.wireless.devices import DeviceProfiles
+from fedmoe.wireless.trace import ChannelTrace
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,11 @@ class WirelessSelection(Strategy):
         The reply metric read as the device's training loss (utility-weighted selection).
     fading : bool, default True
         Redraw the small-scale fading every round (block fading).
+    trace : ChannelTrace, optional
+        Measured channels, one per device (:mod:`fedmoe.wireless.trace`; read one with
+        :func:`fedmoe.wireless.trace_file.read_trace_csv` or :func:`fedmoe.data.deepsense.trace.deepsense_trace`):
+        each round's gains are the trace at the round's start on the virtual clock instead of the profiles'
+        gains and fading (``fading`` is then ignored), and a device blocked then is not selectable.
     seed : int, default 0
         Seed of the fading draws and of the random policies.
     selection_options : SelectionOptions, optional
@@ -215,8 +221,8 @@ class WirelessSelection(Strategy):
                  policy: str = "deadline-max-devices", allocation: str = "min-latency", deadline_s: float = 10.0,
                  per_round: int | None = None, cost_fn: CostFn | None = None, flops: Any = 0.0,
                  device_of: DeviceMap | None = None, clock: VirtualClock | None = None, clock_source: str = "plan",
-                 loss_key: str = "train_loss", fading: bool = True, seed: int = 0,
-                 selection_options: SelectionOptions | None = None) -> None:
+                 loss_key: str = "train_loss", fading: bool = True, trace: ChannelTrace | None = None,
+                 seed: int = 0, selection_options: SelectionOptions | None = None) -> None:
         if not isinstance(base, Strategy):
             raise TypeError(f"WirelessSelection needs a flwr.serverapp.strategy.Strategy to wrap, got "
                             f"{type(base).__name__}")
@@ -247,6 +253,10 @@ class WirelessSelection(Strategy):
         self.clock_source = clock_source
         self.loss_key = loss_key
         self.fading = fading
+        if trace is not None and (not isinstance(trace, ChannelTrace) or len(trace) != len(profiles)):
+            raise ValueError(f"WirelessSelection: trace= must be a ChannelTrace of the {len(profiles)} devices of "
+                             f"the profiles, got {len(trace) if isinstance(trace, ChannelTrace) else type(trace)}")
+        self.trace = trace
         self.rng = np.random.default_rng(seed)
         self.plans: list[RoundPlan] = []
         """The plan of every round so far."""
@@ -325,9 +335,12 @@ class WirelessSelection(Strategy):
         times = np.array([self._times.get(d, 0) for d in range(k)], dtype=np.int64)
         history = Participation(round=max(int(server_round), int(last.max(initial=0)) + 1), last_round=last,
                                 times=times)
-        profiles = round_profiles(self.profiles, self.wireless, self.rng) if self.fading else self.profiles
+        if self.fading or self.trace is not None:
+            profiles, usable = round_channel(self.profiles, self.wireless, self.rng, self.trace, self.clock.clock_s)
+        else:
+            profiles, usable = self.profiles, np.ones(k, dtype=bool)
         ctx = SelectionContext(self.wireless, self.per_round, self.deadline_s, self.rng, self.selection_options)
-        demand = RoundDemand(profiles, flops, bits, samples * loss, available, samples=samples, loss=loss,
+        demand = RoundDemand(profiles, flops, bits, samples * loss, available & usable, samples=samples, loss=loss,
                              history=history)
         return plan_round(demand, ctx, self.policy, self.allocation)
 

@@ -48,16 +48,10 @@ from fedmoe.federated.protocol import (
     ReplyError,
     RoundInstructions,
 )
+from fedmoe.federated.round_channel import round_channel
 from fedmoe.federated.rounds import RoundLedger, RoundRecord
 from fedmoe.federated.schedule import StageSchedule
-from fedmoe.federated.selection import (
-    Participation,
-    RoundDemand,
-    RoundPlan,
-    SelectionContext,
-    plan_round,
-    round_profiles,
-)
+from fedmoe.federated.selection import Participation, RoundDemand, RoundPlan, SelectionContext, plan_round
 from fedmoe.federated.world import ScenarioWorld, config_json
 from fedmoe.flower import array_of, numpy_of, to_numpy, to_record
 from fedmoe.models.cost import FORWARD_BACKWARD_FACTOR
@@ -78,7 +72,9 @@ class ExpertWise(ResumableStrategy):
 
     Every round :math:`t`:
 
-    1. **Channel and demand.** Small-scale fading is redrawn; each device's training FLOPs
+    1. **Channel and demand.** Small-scale fading is redrawn, or, with ``wireless.trace``, each device's
+       measured channel at the round's start on the virtual clock is read (a device blocked then is
+       not selectable; :mod:`fedmoe.federated.round_channel`); each device's training FLOPs
        :math:`F_k` and update bits :math:`b_k` are estimated (stage I: all experts it may
        use; stage II: what it reported last time in stage II, else the round's mean).
     2. **Selection and allocation.** ``federated.selection`` picks devices
@@ -512,10 +508,10 @@ class ExpertWise(ResumableStrategy):
                 bits[dev] = b
         mean_loss = float(np.mean(list(losses.values()))) if losses else 1.0
         loss = np.array([losses.get(d, mean_loss) for d in range(k)])
-        profiles = round_profiles(world.profiles, world.cfg.wireless, self._rng)
+        profiles, usable = round_channel(world.profiles, world.cfg.wireless, self._rng, world.trace, self.clock_s)
         history = Participation.from_rounds(k, server_round, ((r.round, r.devices) for r in self.ledger.history))
-        return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1), samples=n, loss=loss,
-                           history=history)
+        return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1) & usable, samples=n,
+                           loss=loss, history=history)
 
     def _lr(self, server_round: int) -> float:
         """The round's learning rate (:meth:`fedmoe.federated.schedule.StageSchedule.learning_rate`)."""

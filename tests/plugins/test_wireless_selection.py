@@ -195,3 +195,35 @@ def test_age_weighted_selection_takes_turns_where_max_devices_keeps_the_same_dev
         chosen[policy] = [int(p.devices[0]) for p in strategy.plans]
     assert sorted(chosen["age-weighted"]) == [0, 1, 2, 3]
     assert chosen["deadline-max-devices"] == [0, 0, 0, 0]  # the -95 dB device needs the fewest blocks
+
+
+def test_a_trace_drives_the_channel_round_by_round_on_the_virtual_clock(four_devices, digits_grid, initial_arrays,
+                                                                         trace_file):
+    """Device 1 is blocked from 1 µs on: selected in round 1 (clock 0), not in round 2 (clock = round 1's
+    latency); device 0's gain drops by 20 dB at the same time, and the plans' rates are the trace's."""
+    from fedmoe.wireless.trace_file import read_trace_csv
+
+    rows = [(0, 0, -95, 0), (0, 1e-6, -115, 0), (1, 0, -100, 0), (1, 1e-6, -100, 1), (2, 0, -100, 0),
+            (3, 0, -100, 0)]
+    trace = read_trace_csv(trace_file(rows), 4)
+    wireless = WirelessConfig()
+    strategy = WirelessSelection(FedAvg(), four_devices, wireless=wireless, deadline_s=1e6, flops=FLOPS,
+                                 policy="all", allocation="equal", trace=trace)
+    strategy.start(digits_grid(4), initial_arrays, num_rounds=2)
+    first, second = strategy.plans
+    assert first.devices.tolist() == [0, 1, 2, 3] and second.devices.tolist() == [0, 2, 3]
+    n0 = 10 ** ((wireless.channel.noise_psd_dbm_hz + wireless.channel.noise_figure_db - 30) / 10)
+    b = wireless.uplink.resource_block_hz
+    for plan, gains in ((first, [-95, -100, -100, -100]), (second, [-115, -100, -100])):
+        h = 10 ** (np.asarray(gains) / 10)
+        n = plan.num_rb
+        np.testing.assert_allclose(plan.rate_bps, n * b * np.log2(1 + 0.1 * h / (n0 * n * b)), rtol=1e-12)
+    assert strategy.clock.history[0].clock_s > 1e-6
+
+
+def test_a_trace_must_describe_the_profiles_devices(four_devices, trace_file):
+    from fedmoe.wireless.trace_file import read_trace_csv
+
+    trace = read_trace_csv(trace_file([(0, 0, -90, 0), (1, 0, -90, 0)]), 2)
+    with pytest.raises(ValueError, match="trace= must be a ChannelTrace of the 4 devices of the profiles, got 2"):
+        WirelessSelection(FedAvg(), four_devices, trace=trace)

@@ -232,3 +232,43 @@ def write_sequence_task(root: Path, frames: int = 3) -> SequenceTask:
 @pytest.fixture
 def sequence_task(tmp_path: Path) -> SequenceTask:
     return write_sequence_task(tmp_path / "scenario17")
+
+
+# --------------------------------------------------------------------------- power sequences (channel traces)
+
+
+@dataclass
+class PowerSequences:
+    """A scenario folder whose CSV holds power sequences (what the fixture wrote)."""
+
+    root: Path
+    csv: Path
+    peaks: list[list[float]]                 # sequence -> the best-beam power of each of its rows (linear)
+    labels: list[list[int]] | None           # sequence -> the blockage label of each row (None: no column)
+    files: list[Path] = field(default_factory=list)  # the power file of each CSV row, in CSV order
+
+
+def write_power_sequences(root: Path, scales: list[list[float]], labels: list[list[int]] | None = None,
+                          seq_ids: list[int] | None = None) -> PowerSequences:
+    """Scenario 31's layout with only power files: the CSV (``index, unit1_pwr_60ghz, seq_index,
+    time_stamp[UTC]`` and ``unit1_blockage`` with ``labels``) has one row per sample; sequence ``s`` (id
+    ``seq_ids[s]``, default ``s + 1``) has ``len(scales[s])`` rows whose power vectors are
+    ``scale × power_vector(7 + s)``, so their best-beam power is ``0.7 × scale``. Rows of the sequences are
+    written interleaved (row order within a sequence is kept)."""
+    (root / "unit1/mmWave_data").mkdir(parents=True, exist_ok=True)
+    ids = seq_ids or [s + 1 for s in range(len(scales))]
+    header = ["index", "unit1_pwr_60ghz", *(["unit1_blockage"] if labels is not None else []), "seq_index",
+              "time_stamp[UTC]"]
+    order = sorted(((i, s) for s in range(len(scales)) for i in range(len(scales[s]))), key=lambda p: (p[0], -p[1]))
+    lines, files = [header], []
+    for n, (i, s) in enumerate(order, start=1):
+        path = root / f"unit1/mmWave_data/mmWave_power_{n}.txt"
+        path.write_text("\n".join(repr(float(v)) for v in scales[s][i] * power_vector(7 + s)) + "\n")
+        files.append(path)
+        label = [str(labels[s][i])] if labels is not None else []
+        lines.append([str(n), f"./unit1/mmWave_data/mmWave_power_{n}.txt", *label, str(ids[s]),
+                      f"11-48-{10 + i:02d}-000000"])
+    csv_path = root / "scenario31.csv"
+    csv_path.write_text("\n".join(",".join(x) for x in lines) + "\n")
+    peaks = [[0.7 * v for v in seq] for seq in scales]
+    return PowerSequences(root, csv_path, peaks, labels, files)
