@@ -24,6 +24,26 @@ from typing import BinaryIO, Callable, Iterator
 from fedmoe.errors import UsageError
 
 
+def read_csv_rows(path: Path, error: type[Exception], empty: str) -> list[list[str]]:
+    """The non-blank rows of the UTF-8 CSV file ``path`` (a byte-order mark allowed), or ``error`` in one line
+    naming the file: not UTF-8, not valid CSV, or no row at all (``empty`` says what was expected). A missing
+    or unreadable file raises ``OSError`` for the caller to word."""
+    import csv
+    import io
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 CSV file") from None
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    except csv.Error as err:
+        raise error(f"{path}: not a valid CSV file ({err})") from None
+    if not rows:
+        raise error(f"{path}: {empty}")
+    return rows
+
+
 def write_atomic(path: Path, content: bytes | Callable[[BinaryIO], object], secret: bool = False) -> None:
     """Write ``content`` to ``path`` whole or not at all (module docstring).
 

@@ -22,13 +22,12 @@ line 1) and the field.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 from fedmoe.errors import UsageError
+from fedmoe.files import read_csv_rows
 from fedmoe.wireless.trace import ChannelTrace
 
 COLUMNS = ("device", "time_s", "gain_db", "blocked")
@@ -45,19 +44,12 @@ def read_trace_csv(path: str | Path, num_devices: int, **settings: Any) -> Chann
     :class:`~fedmoe.wireless.trace.ChannelTrace` (``between``, ``after_end``, ``start_s``, ...)."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        rows = read_csv_rows(path, TraceFormatError,
+                             f"empty trace file (need the header {','.join(REQUIRED)}[,blocked])")
     except FileNotFoundError:
         raise TraceFormatError(f"{path}: no such trace file") from None
-    except UnicodeDecodeError:
-        raise TraceFormatError(f"{path}: not a UTF-8 CSV file") from None
     except OSError as err:
         raise TraceFormatError(f"{path}: cannot read the trace file ({err.strerror})") from None
-    try:
-        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
-    except csv.Error as err:
-        raise TraceFormatError(f"{path}: not a valid CSV file ({err})") from None
-    if not rows:
-        raise TraceFormatError(f"{path}: empty trace file (need the header {','.join(REQUIRED)}[,blocked])")
     header = [h.strip().lower() for h in rows[0]]
     missing = [c for c in REQUIRED if c not in header]
     unknown = [h for h in header if h not in COLUMNS]

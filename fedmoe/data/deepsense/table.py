@@ -10,14 +10,13 @@ power vectors. ``columns=`` overrides a role.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from fedmoe.data.deepsense.errors import DeepSenseFormatError
+from fedmoe.files import read_csv_rows
 
 COLUMN_CANDIDATES: dict[str, tuple[str, ...]] = {
     "index": ("index",),
@@ -112,16 +111,7 @@ def scenario_root(root: Path, csv_path: Path) -> Path:
 
 
 def read_csv(path: Path) -> Table:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DeepSenseFormatError(f"{path}: not a UTF-8 CSV file") from None
-    try:
-        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
-    except csv.Error as err:
-        raise DeepSenseFormatError(f"{path}: not a valid CSV file ({err})") from None
-    if not rows:
-        raise DeepSenseFormatError(f"{path}: empty CSV (no header row)")
+    rows = read_csv_rows(path, DeepSenseFormatError, "empty CSV (no header row)")
     header = [h.strip() for h in rows[0]]
     lower = [h.lower() for h in header]
     dupes = sorted({h for h in lower if h and lower.count(h) > 1})
