@@ -19,7 +19,7 @@ import numpy as np
 from fedmoe.config import DataConfig, PartitionConfig
 from fedmoe.data.partition import make_device_partition
 from fedmoe.data.synthetic import generate, synthetic_source
-from sims.bench.common import machine
+from sims.bench.common import machine, target
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "datagen.json"
 
@@ -57,6 +57,13 @@ def bench_lazy_partitions(label_skew: str, num_devices: int = 1000, probe: tuple
             "estimated_seconds_all_devices": float(np.median(times) * num_devices)}
 
 
+def datagen_targets(gen: dict) -> dict:
+    """The ``targets`` object: 100,000 samples generated in under a minute."""
+    done = gen["num_samples"] >= 100_000
+    return {"seconds_for_100k_samples": target(gen["seconds"] if done else None, "< 60 s for >= 100,000 samples",
+                                               done and gen["seconds"] < 60.0)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=100_000)
@@ -69,8 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "generation": gen,
         "lazy_partitions": lazy,
-        "target": {"num_samples": 100_000, "max_seconds": 60.0,
-                   "met": bool(gen["num_samples"] >= 100_000 and gen["seconds"] < 60.0)},
+        "targets": datagen_targets(gen),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

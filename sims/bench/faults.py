@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fedmoe.config import deep_merge
 from fedmoe.scenarios import load_scenario
-from sims.bench.common import machine
+from sims.bench.common import machine, target
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "faults.json"
 FLIP = {"sign_flip_fraction": 0.1, "sign_flip_scale": 4.0, "seed": 1}
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
            "settings": {"quick": args.quick, "base_overrides": base, "runs": {n: RUNS[n] for n in names}}, "runs": runs}
     if "fault_free" in runs and "failing_20" in runs:
         a, b = runs["fault_free"]["final_accuracy"], runs["failing_20"]["final_accuracy"]
-        doc["target_failing_within_2_points"] = {"fault_free": a, "failing_20": b, "difference_points": 100 * (a - b),
-                                                 "met": abs(100 * (a - b)) <= 2.0}
+        doc["targets"] = {"failing_within_2_points": target(
+            100 * (a - b), "|fault-free − 20 % failing| final accuracy <= 2 points", abs(100 * (a - b)) <= 2.0,
+            fault_free=a, failing_20=b)}
     doc["wall_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2))
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in runs.items():
         print(f"{name:>22}: final accuracy {r['final_accuracy']}, failed {sum(r['failed'])}, "
               f"rejected {sum(r['rejected'])}")
-    print(json.dumps(doc.get("target_failing_within_2_points", {}), indent=2))
+    print(json.dumps(doc.get("targets", {}), indent=2))
     print(f"wrote {args.out} ({doc['wall_s']:.0f} s)")
     return doc
 
