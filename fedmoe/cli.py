@@ -211,6 +211,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Federated training on a Flower simulation (Ray backend); run folder with metrics and plots."""
+    from fedmoe.data.trace_formats import checked_trace
     from fedmoe.scenarios import resolve_scenario
     from fedmoe.simulation import run_federated
     from fedmoe.strategies.modes import mode_of
@@ -218,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.input is not None:
         cfg = with_input(cfg, args.input)
-    cfg = with_trace(cfg)
+    cfg = checked_trace(cfg)
     out = Path(args.out)
     mode = mode_of(cfg)
     print(f"fedmoe {__version__}: {mode.describe(cfg)}")
@@ -241,21 +242,6 @@ def with_input(cfg: FedMoEConfig, path: str) -> FedMoEConfig:
     data = cfg.model_dump(mode="json")
     data["data"]["input"] = str(file.resolve())
     return parse_config(data, source="--input")
-
-
-def with_trace(cfg: FedMoEConfig) -> FedMoEConfig:
-    """``cfg`` with ``wireless.trace.path`` made absolute (every process of the run opens it), after reading the
-    trace once so that a bad trace file is refused before the run starts; ``cfg`` itself without a trace."""
-    from fedmoe.config import parse_config
-    from fedmoe.data.trace_formats import load_trace
-
-    if cfg.wireless.trace is None:
-        return cfg
-    data = cfg.model_dump(mode="json")
-    data["wireless"]["trace"]["path"] = str(Path(cfg.wireless.trace.path).expanduser().resolve())
-    cfg = parse_config(data, source="wireless.trace")
-    load_trace(cfg.wireless, cfg.partition.num_devices)
-    return cfg
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from fedmoe.config import TraceConfig, WirelessConfig
+from fedmoe.config import FedMoEConfig, TraceConfig, WirelessConfig, parse_config
 from fedmoe.registry import Registry
 from fedmoe.wireless.ofdma import linear_to_db, noise_psd_w_hz
 from fedmoe.wireless.trace import ChannelTrace
@@ -61,3 +61,16 @@ def load_trace(wireless: WirelessConfig, num_devices: int) -> ChannelTrace | Non
     reader = TRACE_FORMATS.check(cfg.format, "wireless.trace.format")
     return reader(Path(cfg.path), cfg, wireless, num_devices, between=cfg.between, after_end=cfg.after_end,
                   start_s=cfg.start_s, blocked_outage=cfg.blocked == "outage")
+
+
+def checked_trace(cfg: FedMoEConfig) -> FedMoEConfig:
+    """``cfg`` with ``wireless.trace.path`` made absolute (every process of a run opens it, whatever its working
+    folder), after reading the trace once so that a bad trace file is refused before a run starts; ``cfg``
+    itself when it has no trace. ``fedmoe run`` and ``fedmoe deploy local`` both call it."""
+    if cfg.wireless.trace is None:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    data["wireless"]["trace"]["path"] = str(Path(cfg.wireless.trace.path).expanduser().resolve())
+    cfg = parse_config(data, source="wireless.trace")
+    load_trace(cfg.wireless, cfg.partition.num_devices)
+    return cfg

@@ -311,10 +311,12 @@ def _last_line(text: str) -> str:
 def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple[str, list[str], int]:
     """Check the scenario and overrides here, before any process starts; ``(scenario, sets, nodes)``.
 
-    The config gets the checks ``fedmoe run`` makes (:func:`fedmoe.strategies.modes.check_config`). A scenario
-    given as a file becomes an absolute path (the ServerApp resolves it from its own folder);
+    The config gets the checks ``fedmoe run`` makes (:func:`fedmoe.strategies.modes.check_config`, and a
+    channel trace is read once: :func:`fedmoe.data.trace_formats.checked_trace`). A scenario given as a file
+    becomes an absolute path (the ServerApp resolves it from its own folder), and so does a trace's path;
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
+    from fedmoe.data.trace_formats import checked_trace
     from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
     from fedmoe.strategies.modes import check_config
@@ -333,6 +335,9 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
         raise DeployArgumentError(f"--nodes {nodes} but the scenario has partition.num_devices={devices} "
                           f"(add --set partition.num_devices={nodes}, or drop --nodes)")
     check_config(cfg)
+    traced = checked_trace(cfg)  # a bad trace file is refused here; the SuperNodes get its absolute path
+    if traced.wireless.trace is not None:
+        sets = [*sets, f"wireless.trace.path={traced.wireless.trace.path}"]
     return scenario, sets, nodes
 
 

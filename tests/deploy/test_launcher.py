@@ -139,3 +139,23 @@ def test_the_deployment_folder_and_its_pki_are_private(tmp_path):
     assert {p.name for p in files} >= {"ca.crt", "ca.key", "server.pem", "server.key", "supernode-0.key",
                                        "supernode-1.pub"}
     assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+
+
+def test_a_channel_trace_is_read_before_any_process_starts_and_sent_with_its_absolute_path(trace_file, tmp_path,
+                                                                                          monkeypatch):
+    """`fedmoe deploy local` with `wireless.trace`: a bad trace file is refused in one line before anything
+    starts; a good one reaches the SuperNodes as an absolute path (they run in other folders)."""
+    from fedmoe.deploy.local import validate_run
+    from fedmoe.wireless.trace_file import TraceFormatError
+
+    rows = [(k, t, -100.0 - k, 0) for k in range(3) for t in (0.0, 1.0)]
+    good = trace_file(rows)
+    monkeypatch.chdir(good.parent)
+    base = ["partition.num_devices=3", "federated.clients_per_round=3"]
+    _, sets, _ = validate_run("default", [*base, f"wireless.trace.path={good.name}"], None)
+    assert sets[-1] == f"wireless.trace.path={good.resolve()}"
+    bad = trace_file([(7, 0.0, -100.0, 0)], name="bad.csv")
+    with pytest.raises(TraceFormatError, match=r"bad.csv.*unknown device id 7"):
+        validate_run("default", [*base, f"wireless.trace.path={bad}"], None)
+    _, plain, _ = validate_run("default", base, None)
+    assert plain == base
