@@ -40,6 +40,8 @@ Modules
     The name -> object registry behind every pluggable part.
 :mod:`fedmoe.files`
     Files written whole or not at all; output folders removed when a command fails; state files read only if private.
+:mod:`fedmoe.device_series`
+    Per-device time-series CSV files (channel and availability traces): header, ids, times, cells, one-line errors.
 :mod:`fedmoe.npzfile`
     ``.npz`` archives that may be hostile: names and sizes checked from the headers first, never pickles.
 :mod:`fedmoe.memory`

@@ -562,6 +562,61 @@ class FaultConfig(StrictModel):
         return self
 
 
+class AvailabilityConfig(StrictModel):
+    """Devices that go off and on between rounds (:mod:`fedmoe.federated.dynamics`, ``docs/federated.md``).
+
+    ``markov``: each device is a two-state chain, on → off with ``p_off`` and off → on with
+    ``p_on`` per round, so that in the long run it is on a share ``p_on / (p_on + p_off)`` of the
+    rounds. ``trace``: the file ``path`` (``device,time_s,available``) read at each round's start
+    on the virtual clock.
+    """
+
+    model: Literal["markov", "trace"] = Field("markov", description="a Markov chain per device, or a trace file")
+    p_off: float = Field(0.1, ge=0.0, le=1.0, description="markov: chance that an on device is off the next round")
+    p_on: float = Field(0.5, ge=0.0, le=1.0, description="markov: chance that an off device is on the next round")
+    start: Literal["on", "stationary"] = Field(
+        "on", description="markov: round 1 with every device on, or each on with the stationary share")
+    path: str | None = Field(None, min_length=1, description="trace: the availability file (device,time_s,available)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="markov: seed of the chains")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "AvailabilityConfig":
+        if self.model == "trace" and self.path is None:
+            raise ValueError("availability model 'trace' needs path (the availability file)")
+        if self.model == "markov" and self.start == "stationary" and self.p_on + self.p_off == 0:
+            raise ValueError("availability start 'stationary' needs p_on + p_off > 0")
+        return self
+
+
+PerDevice = float | tuple[float, ...]
+"""One value for every device, or one per device (row of the scenario's devices)."""
+
+
+class BatteryConfig(StrictModel):
+    """A battery per device (:mod:`fedmoe.federated.dynamics`): a device whose charge is below its expected
+    round energy is not selectable; it recharges at ``recharge_w`` while the virtual clock advances."""
+
+    capacity_j: PerDevice = Field(..., description="battery capacity, J (> 0)")
+    initial_j: PerDevice | None = Field(None, description="charge at the start, J (default: full)")
+    recharge_w: PerDevice = Field(0.0, description="recharge power while the virtual clock runs, W (>= 0)")
+
+    @model_validator(mode="after")
+    def _signs(self) -> "BatteryConfig":
+        for name, value, positive in (("capacity_j", self.capacity_j, True), ("initial_j", self.initial_j, False),
+                                      ("recharge_w", self.recharge_w, False)):
+            for v in (() if value is None else value if isinstance(value, tuple) else (value,)):
+                if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                    raise ValueError(f"battery {name}: {v!r} must be finite and {'> 0' if positive else '>= 0'}")
+        return self
+
+
+class DynamicsConfig(StrictModel):
+    """Devices that change across rounds (``docs/federated.md``); both parts off by default."""
+
+    availability: AvailabilityConfig | None = Field(None, description="devices going off and on")
+    battery: BatteryConfig | None = Field(None, description="a battery budget per device")
+
+
 class OortOptions(StrictModel):
     """Options of the ``oort`` selection policy (:func:`fedmoe.federated.selection_baselines.select_oort`, [P005])."""
 
@@ -646,6 +701,8 @@ class FederatedConfig(StrictModel):
         32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
     round_timeout_s: float = Field(3600.0, gt=0.0, le=1e6, description="wall-clock wait for the replies of a round")
     faults: FaultConfig = Field(default_factory=FaultConfig)
+    dynamics: DynamicsConfig = Field(
+        default_factory=DynamicsConfig, description="availability and battery of the devices across rounds")
     max_update_ratio: float = Field(
         10.0, gt=0.0, le=1e12,
         description="a reply array that moved by more than this times max(‖global array‖, 1) is rejected "

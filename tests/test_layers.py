@@ -6,7 +6,8 @@ import still makes the lower layer depend on the higher one. Lowest first:
 
 ===  ============================  ==========================================================
  0   base                          ``fedmoe`` (the package itself), ``fedmoe.errors``, ``registry``,
-                                   ``files``, ``memory``, ``npzfile``, ``config``, ``arguments``, ``overrides``,
+                                   ``files``, ``device_series``, ``memory``, ``npzfile``, ``config``, ``arguments``,
+                                   ``overrides``,
                                    ``scenarios``, ``flower``, ``fedmoe.federated.protocol`` (the
                                    message vocabulary: it imports only ``config``), the plugins'
                                    ``clock``, ``checks`` and ``validation`` (no torch, no model)
@@ -41,7 +42,8 @@ PACKAGES = ("fedmoe", "clients", "strategies", "sims")
 """The top-level packages checked (the test suite itself may import anything)."""
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.memory", "fedmoe.npzfile",
+    ("base", ("fedmoe", "fedmoe.errors", "fedmoe.registry", "fedmoe.files", "fedmoe.device_series",
+              "fedmoe.memory", "fedmoe.npzfile",
               "fedmoe.config", "fedmoe.arguments", "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower",
               "fedmoe.federated.protocol", "fedmoe.plugins.clock", "fedmoe.plugins.checks",
               "fedmoe.plugins.validation")),

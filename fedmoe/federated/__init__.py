@@ -8,6 +8,8 @@ the ClientApp (:mod:`clients`) are built from.
 :mod:`~fedmoe.federated.selection`, :mod:`~fedmoe.federated.selection_baselines`
     the channel of a round, device selection and resource-block allocation; selection baselines from the
     literature (Oort, power-of-choice, age of update);
+:mod:`~fedmoe.federated.dynamics`, :mod:`~fedmoe.federated.availability`
+    devices that change across rounds: who is on (Markov chains or a trace) and their batteries;
 :mod:`~fedmoe.federated.local`
     one device's part of a round: local training and evaluation;
 :mod:`~fedmoe.federated.evaluation`, :mod:`~fedmoe.federated.reference`

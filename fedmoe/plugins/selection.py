@@ -42,6 +42,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import SelectionOptions, WirelessConfig
+from fedmoe.federated.dynamics import DeviceDynamics, expected_round_energy
 from fedmoe.federated.round_channel import round_channel
 from fedmoe.federated.selection import (
     SELECTION_POLICIES,
@@ -215,6 +216,11 @@ class WirelessSelection(Strategy):
         Seed of the fading draws and of the random policies.
     selection_options : SelectionOptions, optional
         Options of the ``oort``, ``power-of-choice`` and ``age-weighted`` policies (defaults otherwise).
+    dynamics : DeviceDynamics, optional
+        Devices that go off and on and run on batteries (:mod:`fedmoe.federated.dynamics`; build one from a
+        config with :meth:`~fedmoe.federated.dynamics.DeviceDynamics.from_config`): a device that is off at the
+        round, or whose charge is below its expected round energy, is not selectable; after the round the devices
+        that replied pay their planned :math:`E_k` and every battery recharges for the round's latency.
     """
 
     def __init__(self, base: Strategy, profiles: DeviceProfiles, wireless: WirelessConfig | None = None,
@@ -222,7 +228,8 @@ class WirelessSelection(Strategy):
                  per_round: int | None = None, cost_fn: CostFn | None = None, flops: Any = 0.0,
                  device_of: DeviceMap | None = None, clock: VirtualClock | None = None, clock_source: str = "plan",
                  loss_key: str = "train_loss", fading: bool = True, trace: ChannelTrace | None = None,
-                 seed: int = 0, selection_options: SelectionOptions | None = None) -> None:
+                 seed: int = 0, selection_options: SelectionOptions | None = None,
+                 dynamics: DeviceDynamics | None = None) -> None:
         if not isinstance(base, Strategy):
             raise TypeError(f"WirelessSelection needs a flwr.serverapp.strategy.Strategy to wrap, got "
                             f"{type(base).__name__}")
@@ -257,6 +264,11 @@ class WirelessSelection(Strategy):
             raise ValueError(f"WirelessSelection: trace= must be a ChannelTrace of the {len(profiles)} devices of "
                              f"the profiles, got {len(trace) if isinstance(trace, ChannelTrace) else type(trace)}")
         self.trace = trace
+        if dynamics is not None and (not isinstance(dynamics, DeviceDynamics) or
+                                     dynamics.num_devices != len(profiles)):
+            raise ValueError(f"WirelessSelection: dynamics= must be a DeviceDynamics of the {len(profiles)} devices "
+                             f"of the profiles, got {getattr(dynamics, 'num_devices', type(dynamics))}")
+        self.dynamics = dynamics
         self.rng = np.random.default_rng(seed)
         self.plans: list[RoundPlan] = []
         """The plan of every round so far."""
@@ -340,6 +352,9 @@ class WirelessSelection(Strategy):
         else:
             profiles, usable = self.profiles, np.ones(k, dtype=bool)
         ctx = SelectionContext(self.wireless, self.per_round, self.deadline_s, self.rng, self.selection_options)
+        if self.dynamics is not None:
+            energy = None if self.dynamics.battery is None else expected_round_energy(profiles, flops, bits, ctx)
+            usable = usable & self.dynamics.available(server_round, self.clock.clock_s, energy)
         demand = RoundDemand(profiles, flops, bits, samples * loss, available & usable, samples=samples, loss=loss,
                              history=history)
         return plan_round(demand, ctx, self.policy, self.allocation)
@@ -361,12 +376,16 @@ class WirelessSelection(Strategy):
         sent = plan is not None and plan.devices.size > 0
         idle = self.deadline_s if sent else 0.0
         if self.clock_source == "reported":
-            self.clock.advance_reported(server_round, answered, idle_latency_s=idle)
+            tick = self.clock.advance_reported(server_round, answered, idle_latency_s=idle)
         elif plan is None:
-            self.clock.advance(server_round, [], [])
+            tick = self.clock.advance(server_round, [], [])
         else:
             done = [device_of[int(m.metadata.src_node_id)] for m in answered]
-            self.clock.advance_plan(server_round, plan, completed=done, idle_latency_s=idle)
+            tick = self.clock.advance_plan(server_round, plan, completed=done, idle_latency_s=idle)
+        if self.dynamics is not None:
+            spent = {} if plan is None else {int(k): float(e) for k, e in zip(plan.devices, plan.energy_j)}
+            paid = [d for d in (device_of[int(m.metadata.src_node_id)] for m in answered) if d in spent]
+            self.dynamics.after_round(paid, [spent[d] for d in paid], tick.latency_s)
         merged = dict(metrics.items()) if metrics is not None else {}
         merged.update(self.clock.metrics())
         return arrays, MetricRecord(merged)

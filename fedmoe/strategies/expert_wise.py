@@ -33,6 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import MODALITIES
+from fedmoe.federated.dynamics import DeviceDynamics, expected_round_energy
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
 from fedmoe.federated.protocol import (
     ACCURACY_KEY,
@@ -74,7 +75,9 @@ class ExpertWise(ResumableStrategy):
 
     1. **Channel and demand.** Small-scale fading is redrawn, or, with ``wireless.trace``, each device's
        measured channel at the round's start on the virtual clock is read (a device blocked then is
-       not selectable; :mod:`fedmoe.federated.round_channel`); each device's training FLOPs
+       not selectable; :mod:`fedmoe.federated.round_channel`); with ``federated.dynamics``, a device that is
+       off, or whose battery holds less than its expected round energy, is not selectable either
+       (:mod:`fedmoe.federated.dynamics`); each device's training FLOPs
        :math:`F_k` and update bits :math:`b_k` are estimated (stage I: all experts it may
        use; stage II: what it reported last time in stage II, else the round's mean).
     2. **Selection and allocation.** ``federated.selection`` picks devices
@@ -113,7 +116,8 @@ class ExpertWise(ResumableStrategy):
        received, the allocated rate and the device's profile
        (:func:`fedmoe.federated.selection.round_costs`), not taken from the reply; its
        :class:`~fedmoe.federated.rounds.RoundRecord` goes to :attr:`history`
-       (:class:`fedmoe.federated.rounds.RoundLedger`).
+       (:class:`fedmoe.federated.rounds.RoundLedger`); with a battery, the accepted devices' :math:`E_k`
+       come off their charge and every device recharges for the round's latency.
 
     Parameters travel packed: one flat array per group, named after it (``"shared"``,
     ``"expert/<i>"``; :class:`fedmoe.federated.parameters.PackedLayout`), in both
@@ -176,6 +180,8 @@ class ExpertWise(ResumableStrategy):
         self._evaluating: set[int] = set()  # the nodes asked to evaluate this round
         self._stage = 1
         self._rng = np.random.default_rng(np.random.SeedSequence([world.cfg.data.seed, 0x5E1EC7]))
+        self.dynamics = DeviceDynamics.from_config(fed.dynamics, world.num_devices)
+        """Availability and batteries across rounds (``federated.dynamics``; None: off)."""
 
     @property
     def history(self) -> list[RoundRecord]:
@@ -207,7 +213,7 @@ class ExpertWise(ResumableStrategy):
         allowed = self._allowed_modalities()
         ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng,
                                self.fed.selection_options)
-        plan = self._plan = plan_round(self._demand(allowed, server_round), ctx, self.fed.selection,
+        plan = self._plan = plan_round(self._demand(allowed, server_round, ctx), ctx, self.fed.selection,
                                        self.fed.allocation)
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         self.validator.expect(to_numpy(wire), server_round, self._stage,
@@ -252,6 +258,9 @@ class ExpertWise(ResumableStrategy):
             server_round, self._stage, [u.reply for u in accepted], failures, len(selected),
             self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected),
             clipped=clipped_replies)
+        if self.dynamics is not None:
+            self.dynamics.after_round([u.reply.partition_id for u in accepted], [u.reply.energy_j for u in accepted],
+                                      record.latency_s)
         if self.on_round is not None:
             self.on_round(record)
         metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
@@ -318,12 +327,15 @@ class ExpertWise(ResumableStrategy):
         """What later rounds depend on besides the global arrays (:mod:`fedmoe.federated.resume`):
         round records, virtual clock, the devices' reported costs and losses, the selection RNG
         and each group's rule (stateful rules: FedAvgM's momentum, FedAdam's moments)."""
+        dynamics = {} if self.dynamics is None else {"dynamics": self.dynamics.state_dict()}
         return {**self.ledger.state_dict(),
-                **copy.deepcopy({"rng": self._rng.bit_generator.state, "rules": self._rules})}
+                **copy.deepcopy({"rng": self._rng.bit_generator.state, "rules": self._rules}), **dynamics}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` returned."""
         self.ledger.load_state_dict(state)
+        if self.dynamics is not None:
+            self.dynamics.load_state_dict(state["dynamics"])
         state = copy.deepcopy({"rng": state["rng"], "rules": state["rules"]})
         self._rng.bit_generator.state = state["rng"]
         self._rules = dict(state["rules"])
@@ -482,9 +494,10 @@ class ExpertWise(ResumableStrategy):
         experts = np.array([size(self.groups.get(expert_group(i), [])) for i in range(len(self.world.footprints))])
         return shared, experts
 
-    def _demand(self, allowed: np.ndarray, server_round: int) -> RoundDemand:
+    def _demand(self, allowed: np.ndarray, server_round: int, ctx: SelectionContext) -> RoundDemand:
         """Expected FLOPs and bits of every device this round (class docstring, step 1), its samples and
-        last loss, and who took part in the earlier rounds (the round records: their accepted devices)."""
+        last loss, who took part in the earlier rounds (the round records: their accepted devices), and
+        who is on with enough battery (``federated.dynamics``, :mod:`fedmoe.federated.dynamics`)."""
         world = self.world
         k = world.num_devices
         n = np.zeros(k)
@@ -510,6 +523,9 @@ class ExpertWise(ResumableStrategy):
         loss = np.array([losses.get(d, mean_loss) for d in range(k)])
         profiles, usable = round_channel(world.profiles, world.cfg.wireless, self._rng, world.trace, self.clock_s)
         history = Participation.from_rounds(k, server_round, ((r.round, r.devices) for r in self.ledger.history))
+        if self.dynamics is not None:
+            energy = None if self.dynamics.battery is None else expected_round_energy(profiles, flops, bits, ctx)
+            usable = usable & self.dynamics.available(server_round, self.clock_s, energy)
         return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1) & usable, samples=n,
                            loss=loss, history=history)
 

@@ -227,3 +227,46 @@ def test_a_trace_must_describe_the_profiles_devices(four_devices, trace_file):
     trace = read_trace_csv(trace_file([(0, 0, -90, 0), (1, 0, -90, 0)]), 2)
     with pytest.raises(ValueError, match="trace= must be a ChannelTrace of the 4 devices of the profiles, got 2"):
         WirelessSelection(FedAvg(), four_devices, trace=trace)
+
+
+def test_a_device_whose_battery_runs_low_drops_out_and_returns_after_recharging(four_devices, digits_grid,
+                                                                                initial_arrays):
+    """Device 1's battery holds 1.5 rounds' worth (its expected energy at an equal share of 25 blocks, by hand) and
+    recharges 0.3 of it over round 1's latency: in, out while it recharges, then in again; the others never run
+    low. The charge is followed here round by round from the clock's latencies and the plans' energies."""
+    from fedmoe.federated.dynamics import Battery, DeviceDynamics
+
+    wireless = WirelessConfig()
+    bits = update_bits(initial_arrays)
+    n0 = noise_psd_w_hz(wireless.channel.noise_psd_dbm_hz, wireless.channel.noise_figure_db)
+    b = wireless.uplink.resource_block_hz
+    share = wireless.uplink.num_resource_blocks // 4
+    rate = share * b * np.log2(1 + 0.1 * four_devices.gain / (n0 * share * b))
+    need = 1e-9 * FLOPS + 0.1 * bits / rate  # E = e F + P b / R(25)
+    slowest = FLOPS / 1e9 + bits / rate[3]  # round 1's latency: everyone in, the -135 dB device last
+    capacity = np.array([1e9, 1.5 * need[1], 1e9, 1e9])
+    recharge = np.array([0.0, 0.3 * need[1] / slowest, 0.0, 0.0])
+    dynamics = DeviceDynamics(4, battery=Battery(4, capacity, recharge_w=recharge))
+    strategy = WirelessSelection(FedAvg(), four_devices, wireless=wireless, deadline_s=1e6, flops=FLOPS,
+                                 policy="all", allocation="equal", fading=False, dynamics=dynamics)
+    strategy.start(digits_grid(4), initial_arrays, num_rounds=4)
+    charge, took_part = capacity[1], []
+    for plan, tick in zip(strategy.plans, strategy.clock.history):
+        took_part.append(1 in plan.devices.tolist())
+        assert took_part[-1] == (charge >= need[1])
+        if took_part[-1]:
+            spent = float(plan.energy_j[plan.devices.tolist().index(1)])
+            charge -= spent
+        charge = min(charge + recharge[1] * tick.latency_s, capacity[1])
+        assert {0, 2, 3} <= set(plan.devices.tolist())
+    assert took_part == [True, False, True, False]
+    assert strategy.plans[0].energy_j[1] == pytest.approx(need[1], rel=1e-12)
+    assert strategy.clock.history[0].latency_s == pytest.approx(slowest, rel=1e-12)
+    assert dynamics.charge_j[1] == pytest.approx(charge, rel=1e-12)
+
+
+def test_dynamics_must_describe_the_profiles_devices(four_devices):
+    from fedmoe.federated.dynamics import Battery, DeviceDynamics
+
+    with pytest.raises(ValueError, match="dynamics= must be a DeviceDynamics of the 4 devices of the profiles, got 2"):
+        WirelessSelection(FedAvg(), four_devices, dynamics=DeviceDynamics(2, battery=Battery(2, 1.0)))
