@@ -25,7 +25,7 @@ from fedmoe.wireless.ofdma import dbm_to_w
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord
 
-__all__ = ["buffer_names", "device_profiles", "training_flops", "update_bits"]
+__all__ = ["buffer_names", "device_profiles", "per_device", "training_flops", "update_bits"]
 
 
 def training_flops(model: Any, example_input: Any, samples: int = 1, epochs: int = 1) -> float:
@@ -78,6 +78,15 @@ def buffer_names(model: Any) -> set[str]:
     return {name for name in model.state_dict() if name not in params}
 
 
+def per_device(value: ArrayLike, num_devices: int) -> np.ndarray | None:
+    """``value`` as one float per device (a copy): one value for all, or one each (numpy broadcasting to
+    ``(num_devices,)``); ``None`` when its shape allows neither, for the caller to say so in its own words."""
+    try:
+        return np.broadcast_to(np.asarray(value, dtype=np.float64), (num_devices,)).copy()
+    except ValueError:
+        return None
+
+
 def device_profiles(gain_db: ArrayLike, tx_power_dbm: ArrayLike, compute_flops: ArrayLike,
                     energy_per_flop_j: ArrayLike = 1e-9, distance_m: ArrayLike | None = None,
                     los: ArrayLike | None = None) -> DeviceProfiles:
@@ -101,12 +110,11 @@ def device_profiles(gain_db: ArrayLike, tx_power_dbm: ArrayLike, compute_flops: 
         raise ValueError(f"device_profiles: gain_db must be a non-empty 1-D array, got shape {gain.shape}")
     k = gain.size
 
-    def per_device(name: str, value: ArrayLike | None, default: float, positive: bool) -> np.ndarray:
-        arr = np.asarray(default if value is None else value, dtype=np.float64)
-        try:
-            arr = np.broadcast_to(arr, (k,)).copy()
-        except ValueError:
-            raise ValueError(f"device_profiles: {name} has shape {arr.shape}, expected one value or ({k},)") from None
+    def checked(name: str, value: ArrayLike | None, default: float, positive: bool) -> np.ndarray:
+        given = default if value is None else value
+        arr = per_device(given, k)
+        if arr is None:
+            raise ValueError(f"device_profiles: {name} has shape {np.shape(given)}, expected one value or ({k},)")
         if not np.isfinite(arr).all() and name != "distance_m":
             raise ValueError(f"device_profiles: {name} must be finite")
         if positive and (arr <= 0).any():
@@ -115,12 +123,12 @@ def device_profiles(gain_db: ArrayLike, tx_power_dbm: ArrayLike, compute_flops: 
 
     if not np.isfinite(gain).all():
         raise ValueError("device_profiles: gain_db must be finite")
-    power = dbm_to_w(per_device("tx_power_dbm", tx_power_dbm, 0.0, False))
-    flops = per_device("compute_flops", compute_flops, 1.0, True)
-    epf = per_device("energy_per_flop_j", energy_per_flop_j, 1e-9, False)
+    power = dbm_to_w(checked("tx_power_dbm", tx_power_dbm, 0.0, False))
+    flops = checked("compute_flops", compute_flops, 1.0, True)
+    epf = checked("energy_per_flop_j", energy_per_flop_j, 1e-9, False)
     if (epf < 0).any():
         raise ValueError("device_profiles: energy_per_flop_j must be >= 0")
-    dist = per_device("distance_m", distance_m, np.nan, False)
+    dist = checked("distance_m", distance_m, np.nan, False)
     los_flags = np.broadcast_to(np.asarray(False if los is None else los, dtype=bool), (k,)).copy()
     return DeviceProfiles(tx_power_w=power, compute_flops=flops, energy_per_flop_j=epf,
                           sensing_time_s=np.zeros((k, 0)), sensing_energy_j=np.zeros((k, 0)),

@@ -53,7 +53,7 @@ from fedmoe.federated.selection import (
     plan_round,
 )
 from fedmoe.plugins.clock import VirtualClock
-from fedmoe.plugins.costs import update_bits
+from fedmoe.plugins.costs import per_device, update_bits
 from fedmoe.wireless.devices import DeviceProfiles
 from fedmoe.wireless.trace import ChannelTrace
 
@@ -432,12 +432,10 @@ class WirelessSelection(Strategy):
 
 
 def _per_device(name: str, value: Any, k: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    try:
-        arr = np.broadcast_to(arr, (k,)).copy()
-    except ValueError:
-        raise ValueError(f"WirelessSelection: cost_fn gave {name} of shape {arr.shape}; expected one value or "
-                         f"({k},)") from None
+    arr = per_device(value, k)
+    if arr is None:
+        raise ValueError(f"WirelessSelection: cost_fn gave {name} of shape {np.shape(value)}; expected one value or "
+                         f"({k},)")
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError(f"WirelessSelection: cost_fn gave {name} that are negative or not finite")
     return arr
