@@ -144,6 +144,13 @@ class DeviceDynamics:
             on &= self.battery.holds(expected_energy)
         return on
 
+    def selectable(self, server_round: int, clock_s: float, profiles: DeviceProfiles, flops: np.ndarray,
+                   bits: np.ndarray, ctx: SelectionContext) -> np.ndarray:
+        """:meth:`available` for a round whose demand is ``flops`` and ``bits`` on the channel ``profiles``: the
+        expected round energy (:func:`expected_round_energy`) is worked out only when there is a battery."""
+        energy = None if self.battery is None else expected_round_energy(profiles, flops, bits, ctx)
+        return self.available(server_round, clock_s, energy)
+
     def after_round(self, devices: Iterable[int], energy_j: Iterable[float], latency_s: float) -> None:
         """The accepted ``devices`` spent ``energy_j`` in a round of ``latency_s`` s (no-op without a battery)."""
         if self.battery is not None:

@@ -42,7 +42,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import SelectionOptions, WirelessConfig
-from fedmoe.federated.dynamics import DeviceDynamics, expected_round_energy
+from fedmoe.federated.dynamics import DeviceDynamics
 from fedmoe.federated.round_channel import round_channel
 from fedmoe.federated.selection import (
     SELECTION_POLICIES,
@@ -278,8 +278,7 @@ class WirelessSelection(Strategy):
         self._plan: RoundPlan | None = None
         self._loss: dict[int, float] = {}
         self._samples: dict[int, float] = {}
-        self._last_round: dict[int, int] = {}  # device -> last round it replied in (age of update)
-        self._times: dict[int, int] = {}  # device -> rounds it replied in
+        self._replied: list[tuple[int, list[int]]] = []  # (round, devices that replied): the participation
         self._warned_extra = False
 
     def __getattr__(self, name: str) -> Any:
@@ -343,18 +342,14 @@ class WirelessSelection(Strategy):
         mean_loss = float(np.mean(heard)) if heard else 1.0
         samples = np.array([self._samples.get(d, 1.0) for d in range(k)])
         loss = np.maximum(np.array([self._loss.get(d, mean_loss) for d in range(k)]), 0.0)
-        last = np.array([self._last_round.get(d, 0) for d in range(k)], dtype=np.int64)
-        times = np.array([self._times.get(d, 0) for d in range(k)], dtype=np.int64)
-        history = Participation(round=max(int(server_round), int(last.max(initial=0)) + 1), last_round=last,
-                                times=times)
+        history = Participation.from_rounds(k, server_round, self._replied)
         if self.fading or self.trace is not None:
             profiles, usable = round_channel(self.profiles, self.wireless, self.rng, self.trace, self.clock.clock_s)
         else:
             profiles, usable = self.profiles, np.ones(k, dtype=bool)
         ctx = SelectionContext(self.wireless, self.per_round, self.deadline_s, self.rng, self.selection_options)
         if self.dynamics is not None:
-            energy = None if self.dynamics.battery is None else expected_round_energy(profiles, flops, bits, ctx)
-            usable = usable & self.dynamics.available(server_round, self.clock.clock_s, energy)
+            usable = usable & self.dynamics.selectable(server_round, self.clock.clock_s, profiles, flops, bits, ctx)
         demand = RoundDemand(profiles, flops, bits, samples * loss, available & usable, samples=samples, loss=loss,
                              history=history)
         return plan_round(demand, ctx, self.policy, self.allocation)
@@ -368,11 +363,10 @@ class WirelessSelection(Strategy):
             self.base.aggregate_train(server_round, replies)
         device_of = self._nodes
         answered = [m for m in replies if not m.has_error() and int(m.metadata.src_node_id) in device_of]
-        for msg in answered:
-            device = device_of[int(msg.metadata.src_node_id)]
+        done = [device_of[int(m.metadata.src_node_id)] for m in answered]  # the devices that replied, in order
+        for device, msg in zip(done, answered):
             self._remember(device, msg)
-            self._last_round[device] = int(server_round)
-            self._times[device] = self._times.get(device, 0) + 1
+        self._replied.append((int(server_round), sorted(set(done))))
         sent = plan is not None and plan.devices.size > 0
         idle = self.deadline_s if sent else 0.0
         if self.clock_source == "reported":
@@ -380,11 +374,10 @@ class WirelessSelection(Strategy):
         elif plan is None:
             tick = self.clock.advance(server_round, [], [])
         else:
-            done = [device_of[int(m.metadata.src_node_id)] for m in answered]
             tick = self.clock.advance_plan(server_round, plan, completed=done, idle_latency_s=idle)
         if self.dynamics is not None:
             spent = {} if plan is None else {int(k): float(e) for k, e in zip(plan.devices, plan.energy_j)}
-            paid = [d for d in (device_of[int(m.metadata.src_node_id)] for m in answered) if d in spent]
+            paid = [d for d in done if d in spent]
             self.dynamics.after_round(paid, [spent[d] for d in paid], tick.latency_s)
         merged = dict(metrics.items()) if metrics is not None else {}
         merged.update(self.clock.metrics())

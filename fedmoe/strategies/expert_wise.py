@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmoe.config import MODALITIES
-from fedmoe.federated.dynamics import DeviceDynamics, expected_round_energy
+from fedmoe.federated.dynamics import DeviceDynamics
 from fedmoe.federated.parameters import FIXED, LOCAL, SHARED, expert_group, expert_index
 from fedmoe.federated.protocol import (
     ACCURACY_KEY,
@@ -524,8 +524,7 @@ class ExpertWise(ResumableStrategy):
         profiles, usable = round_channel(world.profiles, world.cfg.wireless, self._rng, world.trace, self.clock_s)
         history = Participation.from_rounds(k, server_round, ((r.round, r.devices) for r in self.ledger.history))
         if self.dynamics is not None:
-            energy = None if self.dynamics.battery is None else expected_round_energy(profiles, flops, bits, ctx)
-            usable = usable & self.dynamics.available(server_round, self.clock_s, energy)
+            usable = usable & self.dynamics.selectable(server_round, self.clock_s, profiles, flops, bits, ctx)
         return RoundDemand(profiles, flops, bits, n * loss, present & allowed.any(axis=1) & usable, samples=n,
                            loss=loss, history=history)
 
