@@ -9,6 +9,8 @@ Wrappers around any Flower strategy and any model:
     checks every training reply against what was sent before the strategy aggregates it;
 :class:`~fedmoe.plugins.clock.VirtualClock`
     the rounds' latency (max) and energy (sum) on the simulated radio, with running totals;
+:class:`~fedmoe.plugins.exchange.AdaptivePolling`
+    ``Grid.send_and_receive`` with pulls spaced by what a pull costs (not every 0.1 s or 3 s);
 :mod:`fedmoe.plugins.costs`
     training FLOPs of any torch model from an example input, update bits of an ``ArrayRecord``, and
     device profiles from link gains, powers and compute speeds.
@@ -28,6 +30,8 @@ _HOMES = {
     "ValidatedStrategy": "fedmoe.plugins.validation",
     "VirtualClock": "fedmoe.plugins.clock",
     "ClockTick": "fedmoe.plugins.clock",
+    "AdaptivePolling": "fedmoe.plugins.exchange",
+    "adaptive_polling": "fedmoe.plugins.exchange",
     "training_flops": "fedmoe.plugins.costs",
     "update_bits": "fedmoe.plugins.costs",
     "device_profiles": "fedmoe.plugins.costs",

@@ -26,6 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.resume import ResumeError, ServerState
+from fedmoe.plugins.exchange import adaptive_polling
 from fedmoe.strategies.federated_learning import saved_state, serve  # noqa: F401  serve: the tests import it from here
 from fedmoe.strategies.modes import MODES, mode_of
 
@@ -35,8 +36,10 @@ def serve_any(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Cal
     """The ServerApp loop of ``cfg.mode`` (:attr:`fedmoe.strategies.modes.Mode.serve`): :func:`serve` for
     ``"federated"``, :func:`fedmoe.strategies.split_learning.serve_split` for ``"split"`` and ``"splitfed"``,
     :func:`fedmoe.strategies.distributed_experts.serve_distributed`, :func:`fedmoe.strategies.v2i_federated.serve_v2i`
-    (``resume``: resumable modes only, :func:`check_resumable`)."""
+    (``resume``: resumable modes only, :func:`check_resumable`). Flower's own grids wait for replies through
+    :func:`fedmoe.plugins.exchange.adaptive_polling` (pulls spaced by what they cost, not every 0.1 s or 3 s)."""
     check_resumable(cfg, resume)
+    grid = adaptive_polling(grid)
     return mode_of(cfg).serve(grid, cfg, run_dir, on_round, scenario_file, resume, client_state_dir)
 
 
