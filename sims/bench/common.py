@@ -20,6 +20,12 @@ def machine(**extra: Any) -> dict[str, Any]:
     return {**info, **extra}
 
 
+def uplink_hz(per_round: int) -> float:
+    """Uplink bandwidth with a 200 kHz resource block for each device of a round at least (20 MHz, the default, for
+    up to 100 devices; 200 MHz, a 28 GHz FR2 carrier's width, for 1,000)."""
+    return max(20e6, per_round * 200e3)
+
+
 def target(value: Any, goal: str, met: bool, **extra: Any) -> dict[str, Any]:
     """One entry of a result's ``targets`` object: ``{"value", "goal", "met"}`` and any ``extra`` keys."""
     return {"value": value, "goal": goal, "met": bool(met), **extra}

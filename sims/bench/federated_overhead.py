@@ -34,7 +34,7 @@ from fedmoe.federated.protocol import NUM_EXAMPLES_KEY
 from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
-from sims.bench.common import machine, target
+from sims.bench.common import machine, target, uplink_hz
 from sims.bench.memory import PeakMemory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_overhead.json"
@@ -45,7 +45,7 @@ def bench_config(n: int, rounds: int, samples: int):
         "partition": {"num_devices": n, "samples_per_device": samples},
         "model": {"experts_per_modality": 1, "head_hidden": 32},
         "train": {"batch_size": 64},
-        "wireless": {"uplink": {"total_bandwidth_hz": max(20e6, n * 200e3)}},  # one resource block per device at least
+        "wireless": {"uplink": {"total_bandwidth_hz": uplink_hz(n)}},  # one resource block per device at least
         "federated": {"rounds": rounds, "stage1_rounds": rounds, "clients_per_round": n, "selection": "all",
                       "allocation": "equal", "deadline_s": 1e6, "test_samples": 200, "eval_every": 10_000,
                       "checkpoint_every": 0, "partition_cache": max(n, 1)},

@@ -1,12 +1,14 @@
-"""Scale of the federated simulation: 1,000 devices, 100 per round (scenario ``many_weak_devices``).
+"""Scale of the federated simulation: 10,000 devices, 1,000 per round (scenario ``many_weak_devices``).
 
-    python -m sims.bench.federated_scale [--rounds 3]
+    python -m sims.bench.federated_scale [--rounds 3] [--devices 10000] [--per-round 1000]
 
 Reports seconds per round (wall), the start-up and device discovery (QUERY to every node),
 and the peak RSS summed over this process and all Ray processes (:mod:`sims.bench.memory`,
-an upper bound). Partitions are built lazily by each client (no cache:
+an upper bound). The uplink has a 200 kHz resource block for each device of a round
+(:func:`sims.bench.common.uplink_hz`: 200 MHz for 1,000). Partitions are built lazily by each client (no cache:
 ``federated.partition_cache = 0``), so the driver never holds the devices' data.
-Target (issue 5): under 8 GiB.
+Targets (issue 19): peak memory < 8 GiB and <= 60 s per round after the first, at 10,000 devices
+with 1,000 per round.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
-from sims.bench.common import machine, target
+from sims.bench.common import machine, target, uplink_hz
 from sims.bench.memory import PeakMemory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_scale.json"
@@ -41,12 +43,13 @@ def scale_targets(devices: int, per_round: int, peak_gib: float, seconds_per_rou
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--devices", type=int, default=1000)
-    p.add_argument("--per-round", type=int, default=100)
+    p.add_argument("--devices", type=int, default=10_000)
+    p.add_argument("--per-round", type=int, default=1_000)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     cfg = load_scenario("many_weak_devices", {
         "partition": {"num_devices": args.devices},
+        "wireless": {"uplink": {"total_bandwidth_hz": uplink_hz(args.per_round)}},
         "federated": {"rounds": args.rounds, "stage1_rounds": min(1, args.rounds), "clients_per_round": args.per_round,
                       "checkpoint_every": 0}})
     stamps, records = [], []
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "federated_scale",
            "machine": machine(),
            "setup": {"devices": args.devices, "per_round": args.per_round, "rounds": args.rounds,
+                     "uplink_bandwidth_hz": uplink_hz(args.per_round),
                      "scenario": "many_weak_devices"},
            "first_round_incl_startup_and_discovery_s": float(per_round[0]),
            "seconds_per_round_after_first": float(np.mean(per_round[1:])) if len(per_round) > 1 else None,
