@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from fedmoe import __version__
 from fedmoe.arguments import int_at_least, parse_assignment_pair, parse_lambdas, parse_latlon, parse_modalities
-from fedmoe.config import FedMoEConfig
+from fedmoe.config import FedMoEConfig, with_absolute_files
 from fedmoe.errors import UsageError
 from fedmoe.files import check_file_target, check_folder_target, output_folder, write_atomic
 from fedmoe.overrides import parse_overrides
@@ -219,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.input is not None:
         cfg = with_input(cfg, args.input)
-    cfg = checked_trace(cfg)
+    cfg = checked_trace(with_absolute_files(cfg))
     out = Path(args.out)
     mode = mode_of(cfg)
     print(f"fedmoe {__version__}: {mode.describe(cfg)}")

@@ -1070,6 +1070,41 @@ def parse_config(data: dict[str, Any], model: type[StrictModel] = FedMoEConfig, 
         raise ConfigError(f"{source}: " + format_validation_error(err, model).replace("\n", f"\n{source}: ")) from None
 
 
+FILE_SETTINGS = ("data.input", "wireless.trace.path", "federated.dynamics.availability.path")
+"""The settings that name a file which every process of a run opens (the ServerApp and each ClientApp),
+whatever its working folder."""
+
+
+def file_settings(cfg: FedMoEConfig) -> dict[str, str]:
+    """The :data:`FILE_SETTINGS` that ``cfg`` sets, ``{dotted name: path}``."""
+    found = {}
+    for name in FILE_SETTINGS:
+        value: Any = cfg
+        for part in name.split("."):
+            value = getattr(value, part, None)
+            if value is None:
+                break
+        if value is not None:
+            found[name] = str(value)
+    return found
+
+
+def with_absolute_files(cfg: FedMoEConfig) -> FedMoEConfig:
+    """``cfg`` with every file setting (:data:`FILE_SETTINGS`) made absolute from this process's working folder
+    (``~`` expanded); ``cfg`` itself when none is relative."""
+    relative = {k: v for k, v in file_settings(cfg).items() if not Path(v).is_absolute()}
+    if not relative:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    for name, value in relative.items():
+        *parents, last = name.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = str(Path(value).expanduser().resolve())
+    return parse_config(data, source=", ".join(relative))
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The content of a TOML file; a missing file or bad TOML is a one-line :class:`ConfigError`."""
     p = Path(path)

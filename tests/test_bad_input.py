@@ -509,6 +509,10 @@ RUN_CONFIG_CASES = [
     ({"run-dir": "earlier"}, ["run config run-dir earlier: not empty", "--force"]),
     ({"force": "yes"}, ["force='yes'", "true or false"]),
     ({"resume": True, "force": True}, ["resume=true and force=true exclude each other"]),
+    ({"overrides": "wireless.trace.path='t.csv'"}, ["wireless.trace.path='t.csv' is relative", "absolute path"]),
+    ({"overrides": "data.input='~/d.npz'"}, ["data.input='~/d.npz' is relative"]),
+    ({"overrides": "federated.dynamics.availability={model='trace', path='a.csv'}"},
+     ["federated.dynamics.availability.path='a.csv' is relative"]),
 ]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from fedmoe.config import FedMoEConfig, TraceConfig, WirelessConfig, parse_config
+from fedmoe.config import FedMoEConfig, TraceConfig, WirelessConfig, with_absolute_files
 from fedmoe.registry import Registry
 from fedmoe.wireless.ofdma import linear_to_db, noise_psd_w_hz
 from fedmoe.wireless.trace import ChannelTrace
@@ -64,13 +64,12 @@ def load_trace(wireless: WirelessConfig, num_devices: int) -> ChannelTrace | Non
 
 
 def checked_trace(cfg: FedMoEConfig) -> FedMoEConfig:
-    """``cfg`` with ``wireless.trace.path`` made absolute (every process of a run opens it, whatever its working
-    folder), after reading the trace once so that a bad trace file is refused before a run starts; ``cfg``
-    itself when it has no trace. ``fedmoe run`` and ``fedmoe deploy local`` both call it."""
+    """``cfg`` with its file settings made absolute (:func:`fedmoe.config.with_absolute_files`: every process of a
+    run opens them, whatever its working folder), after reading the trace once so that a bad trace file is
+    refused before a run starts; ``cfg`` itself when it has no trace. ``fedmoe run`` and ``fedmoe deploy local``
+    both call it."""
     if cfg.wireless.trace is None:
         return cfg
-    data = cfg.model_dump(mode="json")
-    data["wireless"]["trace"]["path"] = str(Path(cfg.wireless.trace.path).expanduser().resolve())
-    cfg = parse_config(data, source="wireless.trace")
+    cfg = with_absolute_files(cfg)
     load_trace(cfg.wireless, cfg.partition.num_devices)
     return cfg

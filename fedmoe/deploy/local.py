@@ -313,9 +313,11 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
 
     The config gets the checks ``fedmoe run`` makes (:func:`fedmoe.strategies.modes.check_config`, and a
     channel trace is read once: :func:`fedmoe.data.trace_formats.checked_trace`). A scenario given as a file
-    becomes an absolute path (the ServerApp resolves it from its own folder), and so does a trace's path;
+    becomes an absolute path (the ServerApp resolves it from its own folder), and so does every file setting
+    (:data:`fedmoe.config.FILE_SETTINGS`: the dataset, the trace, the availability file);
     ``nodes`` defaults to ``partition.num_devices`` and must equal it.
     """
+    from fedmoe.config import file_settings, with_absolute_files
     from fedmoe.data.trace_formats import checked_trace
     from fedmoe.overrides import parse_overrides
     from fedmoe.scenarios import SCENARIOS, load_scenario, resolve_scenario
@@ -335,9 +337,8 @@ def validate_run(scenario: str, sets: Sequence[str], nodes: int | None) -> tuple
         raise DeployArgumentError(f"--nodes {nodes} but the scenario has partition.num_devices={devices} "
                           f"(add --set partition.num_devices={nodes}, or drop --nodes)")
     check_config(cfg)
-    traced = checked_trace(cfg)  # a bad trace file is refused here; the SuperNodes get its absolute path
-    if traced.wireless.trace is not None:
-        sets = [*sets, f"wireless.trace.path={traced.wireless.trace.path}"]
+    cfg = checked_trace(with_absolute_files(cfg))  # a bad trace file is refused here
+    sets = [*sets, *(f"{name}={path}" for name, path in file_settings(cfg).items())]  # the processes get absolute paths
     return scenario, sets, nodes
 
 

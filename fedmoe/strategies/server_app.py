@@ -92,11 +92,12 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     Keys left out take the defaults of ``[tool.flwr.app.config]``. A bad value is a one-line
     :class:`~fedmoe.config.ConfigError` (or ``ValueError``) naming the run-config key: an unknown
     scenario, an ``overrides`` entry that is not ``key.path=value`` or whose value the config
-    refuses, a ``resume`` or ``force`` that is not a boolean, both of them true, a ``run-dir``
+    refuses, a file setting (:data:`fedmoe.config.FILE_SETTINGS`) that is a relative path, a ``resume`` or
+    ``force`` that is not a boolean, both of them true, a ``run-dir``
     that is empty, not a string, not a folder that can be written, or not empty while neither
     ``resume`` nor ``force`` is true.
     """
-    from fedmoe.config import ConfigError
+    from fedmoe.config import ConfigError, file_settings
     from fedmoe.federated.run_folder import check_run_folder
     from fedmoe.files import check_folder_target
     from fedmoe.overrides import parse_overrides
@@ -119,6 +120,11 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         cfg = load_scenario(scenario, overrides)
     except ConfigError as err:
         raise ConfigError("run config: " + "; ".join(str(err).splitlines())) from None
+    relative = [f"{name}={path!r}" for name, path in file_settings(cfg).items() if not Path(path).is_absolute()]
+    if relative:
+        raise ConfigError(f"run config: {', '.join(relative)} is relative, and the ServerApp and each SuperNode would "
+                          "look for it from their own folders: give an absolute path (fedmoe run and fedmoe deploy "
+                          "local make it absolute for you)")
     run_dir = text("run-dir", "runs/flwr")
     if not run_dir.strip():
         raise ConfigError("run config run-dir='': expected the run folder's path")

@@ -154,6 +154,11 @@ def test_a_channel_trace_is_read_before_any_process_starts_and_sent_with_its_abs
     base = ["partition.num_devices=3", "federated.clients_per_round=3"]
     _, sets, _ = validate_run("default", [*base, f"wireless.trace.path={good.name}"], None)
     assert sets[-1] == f"wireless.trace.path={good.resolve()}"
+    available = good.parent / "on.csv"
+    available.write_text("device,time_s,available\n0,0,1\n")
+    _, sets, _ = validate_run("default", [*base, "federated.dynamics.availability={model='trace', path='on.csv'}"],
+                              None)
+    assert sets[-1] == f"federated.dynamics.availability.path={available.resolve()}"  # every file setting
     bad = trace_file([(7, 0.0, -100.0, 0)], name="bad.csv")
     with pytest.raises(TraceFormatError, match=r"bad.csv.*unknown device id 7"):
         validate_run("default", [*base, f"wireless.trace.path={bad}"], None)
