@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from fedmoe.data.samples import ISACSamples
 from fedmoe.federated.local import load_model
 from fedmoe.federated.world import ScenarioWorld
 from fedmoe.files import write_atomic
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServerEvaluator:
     """``evaluate(round, arrays)`` on the server's held-out set every ``every`` rounds (and the last),
-    saving a checkpoint every ``checkpoint_every`` rounds (and the last) into ``checkpoint_dir``."""
+    saving a checkpoint every ``checkpoint_every`` rounds (and the last) into ``checkpoint_dir``.
+    ``held_out`` replaces the test set (e.g. :meth:`ScenarioWorld.server_validation_set`)."""
 
     world: ScenarioWorld
     last_round: int
@@ -37,9 +39,10 @@ class ServerEvaluator:
     checkpoint_every: int = 0
     checkpoint_dir: Path | None = None
     results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    held_out: ISACSamples | None = None
 
     def __post_init__(self) -> None:
-        self.test = self.world.server_test_set()
+        self.test = self.world.server_test_set() if self.held_out is None else self.held_out
         model = self.world.template
         cfg = self.world.cfg
         self.costs = device_costs_for_samples(model.experts, self.test.bits_per_sample, cfg.wireless,

@@ -48,6 +48,7 @@ from fedmoe.wireless.devices import DeviceProfiles, equal_share_rate, sample_dev
 from fedmoe.wireless.trace import ChannelTrace
 
 _SERVER_TEST_STREAM = 0x7E57
+_SERVER_VALIDATION_STREAM = 0x7A11D
 _WORLDS: "OrderedDict[str, ScenarioWorld]" = OrderedDict()
 _MAX_WORLDS = 4
 
@@ -265,3 +266,12 @@ class ScenarioWorld:
             return self.file.subset(self.file_split.test)  # type: ignore[union-attr]
         rng = np.random.default_rng(np.random.SeedSequence([self.cfg.data.seed, _SERVER_TEST_STREAM]))
         return self.source(self.cfg.federated.test_samples, rng)
+
+    def server_validation_set(self, num_samples: int | None = None) -> ISACSamples:
+        """``num_samples`` (default ``federated.test_samples``) fresh samples of a third stream, drawn by neither the
+        devices nor the test set: for choosing among configurations without looking at the test set. A dataset file
+        (``data.input``) has no such split (``ValueError``)."""
+        if self.source is None:
+            raise ValueError("data.input: a dataset file has a train and a test split only, no validation split")
+        rng = np.random.default_rng(np.random.SeedSequence([self.cfg.data.seed, _SERVER_VALIDATION_STREAM]))
+        return self.source(self.cfg.federated.test_samples if num_samples is None else num_samples, rng)
