@@ -1,62 +1,111 @@
-"""Quality of the federated mixture against centralised training and against plain FedAvg (issue 5).
+"""Quality, virtual time and device energy of the federated mixture against centralised training and plain FedAvg.
 
-    python -m sims.bench.federated_quality [--devices 20] [--samples-per-device 800] [--rounds 40]
-                                          [--local-epochs 5]
+    python -m sims.bench.federated_quality [--seeds 0 1 2] [--variants moe_deadline,moe_random,...]
+                                          [--devices 20] [--samples-per-device 800] [--rounds 40]
+                                          [--set key.path=value ...] [--fresh]
 
-Side by side, on the same devices, data and held-out test set (the default scenario):
+For each seed (``data.seed = train.seed = seed``: the data, the devices' places and profiles, the
+initial model), side by side on the same devices, data and held-out sets (the default scenario):
 
-* **centralised**: the same mixture (``model``, ``train``) trained with
-  :func:`fedmoe.centralised.run_centralised` on the union of every device's partition;
-* **federated MoE, deadline**: :class:`fedmoe.strategies.ExpertWise` with the scenario's
-  selection (``deadline-max-devices``: the most devices that meet the round deadline)
-  and ``min-latency`` allocation (Flower simulation, Ray backend);
-* **federated MoE, random**: the same strategy with ``random`` selection (every device
-  takes part now and then, however slow its link) and ``min-latency`` allocation;
-* **federated MoE, oort / power-of-choice / age-weighted**: the baselines of
-  :mod:`fedmoe.federated.selection_baselines` (in the JSON and its targets, not in the plot);
-* **plain FedAvg**: :class:`fedmoe.strategies.PlainFedAvg` (dense model, random selection, equal
-  bandwidth split) for the same number of rounds, devices per round and local epochs.
+* **centralised**: the same mixture trained with :func:`fedmoe.centralised.run_centralised` on the
+  union of every device's partition;
+* **plain FedAvg** (``plain_fedavg``): :class:`fedmoe.strategies.PlainFedAvg` (dense model, random
+  selection, equal bandwidth split), same rounds, devices per round and local epochs;
+* **the federated MoE** (:class:`fedmoe.strategies.ExpertWise`) in every variant of :data:`VARIANTS`:
+  one axis at a time around ``moe_deadline`` (deadline selection, ``min-latency`` allocation,
+  uncompressed, synchronous rounds): each selection policy, each compression, each round mode.
 
-Targets: federated MoE final accuracy ≥ 97% of centralised; virtual-clock time to reach
-the FedAvg baseline's final accuracy at least 2× shorter than the baseline's own. Both
-are reported for each MoE variant. Energy per round of all is reported. Writes JSON and
-a PNG (accuracy vs virtual time, energy per round); the run folders go to
-``results/federated_quality_runs/`` (not versioned).
+Targets (issue 19), for *the best MoE variant*: the one whose final model has the highest mean
+accuracy on the server's **validation** set (:meth:`~fedmoe.federated.world.ScenarioWorld.server_validation_set`,
+a stream neither the devices nor the test set draw), so that no choice is made on the test set.
+Its test figures, mean ± std over the seeds:
+
+* ``accuracy_ratio``: final test accuracy / the centralised one, ≥ 0.97;
+* ``time_to_fedavg_ratio``: virtual time until its test accuracy first reaches plain FedAvg's final
+  accuracy / FedAvg's own virtual time to it, ≤ 0.5 (a seed in which it never does counts as not met);
+* ``energy_to_fedavg_ratio``: the devices' energy until then / FedAvg's, ≤ 0.3.
+
+Every variant's figures are in ``variants`` (and the table printed at the end). Each (seed,
+variant) run is kept in ``results/federated_quality_runs/seed<k>/<variant>/`` (not versioned) with
+``bench.json``; a later call skips the runs whose ``bench.json`` has the same configuration
+(``--fresh`` reruns them), so the benchmark can be run in parts.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from fedmoe.centralised import Split, run_centralised
+from fedmoe.config import FedMoEConfig, deep_merge
 from fedmoe.data.samples import ISACSamples
-from fedmoe.federated.report import time_to_accuracy
+from fedmoe.federated.evaluation import ServerEvaluator
 from fedmoe.federated.world import world_for
+from fedmoe.overrides import parse_overrides
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
-from sims.bench.common import machine
+from sims.bench.common import machine, target
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 
+BASELINE = "plain_fedavg"
+REFERENCE = "moe_deadline"
 
-def bench_config(devices: int, per_device: int, rounds: int, stage1: int, per_round: int, test: int, strategy: str,
-                 local_epochs: int = 1, selection: str | None = None):
-    federated = {"rounds": rounds, "stage1_rounds": stage1, "clients_per_round": per_round, "test_samples": test,
-                 "strategy": strategy, "checkpoint_every": 0, "local_epochs": local_epochs}
-    if selection is not None:
-        federated["selection"] = selection
-    return load_scenario("default", {
-        "partition": {"num_devices": devices, "samples_per_device": per_device},
-        "federated": federated,
-    })
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    BASELINE: ("plain_fedavg", {}),
+    REFERENCE: ("expert_wise", {"selection": "deadline-max-devices"}),
+    **{f"moe_{policy}": ("expert_wise", {"selection": policy})
+       for policy in ("random", "utility-weighted", "oort", "power-of-choice", "age-weighted")},
+}
+"""``name -> (federated.strategy, federated overrides)``. The MoE variants change one thing of ``moe_deadline``:
+the selection policy (``moe_<policy>``), the compression (``moe_deadline_<compression>``) or the round mode."""
+
+LABELS = {BASELINE: "plain FedAvg (dense)", REFERENCE: "federated MoE, deadline selection"}
 
 
-def centralised_on_union(cfg) -> dict:
+def bench_config(args: argparse.Namespace, seed: int, strategy: str, federated: dict[str, Any]) -> FedMoEConfig:
+    """The default scenario at the benchmark's size with ``strategy`` and ``federated`` overrides, then ``--set``."""
+    overrides = {
+        "data": {"seed": seed},
+        "train": {"seed": seed},
+        "partition": {"num_devices": args.devices, "samples_per_device": args.samples_per_device},
+        "federated": {"rounds": args.rounds, "stage1_rounds": args.stage1_rounds, "clients_per_round": args.per_round,
+                      "test_samples": args.test_samples, "strategy": strategy, "checkpoint_every": 0,
+                      "local_epochs": args.local_epochs, **federated},
+    }
+    return load_scenario("default", deep_merge(overrides, parse_overrides(args.set)))
+
+
+def config_key(cfg: FedMoEConfig) -> str:
+    """A digest of the whole configuration: a kept run is reused only for the same one."""
+    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached(folder: Path, key: str, fresh: bool) -> dict[str, Any] | None:
+    """The kept result in ``folder`` if it was made with configuration ``key`` (and not ``fresh``)."""
+    path = folder / "bench.json"
+    if fresh or not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    return kept if kept.get("config_key") == key else None
+
+
+def keep(folder: Path, key: str, result: dict[str, Any]) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    result = {**result, "config_key": key}
+    (folder / "bench.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def centralised_on_union(cfg: FedMoEConfig) -> dict[str, Any]:
     """The mixture trained centrally on every device's partition, tested on the server's held-out set."""
     world = world_for(cfg)
     parts = [world.partition(k).samples for k in range(world.num_devices)]
@@ -70,47 +119,94 @@ def centralised_on_union(cfg) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-def federated(cfg, out: Path) -> dict:
+def federated(cfg: FedMoEConfig, out: Path, validate: bool) -> dict[str, Any]:
+    """One federated run: its summary, its curve (round, clock, accuracy, energy, …) and, with ``validate``,
+    the final model's accuracy on the validation set."""
     t0 = time.perf_counter()
     run = run_federated(cfg, out, progress=True, force=True)
     rows = run.metrics["rounds"]
-    return {"summary": run.metrics["summary"], "wall_s": time.perf_counter() - t0,
-            "curve": [{k: r.get(k) for k in ("round", "stage", "clock_s", "accuracy", "energy_j", "latency_s",
-                                             "completed", "upload_bits")} for r in rows]}
+    result = {"summary": run.metrics["summary"], "wall_s": time.perf_counter() - t0,
+              "curve": [{k: r.get(k) for k in ("round", "stage", "clock_s", "accuracy", "energy_j", "latency_s",
+                                               "completed", "upload_bits")} for r in rows]}
+    if validate:
+        world = world_for(cfg)
+        evaluator = ServerEvaluator(world, last_round=1, held_out=world.server_validation_set())
+        result["validation_accuracy"] = evaluator.evaluate(1, run.arrays)["accuracy"]
+    return result
 
 
-VARIANTS = {"federated_moe": ("expert_wise", None), "federated_moe_random": ("expert_wise", "random"),
-            "plain_fedavg": ("plain_fedavg", None),
-            **{f"federated_moe_{p}": ("expert_wise", p) for p in ("oort", "power-of-choice", "age-weighted")}}
-LABELS = {"federated_moe": "federated MoE, deadline selection",
-          "federated_moe_random": "federated MoE, random selection",
-          "plain_fedavg": "plain FedAvg (dense)"}
+def cost_to_accuracy(curve: list[dict[str, Any]], threshold: float) -> tuple[float, float] | None:
+    """``(virtual time, device energy)`` spent until the first evaluated round whose test accuracy reaches
+    ``threshold`` (round 0, before any training, costs nothing); None if no round does."""
+    energy = 0.0
+    for row in curve:
+        energy += row.get("energy_j") or 0.0
+        if row.get("accuracy") is not None and row["accuracy"] >= threshold:
+            return float(row["clock_s"]), energy
+    return None
 
 
-def targets(central: dict, moe: dict, base: dict) -> dict:
-    """The issue's two targets for one MoE variant against the baseline."""
-    base_final = base["summary"]["accuracy"]
-    t_base = time_to_accuracy(base["curve"], base_final)
-    t_moe = time_to_accuracy(moe["curve"], base_final)
-    ratio = moe["summary"]["accuracy"] / central["accuracy"]
-    return {
-        "accuracy": moe["summary"]["accuracy"],
-        "accuracy_ratio_vs_centralised": ratio,
-        "accuracy_ratio_target": 0.97,
-        "accuracy_ratio_met": ratio >= 0.97,
-        "baseline_final_accuracy": base_final,
-        "baseline_time_to_its_final_accuracy_s": t_base,
-        "moe_time_to_baseline_final_accuracy_s": t_moe,
-        "time_speedup": (t_base / t_moe) if (t_base and t_moe) else None,
-        "time_speedup_target": 2.0,
-        "time_speedup_met": bool(t_base and t_moe and t_base / t_moe >= 2.0),
-        "virtual_time_s": moe["summary"]["virtual_time_s"],
-        "energy_per_round_j": moe["summary"]["mean_energy_per_round_j"],
-    }
+def against_fedavg(moe: dict[str, Any], base: dict[str, Any], central: dict[str, Any]) -> dict[str, Any]:
+    """One seed's ratios of a MoE run: accuracy to the centralised one, time and energy to FedAvg's final accuracy
+    over FedAvg's own (None when the MoE run never reaches it)."""
+    final = base["summary"]["accuracy"]
+    base_cost = cost_to_accuracy(base["curve"], final)
+    moe_cost = cost_to_accuracy(moe["curve"], final)
+    assert base_cost is not None  # FedAvg reaches its own final accuracy, in its last round at the latest
+    ratios: dict[str, Any] = {"accuracy_ratio": moe["summary"]["accuracy"] / central["accuracy"],
+                              "time_to_fedavg_ratio": None, "energy_to_fedavg_ratio": None,
+                              "fedavg_final_accuracy": final, "fedavg_time_s": base_cost[0],
+                              "fedavg_energy_j": base_cost[1]}
+    if moe_cost is not None:
+        ratios["time_to_fedavg_ratio"] = moe_cost[0] / base_cost[0] if base_cost[0] > 0 else math.inf
+        ratios["energy_to_fedavg_ratio"] = moe_cost[1] / base_cost[1] if base_cost[1] > 0 else math.inf
+    return ratios
+
+
+def mean_std(values: list[float | None]) -> dict[str, Any]:
+    """Mean ± std (population) of the values that exist, and how many are missing."""
+    have = [float(v) for v in values if v is not None]
+    return {"mean": float(np.mean(have)) if have else None, "std": float(np.std(have)) if have else None,
+            "n": len(have), "missing": len(values) - len(have)}
+
+
+GOALS = {"accuracy_ratio": (">= 0.97", lambda v: v >= 0.97),
+         "time_to_fedavg_ratio": ("<= 0.5", lambda v: v <= 0.5),
+         "energy_to_fedavg_ratio": ("<= 0.3", lambda v: v <= 0.3)}
+
+
+def summarise(seeds: list[int], runs: dict[int, dict[str, dict]], central: dict[int, dict]) -> dict[str, Any]:
+    """Per variant of ``runs``, mean ± std over the seeds of its final accuracy, validation accuracy, virtual time,
+    energy and its ratios (:func:`against_fedavg`); the best MoE variant by validation accuracy, and the targets."""
+    table: dict[str, Any] = {}
+    names = list(runs[seeds[0]])
+    for name in names:
+        per_seed = [runs[s][name] for s in seeds]
+        row = {"accuracy": mean_std([r["summary"]["accuracy"] for r in per_seed]),
+               "virtual_time_s": mean_std([r["summary"]["virtual_time_s"] for r in per_seed]),
+               "energy_j": mean_std([r["summary"]["energy_j"] for r in per_seed])}
+        if name != BASELINE:
+            ratios = [against_fedavg(runs[s][name], runs[s][BASELINE], central[s]) for s in seeds]
+            row["validation_accuracy"] = mean_std([r.get("validation_accuracy") for r in per_seed])
+            row.update({k: mean_std([r[k] for r in ratios]) for k in GOALS})
+        table[name] = row
+    moe = [n for n in names if n != BASELINE]
+    best = max(moe, key=lambda n: table[n]["validation_accuracy"]["mean"])
+    targets = {}
+    for key, (goal, ok) in GOALS.items():
+        stat = table[best][key]
+        met = stat["mean"] is not None and stat["missing"] == 0 and ok(stat["mean"])
+        targets[key] = target(stat["mean"], f"{goal} (best MoE variant by validation accuracy: {best}; mean over "
+                              f"{len(seeds)} seeds)", met, std=stat["std"], variant=best,
+                              seeds_without_value=stat["missing"])
+    return {"variants": table, "best_variant": best, "targets": targets}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated names among {', '.join(VARIANTS)} ({BASELINE} is always run)")
     p.add_argument("--devices", type=int, default=20)
     p.add_argument("--samples-per-device", type=int, default=800)
     p.add_argument("--rounds", type=int, default=40)
@@ -118,66 +214,116 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-round", type=int, default=10)
     p.add_argument("--local-epochs", type=int, default=5)
     p.add_argument("--test-samples", type=int, default=4000)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run, e.g. wireless.channel.bs_array_gain='codebook'")
+    p.add_argument("--fresh", action="store_true", help="rerun the runs kept from an earlier call")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
+    chosen = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        p.error(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    variants = {name: spec for name, spec in VARIANTS.items() if name in chosen or name == BASELINE}
     torch.set_num_threads(1)
-    shape = (args.devices, args.samples_per_device, args.rounds, args.stage1_rounds, args.per_round, args.test_samples)
-    configs = {name: bench_config(*shape, strategy, args.local_epochs, selection)
-               for name, (strategy, selection) in VARIANTS.items()}
-    runs = args.out.parent / "federated_quality_runs"
+    kept = args.out.parent / "federated_quality_runs"
     t0 = time.perf_counter()
-    central = centralised_on_union(configs["federated_moe"])
-    results = {name: federated(cfg, runs / name) for name, cfg in configs.items()}
-    base = results["plain_fedavg"]
-    moe_cfg = configs["federated_moe"]
+    runs: dict[int, dict[str, dict]] = {}
+    central: dict[int, dict] = {}
+    for seed in args.seeds:
+        configs = {name: bench_config(args, seed, strategy, fed) for name, (strategy, fed) in variants.items()}
+        folder = kept / f"seed{seed}"
+        mixture = bench_config(args, seed, "expert_wise", {})
+        central[seed] = (cached(folder / "centralised", config_key(mixture), args.fresh)
+                         or keep(folder / "centralised", config_key(mixture), centralised_on_union(mixture)))
+        runs[seed] = {}
+        for name, cfg in configs.items():
+            key = config_key(cfg)
+            runs[seed][name] = (cached(folder / name, key, args.fresh)
+                                or keep(folder / name, key, federated(cfg, folder / name / "run", name != BASELINE)))
+    summary = summarise(args.seeds, runs, central)
+    ref_cfg = bench_config(args, args.seeds[0], "expert_wise", {})
     doc = {
         "benchmark": "federated_quality",
         "machine": machine(),
-        "setup": {"devices": args.devices, "samples_per_device": args.samples_per_device, "rounds": args.rounds,
-                  "stage1_rounds": args.stage1_rounds, "per_round": args.per_round,
-                  "local_epochs": args.local_epochs, "test_samples": args.test_samples,
-                  "model": moe_cfg.model.model_dump(mode="json"), "train": moe_cfg.train.model_dump(mode="json"),
-                  "deadline_s": moe_cfg.federated.deadline_s,
-                  "variants": {name: {"strategy": c.federated.strategy, "selection": c.federated.selection,
-                                      "allocation": c.federated.allocation} for name, c in configs.items()}},
-        "centralised": central,
-        **results,
-        "targets": {name: targets(central, results[name], base) for name in results if name != "plain_fedavg"},
-        "baseline": {"accuracy": base["summary"]["accuracy"], "virtual_time_s": base["summary"]["virtual_time_s"],
-                     "energy_per_round_j": base["summary"]["mean_energy_per_round_j"]},
+        "setup": {"seeds": args.seeds, "devices": args.devices, "samples_per_device": args.samples_per_device,
+                  "rounds": args.rounds, "stage1_rounds": args.stage1_rounds, "per_round": args.per_round,
+                  "local_epochs": args.local_epochs, "test_samples": args.test_samples, "overrides": args.set,
+                  "model": ref_cfg.model.model_dump(mode="json"), "train": ref_cfg.train.model_dump(mode="json"),
+                  "wireless": ref_cfg.wireless.model_dump(mode="json"), "deadline_s": ref_cfg.federated.deadline_s,
+                  "variants": {name: {"strategy": strategy, **fed} for name, (strategy, fed) in variants.items()}},
+        "targets": summary["targets"],
+        "best_variant": summary["best_variant"],
+        "centralised": {"accuracy": mean_std([central[s]["accuracy"] for s in args.seeds]),
+                        "per_seed": {str(s): central[s] for s in args.seeds}},
+        "variants": summary["variants"],
+        "curves_seed": args.seeds[0],
+        "curves": {name: runs[args.seeds[0]][name]["curve"] for name in variants},
         "wall_s": time.perf_counter() - t0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2))
     plot(doc, args.out.with_suffix(".png"))
-    print(json.dumps({"targets": doc["targets"], "baseline": doc["baseline"]}, indent=2))
+    print(table(doc))
+    print(json.dumps(doc["targets"], indent=2))
     return 0
 
 
-def plot(doc: dict, path: Path) -> None:
+def _pm(stat: dict[str, Any], fmt: str) -> str:
+    if stat["mean"] is None:
+        return "never"
+    text = f"{stat['mean']:{fmt}} ± {stat['std']:{fmt}}"
+    return text + (f" ({stat['missing']} never)" if stat["missing"] else "")
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The variants side by side (Markdown), as in docs/federated.md."""
+    lines = ["| variant | test accuracy | validation accuracy | vs centralised | time to FedAvg's final | "
+             "energy to FedAvg's final | virtual time (s) | energy (J) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in doc["variants"].items():
+        cells = [_pm(row["accuracy"], ".3f")]
+        if name == BASELINE:
+            cells += ["", "", "1", "1"]
+        else:
+            cells += [_pm(row["validation_accuracy"], ".3f"), _pm(row["accuracy_ratio"], ".3f"),
+                      _pm(row["time_to_fedavg_ratio"], ".3g"), _pm(row["energy_to_fedavg_ratio"], ".3g")]
+        cells += [_pm(row["virtual_time_s"], ".3g"), _pm(row["energy_j"], ".3g")]
+        mark = " (best)" if name == doc["best_variant"] else ""
+        lines.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key, name in LABELS.items():
-        curve = [r for r in doc[key]["curve"] if r.get("accuracy") is not None and r["clock_s"] > 0]
-        axes[0].plot([r["clock_s"] for r in curve], [r["accuracy"] for r in curve], marker=".", label=name)
-        trained = [r for r in doc[key]["curve"] if r["round"] > 0]
-        axes[1].plot([r["round"] for r in trained], [r["energy_j"] for r in trained], marker=".", label=name)
-    axes[0].axhline(doc["centralised"]["accuracy"], color="k", ls="--", lw=1, label="centralised")
-    axes[0].axhline(0.97 * doc["centralised"]["accuracy"], color="gray", ls=":", lw=1, label="97% of centralised")
-    axes[0].set_xscale("log")  # the variants' rounds last from seconds to hours
-    axes[1].set_yscale("log")
-    axes[0].set_xlabel("virtual time (s, log)")
-    axes[0].set_ylabel("test beam accuracy")
-    axes[0].legend(fontsize=8)
-    axes[1].set_xlabel("round")
-    axes[1].set_ylabel("energy per round, all devices (J)")
-    axes[1].legend(fontsize=8)
-    for ax in axes:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for name, curve in doc["curves"].items():
+        label = LABELS.get(name, name)
+        rows = [r for r in curve if r.get("accuracy") is not None and r["clock_s"] > 0]
+        axes[0].plot([r["clock_s"] for r in rows], [r["accuracy"] for r in rows], marker=".", label=label)
+        energy = np.cumsum([r.get("energy_j") or 0.0 for r in curve])
+        have = [i for i, r in enumerate(curve) if r.get("accuracy") is not None and energy[i] > 0]
+        axes[1].plot(energy[have], [curve[i]["accuracy"] for i in have], marker=".", label=label)
+    central = doc["centralised"]["accuracy"]["mean"]
+    for ax in axes[:2]:
+        ax.axhline(central, color="k", ls="--", lw=1, label="centralised")
+        ax.axhline(0.97 * central, color="gray", ls=":", lw=1, label="97 % of centralised")
+        ax.set_xscale("log")
+        ax.set_ylabel("test beam accuracy")
         ax.grid(alpha=0.3)
+    axes[0].set_xlabel(f"virtual time (s, log; seed {doc['curves_seed']})")
+    axes[1].set_xlabel("device energy spent (J, log)")
+    axes[0].legend(fontsize=7)
+    names = list(doc["variants"])
+    means = [doc["variants"][n]["accuracy"]["mean"] for n in names]
+    stds = [doc["variants"][n]["accuracy"]["std"] for n in names]
+    axes[2].barh(names, means, xerr=stds, color=["tab:red" if n == doc["best_variant"] else "tab:blue" for n in names])
+    axes[2].axvline(central, color="k", ls="--", lw=1)
+    axes[2].set_xlabel(f"final test accuracy (mean ± std, {len(doc['setup']['seeds'])} seeds)")
+    axes[2].set_xlim(left=min(means) * 0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
