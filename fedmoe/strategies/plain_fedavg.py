@@ -17,12 +17,15 @@ from fedmoe.strategies.expert_wise import ExpertWise
 
 def baseline_config(cfg: FedMoEConfig) -> FedMoEConfig:
     """``cfg`` turned into the plain-FedAvg baseline: dense gate (every expert on every sample),
-    one training stage, λ = 0, random selection, equal bandwidth split, FedAvg."""
+    one training stage in which every parameter trains (never the gate alone: ``routing_trains_experts``) for
+    ``local_epochs`` passes a round (not the mixture's ``stage2_local_epochs`` of gate-only passes), λ = 0,
+    random selection, equal bandwidth split, FedAvg."""
     return cfg.model_copy(deep=True, update={
         "model": cfg.model.model_copy(update={"gate": "dense"}),
-        "train": cfg.train.model_copy(update={"cost_weight": 0.0}),
+        "train": cfg.train.model_copy(update={"cost_weight": 0.0, "routing_trains_experts": True}),
         "federated": cfg.federated.model_copy(update={
-            "stage1_rounds": 0, "selection": "random", "allocation": "equal", "max_modalities": 5,
+            "stage1_rounds": 0, "stage2_local_epochs": None, "selection": "random", "allocation": "equal",
+            "max_modalities": 5,
             "strategy": "plain_fedavg", "aggregator": "fedavg", "aggregator_options": {}}),
     })
 

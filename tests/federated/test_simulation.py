@@ -58,6 +58,27 @@ def test_plain_fedavg_baseline_averages_every_expert_over_everyone(tiny_cfg):
     assert strategy.history[0].completed == len(sent) > 0
 
 
+def test_plain_fedavg_trains_every_parameter_even_where_the_mixture_trains_its_gate_alone():
+    """The default scenario's stage II trains the gate alone, for 24 cheap passes; FedAvg's only stage must train
+    the experts too, for ``local_epochs`` passes (with frozen experts the dense baseline never learned)."""
+    from fedmoe.federated.local import RoundInstructions, local_update
+    from fedmoe.scenarios import load_scenario
+    from fedmoe.strategies.plain_fedavg import baseline_config
+    from fedmoe.training import caches_routing_targets
+
+    cfg = load_scenario("default", {"partition": {"num_devices": 2, "samples_per_device": 40}})
+    assert caches_routing_targets(cfg.train) and cfg.federated.epochs_of_stage(2) != cfg.federated.local_epochs
+    base = baseline_config(cfg)
+    assert not caches_routing_targets(base.train) and base.federated.epochs_of_stage(2) == cfg.federated.local_epochs
+    world = world_for(base)
+    start = to_numpy(world.template.state_dict())
+    instr = RoundInstructions(server_round=1, stage=2, local_epochs=base.federated.epochs_of_stage(2), lr=base.train.lr,
+                              tau=1.0, cost_weight=0.0, rate_bps=1e6, num_rb=1, deadline_s=1e6, fit_standardiser=True)
+    after = local_update(world, 0, start, None, instr).arrays
+    moved = {k for k in after if k.startswith("experts.") and not np.array_equal(after[k], start[k])}
+    assert moved, "no expert parameter changed in the baseline's round"
+
+
 @pytest.mark.parametrize("setting, message", [
     ("federated.aggregator=nope", "unknown aggregator 'nope'"),
     ("federated.selection=nope", "unknown selection policy 'nope'"),
