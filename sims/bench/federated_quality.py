@@ -27,8 +27,8 @@ Its test figures, mean ± std over the seeds:
 
 Every variant's figures are in ``variants`` (and the table printed at the end). Each (seed,
 variant) run is kept in ``results/federated_quality_runs/seed<k>/<variant>/`` (not versioned) with
-``bench.json``; a later call skips the runs whose ``bench.json`` has the same configuration
-(``--fresh`` reruns them), so the benchmark can be run in parts.
+``bench.json``; a later call skips the runs whose ``bench.json`` has the same settings
+(:func:`config_key`; ``--fresh`` reruns them), so the benchmark can be run in parts.
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ def bench_config(args: argparse.Namespace, seed: int, strategy: str, federated: 
 
 
 def config_key(cfg: FedMoEConfig) -> str:
-    """A digest of the whole configuration: a kept run is reused only for the same one."""
-    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    """A digest of the configuration's settings that differ from the defaults: a kept run is reused only for the
+    same ones (a new setting with a default keeps the runs; after a change of code or of a default, use ``--fresh``)."""
+    settings = cfg.model_dump(mode="json", exclude_defaults=True)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cached(folder: Path, key: str, fresh: bool) -> dict[str, Any] | None:
