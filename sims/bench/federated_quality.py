@@ -15,7 +15,10 @@ Side by side, on the same devices, data and held-out test set (the default scena
 * **federated MoE, oort / power-of-choice / age-weighted**: the baselines of
   :mod:`fedmoe.federated.selection_baselines` (in the JSON and its targets, not in the plot);
 * **plain FedAvg**: :class:`fedmoe.strategies.PlainFedAvg` (dense model, random selection, equal
-  bandwidth split) for the same number of rounds, devices per round and local epochs.
+  bandwidth split) for the same number of rounds, devices per round and local epochs;
+* **compression axis**: every MoE variant again with each compressed update of
+  ``--compressions`` (default ``qsgd8 qsgd4 topk``, :data:`sims.bench.compression.VARIANTS`;
+  ``federated.compression``), named ``<variant>_<compression>``; ``none`` is the variant itself.
 
 Targets: federated MoE final accuracy ≥ 97% of centralised; virtual-clock time to reach
 the FedAvg baseline's final accuracy at least 2× shorter than the baseline's own. Both
@@ -40,14 +43,16 @@ from fedmoe.federated.world import world_for
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
 from sims.bench.common import machine
+from sims.bench.compression import VARIANTS as COMPRESSIONS
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 
 
 def bench_config(devices: int, per_device: int, rounds: int, stage1: int, per_round: int, test: int, strategy: str,
-                 local_epochs: int = 1, selection: str | None = None):
+                 local_epochs: int = 1, selection: str | None = None, compression: str = "none"):
     federated = {"rounds": rounds, "stage1_rounds": stage1, "clients_per_round": per_round, "test_samples": test,
-                 "strategy": strategy, "checkpoint_every": 0, "local_epochs": local_epochs}
+                 "strategy": strategy, "checkpoint_every": 0, "local_epochs": local_epochs,
+                 "compression": COMPRESSIONS[compression]}
     if selection is not None:
         federated["selection"] = selection
     return load_scenario("default", {
@@ -82,6 +87,18 @@ def federated(cfg, out: Path) -> dict:
 VARIANTS = {"federated_moe": ("expert_wise", None), "federated_moe_random": ("expert_wise", "random"),
             "plain_fedavg": ("plain_fedavg", None),
             **{f"federated_moe_{p}": ("expert_wise", p) for p in ("oort", "power-of-choice", "age-weighted")}}
+
+
+def with_compressions(variants: dict, compressions: list[str]) -> dict[str, tuple[str, str | None, str]]:
+    """``{name: (strategy, selection, compression)}``: every variant uncompressed, and every MoE variant
+    (``expert_wise``) once more per compression of ``compressions`` (named ``<variant>_<compression>``)."""
+    out = {name: (strategy, selection, "none") for name, (strategy, selection) in variants.items()}
+    for name, (strategy, selection) in variants.items():
+        if strategy == "expert_wise":
+            out.update({f"{name}_{c}": (strategy, selection, c) for c in compressions if c != "none"})
+    return out
+
+
 LABELS = {"federated_moe": "federated MoE, deadline selection",
           "federated_moe_random": "federated MoE, random selection",
           "plain_fedavg": "plain FedAvg (dense)"}
@@ -118,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-round", type=int, default=10)
     p.add_argument("--local-epochs", type=int, default=5)
     p.add_argument("--test-samples", type=int, default=4000)
+    p.add_argument("--compressions", nargs="*", default=["qsgd8", "qsgd4", "topk"], choices=sorted(COMPRESSIONS),
+                   help="compressed updates to run every MoE variant with, besides none")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     shape = (args.devices, args.samples_per_device, args.rounds, args.stage1_rounds, args.per_round, args.test_samples)
-    configs = {name: bench_config(*shape, strategy, args.local_epochs, selection)
-               for name, (strategy, selection) in VARIANTS.items()}
+    configs = {name: bench_config(*shape, strategy, args.local_epochs, selection, compression)
+               for name, (strategy, selection, compression) in with_compressions(VARIANTS, args.compressions).items()}
     runs = args.out.parent / "federated_quality_runs"
     t0 = time.perf_counter()
     central = centralised_on_union(configs["federated_moe"])
@@ -139,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                   "model": moe_cfg.model.model_dump(mode="json"), "train": moe_cfg.train.model_dump(mode="json"),
                   "deadline_s": moe_cfg.federated.deadline_s,
                   "variants": {name: {"strategy": c.federated.strategy, "selection": c.federated.selection,
-                                      "allocation": c.federated.allocation} for name, c in configs.items()}},
+                                      "allocation": c.federated.allocation,
+                                      "compression": c.federated.compression.model_dump(mode="json")}
+                               for name, c in configs.items()}},
         "centralised": central,
         **results,
         "targets": {name: targets(central, results[name], base) for name in results if name != "plain_fedavg"},

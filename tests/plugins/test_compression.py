@@ -15,6 +15,7 @@ from fedmoe.plugins.compression import (
     decompress_arrays,
     expected_parts,
 )
+from fedmoe.plugins.validation import ValidatedStrategy
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -168,3 +169,48 @@ def test_config_names_the_field_of_a_bad_compressor():
         CompressionConfig(method="qsgd", bits=3)
     assert CompressionConfig().compressor() is None
     assert CompressionConfig(method="topk", k_fraction=0.2).compressor() == TopK(0.2)
+
+
+def _compressing(reference, compressor, seed, edit=None):
+    """A reply edit that sends the digits app's update compressed, as a device using
+    :func:`compress_arrays` would (``edit`` then spoils the parts)."""
+    from fedmoe.flower import to_numpy, to_record
+
+    def tamper(reply):
+        parts, _ = compress_arrays(to_numpy(reply.content["arrays"]), reference, compressor,
+                                   rng=np.random.default_rng(seed))
+        if edit is not None:
+            edit(parts)
+        reply.content["arrays"] = to_record(parts)
+    return tamper
+
+
+def test_validated_strategy_decodes_compressed_replies_of_any_flower_app(digits_grid, initial_arrays):
+    """Flower's FedAvg on the digits app behind ValidatedStrategy(compressor=TopK): the honest compressed
+    replies average to the hand-decoded mean (scatter the k values onto the sent arrays); a reply whose
+    indices repeat is rejected with its reason."""
+    from flwr.serverapp.strategy import FedAvg
+
+    from fedmoe.flower import to_numpy
+
+    reference = to_numpy(initial_arrays)
+    topk = TopK(0.3)
+    duplicate = lambda parts: parts["layers.0.weight#index"].__setitem__(1, parts["layers.0.weight#index"][0])  # noqa: E731
+    grid = digits_grid(3, tamper={101: _compressing(reference, topk, 1), 102: _compressing(reference, topk, 2),
+                                  103: _compressing(reference, topk, 3, duplicate)})
+    strategy = ValidatedStrategy(FedAvg(min_available_nodes=3), compressor=topk)
+    result = strategy.start(grid, initial_arrays, num_rounds=1)
+    assert [(n, "strictly increasing" in r) for _, n, r in strategy.rejected] == [(103, True)]
+    honest = [r for m, r in grid.exchanges if m.metadata.message_type == "train" and m.metadata.dst_node_id != 103]
+    weights = np.array([float(r.content["metrics"]["num-examples"]) for r in honest])
+    got = to_numpy(result.arrays)
+    for name, ref in reference.items():
+        if ref.dtype.kind != "f":
+            continue
+        mean = np.zeros(ref.size)
+        for r, w in zip(honest, weights):
+            arrays = to_numpy(r.content["arrays"])
+            dense = ref.astype(np.float64).reshape(-1).copy()
+            dense[arrays[f"{name}#index"].astype(np.int64)] += arrays[f"{name}#value"]
+            mean += w * dense
+        np.testing.assert_allclose(got[name].reshape(-1), mean / weights.sum(), rtol=1e-5, atol=1e-6)
