@@ -12,7 +12,7 @@ Compressors (registry :data:`COMPRESSORS`, by name; add your own with ``COMPRESS
 ``qsgd`` (:class:`StochasticQuantiser`) — stochastic uniform quantisation, [P008]
     Each array is split in *segments* (fedmoe: the state-dict entries packed in a group; any other
     app: the array itself). With ``s = 2^{b−1} − 1`` levels each side of zero and the segment's
-    scale ``m = max_j |v_j|`` (the max-norm variant of [P008]'s :math:`Q_s`, eq. 1 with
+    scale ``m = max_j |v_j|`` (the max-norm variant of [P008]'s :math:`Q_s`, §3.1, with
     :math:`\|v\|_\infty` in place of :math:`\|v\|_2`, as in its experiments),
 
     .. math::

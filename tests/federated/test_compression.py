@@ -214,3 +214,22 @@ def test_ray_run_charges_the_compressed_bits_on_the_clock(compression, tmp_path)
     for r in rounds:
         assert r["completed"] == 3 and r["failed"] == 0
         assert r["upload_bits"] == 3 * per_device
+
+
+def test_a_sign_flipper_is_flipped_before_compression():
+    """federated.faults' sign flip acts on the update before it is compressed, so it reaches the server
+    under top-k too: the same k entries, each −s times the honest one."""
+    from fedmoe.config import FaultConfig
+    from fedmoe.federated.faults import sign_flip
+
+    world = world_for(tiny_config(federated={"compression": TOPK}))
+    glob = state_to_numpy(world.template.state_dict())
+    honest = local_update(world, 0, glob, None, _instr())
+    flipped = local_update(world, 0, glob, None, _instr(),
+                           tamper=lambda wire, sent: sign_flip(FaultConfig(sign_flip_scale=2.0), wire, sent))
+    assert set(honest.wire) == set(flipped.wire)
+    for key, value in honest.wire.items():
+        if key.endswith("#value"):
+            np.testing.assert_allclose(flipped.wire[key], -2.0 * value, rtol=1e-5, atol=1e-6)
+        elif key.endswith("#index"):
+            np.testing.assert_array_equal(flipped.wire[key], value)
