@@ -562,6 +562,41 @@ class FaultConfig(StrictModel):
         return self
 
 
+class CompressionConfig(StrictModel):
+    """Compressed updates (``docs/federated.md``, "Compressed updates"; :mod:`fedmoe.plugins.compression`).
+
+    A device sends its update ``Δ = θ_k − θ`` of each group (the shared parameters, each expert it
+    trained) compressed by ``method``: ``"qsgd"`` (unbiased stochastic quantisation to ``bits`` bits a
+    value, one float32 scale per state-dict entry, [P008]) or ``"topk"`` (the ``k_fraction`` largest
+    entries as uint32 indices and float32 values, [P009]), or any name registered in
+    :data:`fedmoe.plugins.compression.COMPRESSORS`; with ``error_feedback`` it keeps what the
+    compressor dropped in its local state and adds it to its next update ([P009]).
+    """
+
+    method: str = Field("none", description="'none' or a name in fedmoe.plugins.compression.COMPRESSORS "
+                                            "(qsgd, topk)")
+    bits: int = Field(8, ge=2, le=8, description="qsgd: bits a value (2, 4 or 8)")
+    k_fraction: float = Field(0.1, gt=0.0, le=1.0, description="topk: share of each group's entries sent")
+    error_feedback: bool = Field(True, description="keep the compression error on the device and add it to the "
+                                                   "next update (residual e ← e + Δ − C(e + Δ))")
+
+    @model_validator(mode="after")
+    def _known(self) -> "CompressionConfig":
+        from fedmoe.plugins.compression import COMPRESSORS
+
+        if self.method != "none" and self.method not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {self.method!r}; known: none, {', '.join(COMPRESSORS.names())}")
+        if self.method != "none":
+            self.compressor()  # bits outside what the compressor supports fail here
+        return self
+
+    def compressor(self):
+        """The :class:`~fedmoe.plugins.compression.Compressor` (``None`` for ``"none"``)."""
+        from fedmoe.plugins.compression import make_compressor
+
+        return make_compressor(self.method, bits=self.bits, k_fraction=self.k_fraction)
+
+
 class AvailabilityConfig(StrictModel):
     """Devices that go off and on between rounds (:mod:`fedmoe.federated.dynamics`, ``docs/federated.md``).
 
@@ -701,6 +736,8 @@ class FederatedConfig(StrictModel):
         32, ge=0, le=100_000, description="device partitions kept in memory per worker process")
     round_timeout_s: float = Field(3600.0, gt=0.0, le=1e6, description="wall-clock wait for the replies of a round")
     faults: FaultConfig = Field(default_factory=FaultConfig)
+    compression: CompressionConfig = Field(
+        default_factory=CompressionConfig, description="compressed updates from the devices (qsgd, topk)")
     dynamics: DynamicsConfig = Field(
         default_factory=DynamicsConfig, description="availability and battery of the devices across rounds")
     max_update_ratio: float = Field(

@@ -10,7 +10,8 @@ import still makes the lower layer depend on the higher one. Lowest first:
                                    ``overrides``,
                                    ``scenarios``, ``flower``, ``fedmoe.federated.protocol`` (the
                                    message vocabulary: it imports only ``config``), the plugins'
-                                   ``clock``, ``checks`` and ``validation`` (no torch, no model)
+                                   ``clock``, ``checks``, ``validation`` and ``compression`` (no torch,
+                                   no model)
  1   wireless                      ``fedmoe.wireless``
  2   data and models               ``fedmoe.data``, ``fedmoe.models``, ``fedmoe.v2i``, ``fedmoe.plugins.costs``
  3   training                      ``fedmoe.training``, ``fedmoe.centralised``, ``fedmoe.pareto``
@@ -46,7 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "fedmoe.memory", "fedmoe.npzfile",
               "fedmoe.config", "fedmoe.arguments", "fedmoe.overrides", "fedmoe.scenarios", "fedmoe.flower",
               "fedmoe.federated.protocol", "fedmoe.plugins.clock", "fedmoe.plugins.checks",
-              "fedmoe.plugins.validation")),
+              "fedmoe.plugins.validation", "fedmoe.plugins.compression")),
     ("wireless", ("fedmoe.wireless",)),
     ("data and models", ("fedmoe.data", "fedmoe.models", "fedmoe.v2i", "fedmoe.plugins.costs")),
     ("training", ("fedmoe.training", "fedmoe.centralised", "fedmoe.pareto")),

@@ -104,12 +104,13 @@ def train(msg: Message, context: Context) -> Message:
     fate = faults.before_training(injected, instr.server_round, pid)
     store = _state_store(msg, context, pid)
     local_state = _local_state(context, store, instr.server_round)
-    result = local_update(world, pid, _global_arrays(msg, world), local_state, instr)
+    malicious = pid in faults.malicious_devices(injected, world.num_devices)
+    tamper = (lambda wire, sent: faults.sign_flip(injected, wire, sent)) if malicious else None
+    result = local_update(world, pid, _global_arrays(msg, world), local_state, instr, tamper=tamper)
     if result.local_state:
         _keep_local_state(context, store, instr.server_round, result.local_state)
-    arrays, metrics = world.layout.pack(result.arrays), dict(result.metrics)
-    malicious = pid in faults.malicious_devices(injected, world.num_devices)
-    faults.after_training(injected, fate, metrics, arrays, to_numpy(msg.content["arrays"]), malicious)
+    arrays, metrics = result.wire, dict(result.metrics)
+    faults.after_training(injected, fate, metrics)
     content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

@@ -63,15 +63,19 @@ def before_training(cfg: FaultConfig, server_round: int, device_id: int) -> str:
     return f
 
 
-def after_training(cfg: FaultConfig, f: str, metrics: dict, arrays: dict[str, np.ndarray],
-                   sent: Mapping[str, np.ndarray], malicious: bool) -> None:
-    """Scale a straggler's latency and energy; flip a malicious device's update (in place)."""
+def after_training(cfg: FaultConfig, f: str, metrics: dict) -> None:
+    """Scale a straggler's latency and energy (in place)."""
     if f == "straggler":
         for key in (LATENCY_KEY, ENERGY_KEY):
             if key in metrics:
                 metrics[key] = float(metrics[key]) * cfg.straggler_factor
-    if malicious:
-        for k, v in arrays.items():
-            if np.issubdtype(v.dtype, np.floating) and k in sent:
-                ref = np.asarray(sent[k], dtype=v.dtype)
-                arrays[k] = (ref - cfg.sign_flip_scale * (v - ref)).astype(v.dtype)
+
+
+def sign_flip(cfg: FaultConfig, arrays: dict[str, np.ndarray], sent: Mapping[str, np.ndarray]) -> None:
+    """A malicious device's update: ``θ − s (θ_k − θ)`` in place of every floating array ``θ_k`` of
+    ``arrays`` that ``sent`` has (as ``θ``). It acts before compression
+    (:func:`fedmoe.federated.local.local_update`'s ``tamper``), so the flipped update is what is compressed."""
+    for k, v in arrays.items():
+        if np.issubdtype(v.dtype, np.floating) and k in sent:
+            ref = np.asarray(sent[k], dtype=v.dtype)
+            arrays[k] = (ref - cfg.sign_flip_scale * (v - ref)).astype(v.dtype)

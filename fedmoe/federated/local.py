@@ -30,7 +30,7 @@ on those cached losses: ``u_ki = 0``, so the device uploads the shared group onl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -88,8 +88,12 @@ class LocalResult:
     """A device's reply: the arrays it uploads, the state it keeps, and its metrics."""
 
     arrays: dict[str, np.ndarray]
+    """What the device trained and uploads, by state-dict name (uncompressed)."""
     local_state: dict[str, np.ndarray]
     metrics: dict[str, Any]
+    wire: dict[str, np.ndarray]
+    """The arrays its reply carries: packed per group and, with ``federated.compression``, compressed
+    (:mod:`fedmoe.federated.update_codec`); ``upload-bits`` counts exactly these."""
 
 
 def load_model(world: ScenarioWorld, global_arrays: Mapping[str, np.ndarray],
@@ -126,8 +130,14 @@ def round_seed(world: ScenarioWorld, server_round: int, device_id: int) -> int:
 
 
 def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[str, np.ndarray],
-                 local_state: Mapping[str, np.ndarray] | None, instr: RoundInstructions) -> LocalResult:
-    """Train device ``device_id`` for one round (module docstring)."""
+                 local_state: Mapping[str, np.ndarray] | None, instr: RoundInstructions,
+                 tamper: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None
+                 ) -> LocalResult:
+    """Train device ``device_id`` for one round (module docstring).
+
+    ``tamper(wire, sent)``, if given, edits the packed arrays in place before they are compressed
+    (the sign-flipping fault of :mod:`fedmoe.federated.faults` acts there, so that it reaches the
+    server under any compression)."""
     if not 0 <= device_id < world.num_devices:
         raise ValueError(f"partition-id {device_id} is outside [0, {world.num_devices})")
     cfg = world.cfg
@@ -193,14 +203,19 @@ def local_update(world: ScenarioWorld, device_id: int, global_arrays: Mapping[st
     arrays = {k: state[k] for k in keys}
     local_state.update({k: v for k, v in state.items() if is_local(k, patterns)})
     flops = training_flops(world.expert_flops, rows, forward_rows)
-    bits = payload_bits(arrays)
+    wire = world.layout.pack(arrays)
+    reference = world.layout.pack({k: np.asarray(global_arrays[k]) for k in arrays})
+    if tamper is not None:
+        tamper(wire, reference)
+    wire = world.codec.encode(wire, reference, local_state, np.random.default_rng([seed, 0xC0DEC]))
+    bits = payload_bits(wire)
     profile = world.profiles.subset([device_id])
     latency, energy = round_costs(profile, np.array([flops]), np.array([bits]), np.array([instr.rate_bps]))
     reply = TrainReply(num_examples=int(len(samples)), expert_usage=tuple(float(u) for u in usage),
                        train_loss=float(np.mean(losses)), flops=flops, upload_bits=bits, latency_s=float(latency[0]),
                        energy_j=float(energy[0]), partition_id=int(device_id), stage=int(instr.stage))
     metrics = reply.to_metrics()
-    return LocalResult(arrays, local_state, metrics)
+    return LocalResult(arrays, local_state, metrics, wire)
 
 
 def local_evaluate(world: ScenarioWorld, device_id: int, global_arrays: Mapping[str, np.ndarray],

@@ -39,6 +39,7 @@ from fedmoe.data.partition import (
 from fedmoe.data.samples import ISACSamples
 from fedmoe.data.trace_formats import load_trace
 from fedmoe.federated.parameters import PackedLayout
+from fedmoe.federated.update_codec import UpdateCodec
 from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
 from fedmoe.models.device_costs import ExpertFootprint, cost_reference, expert_cost_matrices
@@ -151,6 +152,12 @@ class ScenarioWorld:
     def layout(self) -> PackedLayout:
         """How the parameters travel in messages: one flat array per group (:class:`PackedLayout`)."""
         return PackedLayout(self.template.state_dict(), self.cfg.federated.local_keys)
+
+    @cached_property
+    def codec(self) -> UpdateCodec:
+        """How updates travel compressed (``federated.compression``,
+        :class:`~fedmoe.federated.update_codec.UpdateCodec`)."""
+        return UpdateCodec.from_config(self.layout, self.cfg.federated.compression)
 
     @cached_property
     def expert_costs(self) -> list[ExpertCost]:

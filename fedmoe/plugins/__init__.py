@@ -11,6 +11,9 @@ Wrappers around any Flower strategy and any model:
     the rounds' latency (max) and energy (sum) on the simulated radio, with running totals;
 :class:`~fedmoe.plugins.exchange.AdaptivePolling`
     ``Grid.send_and_receive`` with pulls spaced by what a pull costs (not every 0.1 s or 3 s);
+:mod:`fedmoe.plugins.compression`
+    compressed updates (unbiased stochastic quantisation, top-k with error feedback): ``compress_arrays`` on the
+    device, ``ValidatedStrategy(..., compressor=...)`` or ``decompress_arrays`` on the server;
 :mod:`fedmoe.plugins.costs`
     training FLOPs of any torch model from an example input, update bits of an ``ArrayRecord``, and
     device profiles from link gains, powers and compute speeds.
@@ -36,6 +39,10 @@ _HOMES = {
     "update_bits": "fedmoe.plugins.costs",
     "device_profiles": "fedmoe.plugins.costs",
     "buffer_names": "fedmoe.plugins.costs",
+    "COMPRESSORS": "fedmoe.plugins.compression",
+    "make_compressor": "fedmoe.plugins.compression",
+    "compress_arrays": "fedmoe.plugins.compression",
+    "decompress_arrays": "fedmoe.plugins.compression",
 }
 
 __all__ = sorted(_HOMES)

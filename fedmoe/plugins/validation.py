@@ -19,6 +19,10 @@ with a logged one-line reason every reply that
   (no upper bound unless you give one: a device could otherwise outweigh all others), or a metric
   that is not finite.
 
+With a ``compressor`` the floating arrays travel as its parts (``"<name>#codes"``, ``"<name>#scale"``, …;
+:mod:`fedmoe.plugins.compression`): the checks above read those parts against the dtypes and shapes the
+compressor fixes, then their values are checked (codes, scales, indices) and decoded to ``θ + Δ̂``.
+
 The strategy then aggregates messages rebuilt from the checked values (:func:`fedmoe.flower.to_record`),
 never the device's bytes, with the original metadata (source node, reply id), so that what it
 aggregates is exactly what was checked. The aggregate keeps the dtypes the round sent (an averaging rule
@@ -47,6 +51,7 @@ from flwr.serverapp.strategy import Strategy
 from fedmoe.federated.protocol import ReplyError, read_count
 from fedmoe.flower import ArrayFormatError, array_of, npy_layout, numpy_of, to_numpy, to_record
 from fedmoe.plugins.checks import BUFFER_SUFFIXES, check_arrays, check_steps, is_buffer, short_reason
+from fedmoe.plugins.compression import Compressor, decompress_arrays, expected_parts
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +164,17 @@ class ValidatedStrategy(Strategy):
         normalisation statistics).
     require_all : bool, default True
         A reply must return every array it was sent (Flower's averaging rules need them all).
+    compressor : Compressor, optional
+        The devices send their floating arrays compressed by it
+        (:func:`fedmoe.plugins.compression.compress_arrays`): the parts are checked as above against the
+        dtypes and shapes the compressor fixes, then their values
+        (:func:`~fedmoe.plugins.compression.decompress_arrays`), then decoded; the step check and the
+        strategy see the decoded arrays.
     """
 
     def __init__(self, base: Strategy, max_update_ratio: float = 10.0, max_examples: MaxExamples = None,
-                 buffers: Iterable[str] | None = None, require_all: bool = True) -> None:
+                 buffers: Iterable[str] | None = None, require_all: bool = True,
+                 compressor: Compressor | None = None) -> None:
         if not isinstance(base, Strategy):
             raise TypeError(f"ValidatedStrategy needs a flwr.serverapp.strategy.Strategy to wrap, got "
                             f"{type(base).__name__}")
@@ -173,6 +185,7 @@ class ValidatedStrategy(Strategy):
         self.max_examples = max_examples
         self.buffers = None if buffers is None else frozenset(buffers)
         self.require_all = require_all
+        self.compressor = compressor
         self.rejected: list[tuple[int, int, str]] = []
         """``(round, node, reason)`` of every rejected reply so far."""
         self._sent: dict[int, dict[str, np.ndarray]] = {}
@@ -267,7 +280,10 @@ class ValidatedStrategy(Strategy):
             values = value if isinstance(value, list) else [value]
             if not all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in values):
                 return None, f"metric {key!r} is not finite"
-        arrays, reason = read_arrays(record, sent, require_all=self.require_all)
+        received, reason = read_arrays(record, expected_parts(self.compressor, sent), require_all=self.require_all)
+        if reason is not None:
+            return None, reason
+        arrays, reason = decompress_arrays(received, sent, self.compressor)
         if reason is not None:
             return None, reason
         skip = (lambda name, v: name in self.buffers) if self.buffers is not None else is_buffer

@@ -487,12 +487,10 @@ class ExpertWise(ResumableStrategy):
 
     @cached_property
     def _param_bits(self) -> tuple[float, np.ndarray]:
-        """Bits of the shared parameters and of each expert's (fixed for the run)."""
-        state = self.world.template.state_dict()
-        size = lambda keys: float(sum(state[k].numel() * state[k].element_size() * 8 for k in keys))  # noqa: E731
-        shared = size(self.groups.get(SHARED, []))
-        experts = np.array([size(self.groups.get(expert_group(i), [])) for i in range(len(self.world.footprints))])
-        return shared, experts
+        """Bits of the shared parameters and of each expert's on the uplink, compressed as the devices
+        send them (``federated.compression``; :meth:`fedmoe.federated.update_codec.UpdateCodec.group_bits`)."""
+        bits = self.world.codec.group_bits
+        return bits(SHARED), np.array([bits(expert_group(i)) for i in range(len(self.world.footprints))])
 
     def _demand(self, allowed: np.ndarray, server_round: int, ctx: SelectionContext) -> RoundDemand:
         """Expected FLOPs and bits of every device this round (class docstring, step 1), its samples and

@@ -28,6 +28,15 @@ how far an accepted reply may move the model (``docs/security.md``, "Malicious d
 Only complete groups matter to the aggregation, so a reply may leave arrays out; it may not
 add, reshape or poison any.
 
+**Compressed replies** (``federated.compression``, :mod:`fedmoe.federated.update_codec`): a group
+travels as its compressor's parts (``"expert/3#codes"``, ``"expert/3#scale"``; ``"shared#index"``,
+``"shared#value"``), whose dtypes and shapes the group's size fixes; those are what the name,
+metadata, ``.npy`` and NaN checks above read. Then the parts' values are checked (codes in range,
+scales finite, indices in range and strictly increasing; a group sent in part is refused;
+:func:`fedmoe.plugins.compression.decompress_arrays`) and decoded to ``θ + Δ̂``, and every later
+check (steps, clipping) and the rule see the decoded arrays. The bits charged are those of the
+parts received.
+
 **What the rules get.** An accepted reply becomes an :class:`Update`: the values the checks
 read and the :class:`TrainReply` with the server's own costs. The rules are handed a message
 rebuilt from it (:meth:`Update.message`), never the device's bytes, so a rule aggregates
@@ -165,6 +174,7 @@ class ReplyValidator:
         """
         self.sent = dict(sent)
         self.sent_named = self.world.layout.unpack(self.sent)
+        self.expected = self.world.codec.expected(self.sent)
         self.server_round, self.stage = server_round, stage
         self.rates = {int(k): float(v) for k, v in rates.items()} if rates is not None else \
             {k: float(r) for k, r in enumerate(self.world.equal_share_rate)}
@@ -193,19 +203,23 @@ class ReplyValidator:
         if not lo * (1 - FLOPS_TOLERANCE) <= reply.flops <= hi * (1 + FLOPS_TOLERANCE):
             return None, (f"flops={reply.flops:g} is outside [{lo:.6g}, {hi:.6g}] (what training on the reported "
                           f"usage costs)")
-        arrays, reason = read_arrays(record, self.sent)
+        received, reason = read_arrays(record, self.expected)
+        arrays: dict[str, np.ndarray] = {}
+        if reason is None:
+            arrays, reason = self.world.codec.decode(received, self.sent)
         if reason is None:
             named = self.world.layout.unpack(arrays)
             reason = check_steps({k: v for k, v in named.items() if k in self.parameter_names}, self.sent_named,
                                  self.max_update_ratio)
         if reason is not None:
             return None, reason
-        return Update(int(msg.metadata.src_node_id), device, self.server_costs(reply, arrays), arrays), None
+        return Update(int(msg.metadata.src_node_id), device, self.server_costs(reply, received), arrays), None
 
-    def server_costs(self, reply: TrainReply, arrays: Mapping[str, np.ndarray]) -> TrainReply:
-        """``reply`` with the server's ``upload-bits``, ``latency-s`` and ``energy-j`` (module docstring)."""
+    def server_costs(self, reply: TrainReply, received: Mapping[str, np.ndarray]) -> TrainReply:
+        """``reply`` with the server's ``upload-bits`` (those of the arrays ``received``, compressed as they
+        travelled), ``latency-s`` and ``energy-j`` (module docstring)."""
         device = reply.partition_id
-        bits = float(payload_bits(arrays))
+        bits = float(payload_bits(received))
         latency, energy = round_costs(self.world.profiles.subset([device]), np.array([reply.flops]),
                                       np.array([bits]), np.array([self.rates[device]]))
         injected = self.world.cfg.federated.faults

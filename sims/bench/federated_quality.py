@@ -53,6 +53,7 @@ from fedmoe.overrides import parse_overrides
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
 from sims.bench.common import machine, target
+from sims.bench.compression import VARIANTS as COMPRESSIONS
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
 
@@ -64,6 +65,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     REFERENCE: ("expert_wise", {"selection": "deadline-max-devices"}),
     **{f"moe_{policy}": ("expert_wise", {"selection": policy})
        for policy in ("random", "utility-weighted", "oort", "power-of-choice", "age-weighted")},
+    **{f"{REFERENCE}_{name}": ("expert_wise", {"selection": "deadline-max-devices", "compression": compression})
+       for name, compression in COMPRESSIONS.items() if name != "none"},
 }
 """``name -> (federated.strategy, federated overrides)``. The MoE variants change one thing of ``moe_deadline``:
 the selection policy (``moe_<policy>``), the compression (``moe_deadline_<compression>``) or the round mode."""
