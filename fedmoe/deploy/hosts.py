@@ -103,7 +103,8 @@ class EmulatedHosts:
     def __post_init__(self) -> None:
         bad = [n for n in self.names if not _NAME.match(n)]
         if bad or len(set(self.names)) != len(self.names) or not self.names:
-            raise HostsError(f"host names: expected distinct lower-case names of 1-8 characters, got {list(self.names)}")
+            raise HostsError("host names: expected distinct lower-case names of 1-8 characters, "
+                             f"got {list(self.names)}")
         if len(self.names) > SUBNET.num_addresses - 2:
             raise HostsError(f"{len(self.names)} hosts do not fit {SUBNET}")
 

@@ -149,7 +149,7 @@ class LocalCluster:
         self.supernodes: dict[int, Started] = {}
         self.node_ids: dict[int, int] = {}
         self.cli_home = self.out / "home" / "cli"
-        self.cli_wrap: list[str] = []  # prefix of the operator's `flwr` calls (fedmoe.deploy.multihost runs them elsewhere)
+        self.cli_wrap: list[str] = []  # prefix of the `flwr` calls (fedmoe.deploy.multihost: another host)
 
     def _prepare_folder(self, force: bool) -> None:
         present = check_deploy_folder(self.out, force)

@@ -126,17 +126,18 @@ class HostsCluster(LocalCluster):
         return self.superlink
 
     def check_reach(self, timeout: float = 60.0) -> str:
-        """``python -m fedmoe.deploy.reach`` on the operator's host: the one line it prints; a
+        """``fedmoe deploy check`` on the operator's host: the one line it prints; a
         :class:`DeployError` with its one-line reason if the SuperLink cannot be verified there."""
         import subprocess
 
-        argv = self.hosts.argv("op", [sys.executable, "-m", "fedmoe.deploy.reach", self.address,
-                                      str(self.tls.ca_cert)])
+        argv = self.hosts.argv("op", [sys.executable, "-m", "fedmoe.cli", "deploy", "check", "--superlink",
+                                      self.address, "--ca", str(self.tls.ca_cert)])
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise DeployError(f"SuperLink {self.address}: the reach check gave no answer within {timeout:g} s") from None
+            raise DeployError(f"SuperLink {self.address}: the reach check gave no answer within {timeout:g} s"
+                              ) from None
         lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
         if done.returncode != 0:
             raise DeployError(lines[-1].removeprefix("fedmoe: error: ") if lines else f"status {done.returncode}")

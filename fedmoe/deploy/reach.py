@@ -7,8 +7,8 @@ if not, instead of a SuperNode retrying for ever or a TLS error deep in a log.
   check (the check gRPC makes): nothing listening, no answer in time, a certificate the CA did not sign
   and a certificate that does not name ``HOST`` each give their own one-line :class:`ReachError`.
 
-``python -m fedmoe.deploy.reach HOST:PORT CA_CERT`` runs the second check and prints one line (exit 1 on failure):
-run it on a SuperNode host or the operator's machine.
+``fedmoe deploy check --superlink HOST:PORT --ca ca.crt`` runs the second check and prints one line (exit 1 on
+failure): run it on a SuperNode host or the operator's machine before starting SuperNodes or ``flwr run``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-import sys
 from pathlib import Path
 
 from cryptography import x509
 
-from fedmoe.errors import UsageError
 
-
-class ReachError(UsageError):
+class ReachError(RuntimeError):
     """The SuperLink cannot be reached, or its certificate does not fit the address (one-line message)."""
 
 
@@ -92,7 +89,8 @@ def check_superlink(address: str, ca_cert: Path, timeout: float = 10.0) -> str:
         if err.verify_code == 62 or "mismatch" in str(err.verify_message):  # X509_V_ERR_HOSTNAME_MISMATCH
             raise ReachError(f"SuperLink {address}: its certificate does not name {host} "
                              f"({err.verify_message}); remake it with --hosts {host}") from None
-        raise ReachError(f"SuperLink {address}: certificate not trusted with {ca_cert} ({err.verify_message})") from None
+        raise ReachError(f"SuperLink {address}: certificate not trusted with {ca_cert} "
+                         f"({err.verify_message})") from None
     except (TimeoutError, socket.timeout):
         raise ReachError(f"SuperLink {address}: no answer within {timeout:g} s") from None
     except ConnectionRefusedError:
@@ -100,21 +98,3 @@ def check_superlink(address: str, ca_cert: Path, timeout: float = 10.0) -> str:
     except OSError as err:
         raise ReachError(f"SuperLink {address}: unreachable ({err.strerror or err})") from None
     return ", ".join(certificate_names(x509.load_der_x509_certificate(der)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m fedmoe.deploy.reach HOST:PORT CA_CERT", file=sys.stderr)
-        return 2
-    try:
-        names = check_superlink(args[0], Path(args[1]))
-    except ReachError as err:
-        print(f"fedmoe: error: {err}", file=sys.stderr)
-        return 1
-    print(f"SuperLink {args[0]}: TLS verified, certificate names {names}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
