@@ -39,7 +39,9 @@ test-slow: $(STAMP)
 test-cluster: $(STAMP)
 	$(PY) -m pytest -m cluster -q
 
-## Real SuperLink/SuperNode processes with TLS on 127.0.0.1 (about 4 minutes on two busy cores).
+## Real SuperLink/SuperNode processes with TLS on 127.0.0.1 (about 4 minutes on two busy cores), and, as root, on
+## emulated hosts (network namespaces on a private subnet) with faults, and a Ray head and worker on two of them
+## (about 15 more minutes on two very busy cores; skipped with the reason when not root).
 test-deploy: $(STAMP)
 	$(PY) -m pytest -m deploy -q
 

@@ -43,6 +43,8 @@ SHRUNK = [f"partition.num_devices={NODES}", f"federated.clients_per_round={NODES
           "model.experts_per_modality=1", "model.head_hidden=32", "train.batch_size=32",
           "federated.centralised_reference=false", "federated.local_keys=['heads.trunk.*']"]
 ROUND_WAIT_S = 600.0
+ROUND_TIMEOUT_S = 150.0
+"""A round's longest wait for replies: above a training reply's time on a busy machine (up to about 80 s)."""
 CHECK = "import sys; from fedmoe.cli import main; sys.exit(main(['deploy', 'check', '--superlink', '{address}', " \
         "'--ca', '{ca}']))"
 
@@ -94,17 +96,11 @@ def wait_round(cluster, k: int, timeout: float = ROUND_WAIT_S) -> None:
         time.sleep(0.5)
 
 
-def wait_working(cluster, k: int, timeout: float = ROUND_WAIT_S) -> None:
-    """Until SuperNode ``k`` runs a ClientApp process (it holds a message of the round)."""
+def wait_log(proc, text: str, count: int = 1, timeout: float = ROUND_WAIT_S) -> None:
+    """Until ``text`` is ``count`` times in the log of ``proc``."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            kids = psutil.Process(cluster.supernodes[k].pid).children(recursive=True)
-            if any("flwr-clientapp" in " ".join(p.cmdline()) for p in kids):
-                return
-        except psutil.Error:
-            pass
-        assert time.monotonic() < deadline, f"SuperNode {k} got no message within {timeout:.0f} s"
+    while proc.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"no {count} x {text!r} in {proc.log} within {timeout:.0f} s"
         time.sleep(0.3)
 
 
@@ -172,35 +168,39 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(cluster, tmp_path):
 # --------------------------------------------------------------------------- a run with faults
 
 
-def test_a_lost_link_and_a_killed_supernode_drop_them_from_one_round_only(cluster, hosts):
+def test_a_lost_link_and_a_killed_supernode_drop_them_from_a_round_and_they_come_back(cluster, hosts):
     first_id = node_id(cluster.supernodes[0])
-    run = Background(cluster, [*SHRUNK, "federated.rounds=3"])
-    # round 1: SuperNode 1's cable is pulled while it trains, and put back after the SuperLink gave up on it
+    run = Background(cluster, [*SHRUNK, "federated.rounds=4", f"federated.round_timeout_s={ROUND_TIMEOUT_S}"])
+    # round 1: SuperNode 1's cable is pulled while it trains, put back once the SuperLink gave up on it
     wait_round(cluster, 1)
-    wait_working(cluster, 1)
+    wait_log(cluster.supernodes[1], "Receiving: train message")
     hosts.set_link("node1", up=False)
     try:
         wait_round(cluster, 2)
     finally:
         hosts.set_link("node1", up=True)
-    # round 2: SuperNode 0 is SIGKILLed while it trains, restarted once the round is over
-    wait_working(cluster, 0)
+    # round 3: SuperNode 0 is SIGKILLed while it trains and restarted at once with its key and state folder;
+    # the round ends at its timeout with SuperNode 1, and SuperNode 0 is back in round 4
+    wait_round(cluster, 3)
+    wait_log(cluster.supernodes[0], "Receiving: train message", count=3)
     killed = cluster.kill_supernode(0)
     assert killed and not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                               for p in killed)
-    wait_round(cluster, 3)
     cluster.restart_supernode(0)
     result = run.join(1500).result
     assert run.error is None, run.error
     assert result.status == "finished:completed", result.log.read_text()[-3000:]
     rounds = rounds_of(result.run_dir)
-    assert [r["round"] for r in rounds] == [1, 2, 3]
-    assert [sorted(r["devices"]) for r in rounds] == [[0], [1], [0, 1]], rounds
-    assert [r["failed"] for r in rounds] == [1, 1, 0]
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    devices = [sorted(r["devices"]) for r in rounds]
+    # round 2 starts a fraction of a second after the SuperLink gave up on SuperNode 1: it is back once its
+    # next heartbeat got through (Flower retries them at most 20 s apart), in round 2 or 3
+    assert devices[0] == [0] and devices[1] in ([0], [0, 1]) and devices[2] == [1] and devices[3] == [0, 1], rounds
+    assert rounds[0]["failed"] == 1 and rounds[2]["failed"] == 1 and rounds[3]["failed"] == 0
     # the restarted SuperNode came back as the same node, with the state folder of its device
     assert node_id(cluster.supernodes[0]) == first_id
     state = cluster.out / "home" / "supernode-0" / "state" / "device_0"
-    assert (state / "round_000003.npz").is_file() and (state / "round_000001.npz").is_file(), list(state.iterdir())
+    assert (state / "round_000004.npz").is_file(), list(state.iterdir())
 
 
 def test_a_restarted_superlink_resumes_the_run_with_the_rounds_of_one_never_stopped(cluster):
@@ -208,10 +208,11 @@ def test_a_restarted_superlink_resumes_the_run_with_the_rounds_of_one_never_stop
 
     shutil.rmtree(cluster.out / "run")
     overrides = [*SHRUNK, "federated.rounds=2"]
+    trained = {k: p.log_text().count("Receiving: train message") for k, p in cluster.supernodes.items()}
     run = Background(cluster, overrides)
     wait_round(cluster, 2)
-    for k in range(NODES):
-        wait_working(cluster, k)
+    for k in range(NODES):  # both train round 2
+        wait_log(cluster.supernodes[k], "Receiving: train message", count=trained[k] + 2)
     assert cluster.kill_superlink()
     run.join(300)
     assert (run.error is not None) or run.result.status != "finished:completed"
