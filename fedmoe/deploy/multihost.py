@@ -14,7 +14,8 @@ README's "Deployment on separate machines", with the namespaces standing for the
 5. ``flwr run`` from the operator.
 
 Faults are made on the real processes: :meth:`HostsCluster.kill_supernode` (SIGKILL by PID, with
-its ClientApp processes), :meth:`HostsCluster.restart_supernode` (same key and state folder),
+its ClientApp processes), :meth:`HostsCluster.restart_supernode` (same key and state folder, once
+the SuperLink lets the key in again),
 :meth:`HostsCluster.kill_superlink` / :meth:`HostsCluster.restart_superlink` (same database), and
 :meth:`fedmoe.deploy.hosts.EmulatedHosts.set_link` (a host's cable pulled and put back).
 The caller owns the :class:`~fedmoe.deploy.hosts.EmulatedHosts` and removes them after :meth:`stop`.
@@ -34,7 +35,7 @@ from fedmoe.deploy import flower
 from fedmoe.deploy.hosts import EmulatedHosts
 from fedmoe.deploy.local import DeployError, LocalCluster
 from fedmoe.deploy.pki import supernode_key_names, write_deployment_pki
-from fedmoe.deploy.processes import ProcessSet, Started
+from fedmoe.deploy.processes import ProcessError, ProcessSet, Started
 from fedmoe.deploy.reach import ReachError, check_certificate_names
 
 SUPERLINK_PORT = 9092
@@ -165,12 +166,29 @@ class HostsCluster(LocalCluster):
         """SIGKILL SuperNode ``k`` and every process under it (its SuperExec, ClientApps); their PIDs."""
         return kill_tree(self.supernodes[k].pid)
 
-    def restart_supernode(self, k: int, attempt: int = 1) -> Started:
-        """SuperNode ``k`` started again with its key and state folder; returns once it is in."""
-        proc = self.start_supernode(k, name=f"supernode-{k}-restart{attempt}", private_key=self.node_key(k))
-        proc.wait_for_log(flower.SUPERNODE_READY, self.ready_timeout)
-        self.supernodes[k] = proc
-        return proc
+    def restart_supernode(self, k: int, partition_id: int | None = None, timeout: float = 240.0,
+                          pause: float = 5.0) -> Started:
+        """SuperNode ``k`` started again on its host with its key and state folder (as device ``partition_id``,
+        default ``k``); returns once it is in.
+
+        The SuperLink refuses to activate a key whose node it still counts online (``[code: 2004] Failed to
+        activate SuperNode``: up to 60 s after the last heartbeat of a killed one), so a refused start is
+        tried again every ``pause`` s for up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            proc = self.start_supernode(k if partition_id is None else partition_id,
+                                        name=f"supernode-{k}-restart{attempt}", private_key=self.node_key(k))
+            try:
+                proc.wait_for_log(flower.SUPERNODE_READY, max(deadline - time.monotonic(), 1.0))
+            except ProcessError:
+                if "Failed to activate SuperNode" not in proc.log_text() or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                continue
+            self.supernodes[k] = proc
+            return proc
 
     def kill_superlink(self) -> list[int]:
         """SIGKILL the SuperLink and every process under it (SuperExec, the running ServerApp); their PIDs."""
