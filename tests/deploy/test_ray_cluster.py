@@ -235,16 +235,20 @@ class LocalRayCluster:
         return [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in alive + self.processes() if p.is_running()]
 
 
-@pytest.fixture
-def ray_cluster():
-    pytest.importorskip("psutil")
-    cluster = LocalRayCluster()
+def started(cluster: LocalRayCluster):
+    """A generator for a fixture: ``cluster`` started, then stopped (and checked stopped) afterwards."""
     try:
         cluster.start()
         yield cluster
     finally:
         left = cluster.stop()
         assert not left, f"processes of the test cluster still running: {left}"
+
+
+@pytest.fixture
+def ray_cluster():
+    pytest.importorskip("psutil")
+    yield from started(LocalRayCluster())
 
 
 def _actor_logs(node_dir: Path) -> list[Path]:

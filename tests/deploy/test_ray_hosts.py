@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.conftest import make_hosts, run_on
-from tests.deploy.test_ray_cluster import LocalRayCluster, run_attached
+from tests.deploy.test_ray_cluster import LocalRayCluster, run_attached, started
 
 pytestmark = [pytest.mark.deploy, pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -47,13 +47,7 @@ def hosts():
 
 @pytest.fixture
 def ray_hosts(hosts):
-    cluster = HostsRayCluster(hosts)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        left = cluster.stop()
-        assert not left, f"processes of the test cluster still running: {left}"
+    yield from started(HostsRayCluster(hosts))
 
 
 def test_tiny_run_on_a_ray_head_and_worker_on_two_hosts(ray_hosts, tmp_path):
