@@ -217,6 +217,7 @@ def test_a_restarted_superlink_resumes_the_run_with_the_rounds_of_one_never_stop
     assert cluster.kill_superlink()
     run.join(300)
     assert (run.error is not None) or run.result.status != "finished:completed"
+    import fedmoe.strategies.resumable  # noqa: F401 - registers the rules' saved state with the loader
     from fedmoe.federated.resume import load_state
     from fedmoe.scenarios import load_scenario
 
