@@ -31,15 +31,18 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not slow and not cluster and not deploy" -q
 
-## Slow tests: `fedmoe run` on Ray killed with SIGKILL mid-way and resumed (about 1.5 minutes).
+## Slow tests that start no cluster or deployment (each of those runs in its own target once): `fedmoe run` on Ray
+## killed with SIGKILL mid-way and resumed, compressed updates on Ray, the plugins under more Flower strategies.
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m "slow and not cluster and not deploy" -q
 
 ## A two-node Ray cluster started on this machine, the simulation attached to it (about 1.5 minutes).
 test-cluster: $(STAMP)
-	$(PY) -m pytest -m cluster -q
+	$(PY) -m pytest -m "cluster and not deploy" -q
 
-## Real SuperLink/SuperNode processes with TLS on 127.0.0.1 (about 4 minutes on two busy cores).
+## Real SuperLink/SuperNode processes with TLS on 127.0.0.1 (about 4 minutes on two busy cores), and, as root, on
+## emulated hosts (network namespaces on a private subnet) with faults, and a Ray head and worker on two of them
+## (about 15 more minutes on two very busy cores; skipped with the reason when not root).
 test-deploy: $(STAMP)
 	$(PY) -m pytest -m deploy -q
 

@@ -14,6 +14,7 @@
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
+    fedmoe deploy check --superlink H:P --ca F TLS handshake with the SuperLink, its certificate checked for H
     fedmoe deploy local [--nodes N]            SuperLink + N SuperNodes on 127.0.0.1 (TLS, authentication, a private
                                                network), `flwr run`
 
@@ -271,6 +272,15 @@ def cmd_deploy_node_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_check(args: argparse.Namespace) -> int:
+    """A TLS handshake with the SuperLink, verified with the CA and the address's host name."""
+    from fedmoe.deploy.reach import check_superlink
+
+    names = check_superlink(args.superlink, Path(args.ca), args.timeout)
+    print(f"SuperLink {args.superlink}: TLS verified, certificate names {names}")
+    return 0
+
+
 def cmd_deploy_local(args: argparse.Namespace) -> int:
     """A SuperLink and N SuperNodes on 127.0.0.1 with TLS and authentication; ``flwr run`` of this project."""
     import signal
@@ -443,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     nkey.add_argument("--out", required=True, help="private key file; the public key is written next to it as .pub")
     nkey.add_argument("--force", action="store_true", help="overwrite existing files")
     nkey.set_defaults(func=cmd_deploy_node_key)
+    chk = dep_sub.add_parser("check", help="is the SuperLink reachable at HOST:PORT with a certificate the CA signed "
+                                           "for HOST? (one line; exit 1 if not)")
+    chk.add_argument("--superlink", required=True, metavar="HOST:PORT", help="the address SuperNodes and flwr dial")
+    chk.add_argument("--ca", required=True, help="the CA certificate (ca.crt)")
+    chk.add_argument("--timeout", type=float, default=10.0, help="longest wait for an answer, s (default: %(default)g)")
+    chk.set_defaults(func=cmd_deploy_check)
     loc = dep_sub.add_parser(
         "local", help="SuperLink + N SuperNodes on 127.0.0.1 with TLS and SuperNode "
                       "authentication, then `flwr run` of this project; stops everything after",
@@ -476,8 +492,9 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     from fedmoe.deploy.local import DeployError
     from fedmoe.deploy.netns import PrivateNetworkError
     from fedmoe.deploy.processes import ProcessError
+    from fedmoe.deploy.reach import ReachError
 
-    return DeployError, FlowerError, ProcessError, PrivateNetworkError
+    return DeployError, FlowerError, ProcessError, PrivateNetworkError, ReachError
 
 
 def one_line(err: BaseException) -> str:

@@ -14,6 +14,13 @@ Modules, one job each:
     a SuperLink and N SuperNodes on 127.0.0.1 and ``flwr run`` of this project (``fedmoe deploy local``).
 :mod:`fedmoe.deploy.netns`
     the private network (a network namespace) ``fedmoe deploy local`` runs in, out of other users' reach.
+:mod:`fedmoe.deploy.reach`
+    whether the SuperLink answers on the address it is dialled on, with a certificate naming it
+    (``fedmoe deploy check``).
+:mod:`fedmoe.deploy.hosts`
+    several hosts emulated on one Linux machine: network namespaces, veth pairs and a bridge on a private subnet.
+:mod:`fedmoe.deploy.multihost`
+    the deployment spread over emulated hosts, and faults on its real processes (the multi-host tests).
 
 The commands for separate machines are in the README, "Deployment on separate machines".
 """

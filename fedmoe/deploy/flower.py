@@ -134,11 +134,12 @@ def write_connection(flwr_home: Path, address: str, ca_cert: Path, name: str = C
 
 
 def flwr(args: Sequence[str], flwr_home: Path, timeout: float, env: Mapping[str, str] | None = None,
-         cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """One ``flwr`` CLI call with its own ``FLWR_HOME``, bounded by ``timeout`` s; output captured."""
+         cwd: Path | None = None, wrap: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """One ``flwr`` CLI call with its own ``FLWR_HOME``, bounded by ``timeout`` s; output captured.
+    ``wrap``: a command prefix it runs under (e.g. ``ip netns exec HOST``, :mod:`fedmoe.deploy.hosts`)."""
     full_env = {**runtime_env(env), "FLWR_HOME": str(flwr_home)}
     try:
-        return subprocess.run([executable("flwr"), *args], env=full_env, cwd=cwd, capture_output=True, text=True,
+        return subprocess.run([*wrap, executable("flwr"), *args], env=full_env, cwd=cwd, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise FlowerError(f"flwr {' '.join(args[:2])}: no answer within {timeout:.0f} s") from None
@@ -150,9 +151,10 @@ def _last_line(text: str) -> str:
 
 
 def register_supernode(public_key: Path, flwr_home: Path, timeout: float = 60.0,
-                       env: Mapping[str, str] | None = None, connection: str = CONNECTION) -> int:
+                       env: Mapping[str, str] | None = None, connection: str = CONNECTION,
+                       wrap: Sequence[str] = ()) -> int:
     """``flwr supernode register PUBLIC_KEY CONNECTION``; the node id the SuperLink gave the key."""
-    res = flwr(["supernode", "register", str(public_key), connection], flwr_home, timeout, env)
+    res = flwr(["supernode", "register", str(public_key), connection], flwr_home, timeout, env, wrap=wrap)
     match = re.search(r"SuperNode (\d+) registered", res.stdout)
     if res.returncode != 0 or match is None:
         raise FlowerError(f"flwr supernode register {public_key}: {_last_line(res.stdout + res.stderr)}")
@@ -160,9 +162,9 @@ def register_supernode(public_key: Path, flwr_home: Path, timeout: float = 60.0,
 
 
 def run_status(run_id: int, flwr_home: Path, timeout: float = 60.0, env: Mapping[str, str] | None = None,
-               connection: str = CONNECTION) -> str:
+               connection: str = CONNECTION, wrap: Sequence[str] = ()) -> str:
     """The status of a run as ``flwr ls`` reports it, e.g. ``finished:completed``."""
-    res = flwr(["ls", connection, "--run-id", str(run_id), "--format", "json"], flwr_home, timeout, env)
+    res = flwr(["ls", connection, "--run-id", str(run_id), "--format", "json"], flwr_home, timeout, env, wrap=wrap)
     try:
         doc = json.loads(res.stdout)
         runs = doc.get("runs", [])

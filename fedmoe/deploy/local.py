@@ -85,16 +85,16 @@ def check_app(app_dir: Path) -> Path:
     return app_dir
 
 
-def run_config_toml(scenario: str, overrides: Sequence[str], run_dir: Path) -> str:
+def run_config_toml(scenario: str, overrides: Sequence[str], run_dir: Path, resume: bool = False) -> str:
     """The run config of :data:`fedmoe.strategies.server_app.app`: ``scenario``, ``overrides`` (``;``-joined),
-    ``run-dir``."""
+    ``run-dir`` (and ``resume = true`` with ``resume``)."""
     bad = [o for o in overrides if ";" in o]
     if bad:
         raise DeployArgumentError(f"--set {bad[0]!r}: values must not contain ';' "
                                   "(it separates overrides in the run config)")
     return (f"scenario = {json.dumps(str(scenario))}\n"
             f"overrides = {json.dumps(';'.join(overrides))}\n"
-            f"run-dir = {json.dumps(str(run_dir))}\n")
+            f"run-dir = {json.dumps(str(run_dir))}\n" + ("resume = true\n" if resume else ""))
 
 
 @dataclass
@@ -149,6 +149,7 @@ class LocalCluster:
         self.supernodes: dict[int, Started] = {}
         self.node_ids: dict[int, int] = {}
         self.cli_home = self.out / "home" / "cli"
+        self.cli_wrap: list[str] = []  # prefix of the `flwr` calls (fedmoe.deploy.multihost: another host)
 
     def _prepare_folder(self, force: bool) -> None:
         present = check_deploy_folder(self.out, force)
@@ -229,7 +230,8 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ the run
 
-    def run(self, scenario: str, overrides: Sequence[str] = (), timeout: float = 3600.0) -> RunResult:
+    def run(self, scenario: str, overrides: Sequence[str] = (), timeout: float = 3600.0,
+            resume: bool = False) -> RunResult:
         """``flwr run APP fedmoe-deploy --run-config run_config.toml --stream``, bounded by ``timeout`` s.
 
         The streamed log goes to ``logs/flwr-run.log`` (each line prefixed with the elapsed
@@ -239,10 +241,10 @@ class LocalCluster:
             raise DeployError("start() the cluster before run()")
         run_dir = self.out / "run"
         config = self.out / "run_config.toml"
-        config.write_text(run_config_toml(scenario, overrides, run_dir))
+        config.write_text(run_config_toml(scenario, overrides, run_dir, resume))
         log_path = self.out / "logs" / "flwr-run.log"
-        argv = [flower.executable("flwr"), "run", str(self.app_dir), CONNECTION, "--run-config", str(config),
-                "--stream"]
+        argv = [*self.cli_wrap, flower.executable("flwr"), "run", str(self.app_dir), CONNECTION, "--run-config",
+                str(config), "--stream"]
         env = {"FLWR_HOME": str(self.cli_home)}
         t0 = time.perf_counter()
         proc = self.procs.start("flwr-run-raw", argv, env=env, cwd=self.app_dir)
@@ -289,7 +291,7 @@ class LocalCluster:
         wall = time.perf_counter() - t0
         if run_id is None:
             raise DeployError(f"flwr run did not start a run (status {rc}): {_last_line(proc.log_text())}")
-        status = flower.run_status(run_id, self.cli_home, env=self.env)
+        status = flower.run_status(run_id, self.cli_home, env=self.env, wrap=self.cli_wrap)
         return RunResult(run_id, status, rc, wall, log_path, run_dir, round_starts, finished[0] if finished else None)
 
 

@@ -153,15 +153,25 @@ class LocalRayCluster:
     def node_dir(self, name: str) -> Path:
         return self.root / name
 
+    def node_ip(self, name: str) -> str:  # noqa: ARG002 - every node on 127.0.0.1 here (emulated hosts: their own)
+        return "127.0.0.1"
+
+    def on_node(self, name: str, argv: list[str]) -> list[str]:  # noqa: ARG002 - this machine (emulated hosts: theirs)
+        return argv
+
+    def alive_nodes(self) -> int:
+        """How many alive nodes the head reports."""
+        return len(check_ray_cluster(self.address) or [])
+
     def _ray_start(self, name: str, args: list[str]) -> None:
         self.node_dir(name).mkdir()
         log = self.node_dir(name) / "ray-start.log"
         with open(log, "wb") as f:
-            proc = subprocess.Popen(
-                [RAY_CLI, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
-                 "--temp-dir", str(self.node_dir(name)), "--dashboard-agent-listen-port", str(_free_port()),
-                 "--min-worker-port", "0", "--max-worker-port", "0", "--object-store-memory", str(100 * 2**20),
-                 *args], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+            proc = subprocess.Popen(self.on_node(name, [
+                RAY_CLI, "start", "--node-ip-address", self.node_ip(name), "--num-cpus", "1", "--disable-usage-stats",
+                "--temp-dir", str(self.node_dir(name)), "--dashboard-agent-listen-port", str(_free_port()),
+                "--min-worker-port", "0", "--max-worker-port", "0", "--object-store-memory", str(100 * 2**20),
+                *args]), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 start_new_session=True)
         self.sessions.append(proc.pid)
         try:
@@ -176,7 +186,7 @@ class LocalRayCluster:
                                  "--ray-client-server-port", str(_free_port())])
         self._ray_start("worker", ["--address", self.address])
         deadline = time.monotonic() + 60.0
-        while len(check_ray_cluster(self.address) or []) < 2:
+        while self.alive_nodes() < 2:
             if time.monotonic() > deadline:
                 raise AssertionError("the worker node did not register with the head within 60 s")
             time.sleep(1.0)
@@ -225,16 +235,20 @@ class LocalRayCluster:
         return [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in alive + self.processes() if p.is_running()]
 
 
-@pytest.fixture
-def ray_cluster():
-    pytest.importorskip("psutil")
-    cluster = LocalRayCluster()
+def started(cluster: LocalRayCluster):
+    """A generator for a fixture: ``cluster`` started, then stopped (and checked stopped) afterwards."""
     try:
         cluster.start()
         yield cluster
     finally:
         left = cluster.stop()
         assert not left, f"processes of the test cluster still running: {left}"
+
+
+@pytest.fixture
+def ray_cluster():
+    pytest.importorskip("psutil")
+    yield from started(LocalRayCluster())
 
 
 def _actor_logs(node_dir: Path) -> list[Path]:
@@ -260,6 +274,12 @@ def test_tiny_run_on_a_two_node_ray_cluster(ray_cluster, tmp_path):
     """``fedmoe run --ray-address`` in its own process (a Ray driver interrupted in the test's
     process can abort it, finalisers and all): 2 rounds complete with metrics, the head reports
     2 alive 1-CPU nodes throughout the run, and each node hosted a ClientAppActor."""
+    run_attached(ray_cluster, tmp_path)
+
+
+def run_attached(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
+    """The tiny run attached to ``ray_cluster`` from its head node, and what must hold of it
+    (:func:`test_tiny_run_on_a_two_node_ray_cluster`)."""
     import fedmoe
 
     sets = list(_dotted(TINY))
@@ -269,8 +289,9 @@ def test_tiny_run_on_a_two_node_ray_cluster(ray_cluster, tmp_path):
                                          env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     log = tmp_path / "fedmoe-run.log"
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "fedmoe.cli", "run", "--quiet", "--out", str(out),
-                                 "--ray-address", ray_cluster.address] + [a for s in sets for a in ("--set", s)],
+        proc = subprocess.Popen(ray_cluster.on_node("head", [
+                                    sys.executable, "-m", "fedmoe.cli", "run", "--quiet", "--out", str(out),
+                                    "--ray-address", ray_cluster.address] + [a for s in sets for a in ("--set", s)]),
                                 stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
     ray_cluster.sessions.append(proc.pid)  # stopped with the cluster if it outlives the test
@@ -279,7 +300,7 @@ def test_tiny_run_on_a_two_node_ray_cluster(ray_cluster, tmp_path):
     while proc.poll() is None:
         if time.monotonic() > deadline:
             raise AssertionError(f"fedmoe run did not finish in {RUN_TIMEOUT_S:g} s:\n{log.read_text()[-3000:]}")
-        alive.append(len(check_ray_cluster(ray_cluster.address, timeout_s=5.0) or []))
+        alive.append(ray_cluster.alive_nodes())
         time.sleep(1.0)
     assert proc.returncode == 0, log.read_text()[-3000:]
 
