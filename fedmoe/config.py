@@ -945,6 +945,13 @@ class FedMoEConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _tensorboard_is_federated(self) -> "FedMoEConfig":
+        if self.report.tensorboard and self.mode != "federated":
+            raise ValueError(f"report.tensorboard (per-round event files) is supported in mode federated only, got "
+                             f"mode {self.mode}")
+        return self
+
+    @model_validator(mode="after")
     def _trace_is_federated(self) -> "FedMoEConfig":
         if self.wireless.trace is not None and self.mode != "federated":
             raise ValueError(f"wireless.trace (a measured channel) is supported in mode federated only, got mode "

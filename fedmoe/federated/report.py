@@ -98,15 +98,17 @@ def metrics_document(rows: list[dict[str, Any]], extra: dict[str, Any] | None = 
 
 
 def write_run(out: Path, config: dict[str, Any], doc: dict[str, Any], scenario_file: Path | None = None,
-              expert_names: Sequence[str] | None = None) -> None:
-    """Write config, ``doc`` (:func:`metrics_document`) as metrics.json, rounds.csv and the plots."""
+              expert_names: Sequence[str] | None = None, rounds_csv: bool = True) -> None:
+    """Write config, ``doc`` (:func:`metrics_document`) as metrics.json, rounds.csv (unless ``rounds_csv`` is
+    false: the run appended it round by round, :mod:`fedmoe.federated.live_log`) and the plots."""
     rows = doc["rounds"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if scenario_file is not None and scenario_file.is_file():
         (out / "scenario.toml").write_text(scenario_file.read_text())
     write_atomic(out / "metrics.json", json.dumps(doc, indent=2, default=_jsonable).encode())
-    write_atomic(out / "rounds.csv", csv_text(CSV_COLUMNS, rows, header=True).encode())
+    if rounds_csv:
+        write_atomic(out / "rounds.csv", csv_text(CSV_COLUMNS, rows, header=True).encode())
     plot_run(out, rows, expert_names)
 
 

@@ -132,7 +132,8 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
         metrics["summary"]["centralised_accuracy"] = ref["accuracy"]
         metrics["summary"]["accuracy_ratio"] = metrics["summary"]["accuracy"] / max(ref["accuracy"], 1e-12)
     if run_dir is not None:
-        write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"])
+        write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"],
+                  rounds_csv=False)  # the live log wrote it round by round
     return FederatedRun(metrics, to_numpy(result.arrays) if len(result.arrays) else initial,
                         time.perf_counter() - t0, strategy)
 
