@@ -4,7 +4,6 @@ duplicates nor loses a row or a scalar."""
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -14,18 +13,11 @@ import pytest
 from fedmoe.federated.live_log import TensorBoardMissing, check_tensorboard, scalars
 from fedmoe.federated.report import CSV_COLUMNS
 from fedmoe.strategies.server_app import serve
-from tests.federated.conftest import LocalGrid, tiny_config
-
-WATCHED = {"federated": {"rounds": 2, "centralised_reference": False}, "report": {"tensorboard": True}}
+from tests.federated.conftest import WATCHED, LocalGrid, read_csv, tiny_config
 
 
 class Stop(Exception):
     """Stands for the server process dying in the middle of a round."""
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def run(run_dir: Path, **kw):
@@ -41,20 +33,8 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def watched(tmp_path_factory):
-    """A two-round run, with what rounds.csv and devices.csv held when each round's training ended."""
-    out = tmp_path_factory.mktemp("watched")
-    seen: dict[int, tuple[list, list]] = {}
-
-    def on_round(record) -> None:  # after the round's aggregation, before its own rows are written
-        seen[record.round] = (read_csv(out / "rounds.csv"), read_csv(out / "devices.csv"))
-
-    return out, run(out, on_round=on_round), seen
-
-
-def test_rows_are_written_round_by_round(watched):
-    out, result, seen = watched
+def test_rows_are_written_round_by_round(watched_run):
+    out, result, seen = watched_run
     rows = result.metrics["rounds"]
     # while round 1 ran nothing was complete; while round 2 ran, round 0 (initial model) and round 1 were there
     assert [r["round"] for r in seen[1][0]] == []
@@ -70,8 +50,8 @@ def test_rows_are_written_round_by_round(watched):
     assert list(final[0]) == list(CSV_COLUMNS)
 
 
-def test_device_rows_add_up_to_the_round(watched):
-    out, result, _ = watched
+def test_device_rows_add_up_to_the_round(watched_run):
+    out, result, _ = watched_run
     devices = read_csv(out / "devices.csv")
     for row in result.metrics["rounds"][1:]:
         mine = [d for d in devices if int(d["round"]) == row["round"]]
@@ -83,8 +63,8 @@ def test_device_rows_add_up_to_the_round(watched):
         assert {d["link_class"] for d in mine} <= {"weak", "medium", "strong"}
 
 
-def test_tensorboard_has_one_scalar_per_round_and_metric(watched):
-    out, result, _ = watched
+def test_tensorboard_has_one_scalar_per_round_and_metric(watched_run):
+    out, result, _ = watched_run
     got = tensorboard_scalars(out / "tensorboard")
     expected: dict[str, list[tuple[int, float]]] = {}
     for row in result.metrics["rounds"]:
@@ -97,8 +77,8 @@ def test_tensorboard_has_one_scalar_per_round_and_metric(watched):
         np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in points], rtol=1e-6, err_msg=tag)
 
 
-def test_a_resumed_run_neither_duplicates_nor_loses_rows(watched, tmp_path):
-    out, _, _ = watched
+def test_a_resumed_run_neither_duplicates_nor_loses_rows(watched_run, tmp_path):
+    out = watched_run[0]
 
     def stop(record) -> None:
         if record.round == 2:
