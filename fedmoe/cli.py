@@ -11,6 +11,7 @@
     fedmoe sweep [--lambdas 0,0.1,1]           one mixture per λ: accuracy–cost Pareto plot and JSON
     fedmoe run [--out DIR] [--resume|--force]  federated (or split, ``--set mode=split``) training on a Flower
                [--input FILE.npz]              simulation; --input federates a dataset file
+    fedmoe report RUN [--out FILE.html]        one self-contained HTML page of a run folder (finished or running)
     fedmoe scenarios                           list the built-in scenarios
     fedmoe deploy certs --out DIR              CA, SuperLink TLS certificate, SuperNode keys (real deployment)
     fedmoe deploy node-key --out FILE          one SuperNode authentication key pair
@@ -317,6 +318,14 @@ def cmd_link_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedmoe.federated.html_report import write_report
+
+    out = None if args.out is None else check_file_target(args.out)
+    print(f"wrote {write_report(Path(args.run), out)}")
+    return 0
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from fedmoe.scenarios import SCENARIOS
 
@@ -434,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     lbt = sub.add_parser("link-budget", help="the uplink link budget (distance x LoS/NLoS -> SNR, rate) as a table")
     _config_options(lbt)
     lbt.set_defaults(func=cmd_link_budget)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of a run folder: summary, plots, rounds, "
+                                        "devices, expert usage, configuration (works while the run goes)")
+    rep.add_argument("run", metavar="RUN", help="the run folder (fedmoe run --out, or a deployment's run/ folder)")
+    rep.add_argument("--out", default=None, metavar="FILE.html", help="where to write the page (default: "
+                                                                     "RUN/report.html)")
+    rep.set_defaults(func=cmd_report)
 
     scen = sub.add_parser("scenarios", help="list the built-in scenarios")
     scen.set_defaults(func=cmd_scenarios)

@@ -764,6 +764,19 @@ class FederatedConfig(StrictModel):
         return self.stage2_local_epochs or self.local_epochs if stage == 2 else self.local_epochs
 
 
+class ReportConfig(StrictModel):
+    """What a run writes for its operator while it goes (:mod:`fedmoe.federated.live_log`, docs/operating.md).
+
+    ``rounds.csv`` and ``devices.csv`` are always written round by round; these options add more. They
+    change nothing the run computes, so a run may be resumed with other values
+    (:func:`fedmoe.federated.resume.load_state` leaves this section out of its comparison).
+    """
+
+    tensorboard: bool = Field(
+        False, description="also write TensorBoard event files (one scalar per round and metric) to "
+                           "<run>/tensorboard; needs the tensorboard extra (pip install 'fedmoe[tensorboard]')")
+
+
 class SplitConfig(StrictModel):
     """Split learning on Flower (``mode = "split"`` or ``"splitfed"``; :mod:`fedmoe.strategies.split_learning`).
 
@@ -950,6 +963,8 @@ class FedMoEConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     v2i: V2IConfig = Field(default_factory=V2IConfig)
+    report: ReportConfig = Field(
+        default_factory=ReportConfig, description="what the run writes for its operator as it goes (TensorBoard)")
 
     @model_validator(mode="after")
     def _k_fits_codebook(self) -> "FedMoEConfig":
@@ -964,6 +979,13 @@ class FedMoEConfig(StrictModel):
     def _input_is_federated(self) -> "FedMoEConfig":
         if self.data.input is not None and self.mode != "federated":
             raise ValueError(f"data.input (a dataset file) is supported in mode federated only, got mode {self.mode}")
+        return self
+
+    @model_validator(mode="after")
+    def _tensorboard_is_federated(self) -> "FedMoEConfig":
+        if self.report.tensorboard and self.mode != "federated":
+            raise ValueError(f"report.tensorboard (per-round event files) is supported in mode federated only, got "
+                             f"mode {self.mode}")
         return self
 
     @model_validator(mode="after")

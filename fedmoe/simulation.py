@@ -183,10 +183,10 @@ def run_federated(cfg: FedMoEConfig, out: Path | None, progress: bool = True, sc
     :class:`fedmoe.strategies.split_learning.SplitRun` or :class:`fedmoe.strategies.distributed_experts.DistributedRun`
     or :class:`fedmoe.strategies.v2i_federated.V2IRun`.
     """
-    from fedmoe.strategies.modes import mode_of
+    from fedmoe.strategies.modes import check_config, mode_of
 
     mode = mode_of(cfg)
-    mode.check(cfg)  # what the mode needs beyond a valid config (fedmoe.strategies.modes.Mode.check)
+    check_config(cfg)  # what the mode needs beyond a valid config (fedmoe.strategies.modes.check_config)
     if out is not None:
         check_folder_target(out)
         check_run_folder(out, resume, force)

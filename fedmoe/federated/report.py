@@ -5,7 +5,8 @@
     <out>/config.json              the resolved configuration
     <out>/scenario.toml            the scenario file it came from (when there was one)
     <out>/metrics.json             per-round records (virtual clock, energy, test accuracy) and the final summary
-    <out>/rounds.csv               the same per-round table for spreadsheets
+    <out>/rounds.csv               the same per-round table for spreadsheets (appended round by round:
+                                   :mod:`fedmoe.federated.live_log`, with devices.csv and tensorboard/)
     <out>/checkpoints/*.pt         global model every ``federated.checkpoint_every`` rounds and final.pt
     <out>/accuracy.png             test accuracy vs rounds and vs virtual time
     <out>/energy.png               energy and latency per round
@@ -16,11 +17,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from fedmoe.files import write_atomic
 from fedmoe.models.device_costs import LINK_CLASSES
@@ -29,6 +31,17 @@ CSV_COLUMNS = ("round", "stage", "selected", "completed", "failed", "planned_lat
                "clock_s", "upload_bits", "train_loss", "accuracy", "accuracy_los", "accuracy_blocked", "top1", "topk",
                "power_ratio_db", "costly_share_los", "costly_share_blocked",
                "inference_latency_s", "inference_energy_j", "gate_entropy")
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]], header: bool) -> str:
+    """``rows`` as CSV lines of ``columns`` (a missing value: empty), with the header line first if ``header``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in columns})
+    return buf.getvalue()
 
 
 def round_rows(history: Sequence[Any], evaluations: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,19 +98,17 @@ def metrics_document(rows: list[dict[str, Any]], extra: dict[str, Any] | None = 
 
 
 def write_run(out: Path, config: dict[str, Any], doc: dict[str, Any], scenario_file: Path | None = None,
-              expert_names: Sequence[str] | None = None) -> None:
-    """Write config, ``doc`` (:func:`metrics_document`) as metrics.json, rounds.csv and the plots."""
+              expert_names: Sequence[str] | None = None, rounds_csv: bool = True) -> None:
+    """Write config, ``doc`` (:func:`metrics_document`) as metrics.json, rounds.csv (unless ``rounds_csv`` is
+    false: the run appended it round by round, :mod:`fedmoe.federated.live_log`) and the plots."""
     rows = doc["rounds"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if scenario_file is not None and scenario_file.is_file():
         (out / "scenario.toml").write_text(scenario_file.read_text())
     write_atomic(out / "metrics.json", json.dumps(doc, indent=2, default=_jsonable).encode())
-    with open(out / "rounds.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+    if rounds_csv:
+        write_atomic(out / "rounds.csv", csv_text(CSV_COLUMNS, rows, header=True).encode())
     plot_run(out, rows, expert_names)
 
 

@@ -56,6 +56,9 @@ RESUME_FILE = "resume.npz"
 LEGACY_RESUME_FILE = "resume.pkl"
 """Where fedmoe before format 2 kept the state, as a pickle: never opened (module docstring)."""
 
+RESUME_FREE_SECTIONS = ("report",)
+"""Config sections a resumed run may change: what the run writes for its operator, not what it computes."""
+
 FORMAT = "fedmoe resume state"
 FORMAT_VERSION = 2
 
@@ -160,7 +163,9 @@ def load_state(run_dir: Path, cfg: FedMoEConfig) -> ServerState:
     except UsageError as err:
         raise ResumeError(str(err)) from None
     state = _decode_document(arrays, path)
-    differences = config_differences(state.config, cfg.model_dump(mode="json"))
+    saved_config = {k: v for k, v in state.config.items() if k not in RESUME_FREE_SECTIONS}
+    current = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUME_FREE_SECTIONS}
+    differences = config_differences(saved_config, current)
     if differences:
         shown = ", ".join(differences[:4]) + (f" and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise ResumeError(f"cannot resume the run in {run_dir} with another configuration: {shown} differ "

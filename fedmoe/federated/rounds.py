@@ -48,6 +48,13 @@ class RoundRecord:
     failures: list[str] = field(default_factory=list)
     rejected: int = 0  # replies refused by fedmoe.strategies.validation (also counted in ``failed``)
     clipped: int = 0  # accepted replies scaled down by fedmoe.strategies.validation.bound_updates
+    # Each accepted device's own costs, aligned with ``devices`` (the server's T_k, E_k and upload bits,
+    # its samples and training loss): the per-device table of the live log (fedmoe.federated.live_log).
+    device_latency_s: list[float] = field(default_factory=list)
+    device_energy_j: list[float] = field(default_factory=list)
+    device_upload_bits: list[float] = field(default_factory=list)
+    device_samples: list[float] = field(default_factory=list)
+    device_loss: list[float] = field(default_factory=list)
 
 
 class RoundLedger:
@@ -119,6 +126,8 @@ class RoundLedger:
             usage_n[cls] = usage_n.get(cls, 0.0) + weight
         tick = self.clock.advance(server_round, lat, energy, idle_latency_s=self.deadline_s if selected else 0.0)
         n_arr = np.array(n)
+        order = np.argsort(devices, kind="stable")
+        by_device = lambda values: [float(values[i]) for i in order]  # noqa: E731 - aligned with sorted(devices)
         record = RoundRecord(
             round=server_round, stage=stage, selected=selected, completed=len(replies), failed=len(failures),
             planned_latency_s=planned_latency_s, latency_s=tick.latency_s, energy_j=tick.energy_j,
@@ -126,7 +135,9 @@ class RoundLedger:
             train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if replies else float("nan"),
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
-            failures=failures, rejected=rejected, clipped=clipped)
+            failures=failures, rejected=rejected, clipped=clipped,
+            device_latency_s=by_device(lat), device_energy_j=by_device(energy), device_upload_bits=by_device(bits),
+            device_samples=by_device(n), device_loss=by_device(loss))
         self.history.append(record)
         return record
 

@@ -10,7 +10,8 @@ with anything in it is otherwise refused, naming what is there, so that a typo i
 After a failure (an error, a full disk, Ctrl-C): nothing may look finished, so the files
 only a finished run writes (:data:`FINISHED_OUTPUTS`: ``checkpoints/final.pt`` and the
 report) are removed. The state of the last complete round stays when the run can
-continue from it (``fedmoe run --resume``); otherwise the folder is removed if this run
+continue from it (``fedmoe run --resume``), with the per-round files written so far
+(:data:`LIVE_OUTPUTS`); otherwise the folder is removed if this run
 made it, as every command removes the folder it made when it fails, or else the run's
 outputs in it are (:func:`discard_failed_run`).
 """
@@ -29,12 +30,17 @@ CLIENT_STATE = "client_state"
 """Where, inside the run folder, the virtual devices keep their local state (:mod:`fedmoe.federated.device_state`)."""
 
 FINISHED_OUTPUTS: tuple[str, ...] = (
-    "checkpoints/final.pt", "config.json", "scenario.toml", "metrics.json", "rounds.csv", "accuracy.png", "energy.png",
+    "checkpoints/final.pt", "scenario.toml", "metrics.json", "accuracy.png", "energy.png",
     "gate_usage.png", "policy.png", "energy_per_road.png", "accuracy_vs_snr.png")
 """What only a finished run writes (the final model, the report of every mode: :mod:`fedmoe.federated.report`,
 :mod:`fedmoe.strategies.v2i_federated`, :mod:`fedmoe.strategies.distributed_experts`)."""
 
-RUN_OUTPUTS: tuple[str, ...] = (CHECKPOINTS, CLIENT_STATE, *(n for n in FINISHED_OUTPUTS if "/" not in n))
+LIVE_OUTPUTS: tuple[str, ...] = ("config.json", "rounds.csv", "devices.csv", "tensorboard", "report.html")
+"""What a run writes as it goes (:mod:`fedmoe.federated.live_log`) and ``fedmoe report``'s default page: a failed
+run that can resume keeps them (they show the rounds so far), other failed runs lose them with the rest."""
+
+RUN_OUTPUTS: tuple[str, ...] = (CHECKPOINTS, CLIENT_STATE, *LIVE_OUTPUTS,
+                                *(n for n in FINISHED_OUTPUTS if "/" not in n))
 """Every name a run writes at the top of its folder: what ``--force`` removes."""
 
 

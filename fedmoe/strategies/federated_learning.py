@@ -1,7 +1,8 @@
 """Federated rounds of the mixture on a Flower grid (``mode = "federated"``): discover the
 devices, run the strategy's rounds (``federated.strategy``), evaluate, write the run folder,
-and checkpoint the server's state after every round so that the run can resume
-(:mod:`fedmoe.federated.resume`).
+checkpoint the server's state after every round so that the run can resume
+(:mod:`fedmoe.federated.resume`), and append the round's rows to the files an operator watches
+(:mod:`fedmoe.federated.live_log`).
 
 The ServerApp (:mod:`fedmoe.strategies.server_app`) runs :func:`serve` for this mode; the other
 modes have their own loops (:mod:`fedmoe.strategies.split_learning`,
@@ -23,6 +24,7 @@ from flwr.serverapp import Grid
 from fedmoe.config import FedMoEConfig
 from fedmoe.federated.device_state import MESSAGE_CONFIG_KEY
 from fedmoe.federated.evaluation import ServerEvaluator
+from fedmoe.federated.live_log import LiveLog
 from fedmoe.federated.parameters import LOCAL
 from fedmoe.federated.parameters import to_numpy as state_to_numpy
 from fedmoe.federated.reference import centralised_reference
@@ -94,16 +96,29 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
         # A MetricRecord holds numbers only: the main score's name and the nested tables stay in metrics.json.
         return MetricRecord({k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
+    live = None
+    if run_dir is not None:  # the per-round files an operator watches (fedmoe.federated.live_log)
+        live = LiveLog(Path(run_dir), world.cfg.model_dump(mode="json"),
+                       getattr(getattr(strategy, "ledger", None), "device_class", None), cfg.report.tensorboard)
+        live.start(round_rows(getattr(strategy, "history", []), evaluator.results) if saved is not None else [],
+                   getattr(strategy, "history", []), resumed=saved is not None)
+
     def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
         if run_dir is not None:
             save_state(Path(run_dir), ServerState(server_round, cfg.model_dump(mode="json"), to_numpy(arrays),
                                                   strategy.checkpoint_state(), dict(evaluator.results), capture_rng()))
+            history = getattr(strategy, "history", [])
+            live.append(round_rows(history, evaluator.results), history)
 
     config = ConfigRecord({} if client_state_dir is None
                           else {MESSAGE_CONFIG_KEY: str(Path(client_state_dir).resolve())})
-    result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s, evaluate_fn=evaluate_fn,
-                            train_config=config, evaluate_config=config, first_round=first_round,
-                            on_round_end=checkpoint)
+    try:
+        result = strategy.start(grid, to_record(initial), fed.rounds, timeout=fed.round_timeout_s,
+                                evaluate_fn=evaluate_fn, train_config=config, evaluate_config=config,
+                                first_round=first_round, on_round_end=checkpoint)
+    finally:
+        if live is not None:
+            live.close()
     rows = round_rows(getattr(strategy, "history", []), evaluator.results)
     extra = {"strategy": world.cfg.federated.strategy, "aggregator": world.cfg.federated.aggregator,
              "selection": world.cfg.federated.selection,
@@ -117,7 +132,8 @@ def serve(grid: Grid, cfg: FedMoEConfig, run_dir: Path | None, on_round: Callabl
         metrics["summary"]["centralised_accuracy"] = ref["accuracy"]
         metrics["summary"]["accuracy_ratio"] = metrics["summary"]["accuracy"] / max(ref["accuracy"], 1e-12)
     if run_dir is not None:
-        write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"])
+        write_run(Path(run_dir), world.cfg.model_dump(mode="json"), metrics, scenario_file, extra["experts"],
+                  rounds_csv=False)  # the live log wrote it round by round
     return FederatedRun(metrics, to_numpy(result.arrays) if len(result.arrays) else initial,
                         time.perf_counter() - t0, strategy)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 
 import psutil
@@ -74,8 +75,34 @@ def test_plaintext_supernode_is_refused(cluster):
 
 
 def test_two_rounds_of_the_default_scenario_run_to_completion(cluster):
-    result = cluster.run(SCENARIO, SHRUNK, timeout=900)
+    seen, done = [], threading.Event()
+
+    def watch() -> None:  # an operator reading rounds.csv while the deployed run goes
+        while not done.wait(0.2):
+            path = cluster.out / "run" / "rounds.csv"
+            if path.is_file():
+                rounds = [line.split(",", 1)[0] for line in path.read_text().splitlines()[1:]]
+                if not seen or seen[-1] != rounds:
+                    seen.append(rounds)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = cluster.run(SCENARIO, SHRUNK, timeout=900)
+    finally:
+        done.set()
+        watcher.join()
     assert result.status == "finished:completed" and result.returncode == 0, result.log.read_text()[-3000:]
+    # the ServerApp appended each round as it ended: the file held rounds 0 and 1 while round 2 ran
+    assert ["0", "1"] in seen and seen[-1] == ["0", "1", "2"], seen
+    devices = (result.run_dir / "devices.csv").read_text().splitlines()[1:]
+    assert sorted(line.split(",")[:3] for line in devices) == [
+        [str(r), str(r), str(k)] for r in (1, 2) for k in range(NODES)]
+    from fedmoe.cli import main
+
+    assert main(["report", str(result.run_dir), "--out", str(cluster.out / "report.html")]) == 0
+    page = (cluster.out / "report.html").read_text()
+    assert page.count("<tr>") >= 3 + NODES + 2  # rounds 0-2, the devices, and the summary
     doc = json.loads((result.run_dir / "metrics.json").read_text())
     rounds = [r for r in doc["rounds"] if r["round"] > 0]
     assert [r["round"] for r in rounds] == [1, 2] and [r["stage"] for r in rounds] == [1, 2]

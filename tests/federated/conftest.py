@@ -3,6 +3,7 @@ real ClientApp handlers (no Ray) for tests of the Strategy API."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -27,6 +28,36 @@ TINY = {
                   "checkpoint_every": 1, "deadline_s": 1000.0, "local_epochs": 1, "stage2_local_epochs": 1,
                   "selection": "deadline-max-devices"},
 }
+
+
+WATCHED = {"federated": {"rounds": 2, "centralised_reference": False}, "report": {"tensorboard": True}}
+"""The tiny scenario, two rounds, with TensorBoard: the run an operator watches (:func:`watched_run`)."""
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as text."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def watched_run(tmp_path_factory):
+    """A two-round run (:data:`WATCHED`) of the real ServerApp loop over the real ClientApp (:class:`LocalGrid`):
+    ``(folder, run, seen)``; ``seen[r]`` is what an operator saw while round ``r`` trained, after its aggregation
+    (before its rows were written): the rows of rounds.csv and devices.csv, and ``fedmoe report``'s page."""
+    from fedmoe.federated.html_report import load_run, render
+    from fedmoe.strategies.server_app import serve
+
+    out = tmp_path_factory.mktemp("watched")
+    seen: dict[int, tuple[list, list, str]] = {}
+
+    def on_round(record) -> None:
+        seen[record.round] = (read_csv(out / "rounds.csv"), read_csv(out / "devices.csv"), render(load_run(out)))
+
+    run = serve(LocalGrid(4), tiny_config(**WATCHED), out, on_round=on_round, client_state_dir=out / "client_state")
+    return out, run, seen
 
 
 def tiny_config(**sections) -> FedMoEConfig:

@@ -148,6 +148,14 @@ def test_resume_refuses_another_configuration_naming_the_keys(saved_run):
     assert "\n" not in str(err.value)
 
 
+def test_resume_accepts_other_operator_settings(saved_run):
+    """``report`` (what the run writes for its operator, e.g. TensorBoard) changes nothing the run computes."""
+    assert load_state(saved_run, tiny_config(**RESUMABLE, report={"tensorboard": True})).round == 1
+    with pytest.raises(ResumeError, match=r"train\.lr \(") as err:  # the other sections are still compared
+        load_state(saved_run, tiny_config(**RESUMABLE, report={"tensorboard": True}, train={"lr": 0.01}))
+    assert "report" not in str(err.value)
+
+
 @pytest.mark.parametrize("case, pattern", [
     ("missing", "nothing to resume"),
     ("not an archive", "not an .npz archive"),

@@ -69,6 +69,9 @@ def test_sigkilled_run_resumes_to_the_same_final_model(tmp_path):
         stopped_at = saved_round(crashed)
         assert 2 <= stopped_at < 6
         assert not (crashed / "checkpoints" / "final.pt").exists()
+        # rounds.csv held the complete rounds (the last one's rows may not have been appended yet when killed)
+        killed_rows = [line.split(",", 1)[0] for line in (crashed / "rounds.csv").read_text().splitlines()[1:]]
+        assert killed_rows in ([str(r) for r in range(stopped_at)], [str(r) for r in range(stopped_at + 1)])
         leftovers = procs.stop()  # the Ray processes the killed driver left behind, by PID
 
         resumed = procs.start("resumed", fedmoe_run(crashed, "--resume"))
@@ -83,4 +86,6 @@ def test_sigkilled_run_resumes_to_the_same_final_model(tmp_path):
     ref_rows, rows = rounds_without_wall(reference), rounds_without_wall(crashed)
     assert [r["accuracy"] for r in rows if "accuracy" in r] == [r["accuracy"] for r in ref_rows if "accuracy" in r]
     assert rows[-1]["clock_s"] == ref_rows[-1]["clock_s"]
+    for name in ("rounds.csv", "devices.csv"):  # no row lost or written twice by the kill and the resume
+        assert (crashed / name).read_text() == (reference / name).read_text(), name
     print(f"killed after round {stopped_at}; Ray leftovers stopped: {leftovers}")

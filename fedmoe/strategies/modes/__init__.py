@@ -37,5 +37,9 @@ def mode_of(cfg: FedMoEConfig) -> Mode:
 
 def check_config(cfg: FedMoEConfig) -> None:
     """The checks of ``cfg.mode``: what a run needs beyond a valid config, found before Ray or any
-    process starts (``fedmoe run``, ``fedmoe deploy local``)."""
+    process starts (``fedmoe run``, ``fedmoe deploy local``), and that TensorBoard is installed if the run
+    is to write its event files (:func:`fedmoe.federated.live_log.check_tensorboard`)."""
+    from fedmoe.federated.live_log import check_tensorboard
+
     mode_of(cfg).check(cfg)
+    check_tensorboard(cfg.report.tensorboard)
