@@ -48,6 +48,8 @@ class RoundRecord:
     failures: list[str] = field(default_factory=list)
     rejected: int = 0  # replies refused by fedmoe.strategies.validation (also counted in ``failed``)
     clipped: int = 0  # accepted replies scaled down by fedmoe.strategies.validation.bound_updates
+    staleness: list[int] = field(default_factory=list)  # semi-asynchronous rounds: τ_k of each reply aggregated
+    dropped: int = 0  # semi-asynchronous rounds: arrivals dropped for staleness (also counted in ``failed``)
 
 
 class RoundLedger:
@@ -75,7 +77,8 @@ class RoundLedger:
         self.loss: dict[int, float] = {}  # device -> its last training loss
 
     def close_round(self, server_round: int, stage: int, replies: Sequence[TrainReply], failures: list[str],
-                    selected: int, planned_latency_s: float, rejected: int = 0, clipped: int = 0) -> RoundRecord:
+                    selected: int, planned_latency_s: float, rejected: int = 0, clipped: int = 0,
+                    latency_s: float | None = None, staleness: Sequence[int] = (), dropped: int = 0) -> RoundRecord:
         """Account for a round whose accepted replies are ``replies`` (in device order): advance the
         clock, remember the devices' losses (and, in stage II, their costs), and append its record.
 
@@ -95,6 +98,14 @@ class RoundLedger:
             Replies refused by the validation (also in ``failures``).
         clipped : int, optional
             Accepted replies whose update was clipped (:func:`fedmoe.strategies.validation.bound_updates`).
+        latency_s : float, optional
+            The round's latency when the caller knows it: in semi-asynchronous rounds
+            (:mod:`fedmoe.federated.buffered`) the wait from the previous server update to the buffer's
+            last arrival, not the replies' ``max T_k``. Default: ``max T_k`` (synchronous).
+        staleness : Sequence[int], optional
+            ``τ_k`` of each reply (semi-asynchronous rounds), kept in the record.
+        dropped : int, optional
+            Arrivals dropped for staleness (also in ``failures``).
         """
         lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
         usage_sum: dict[str, np.ndarray] = {}
@@ -117,7 +128,10 @@ class RoundLedger:
             u = np.asarray(r.expert_usage, dtype=np.float64) * weight
             usage_sum[cls] = usage_sum.get(cls, 0.0) + u
             usage_n[cls] = usage_n.get(cls, 0.0) + weight
-        tick = self.clock.advance(server_round, lat, energy, idle_latency_s=self.deadline_s if selected else 0.0)
+        idle = self.deadline_s if selected else 0.0
+        if latency_s is not None:
+            lat, idle = [float(latency_s)] * len(lat), float(latency_s)
+        tick = self.clock.advance(server_round, lat, energy, idle_latency_s=idle)
         n_arr = np.array(n)
         record = RoundRecord(
             round=server_round, stage=stage, selected=selected, completed=len(replies), failed=len(failures),
@@ -126,7 +140,8 @@ class RoundLedger:
             train_loss=float((n_arr * np.array(loss)).sum() / n_arr.sum()) if replies else float("nan"),
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
-            failures=failures, rejected=rejected, clipped=clipped)
+            failures=failures, rejected=rejected, clipped=clipped, staleness=[int(t) for t in staleness],
+            dropped=int(dropped))
         self.history.append(record)
         return record
 
