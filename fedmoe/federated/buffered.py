@@ -21,15 +21,15 @@ Pure Python and numpy: no Flower, no torch.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from fedmoe.federated.protocol import TrainReply
 from fedmoe.registry import Registry
 
-__all__ = ["STALENESS_WEIGHTS", "ArrivalQueue", "Buffer", "InFlight"]
+__all__ = ["STALENESS_WEIGHTS", "ArrivalQueue", "Buffer", "InFlight", "rebased"]
 
 StalenessWeight = Callable[[int], float]
 """``s(τ) -> weight`` for a staleness ``τ >= 0`` (server versions since the device's model)."""
@@ -76,10 +76,10 @@ class InFlight:
     """Order of dispatch (breaks ties in arrival time)."""
     reply: TrainReply
     """Its checked metrics, with the server's ``T_k`` and ``E_k``."""
+    arrays: dict[str, np.ndarray]
+    """Its checked (and clipped) arrays ``w_k``, by message key."""
     delta: dict[str, np.ndarray]
-    """Its update against the version it was sent, ``w_k − w^{v_k}``, by message key (floating groups)."""
-    kept: dict[str, np.ndarray] = field(default_factory=dict)
-    """Its non-floating arrays as sent back (never aggregated)."""
+    """Its update against the version it was sent, ``w_k − w^{v_k}``, by message key (floating arrays, float64)."""
 
 
 @dataclass
@@ -118,12 +118,17 @@ class ArrivalQueue:
         return int(sum(f.num_rb for f in self.in_flight))
 
     def dispatch(self, device: int, node: int, now_s: float, num_rb: int, reply: TrainReply,
-                 delta: dict[str, np.ndarray], kept: dict[str, np.ndarray] | None = None) -> InFlight:
-        """A device sent the current version at ``now_s``: it arrives at ``now_s + reply.latency_s``."""
+                 arrays: dict[str, np.ndarray], sent: dict[str, np.ndarray]) -> InFlight:
+        """A device sent the current version (packed arrays ``sent``) at ``now_s``, which replied ``arrays``:
+        it arrives at ``now_s + reply.latency_s``."""
         if device in self.devices:
             raise ValueError(f"device {device} is already in flight")
+        # in float64 the difference of two float32 values is exact (unless their binary exponents lie more than
+        # 29 apart), so that w^v + 1·Δ gives back w_k bit for bit
+        delta = {k: v.astype(np.float64) - sent[k].astype(np.float64) for k, v in arrays.items()
+                 if np.issubdtype(v.dtype, np.floating)}
         item = InFlight(int(device), int(node), self.version, float(now_s), float(now_s) + float(reply.latency_s),
-                        int(num_rb), self._seq, reply, delta, dict(kept or {}))
+                        int(num_rb), self._seq, reply, dict(arrays), delta)
         self._seq += 1
         self.in_flight.append(item)
         return item
@@ -170,3 +175,31 @@ class ArrivalQueue:
         if not all(isinstance(f, InFlight) for f in items):
             raise ValueError("in_flight holds something other than InFlight records")
         self.in_flight, self.version, self._seq = items, int(state["version"]), int(state["seq"])
+
+
+def rebased(current: Mapping[str, np.ndarray], item: InFlight, weight: float,
+            steps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    r"""``item``'s update moved onto the current model: :math:`w^v + s\,(w_k - w^{v_k})` on the values
+    ``steps`` marks (trainable parameters), the device's own :math:`w_k` elsewhere (statistics such as the
+    standardiser's and BatchNorm's buffers, which describe the data rather than step the model, and
+    non-floating arrays, which no rule aggregates).
+
+    Parameters
+    ----------
+    current : Mapping[str, numpy.ndarray]
+        The packed global arrays :math:`w^v`, by message key.
+    item : InFlight
+        The arrival.
+    weight : float
+        :math:`s(\tau_k)`.
+    steps : Mapping[str, numpy.ndarray]
+        ``{message key: flat bool mask}`` of the values that are trainable parameters.
+    """
+    out = {}
+    for key, own in item.arrays.items():
+        if key not in item.delta:
+            out[key] = own
+            continue
+        moved = (current[key].astype(np.float64) + weight * item.delta[key]).astype(own.dtype)
+        out[key] = np.where(steps[key].reshape(own.shape), moved, own) if key in steps else own
+    return out
