@@ -4,7 +4,9 @@ the devices reported that later rounds plan with.
 A round is synchronous: it lasts as long as its slowest accepted reply,
 :math:`\max_k T_k` (the deadline when devices were selected and none was accepted, 0
 when none was selected), and costs :math:`\sum_k E_k`; the virtual clock advances by its
-latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). The
+latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). A semi-asynchronous
+round (:mod:`fedmoe.federated.buffered`) instead lasts from the previous server update to its buffer's
+last arrival, which its strategy passes as ``latency_s`` to :meth:`RoundLedger.close_round`. The
 :class:`~fedmoe.federated.protocol.TrainReply` objects the ledger is given carry the server's
 own ``T_k``, ``E_k`` and upload bits, not the device's (:mod:`fedmoe.strategies.validation`): a device
 cannot move the virtual clock or the energy account by what it reports.

@@ -15,7 +15,10 @@ Side by side, on the same devices, data and held-out test set (the default scena
 * **federated MoE, oort / power-of-choice / age-weighted**: the baselines of
   :mod:`fedmoe.federated.selection_baselines` (in the JSON and its targets, not in the plot);
 * **plain FedAvg**: :class:`fedmoe.strategies.PlainFedAvg` (dense model, random selection, equal
-  bandwidth split) for the same number of rounds, devices per round and local epochs.
+  bandwidth split) for the same number of rounds, devices per round and local epochs;
+* **semi-asynchronous**: each MoE variant again with :class:`fedmoe.strategies.FedBuff`
+  (``<variant>_fedbuff``): ``per_round`` devices in flight, a server update every ``per_round / 2``
+  arrivals, twice the rounds (so about as many device updates as the synchronous run).
 
 Targets: federated MoE final accuracy ≥ 97% of centralised; virtual-clock time to reach
 the FedAvg baseline's final accuracy at least 2× shorter than the baseline's own. Both
@@ -46,8 +49,11 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.j
 
 def bench_config(devices: int, per_device: int, rounds: int, stage1: int, per_round: int, test: int, strategy: str,
                  local_epochs: int = 1, selection: str | None = None):
+    if strategy == "fedbuff":  # K = C/2 arrivals per server update: twice the updates, as many device updates
+        rounds, stage1 = 2 * rounds, 2 * stage1
     federated = {"rounds": rounds, "stage1_rounds": stage1, "clients_per_round": per_round, "test_samples": test,
-                 "strategy": strategy, "checkpoint_every": 0, "local_epochs": local_epochs}
+                 "strategy": strategy, "checkpoint_every": 0, "local_epochs": local_epochs,
+                 "fedbuff": {"concurrency": per_round, "buffer_size": max(1, per_round // 2)}}
     if selection is not None:
         federated["selection"] = selection
     return load_scenario("default", {
@@ -79,11 +85,13 @@ def federated(cfg, out: Path) -> dict:
                                              "completed", "upload_bits")} for r in rows]}
 
 
-VARIANTS = {"federated_moe": ("expert_wise", None), "federated_moe_random": ("expert_wise", "random"),
-            "plain_fedavg": ("plain_fedavg", None),
-            **{f"federated_moe_{p}": ("expert_wise", p) for p in ("oort", "power-of-choice", "age-weighted")}}
+SYNC_VARIANTS = {"federated_moe": ("expert_wise", None), "federated_moe_random": ("expert_wise", "random"),
+                 **{f"federated_moe_{p}": ("expert_wise", p) for p in ("oort", "power-of-choice", "age-weighted")}}
+VARIANTS = {**SYNC_VARIANTS, "plain_fedavg": ("plain_fedavg", None),
+            **{f"{name}_fedbuff": ("fedbuff", selection) for name, (_, selection) in SYNC_VARIANTS.items()}}
 LABELS = {"federated_moe": "federated MoE, deadline selection",
           "federated_moe_random": "federated MoE, random selection",
+          "federated_moe_fedbuff": "federated MoE, deadline selection, semi-asynchronous (FedBuff)",
           "plain_fedavg": "plain FedAvg (dense)"}
 
 
@@ -139,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                   "model": moe_cfg.model.model_dump(mode="json"), "train": moe_cfg.train.model_dump(mode="json"),
                   "deadline_s": moe_cfg.federated.deadline_s,
                   "variants": {name: {"strategy": c.federated.strategy, "selection": c.federated.selection,
-                                      "allocation": c.federated.allocation} for name, c in configs.items()}},
+                                      "allocation": c.federated.allocation, "rounds": c.federated.rounds,
+                                      "rounds_are": "server updates" if c.federated.strategy == "fedbuff" else
+                                      "synchronous rounds"} for name, c in configs.items()}},
         "centralised": central,
         **results,
         "targets": {name: targets(central, results[name], base) for name in results if name != "plain_fedavg"},
