@@ -67,7 +67,9 @@ class FedBuff(ExpertWise):
        blocks it was allocated from its dispatch to its arrival*, so the devices in flight never hold
        more than :math:`N_{rb}` (an assumption on the uplink's sharing: a device's blocks are
        reserved while it computes, which is conservative). Their replies are validated and clipped at
-       once against the version they were sent (:mod:`fedmoe.strategies.validation`).
+       once against the version they were sent (:mod:`fedmoe.strategies.validation`); a rejected, failed
+       or silent device frees its slot and blocks at once (a simplification: a real server would learn
+       of it only at its arrival).
     2. **Buffer.** The arrivals are taken in virtual-time order until ``K = buffer_size`` are
        buffered; an arrival whose staleness :math:`\tau_k = v - v_k` (server updates since its model)
        exceeds ``max_staleness`` is dropped (logged; not counted towards ``K``)
