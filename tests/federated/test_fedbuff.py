@@ -189,6 +189,45 @@ def test_each_update_takes_the_next_k_arrivals_and_the_clock_stops_at_the_kth(as
     assert strategy.history[0].clock_s < max(a for *_, a, _ in sent[:4])
 
 
+def test_the_server_update_is_the_staleness_weighted_mean_step_by_hand(async_cfg, replay_cache, monkeypatch):
+    """Every update of the shared group against ``w^v + η_g Σ n_k s(τ_k) Δ_k / Σ n_k`` on its parameters and
+    ``w^v + η_g (Σ n_k w_k / Σ n_k − w^v)`` on its buffers, from the arrivals the strategy buffered, η_g = 0.5."""
+    import fedmoe.strategies.fedbuff as module
+    from fedmoe.federated.parameters import SHARED
+
+    strategy = FedBuff(world_for(async_cfg))
+    strategy.server_lr = 0.5
+    calls, merged = [], []
+    real_rebased, real_aggregate = module.rebased, strategy.aggregate_train
+    monkeypatch.setattr(module, "rebased", lambda current, item, weight, steps: (
+        calls.append((len(merged), current, item, weight)) or real_rebased(current, item, weight, steps)))
+
+    def aggregate(server_round, replies):
+        out = real_aggregate(server_round, replies)
+        merged.append(out[0])
+        return out
+
+    strategy.aggregate_train = aggregate
+    start(strategy, ReplayGrid(4, replay_cache), 3)
+    layout = strategy.layout
+    params = {n for n, _ in strategy.world.template.named_parameters()}
+    is_param = np.zeros(layout.entries(SHARED)[-1][2].stop, dtype=bool)
+    for name, _, where in layout.entries(SHARED):
+        is_param[where] = name in params
+    assert is_param.any() and not is_param.all()  # the shared group holds parameters and statistics
+    for r, rec in enumerate(strategy.history):
+        got = [(cur, item, w) for i, cur, item, w in calls if i == r]
+        assert [w for *_, w in got] == pytest.approx([1 / math.sqrt(1 + t) for t in rec.staleness])
+        n = np.array([item.reply.num_examples for _, item, _ in got], dtype=np.float64)
+        cur = got[0][0][SHARED].astype(np.float64)
+        step = sum(nk * w * item.delta[SHARED] for nk, (_, item, w) in zip(n, got)) / n.sum()
+        mean = sum(nk * item.arrays[SHARED].astype(np.float64) for nk, (_, item, _) in zip(n, got)) / n.sum()
+        expected = np.where(is_param, cur + 0.5 * step, cur + 0.5 * (mean - cur))
+        new = layout.pack({k: merged[r][k].numpy() for k in strategy.groups[SHARED]})[SHARED]
+        np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-6)
+    assert any(t > 0 for r in strategy.history for t in r.staleness)
+
+
 def test_a_device_in_flight_is_not_dispatched_again(async_run):
     strategy, sent = async_run
     assert len(sent) == 4 + 2 + 2
