@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(PY) -m sims.bench.federated_overhead
 	$(PY) -m sims.bench.federated_scale
 	$(PY) -m sims.bench.federated_quality
+	$(PY) -m sims.bench.semi_async
 	$(PY) -m sims.bench.split_vs_federated
 	$(PY) -m sims.bench.split_gating
 	$(PY) -m sims.bench.v2i

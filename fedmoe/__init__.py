@@ -14,7 +14,8 @@ Subpackages
 :mod:`fedmoe.models`
     Modality experts, gates and their backbones, router losses, task heads, the ``MoE`` module, costs, the oracle.
 :mod:`fedmoe.federated`
-    One device's federated round without Flower, device selection, parameter groups, evaluation, reports, resume.
+    One device's federated round without Flower, device selection, parameter groups, semi-asynchronous events,
+    evaluation, reports, resume.
 :mod:`fedmoe.split`
     Split learning's device and server halves without Flower, feature links, and distributed experts.
 :mod:`fedmoe.v2i`
@@ -24,8 +25,8 @@ Subpackages
 :mod:`fedmoe.plugins`
     fedmoe's radio, selection, virtual clock and reply validation as wrappers for any Flower strategy and model.
 :mod:`fedmoe.strategies`
-    The server side on Flower: ``ExpertWise`` and ``PlainFedAvg``, aggregation rules by name, reply validation,
-    device discovery, the ServerApp and the server loops of the split, distributed and V2I modes.
+    The server side on Flower: ``ExpertWise``, ``PlainFedAvg`` and ``FedBuff``, aggregation rules by name, reply
+    validation, device discovery, the ServerApp and the server loops of the split, distributed and V2I modes.
 :mod:`fedmoe.clients`
     The device side on Flower: one ClientApp whose message handlers serve every mode.
 :mod:`fedmoe.deploy`

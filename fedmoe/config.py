@@ -690,6 +690,30 @@ class SelectionOptions(StrictModel):
     age: AgeOptions = Field(default_factory=AgeOptions)
 
 
+class FedBuffConfig(StrictModel):
+    """Semi-asynchronous rounds (``federated.strategy = "fedbuff"``; :mod:`fedmoe.strategies.fedbuff`, [P010]).
+
+    ``concurrency`` devices train at once on the virtual clock; the server updates the model every
+    ``buffer_size`` arrivals, each update weighted by ``staleness`` of its age and the buffered mean
+    applied with ``server_lr``. One server update is one round of ``federated.rounds``.
+    """
+
+    buffer_size: int = Field(5, ge=1, le=100_000, description="K: arrivals buffered per server update")
+    concurrency: int = Field(10, ge=1, le=100_000, description="devices training at once (in flight)")
+    staleness: str = Field(
+        "inverse_sqrt", min_length=1, description="s(τ): a name in fedmoe.federated.buffered.STALENESS_WEIGHTS")
+    server_lr: float = Field(1.0, gt=0.0, le=100.0, description="η_g: step of the buffered mean update")
+    max_staleness: int | None = Field(
+        None, ge=0, le=100_000, description="updates staler than this many server versions are dropped (None: kept)")
+
+    @model_validator(mode="after")
+    def _buffer_fits(self) -> "FedBuffConfig":
+        if self.buffer_size > self.concurrency:
+            raise ValueError(f"buffer_size ({self.buffer_size}) exceeds concurrency ({self.concurrency}): the "
+                             "buffer could never fill")
+        return self
+
+
 class FederatedConfig(StrictModel):
     """Federated rounds on Flower (``fedmoe run``): rounds, device selection, aggregation.
 
@@ -740,6 +764,8 @@ class FederatedConfig(StrictModel):
         default_factory=CompressionConfig, description="compressed updates from the devices (qsgd, topk)")
     dynamics: DynamicsConfig = Field(
         default_factory=DynamicsConfig, description="availability and battery of the devices across rounds")
+    fedbuff: FedBuffConfig = Field(
+        default_factory=FedBuffConfig, description="semi-asynchronous rounds of strategy fedbuff ([P010])")
     max_update_ratio: float = Field(
         10.0, gt=0.0, le=1e12,
         description="a reply array that moved by more than this times max(‖global array‖, 1) is rejected "

@@ -368,7 +368,7 @@ class _Decoder:
 def _expect(value: Any, hint: Any, where: str) -> Any:
     """``value`` if it is of the type ``hint`` (an int where a float is expected becomes a float);
     else a :class:`ResumeError`. Knows the types resume states hold: plain types, ``Any``,
-    ``list``, ``dict``, ``tuple``, unions and numpy arrays."""
+    ``list``, ``dict``, ``tuple``, unions, numpy arrays and records (registered dataclasses)."""
     if hint is Any:
         return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -384,6 +384,10 @@ def _expect(value: Any, hint: Any, where: str) -> Any:
     if hint in (int, float, str, bool, type(None)):
         if type(value) is not hint and not (hint is type(None) and value is None):
             raise ResumeError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__}")
+        return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested record, already decoded as one
+        if type(value) is not hint:
+            raise ResumeError(f"{where}: expected a {hint.__name__} record, got {type(value).__name__}")
         return value
     if hint is np.ndarray:
         if not isinstance(value, np.ndarray):

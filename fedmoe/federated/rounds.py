@@ -4,7 +4,9 @@ the devices reported that later rounds plan with.
 A round is synchronous: it lasts as long as its slowest accepted reply,
 :math:`\max_k T_k` (the deadline when devices were selected and none was accepted, 0
 when none was selected), and costs :math:`\sum_k E_k`; the virtual clock advances by its
-latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). The
+latency (:func:`fedmoe.federated.selection.round_costs` gives ``T_k`` and ``E_k``). A semi-asynchronous
+round (:mod:`fedmoe.federated.buffered`) instead lasts from the previous server update to its buffer's
+last arrival, which its strategy passes as ``latency_s`` to :meth:`RoundLedger.close_round`. The
 :class:`~fedmoe.federated.protocol.TrainReply` objects the ledger is given carry the server's
 own ``T_k``, ``E_k`` and upload bits, not the device's (:mod:`fedmoe.strategies.validation`): a device
 cannot move the virtual clock or the energy account by what it reports.
@@ -55,6 +57,8 @@ class RoundRecord:
     device_upload_bits: list[float] = field(default_factory=list)
     device_samples: list[float] = field(default_factory=list)
     device_loss: list[float] = field(default_factory=list)
+    staleness: list[int] = field(default_factory=list)  # semi-asynchronous rounds: τ_k of each reply aggregated
+    dropped: int = 0  # semi-asynchronous rounds: arrivals dropped for staleness (also counted in ``failed``)
 
 
 class RoundLedger:
@@ -82,7 +86,8 @@ class RoundLedger:
         self.loss: dict[int, float] = {}  # device -> its last training loss
 
     def close_round(self, server_round: int, stage: int, replies: Sequence[TrainReply], failures: list[str],
-                    selected: int, planned_latency_s: float, rejected: int = 0, clipped: int = 0) -> RoundRecord:
+                    selected: int, planned_latency_s: float, rejected: int = 0, clipped: int = 0,
+                    latency_s: float | None = None, staleness: Sequence[int] = (), dropped: int = 0) -> RoundRecord:
         """Account for a round whose accepted replies are ``replies`` (in device order): advance the
         clock, remember the devices' losses (and, in stage II, their costs), and append its record.
 
@@ -102,6 +107,14 @@ class RoundLedger:
             Replies refused by the validation (also in ``failures``).
         clipped : int, optional
             Accepted replies whose update was clipped (:func:`fedmoe.strategies.validation.bound_updates`).
+        latency_s : float, optional
+            The round's latency when the caller knows it: in semi-asynchronous rounds
+            (:mod:`fedmoe.federated.buffered`) the wait from the previous server update to the buffer's
+            last arrival, not the replies' ``max T_k``. Default: ``max T_k`` (synchronous).
+        staleness : Sequence[int], optional
+            ``τ_k`` of each reply (semi-asynchronous rounds), kept in the record.
+        dropped : int, optional
+            Arrivals dropped for staleness (also in ``failures``).
         """
         lat, energy, bits, loss, n, devices, flops = [], [], [], [], [], [], []
         usage_sum: dict[str, np.ndarray] = {}
@@ -124,7 +137,11 @@ class RoundLedger:
             u = np.asarray(r.expert_usage, dtype=np.float64) * weight
             usage_sum[cls] = usage_sum.get(cls, 0.0) + u
             usage_n[cls] = usage_n.get(cls, 0.0) + weight
-        tick = self.clock.advance(server_round, lat, energy, idle_latency_s=self.deadline_s if selected else 0.0)
+        idle = self.deadline_s if selected else 0.0
+        own_latency = list(lat)  # each device's T_k, before a semi-asynchronous round's clock overrides it
+        if latency_s is not None:
+            lat, idle = [float(latency_s)] * len(lat), float(latency_s)
+        tick = self.clock.advance(server_round, lat, energy, idle_latency_s=idle)
         n_arr = np.array(n)
         order = np.argsort(devices, kind="stable")
         by_device = lambda values: [float(values[i]) for i in order]  # noqa: E731 - aligned with sorted(devices)
@@ -136,8 +153,9 @@ class RoundLedger:
             device_flops=float(sum(flops)), devices=sorted(devices),
             usage_by_class={c: (usage_sum[c] / usage_n[c]).tolist() for c in sorted(usage_sum)},
             failures=failures, rejected=rejected, clipped=clipped,
-            device_latency_s=by_device(lat), device_energy_j=by_device(energy), device_upload_bits=by_device(bits),
-            device_samples=by_device(n), device_loss=by_device(loss))
+            device_latency_s=by_device(own_latency), device_energy_j=by_device(energy),
+            device_upload_bits=by_device(bits), device_samples=by_device(n), device_loss=by_device(loss),
+            staleness=[int(t) for t in staleness], dropped=int(dropped))
         self.history.append(record)
         return record
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable
 
@@ -66,6 +67,22 @@ from fedmoe.strategies.validation import ReplyValidator, Update, bound_updates, 
 __all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Accepted:
+    """A round's replies after :meth:`ExpertWise.accept`."""
+
+    updates: list[Update]
+    """The accepted updates, clipped (device order)."""
+    failures: list[str]
+    """One line per error reply, silent device or rejected reply."""
+    selected: int
+    """Devices the round's messages went to."""
+    rejected: int
+    """Replies refused by the validation (also in ``failures``)."""
+    clipped: int
+    """Accepted updates that were clipped."""
 
 
 class ExpertWise(ResumableStrategy):
@@ -211,10 +228,7 @@ class ExpertWise(ResumableStrategy):
         self._stage = self.schedule.stage(server_round)
         self._global = arrays
         allowed = self._allowed_modalities()
-        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng,
-                               self.fed.selection_options)
-        plan = self._plan = plan_round(self._demand(allowed, server_round, ctx), ctx, self.fed.selection,
-                                       self.fed.allocation)
+        plan = self._plan = self.plan(server_round, allowed)
         node_of = {d.device_id: d.node_id for d in self.devices.values()}
         self.validator.expect(to_numpy(wire), server_round, self._stage,
                               {int(k): float(r) for k, r in zip(plan.devices, plan.rate_bps)})
@@ -239,6 +253,17 @@ class ExpertWise(ResumableStrategy):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate the replies, aggregate the accepted ones group by group and advance the
         virtual clock (class docstring, steps 3–5)."""
+        got = self.accept(server_round, replies)
+        merged = self.aggregate_groups(server_round, [u.message() for u in got.updates])
+        record = self.ledger.close_round(
+            server_round, self._stage, [u.reply for u in got.updates], got.failures, got.selected,
+            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=got.rejected,
+            clipped=got.clipped)
+        return merged, self.end_round(record, got.updates)
+
+    def accept(self, server_round: int, replies: Iterable[Message]) -> Accepted:
+        """The round's replies sorted (:func:`~fedmoe.strategies.validation.sort_replies`), screened
+        (:meth:`validate`) and clipped (:meth:`bound`), every failure logged (class docstring, step 3)."""
         selected = [] if self._plan is None else [int(k) for k in self._plan.devices]
         got = sort_replies(replies, self._device_of_node(), selected)
         failures = list(got.errors)
@@ -252,21 +277,20 @@ class ExpertWise(ResumableStrategy):
         bounded, clipped = self.bound(accepted)
         for line in clipped:
             log.warning("round %d: %s", server_round, line)
-        clipped_replies, accepted = sum(b is not a for a, b in zip(accepted, bounded)), bounded
-        merged = self.aggregate_groups(server_round, [u.message() for u in accepted])
-        record = self.ledger.close_round(
-            server_round, self._stage, [u.reply for u in accepted], failures, len(selected),
-            self._plan.round_latency_s if self._plan is not None else 0.0, rejected=len(rejected),
-            clipped=clipped_replies)
+        return Accepted(bounded, failures, len(selected), len(rejected),
+                        sum(b is not a for a, b in zip(accepted, bounded)))
+
+    def end_round(self, record: RoundRecord, updates: list[Update]) -> MetricRecord:
+        """After the round's record: the batteries (``federated.dynamics``) of the devices in ``updates``,
+        ``on_round`` and the round's training metrics for Flower."""
         if self.dynamics is not None:
-            self.dynamics.after_round([u.reply.partition_id for u in accepted], [u.reply.energy_j for u in accepted],
+            self.dynamics.after_round([u.reply.partition_id for u in updates], [u.reply.energy_j for u in updates],
                                       record.latency_s)
         if self.on_round is not None:
             self.on_round(record)
-        metrics = MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
-                                ENERGY_KEY: record.energy_j, CLOCK_KEY: record.clock_s,
-                                COMPLETED_KEY: record.completed, FAILED_KEY: record.failed})
-        return merged, metrics
+        return MetricRecord({TRAIN_LOSS_KEY: record.train_loss, LATENCY_KEY: record.latency_s,
+                             ENERGY_KEY: record.energy_j, CLOCK_KEY: record.clock_s,
+                             COMPLETED_KEY: record.completed, FAILED_KEY: record.failed})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -474,6 +498,14 @@ class ExpertWise(ResumableStrategy):
         return extra
 
     # ------------------------------------------------------------------ planning
+
+    def plan(self, server_round: int, allowed: np.ndarray) -> RoundPlan:
+        """The round's devices, resource blocks and rates (class docstring, steps 1–2): ``federated.selection``
+        picks at most ``clients_per_round`` of the selectable devices and ``federated.allocation`` shares
+        the uplink's blocks among them. ``allowed``: (K, M) the sensors each device may use."""
+        ctx = SelectionContext(self.world.cfg.wireless, self.fed.clients_per_round, self.fed.deadline_s, self._rng,
+                               self.fed.selection_options)
+        return plan_round(self._demand(allowed, server_round, ctx), ctx, self.fed.selection, self.fed.allocation)
 
     def _allowed_modalities(self) -> np.ndarray:
         """(K, M) bool: each device's sensors, cut to the ``max_modalities`` with the fewest uplink bits."""

@@ -14,7 +14,9 @@ folder. Register your own::
 
     STRATEGIES.register("greedy", lambda cfg, on_round=None: Greedy(world_for(cfg), on_round=on_round))
 
-and run it with ``fedmoe run --set federated.strategy=greedy``.
+and run it with ``fedmoe run --set federated.strategy=greedy``. A factory may carry a ``check``
+attribute, ``check(cfg)``, which ``fedmoe run`` calls before anything starts (a one-line
+:class:`~fedmoe.config.ConfigError` for settings the strategy cannot run with; ``fedbuff`` has one).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fedmoe.federated.rounds import RoundRecord
 from fedmoe.federated.world import world_for
 from fedmoe.registry import Registry
 from fedmoe.strategies.expert_wise import ExpertWise
+from fedmoe.strategies.fedbuff import FedBuff, check_fedbuff_config
 from fedmoe.strategies.plain_fedavg import PlainFedAvg
 
 StrategyFactory = Callable[..., Strategy]
@@ -44,3 +47,11 @@ def expert_wise(cfg: FedMoEConfig, on_round: Callable[[RoundRecord], None] | Non
 @STRATEGIES.register("plain_fedavg")
 def plain_fedavg(cfg: FedMoEConfig, on_round: Callable[[RoundRecord], None] | None = None) -> PlainFedAvg:
     return PlainFedAvg(cfg, on_round=on_round)
+
+
+@STRATEGIES.register("fedbuff")
+def fedbuff(cfg: FedMoEConfig, on_round: Callable[[RoundRecord], None] | None = None) -> FedBuff:
+    return FedBuff(world_for(cfg), on_round=on_round)
+
+
+fedbuff.check = check_fedbuff_config  # type: ignore[attr-defined]  # run before Ray starts (modes.federated)

@@ -67,20 +67,28 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
        for policy in ("random", "utility-weighted", "oort", "power-of-choice", "age-weighted")},
     **{f"{REFERENCE}_{name}": ("expert_wise", {"selection": "deadline-max-devices", "compression": compression})
        for name, compression in COMPRESSIONS.items() if name != "none"},
+    f"{REFERENCE}_fedbuff": ("fedbuff", {"selection": "deadline-max-devices"}),
 }
 """``name -> (federated.strategy, federated overrides)``. The MoE variants change one thing of ``moe_deadline``:
-the selection policy (``moe_<policy>``), the compression (``moe_deadline_<compression>``) or the round mode."""
+the selection policy (``moe_<policy>``), the compression (``moe_deadline_<compression>``) or the round mode
+(``moe_deadline_fedbuff``: :class:`fedmoe.strategies.FedBuff` with ``per_round`` devices in flight and a server
+update every ``per_round / 2`` arrivals, for twice the rounds: about as many device updates as synchronous rounds)."""
 
 LABELS = {BASELINE: "plain FedAvg (dense)", REFERENCE: "federated MoE, deadline selection"}
 
 
 def bench_config(args: argparse.Namespace, seed: int, strategy: str, federated: dict[str, Any]) -> FedMoEConfig:
     """The default scenario at the benchmark's size with ``strategy`` and ``federated`` overrides, then ``--set``."""
+    rounds, stage1 = args.rounds, args.stage1_rounds
+    if strategy == "fedbuff":  # K = C/2 arrivals per server update: twice the updates, as many device updates
+        rounds, stage1 = 2 * rounds, 2 * stage1
+        federated = {"fedbuff": {"concurrency": args.per_round, "buffer_size": max(1, args.per_round // 2)},
+                     **federated}
     overrides = {
         "data": {"seed": seed},
         "train": {"seed": seed},
         "partition": {"num_devices": args.devices, "samples_per_device": args.samples_per_device},
-        "federated": {"rounds": args.rounds, "stage1_rounds": args.stage1_rounds, "clients_per_round": args.per_round,
+        "federated": {"rounds": rounds, "stage1_rounds": stage1, "clients_per_round": args.per_round,
                       "test_samples": args.test_samples, "strategy": strategy, "checkpoint_every": 0,
                       "local_epochs": args.local_epochs, **federated},
     }

@@ -21,7 +21,9 @@ def check_federated_config(cfg: FedMoEConfig) -> None:
     from fedmoe.strategies import AGGREGATORS, STRATEGIES, make_aggregator
 
     fed = cfg.federated
-    STRATEGIES.check(fed.strategy, "federated.strategy")
+    check_strategy = getattr(STRATEGIES.check(fed.strategy, "federated.strategy"), "check", None)
+    if check_strategy is not None:  # what the strategy needs of the config (e.g. fedbuff's concurrency)
+        check_strategy(cfg)
     SELECTION_POLICIES.check(fed.selection, "federated.selection")
     AGGREGATORS.check(fed.aggregator, "federated.aggregator")
     try:
