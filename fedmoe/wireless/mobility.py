@@ -282,5 +282,43 @@ class Mobility:
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
 
 
-__all__ = ["LOS_CORRELATION_M", "SHADOWING_CORRELATION_M", "Mobility", "ar1_step", "class_of_devices",
-           "los_latent_from_state", "move_in_annulus"]
+WALK_TIMES_S = (0.0, 5.0, 10.0, 20.0, 40.0, 60.0)
+"""Virtual times (s) of the SNR table of ``docs/wireless.md``, "Mobility"."""
+
+
+def snr_walk_rows(wireless: WirelessConfig, speeds_mps: dict[str, float], times_s=WALK_TIMES_S,
+                  drop_seed: int = 0) -> list[dict[str, Any]]:
+    """Per-RB SNR (:func:`fedmoe.wireless.devices.rb_snr_db`) of one device over time at each of ``speeds_mps``
+    (``{name: speed}``): the same drop (seed ``drop_seed``), heading and correlated draws (``wireless.mobility``'s
+    seed), only the speed differs. One row per time: ``{"time_s", name: (distance m, LoS, SNR dB), ...}``."""
+    from fedmoe.wireless.devices import rb_snr_db, sample_device_profiles
+
+    walks = {}
+    for name, speed in speeds_mps.items():
+        mobility = {**wireless.mobility.model_dump(), "model": "random-direction",
+                    "classes": {name: {"share": 1.0, "speed_mps": (speed, speed)}}}
+        cfg = WirelessConfig.model_validate({**wireless.model_dump(), "mobility": mobility})
+        walks[name] = (cfg, Mobility(sample_device_profiles(cfg, 1, np.random.default_rng(drop_seed)), cfg))
+    rows = []
+    for t in times_s:
+        row: dict[str, Any] = {"time_s": float(t)}
+        for name, (cfg, walk) in walks.items():
+            prof = walk.at(t)
+            row[name] = (float(prof.distance_m[0]), bool(prof.los[0]), float(rb_snr_db(prof, cfg)[0]))
+        rows.append(row)
+    return rows
+
+
+def format_snr_walk(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`snr_walk_rows` as a markdown table (the one in ``docs/wireless.md``)."""
+    names = [k for k in rows[0] if k != "time_s"]
+    head = "| t (s) | " + " | ".join(f"{n}: d (m) | LoS | SNR (dB)" for n in names) + " |"
+    lines = [head, "| ---: | " + " | ".join("---: | --- | ---:" for _ in names) + " |"]
+    for row in rows:
+        cells = [f"{row[n][0]:.1f} | {'LoS' if row[n][1] else 'NLoS'} | {row[n][2]:.1f}" for n in names]
+        lines.append(f"| {row['time_s']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["LOS_CORRELATION_M", "SHADOWING_CORRELATION_M", "WALK_TIMES_S", "Mobility", "ar1_step", "class_of_devices",
+           "format_snr_walk", "los_latent_from_state", "move_in_annulus", "snr_walk_rows"]

@@ -236,3 +236,17 @@ def test_resume_continues_the_same_paths_and_draws():
     np.testing.assert_array_equal(resumed.at(31.0).gain, runs[3])
     with pytest.raises(ValueError, match="the saved pos has 50 devices, there are 4"):
         moving(4).load_state_dict(cut.state_dict())
+
+
+def test_the_docs_table_is_the_generated_one_and_the_speeds_differ_only_in_distance_travelled():
+    from pathlib import Path
+
+    from fedmoe.wireless.mobility import format_snr_walk, snr_walk_rows
+
+    rows = snr_walk_rows(WirelessConfig(channel={"fading": "none"}), {"pedestrian": 1.0, "vehicle": 12.0},
+                         drop_seed=3)
+    docs = Path(__file__).resolve().parents[2] / "docs" / "wireless.md"
+    assert format_snr_walk(rows) in docs.read_text(encoding="utf-8"), "regenerate the Mobility table"
+    assert rows[0]["pedestrian"] == rows[0]["vehicle"]  # the same drop at t = 0
+    # the pedestrian at 60 s has travelled 60 m, as the vehicle at 5 s: same place (no reflection yet), same PL
+    assert rows[-1]["pedestrian"][0] == pytest.approx(rows[1]["vehicle"][0], abs=1e-9)
