@@ -64,8 +64,12 @@ def test_mobility_is_off_by_default_and_leaves_every_number_as_it_was():
     assert usable.all() and a.random() == b.random()
 
 
-def test_expert_wise_plans_each_round_on_the_devices_where_they_are():
-    cfg = tiny_config(wireless=VEHICLES, federated=EQUAL_SHARES)
+def test_expert_wise_plans_each_round_on_the_devices_where_they_are(trace_file):
+    """With availability composed (device 3 off from the start): the other devices' rates are those where
+    they are at each round's start (a twin Mobility moved there by hand)."""
+    off = trace_file([(3, 0, 0)], header="device,time_s,available", name="avail.csv")
+    cfg = tiny_config(wireless=VEHICLES, federated={**EQUAL_SHARES, "dynamics": {
+        "availability": {"model": "trace", "path": str(off)}}})
     world = world_for(cfg)
     strategy = ExpertWise(world)
     twin = Mobility.from_config(cfg.wireless, world.profiles)
@@ -75,6 +79,7 @@ def test_expert_wise_plans_each_round_on_the_devices_where_they_are():
     for r in (1, 2):
         start = strategy.clock_s
         plan, _ = _round(strategy, world, grid, r)
+        assert plan.devices.tolist() == [0, 1, 2]
         prof = twin.at(start).subset(plan.devices)
         np.testing.assert_allclose(plan.rate_bps, uplink_rate(plan.num_rb, cfg.wireless.uplink.resource_block_hz,
                                                               prof.tx_power_w, prof.gain, n0), rtol=1e-12)
@@ -127,3 +132,14 @@ def test_on_ray_the_rates_follow_the_moving_devices(tmp_path, monkeypatch):
     assert first.devices.tolist() == second.devices.tolist() == [0, 1, 2]
     assert (first.rate_bps != second.rate_bps).all()
     np.testing.assert_allclose(run.strategy.mobility.travelled_m, 12.0 * rounds[0]["clock_s"], rtol=1e-9)
+
+
+def test_a_trace_and_mobility_together_are_refused(trace_file):
+    from fedmoe.wireless.trace_file import read_trace_csv
+
+    cfg = tiny_config(wireless=VEHICLES)
+    world = world_for(cfg)
+    trace = read_trace_csv(trace_file([(d, 0, -90, 0) for d in range(4)]), 4)
+    with pytest.raises(ValueError, match="a trace gives the measured channel, which mobility would not change"):
+        round_channel(world.profiles, cfg.wireless, np.random.default_rng(0), trace, 0.0,
+                      Mobility.from_config(cfg.wireless, world.profiles))
