@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord
 
-from fedmoe.federated.resume import ServerState, load_state, save_state
 from fedmoe.federated.round_channel import round_channel
 from fedmoe.federated.selection import SelectionContext, round_profiles
 from fedmoe.federated.world import world_for
 from fedmoe.strategies.expert_wise import ExpertWise
 from fedmoe.wireless.mobility import Mobility
 from fedmoe.wireless.ofdma import noise_psd_w_hz, uplink_rate
-from tests.federated.conftest import LocalGrid, tiny_config
+from tests.federated.conftest import LocalGrid, play_round, saved_and_resumed, tiny_config
 
 VEHICLES = {"channel": {"fading": "none"},
             "mobility": {"model": "random-direction", "classes": {"car": {"speed_mps": (12.0, 12.0)}}}}
@@ -23,10 +21,8 @@ EQUAL_SHARES = {"selection": "all", "allocation": "equal"}
 
 
 def _round(strategy: ExpertWise, world, grid: LocalGrid, server_round: int):
-    arrays = ArrayRecord(world.template.state_dict())
-    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
-    strategy.aggregate_train(server_round, grid.send_and_receive(messages))
-    return strategy._plan, strategy.history[-1]
+    record = play_round(strategy, grid, server_round)
+    return strategy._plan, record
 
 
 def _context(strategy: ExpertWise) -> SelectionContext:
@@ -95,11 +91,7 @@ def test_expert_wise_resume_puts_the_devices_back_where_they_were(tmp_path):
     strategy = ExpertWise(world)
     _round(strategy, world, LocalGrid(4), 1)
     strategy.mobility.advance_to(strategy.clock_s)
-    arrays = {k: v.numpy() for k, v in world.template.state_dict().items()}
-    save_state(tmp_path, ServerState(round=1, config=cfg.model_dump(mode="json"), arrays=arrays,
-                                     strategy=strategy.checkpoint_state()))
-    resumed = ExpertWise(world)
-    resumed.restore_checkpoint_state(load_state(tmp_path, cfg).strategy)
+    resumed = saved_and_resumed(strategy, tmp_path)
     np.testing.assert_array_equal(resumed.mobility.pos, strategy.mobility.pos)
     assert resumed.mobility.time_s == strategy.mobility.time_s > 0
     later = strategy.clock_s + 30.0
