@@ -1001,6 +1001,13 @@ class FedMoEConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _mobility_is_federated(self) -> "FedMoEConfig":
+        if self.wireless.mobility.model != "none" and self.mode != "federated":
+            raise ValueError(f"wireless.mobility (devices moving between rounds) is supported in mode federated only, "
+                             f"got mode {self.mode}")
+        return self
+
+    @model_validator(mode="after")
     def _experts_have_devices(self) -> "FedMoEConfig":
         if self.mode == "distributed" and self.partition.num_devices < self.distributed.num_experts:
             raise ValueError(f"distributed.num_experts={self.distributed.num_experts} needs as many devices; "

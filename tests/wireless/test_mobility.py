@@ -223,6 +223,12 @@ def test_mobility_with_a_trace_is_refused_in_one_line():
         parse_config({"wireless": {"mobility": {"model": "random-direction"}, "trace": {"path": "t.csv"}}})
 
 
+def test_mobility_outside_federated_mode_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^config: \(top level\): wireless\.mobility \(devices moving between "
+                                          r"rounds\) is supported in mode federated only, got mode split$"):
+        parse_config({"mode": "split", "wireless": {"mobility": {"model": "random-direction"}}})
+
+
 def test_resume_continues_the_same_paths_and_draws():
     whole, cut = moving(50, speed=(1.0, 15.0), drop_seed=8), moving(50, speed=(1.0, 15.0), drop_seed=8)
     runs = [whole.at(t).gain for t in (3.0, 9.0, 20.0, 31.0)]
