@@ -7,7 +7,7 @@ Subpackages
 -----------
 :mod:`fedmoe.wireless`
     TR 38.901 channel and fading, antennas and codebooks, link budget, inter-cell interference, OFDMA uplink, device
-    latency and energy, the allocator, measured channel traces.
+    latency and energy, the allocator, measured channel traces, devices moving between rounds.
 :mod:`fedmoe.data`
     The embedded synthetic multimodal ISAC generator, the DeepSense 6G loader, partitioners and dataset statistics,
     channel trace formats.

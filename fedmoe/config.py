@@ -292,6 +292,61 @@ class TraceConfig(StrictModel):
     deepsense: DeepSenseTraceConfig = Field(default_factory=DeepSenseTraceConfig)
 
 
+Speed = Annotated[float, Field(ge=0.0, le=150.0, allow_inf_nan=False)]
+"""A device speed in m/s: finite, >= 0 and at most 150 (540 km/h)."""
+
+
+class MobilityClassConfig(StrictModel):
+    """A class of devices that move alike (``docs/wireless.md``, "Mobility"): their share of the devices and
+    the range their speeds are drawn from (uniform, one speed per device for the run)."""
+
+    share: float = Field(1.0, gt=0.0, le=1.0, description="share of the devices in this class (the shares add to 1)")
+    speed_mps: tuple[Speed, Speed] = Field(
+        (0.5, 1.5), description="speed range, m/s (pedestrian ~1, vehicle 10-15, UAV 10-20)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MobilityClassConfig":
+        check_ordered(self, ("speed_mps",))
+        return self
+
+
+def _default_mobility_classes() -> dict[str, MobilityClassConfig]:
+    return {"pedestrian": MobilityClassConfig()}
+
+
+class MobilityConfig(StrictModel):
+    """Devices that move between rounds (:mod:`fedmoe.wireless.mobility`, ``docs/wireless.md``, "Mobility").
+
+    ``none`` (the default) keeps every device where it was dropped. ``random-direction``: each device keeps its
+    heading and speed and reflects specularly off the cell border and the minimum-distance circle; its path
+    loss follows the distance, its shadowing and LoS state follow with the spatial correlation of [TR38901]
+    §7.5 (Table 7.5-6) and §7.6.3 (Table 7.6.3.1-2).
+    """
+
+    model: Literal["none", "random-direction"] = Field(
+        "none", description="'none': devices stay where they were dropped; 'random-direction': straight lines at "
+                            "each device's speed, reflected at the cell's borders")
+    classes: dict[str, MobilityClassConfig] = Field(
+        default_factory=_default_mobility_classes,
+        description="device classes in order: the first share of the devices (by index) is the first class, ...")
+    shadowing_correlation_m: float | None = Field(
+        None, gt=0.0, le=10_000.0, description="shadowing correlation distance, m (default: TR 38.901 Table 7.5-6 "
+                                               "by scenario and LoS state)")
+    los_correlation_m: float | None = Field(
+        None, gt=0.0, le=10_000.0, description="LoS-state correlation distance, m (default: TR 38.901 "
+                                               "Table 7.6.3.1-2, 50 m)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the headings, speeds and correlated draws")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "MobilityConfig":
+        if not self.classes:
+            raise ValueError("mobility classes: give at least one class")
+        total = sum(c.share for c in self.classes.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mobility classes: the shares add to {total:g}, not 1")
+        return self
+
+
 class WirelessConfig(StrictModel):
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
@@ -299,6 +354,15 @@ class WirelessConfig(StrictModel):
     cell: CellConfig = Field(default_factory=CellConfig)
     interference: InterferenceConfig = Field(default_factory=InterferenceConfig)
     trace: TraceConfig | None = Field(None, description="measured channels per device instead of random fading")
+    mobility: MobilityConfig = Field(default_factory=MobilityConfig,
+                                     description="devices moving between rounds (default: none)")
+
+    @model_validator(mode="after")
+    def _trace_or_mobility(self) -> "WirelessConfig":
+        if self.trace is not None and self.mobility.model != "none":
+            raise ValueError("mobility: a trace (wireless.trace) gives every round's measured channel, which moving "
+                             "would not change; use mobility.model = 'none' with a trace")
+        return self
 
     @model_validator(mode="after")
     def _numerology_fits_carrier(self) -> "WirelessConfig":
@@ -1019,6 +1083,13 @@ class FedMoEConfig(StrictModel):
         if self.wireless.trace is not None and self.mode != "federated":
             raise ValueError(f"wireless.trace (a measured channel) is supported in mode federated only, got mode "
                              f"{self.mode}")
+        return self
+
+    @model_validator(mode="after")
+    def _mobility_is_federated(self) -> "FedMoEConfig":
+        if self.wireless.mobility.model != "none" and self.mode != "federated":
+            raise ValueError(f"wireless.mobility (devices moving between rounds) is supported in mode federated only, "
+                             f"got mode {self.mode}")
         return self
 
     @model_validator(mode="after")

@@ -55,6 +55,7 @@ from fedmoe.federated.selection import (
 from fedmoe.plugins.clock import VirtualClock
 from fedmoe.plugins.costs import per_device, update_bits
 from fedmoe.wireless.devices import DeviceProfiles
+from fedmoe.wireless.mobility import Mobility
 from fedmoe.wireless.trace import ChannelTrace
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,11 @@ class WirelessSelection(Strategy):
         config with :meth:`~fedmoe.federated.dynamics.DeviceDynamics.from_config`): a device that is off at the
         round, or whose charge is below its expected round energy, is not selectable; after the round the devices
         that replied pay their planned :math:`E_k` and every battery recharges for the round's latency.
+    mobility : Mobility, optional
+        Devices that move between rounds (:mod:`fedmoe.wireless.mobility`; build one with
+        :meth:`~fedmoe.wireless.mobility.Mobility.from_config` from a ``WirelessConfig`` whose ``mobility`` is set
+        and the profiles of :func:`~fedmoe.wireless.devices.sample_device_profiles`): each round's channel is
+        worked out where the devices are at the round's start on the virtual clock. Not with ``trace``.
     """
 
     def __init__(self, base: Strategy, profiles: DeviceProfiles, wireless: WirelessConfig | None = None,
@@ -229,7 +235,7 @@ class WirelessSelection(Strategy):
                  device_of: DeviceMap | None = None, clock: VirtualClock | None = None, clock_source: str = "plan",
                  loss_key: str = "train_loss", fading: bool = True, trace: ChannelTrace | None = None,
                  seed: int = 0, selection_options: SelectionOptions | None = None,
-                 dynamics: DeviceDynamics | None = None) -> None:
+                 dynamics: DeviceDynamics | None = None, mobility: Mobility | None = None) -> None:
         if not isinstance(base, Strategy):
             raise TypeError(f"WirelessSelection needs a flwr.serverapp.strategy.Strategy to wrap, got "
                             f"{type(base).__name__}")
@@ -269,6 +275,14 @@ class WirelessSelection(Strategy):
             raise ValueError(f"WirelessSelection: dynamics= must be a DeviceDynamics of the {len(profiles)} devices "
                              f"of the profiles, got {getattr(dynamics, 'num_devices', type(dynamics))}")
         self.dynamics = dynamics
+        if mobility is not None and (not isinstance(mobility, Mobility) or len(mobility.base) != len(profiles)):
+            got = len(mobility.base) if isinstance(mobility, Mobility) else type(mobility)
+            raise ValueError(f"WirelessSelection: mobility= must be a Mobility of the {len(profiles)} devices of the "
+                             f"profiles, got {got}")
+        if mobility is not None and trace is not None:
+            raise ValueError("WirelessSelection: give trace= or mobility=, not both (a trace is the measured channel, "
+                             "which moving would not change)")
+        self.mobility = mobility
         self.rng = np.random.default_rng(seed)
         self.plans: list[RoundPlan] = []
         """The plan of every round so far."""
@@ -343,10 +357,8 @@ class WirelessSelection(Strategy):
         samples = np.array([self._samples.get(d, 1.0) for d in range(k)])
         loss = np.maximum(np.array([self._loss.get(d, mean_loss) for d in range(k)]), 0.0)
         history = Participation.from_rounds(k, server_round, self._replied)
-        if self.fading or self.trace is not None:
-            profiles, usable = round_channel(self.profiles, self.wireless, self.rng, self.trace, self.clock.clock_s)
-        else:
-            profiles, usable = self.profiles, np.ones(k, dtype=bool)
+        profiles, usable = round_channel(self.profiles, self.wireless, self.rng, self.trace, self.clock.clock_s,
+                                         self.mobility, self.fading)
         ctx = SelectionContext(self.wireless, self.per_round, self.deadline_s, self.rng, self.selection_options)
         if self.dynamics is not None:
             usable = usable & self.dynamics.selectable(server_round, self.clock.clock_s, profiles, flops, bits, ctx)

@@ -63,6 +63,7 @@ from fedmoe.strategies.aggregators import AGGREGATION_ERRORS, make_aggregator, q
 from fedmoe.strategies.discovery import DeviceInfo, discover_devices
 from fedmoe.strategies.resumable import ResumableStrategy
 from fedmoe.strategies.validation import ReplyValidator, Update, bound_updates, short_reason, sort_replies
+from fedmoe.wireless.mobility import Mobility
 
 __all__ = ["DeviceInfo", "ExpertWise", "RoundRecord", "discover_devices", "short_reason"]
 
@@ -90,7 +91,9 @@ class ExpertWise(ResumableStrategy):
 
     Every round :math:`t`:
 
-    1. **Channel and demand.** Small-scale fading is redrawn, or, with ``wireless.trace``, each device's
+    1. **Channel and demand.** With ``wireless.mobility``, the devices move to where they are at the round's
+       start on the virtual clock (:mod:`fedmoe.wireless.mobility`: path loss, shadowing and LoS state follow).
+       Small-scale fading is redrawn, or, with ``wireless.trace``, each device's
        measured channel at the round's start on the virtual clock is read (a device blocked then is
        not selectable; :mod:`fedmoe.federated.round_channel`); with ``federated.dynamics``, a device that is
        off, or whose battery holds less than its expected round energy, is not selectable either
@@ -199,6 +202,8 @@ class ExpertWise(ResumableStrategy):
         self._rng = np.random.default_rng(np.random.SeedSequence([world.cfg.data.seed, 0x5E1EC7]))
         self.dynamics = DeviceDynamics.from_config(fed.dynamics, world.num_devices)
         """Availability and batteries across rounds (``federated.dynamics``; None: off)."""
+        self.mobility = Mobility.from_config(world.cfg.wireless, world.profiles)
+        """Devices moving between rounds (``wireless.mobility``, :mod:`fedmoe.wireless.mobility`; None: off)."""
 
     @property
     def history(self) -> list[RoundRecord]:
@@ -352,14 +357,18 @@ class ExpertWise(ResumableStrategy):
         round records, virtual clock, the devices' reported costs and losses, the selection RNG
         and each group's rule (stateful rules: FedAvgM's momentum, FedAdam's moments)."""
         dynamics = {} if self.dynamics is None else {"dynamics": self.dynamics.state_dict()}
+        mobility = {} if self.mobility is None else {"mobility": self.mobility.state_dict()}
         return {**self.ledger.state_dict(),
-                **copy.deepcopy({"rng": self._rng.bit_generator.state, "rules": self._rules}), **dynamics}
+                **copy.deepcopy({"rng": self._rng.bit_generator.state, "rules": self._rules}), **dynamics,
+                **mobility}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` returned."""
         self.ledger.load_state_dict(state)
         if self.dynamics is not None:
             self.dynamics.load_state_dict(state["dynamics"])
+        if self.mobility is not None:
+            self.mobility.load_state_dict(state["mobility"])
         state = copy.deepcopy({"rng": state["rng"], "rules": state["rules"]})
         self._rng.bit_generator.state = state["rng"]
         self._rules = dict(state["rules"])
@@ -551,7 +560,8 @@ class ExpertWise(ResumableStrategy):
                 bits[dev] = b
         mean_loss = float(np.mean(list(losses.values()))) if losses else 1.0
         loss = np.array([losses.get(d, mean_loss) for d in range(k)])
-        profiles, usable = round_channel(world.profiles, world.cfg.wireless, self._rng, world.trace, self.clock_s)
+        profiles, usable = round_channel(world.profiles, world.cfg.wireless, self._rng, world.trace, self.clock_s,
+                                         self.mobility)
         history = Participation.from_rounds(k, server_round, ((r.round, r.devices) for r in self.ledger.history))
         if self.dynamics is not None:
             usable = usable & self.dynamics.selectable(server_round, self.clock_s, profiles, flops, bits, ctx)

@@ -67,6 +67,31 @@ def tiny_config(**sections) -> FedMoEConfig:
     return load_scenario("default", deep_merge(TINY, sections))
 
 
+def play_round(strategy, grid: "LocalGrid", server_round: int):
+    """One training round of an ExpertWise ``strategy`` on ``grid`` from its world's initial arrays; its record."""
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    arrays = ArrayRecord(strategy.world.template.state_dict())
+    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
+    strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+    return strategy.history[-1]
+
+
+def saved_and_resumed(strategy, folder):
+    """A new ExpertWise of ``strategy``'s world restored from the resume state ``strategy`` saves in ``folder``
+    (after round 1; :mod:`fedmoe.federated.resume`, no pickle)."""
+    from fedmoe.federated.resume import ServerState, load_state, save_state
+    from fedmoe.strategies.expert_wise import ExpertWise
+
+    world = strategy.world
+    arrays = {k: v.numpy() for k, v in world.template.state_dict().items()}
+    save_state(folder, ServerState(round=1, config=world.cfg.model_dump(mode="json"), arrays=arrays,
+                                   strategy=strategy.checkpoint_state()))
+    resumed = ExpertWise(world)
+    resumed.restore_checkpoint_state(load_state(folder, world.cfg).strategy)
+    return resumed
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg() -> FedMoEConfig:
     return tiny_config()

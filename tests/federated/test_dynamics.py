@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord
 
 from fedmoe.config import ConfigError, DynamicsConfig
 from fedmoe.federated.availability import AvailabilityFormatError, MarkovAvailability, read_availability_csv
 from fedmoe.federated.dynamics import Battery, DeviceDynamics, expected_round_energy
-from fedmoe.federated.resume import ServerState, load_state, save_state
 from fedmoe.federated.selection import SelectionContext
 from fedmoe.federated.world import world_for
 from fedmoe.plugins.costs import device_profiles
 from fedmoe.strategies.expert_wise import ExpertWise
-from tests.federated.conftest import LocalGrid, tiny_config
+from tests.federated.conftest import LocalGrid, play_round, saved_and_resumed, tiny_config
 
 HEADER = "device,time_s,available"
 
@@ -164,10 +162,7 @@ def test_dynamics_are_off_by_default_and_bad_battery_sizes_are_one_line():
 
 
 def _round(strategy: ExpertWise, world, grid: LocalGrid, server_round: int):
-    arrays = ArrayRecord(world.template.state_dict())
-    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), grid))
-    strategy.aggregate_train(server_round, grid.send_and_receive(messages))
-    return strategy.history[-1]
+    return play_round(strategy, grid, server_round)
 
 
 def test_expert_wise_selects_only_devices_that_are_on_and_charged_and_charges_the_round(trace_file):
@@ -198,11 +193,7 @@ def test_expert_wise_resume_keeps_the_batteries_and_chains(tmp_path):
     strategy = ExpertWise(world)
     _round(strategy, world, LocalGrid(4), 1)
     strategy.dynamics.available(3, 0.0, np.zeros(4))  # the chains step on to round 3
-    arrays = {k: v.numpy() for k, v in world.template.state_dict().items()}
-    save_state(tmp_path, ServerState(round=1, config=cfg.model_dump(mode="json"), arrays=arrays,
-                                     strategy=strategy.checkpoint_state()))
-    resumed = ExpertWise(world)
-    resumed.restore_checkpoint_state(load_state(tmp_path, cfg).strategy)
+    resumed = saved_and_resumed(strategy, tmp_path)
     np.testing.assert_array_equal(resumed.dynamics.charge_j, strategy.dynamics.charge_j)
     assert (resumed.dynamics.charge_j < 1e6).any()
     assert resumed.dynamics.availability.round == 3

@@ -270,3 +270,43 @@ def test_dynamics_must_describe_the_profiles_devices(four_devices):
 
     with pytest.raises(ValueError, match="dynamics= must be a DeviceDynamics of the 4 devices of the profiles, got 2"):
         WirelessSelection(FedAvg(), four_devices, dynamics=DeviceDynamics(2, battery=Battery(2, 1.0)))
+
+
+def test_moving_devices_get_the_rate_of_where_they_are_at_each_rounds_start(digits_grid, initial_arrays):
+    """Vehicles at 12 m/s without fading: every round's rates are those of the devices where they are at the
+    round's start on the virtual clock (a second Mobility of the same config, moved to the clock by hand),
+    so they change round to round, and the clock sees the moved devices' latencies."""
+    from fedmoe.wireless.mobility import Mobility
+
+    wireless = WirelessConfig(channel={"fading": "none"}, cell={"radius_m": 60.0},
+                              mobility={"model": "random-direction", "classes": {"car": {"speed_mps": (12.0, 12.0)}}})
+    profiles = sample_device_profiles(wireless, 4, np.random.default_rng(1))
+    strategy = WirelessSelection(FedAvg(), profiles, wireless=wireless, deadline_s=1e6, flops=FLOPS, policy="all",
+                                 allocation="equal", mobility=Mobility.from_config(wireless, profiles))
+    strategy.start(digits_grid(4), initial_arrays, num_rounds=2)
+    twin = Mobility.from_config(wireless, profiles)
+    n0 = noise_psd_w_hz(wireless.channel.noise_psd_dbm_hz, wireless.channel.noise_figure_db)
+    starts = [0.0] + [tick.clock_s for tick in strategy.clock.history[:-1]]
+    assert starts[1] > 0
+    for plan, start in zip(strategy.plans, starts):
+        assert plan.devices.tolist() == [0, 1, 2, 3]
+        prof = twin.at(start)
+        rate = uplink_rate(plan.num_rb, wireless.uplink.resource_block_hz, prof.tx_power_w, prof.gain, n0)
+        np.testing.assert_allclose(plan.rate_bps, rate, rtol=1e-12)
+    first, second = (p.rate_bps for p in strategy.plans)
+    assert (first != second).all()
+    np.testing.assert_allclose(strategy.mobility.travelled_m, 12.0 * starts[1], rtol=1e-12)
+
+
+def test_mobility_must_describe_the_profiles_devices_and_not_come_with_a_trace(four_devices, trace_file):
+    from fedmoe.wireless.mobility import Mobility
+    from fedmoe.wireless.trace_file import read_trace_csv
+
+    wireless = WirelessConfig(mobility={"model": "random-direction"})
+    two = Mobility(sample_device_profiles(wireless, 2, np.random.default_rng(0)), wireless)
+    with pytest.raises(ValueError, match="mobility= must be a Mobility of the 4 devices of the profiles, got 2"):
+        WirelessSelection(FedAvg(), four_devices, mobility=two)
+    four = sample_device_profiles(wireless, 4, np.random.default_rng(0))
+    trace = read_trace_csv(trace_file([(d, 0, -90, 0) for d in range(4)]), 4)
+    with pytest.raises(ValueError, match="give trace= or mobility=, not both"):
+        WirelessSelection(FedAvg(), four, mobility=Mobility(four, wireless), trace=trace)
