@@ -4,7 +4,8 @@ mode: split learning, distributed experts, V2I agents across base stations), eva
 Two entry points share :func:`serve_any` (the federated rounds themselves are
 :func:`fedmoe.strategies.federated_learning.serve`):
 
-* ``app`` — for ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml): the
+* ``app`` — for ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml; on the
+  deployment runtime its grid pulls replies every 0.25 s, :mod:`fedmoe.strategies.polling_grid`): the
   scenario is the run config's ``scenario`` (name or TOML path), ``overrides`` a
   ``;``-separated list of ``key.path=value``, the run folder ``run-dir``, ``resume``
   (true: continue the run saved in ``run-dir``, :mod:`fedmoe.federated.resume`) and
@@ -140,13 +141,14 @@ def main(grid: Grid, context: Context) -> None:
     """``flwr run .`` entry point: config from the run config (:func:`config_from_run_config`)."""
     from fedmoe.federated.run_folder import clear_run_folder, discard_failed_run
     from fedmoe.files import first_missing
+    from fedmoe.strategies.polling_grid import with_fast_replies
 
     cfg, run_dir, resume, scenario_file, force = config_from_run_config(context.run_config)
     if force:
         clear_run_folder(run_dir)
     made = first_missing(run_dir)
     try:
-        serve_any(grid, cfg, run_dir, scenario_file=scenario_file, resume=resume)
+        serve_any(with_fast_replies(grid), cfg, run_dir, scenario_file=scenario_file, resume=resume)
     except BaseException:
         discard_failed_run(run_dir, cfg, made)
         raise
