@@ -232,7 +232,14 @@ class LocalCluster:
         argv = flower.supernode_argv(self.address, partition_id, self.nodes, port, ca_cert=ca,
                                      private_key=private_key, insecure=insecure, max_wait_s=max_wait_s, host=HOST,
                                      state_dir=(home / "state").resolve())
-        return self.procs.start(name, argv, env={"FLWR_HOME": str(home)}, cwd=home)
+        return self.procs.start(name, argv, env={"FLWR_HOME": str(home), **self.thread_env()}, cwd=home)
+
+    def thread_env(self) -> dict[str, str]:
+        """``OMP_NUM_THREADS`` (and torch's intra-op threads with it) for each SuperNode's ClientApps: this
+        machine's CPUs shared out among the SuperNodes, at least 1. Without it every ``flwr-clientapp`` (one per
+        SuperNode at a time) starts as many threads as the machine has CPUs, and N of them oversubscribe it, as
+        Ray's virtual clients (``OMP_NUM_THREADS`` = their ``num_cpus``) never do."""
+        return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.nodes))}
 
     # ------------------------------------------------------------------ the run
 
