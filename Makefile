@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) -m sims.bench.split_vs_federated
 	$(PY) -m sims.bench.split_gating
 	$(PY) -m sims.bench.v2i
+	$(PY) -m sims.bench.deploy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

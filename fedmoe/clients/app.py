@@ -23,7 +23,11 @@ The other modes' handlers are registered on the same ``app`` (:mod:`fedmoe.clien
 imports: ``fedmoe.clients.app:app`` is the whole ClientApp.
 
 Heavy imports (torch, the model zoo) happen inside the handlers, so that a deployment
-that starts a fresh process per message pays for them only when it trains.
+that starts a fresh process per message pays for them only when it trains: the query
+handler reads the config alone and never imports torch. On a SuperNode with a state folder
+the device's generated data and the experts' counted costs are kept there between messages
+(:mod:`fedmoe.federated.prepared`), and every message logs what it found there and how long it
+took (:func:`fedmoe.clients.common.log_prepared`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from fedmoe.clients import common
 # A statement of its own (import sorting would merge it into the one above), so that its noqa covers these only.
 # isort: split
 from fedmoe.clients import distributed, split, v2i  # noqa: F401  their handlers (experts, split learning, V2I) on ``app``
-from fedmoe.clients.common import device_id, message_world
+from fedmoe.clients.common import device_id, device_world, log_prepared, message_config
 from fedmoe.federated.protocol import QueryReply
 from fedmoe.flower import to_numpy, to_record
 
@@ -83,9 +87,8 @@ def query(msg: Message, context: Context) -> Message:
     """Partition id, sample count and sensors of this device (no data is generated)."""
     from fedmoe.data.partition import device_modalities, local_size
 
-    world = message_world(msg)
-    pid = device_id(context, world.num_devices)
-    cfg = world.cfg
+    cfg = message_config(msg)
+    pid = device_id(context, cfg.partition.num_devices)
     answer = QueryReply(partition_id=pid, num_examples=local_size(cfg.partition, cfg.data.seed, pid),
                         modalities=tuple(bool(x) for x in device_modalities(cfg.partition, cfg.data.seed, pid)))
     return Message(content=RecordDict({"metrics": MetricRecord(answer.to_metrics())}), reply_to=msg)
@@ -94,11 +97,13 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training; replies with the shared parameters and the experts used."""
+    import time
+
     from fedmoe.federated import faults
     from fedmoe.federated.local import RoundInstructions, local_update
 
-    world = message_world(msg)
-    pid = device_id(context, world.num_devices)
+    started = time.time()
+    world, pid = device_world(msg, context)
     instr = RoundInstructions.from_config(dict(msg.content["config"]))
     injected = world.cfg.federated.faults
     fate = faults.before_training(injected, instr.server_round, pid)
@@ -112,18 +117,22 @@ def train(msg: Message, context: Context) -> Message:
     arrays, metrics = result.wire, dict(result.metrics)
     faults.after_training(injected, fate, metrics)
     content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord(metrics)})
+    log_prepared(world, pid, f"train round {instr.server_round}", started)
     return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the global model on this device's own held-out data."""
+    import time
+
     from fedmoe.federated.local import local_evaluate
 
-    world = message_world(msg)
-    pid = device_id(context, world.num_devices)
+    started = time.time()
+    world, pid = device_world(msg, context)
     server_round = int(msg.content["config"].get("server-round", 0))
     local_state = _local_state(context, _state_store(msg, context, pid), server_round, evaluating=True)
     metrics = local_evaluate(world, pid, _global_arrays(msg, world), local_state)
+    log_prepared(world, pid, f"evaluate round {server_round}", started)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 

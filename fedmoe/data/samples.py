@@ -105,14 +105,36 @@ class ISACSamples:
     def save(self, path: str | Path) -> Path:
         """Write an uncompressed ``.npz`` whole or not at all (:func:`fedmoe.files.write_atomic`)."""
         path = self.file_path(path)
+        payload = self.to_arrays()
+        write_atomic(path, lambda f: np.savez(f, **payload))
+        return path
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The named arrays :meth:`save` writes (``present``, ``inputs/<m>``, ``labels/<k>``,
+        ``conditions/<k>``, ``bits/names``, ``bits/values``); :meth:`from_arrays` reads them back."""
         payload: dict[str, np.ndarray] = {"present": self.present}
         for group in ("inputs", "labels", "conditions"):
             for key, arr in getattr(self, group).items():
                 payload[f"{group}/{key}"] = arr
         payload["bits/names"] = np.array(list(self.bits_per_sample), dtype=str)
         payload["bits/values"] = np.array(list(self.bits_per_sample.values()), dtype=np.int64)
-        write_atomic(path, lambda f: np.savez(f, **payload))
-        return path
+        return payload
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], what: str) -> "ISACSamples":
+        """The container of :meth:`to_arrays`' arrays, whose headers passed :func:`check_dataset_members`
+        (other keys are ignored); a :class:`~fedmoe.errors.UsageError` starting with ``what`` if they do
+        not make one."""
+        groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
+        for key, value in arrays.items():
+            group, _, name = key.partition("/")
+            if group in groups:
+                groups[group][name] = value
+        try:
+            bits = dict(zip(arrays["bits/names"].tolist(), (int(v) for v in arrays["bits/values"])))
+            return cls(groups["inputs"], arrays["present"], groups["labels"], groups["conditions"], bits)
+        except (KeyError, ValueError, TypeError) as err:
+            raise UsageError(f"{what} ({err})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "ISACSamples":
@@ -136,16 +158,7 @@ class ISACSamples:
             arrays = read_npz(path, what, check=lambda members: check_dataset_members(members, what))
         except NpzError as err:
             raise UsageError(str(err)) from None
-        groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "labels": {}, "conditions": {}}
-        for key, value in arrays.items():
-            group, _, name = key.partition("/")
-            if group in groups:
-                groups[group][name] = value
-        bits = dict(zip(arrays["bits/names"].tolist(), (int(v) for v in arrays["bits/values"])))
-        try:
-            return cls(groups["inputs"], arrays["present"], groups["labels"], groups["conditions"], bits)
-        except (KeyError, ValueError, TypeError) as err:
-            raise UsageError(f"{what} ({err})") from None
+        return cls.from_arrays(arrays, what)
 
 
 _PLAIN_KINDS = "biuf"

@@ -33,7 +33,12 @@ RUN_STARTED = r"Successfully started run (\d+)"
 CONNECTION = "fedmoe-deploy"
 """Name of the connection :func:`write_connection` writes (the second argument of ``flwr run``)."""
 
-QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+SUPEREXEC_POLL_S = 0.25
+"""How often a SuperNode's ``flower-superexec`` asks it for a message to run, s (Flower's default: 1 s, set with
+``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``): every message waits for this poll before its ``flwr-clientapp`` starts."""
+
+QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1",
+             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": f"{SUPEREXEC_POLL_S:g}"}
 
 
 class FlowerError(RuntimeError):
@@ -58,7 +63,8 @@ def executable(name: str) -> str:
 
 def runtime_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with the Flower executables first on ``PATH``,
-    telemetry and update checks off, unbuffered Python output."""
+    telemetry and update checks off, unbuffered Python output, the SuperExec's task poll at
+    :data:`SUPEREXEC_POLL_S`."""
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(bin_dir()), env.get("PATH", "")]).rstrip(os.pathsep)
     env.update(QUIET_ENV)

@@ -130,11 +130,17 @@ class LocalCluster:
 
     def __init__(self, out: Path, nodes: int, app_dir: Path | None = None, force: bool = False,
                  ready_timeout: float = 120.0, term_timeout: float = 15.0,
-                 echo: Callable[[str], None] | None = None, stream: bool = True) -> None:
+                 echo: Callable[[str], None] | None = None, stream: bool = True,
+                 partition_ids: Sequence[int] | None = None) -> None:
         if nodes < 1:
             raise DeployArgumentError(f"--nodes: expected at least 1, got {nodes}")
         self.out = Path(out).resolve()
         self.nodes = nodes
+        self.partition_ids = list(range(nodes)) if partition_ids is None else [int(k) for k in partition_ids]
+        """The device each SuperNode says it is (``partition-id`` of SuperNode ``k``): ``0 … N-1``; another
+        list shows what a misconfigured SuperNode does."""
+        if len(self.partition_ids) != nodes:
+            raise DeployArgumentError(f"partition_ids: {len(self.partition_ids)} given for {nodes} nodes")
         self.app_dir = check_app(app_dir if app_dir is not None else project_root())
         self.ready_timeout = ready_timeout
         self.echo = echo or (lambda line: None)
@@ -205,7 +211,8 @@ class LocalCluster:
             self.node_ids[k] = flower.register_supernode(pub, self.cli_home, env=self.env)
         self.echo(f"registered {self.nodes} SuperNode public keys")
         for k in range(self.nodes):
-            self.supernodes[k] = self.start_supernode(k, self.node_ports[k], private_key=self.node_key(k))
+            self.supernodes[k] = self.start_supernode(self.partition_ids[k], self.node_ports[k],
+                                                      name=f"supernode-{k}", private_key=self.node_key(k))
         for k, proc in self.supernodes.items():
             proc.wait_for_log(flower.SUPERNODE_READY, self.ready_timeout)
         self.echo(f"{self.nodes} SuperNodes connected "
@@ -226,7 +233,14 @@ class LocalCluster:
         argv = flower.supernode_argv(self.address, partition_id, self.nodes, port, ca_cert=ca,
                                      private_key=private_key, insecure=insecure, max_wait_s=max_wait_s, host=HOST,
                                      state_dir=(home / "state").resolve())
-        return self.procs.start(name, argv, env={"FLWR_HOME": str(home)}, cwd=home)
+        return self.procs.start(name, argv, env={"FLWR_HOME": str(home), **self.thread_env()}, cwd=home)
+
+    def thread_env(self) -> dict[str, str]:
+        """``OMP_NUM_THREADS`` (and torch's intra-op threads with it) for each SuperNode's ClientApps: this
+        machine's CPUs shared out among the SuperNodes, at least 1. Without it every ``flwr-clientapp`` (one per
+        SuperNode at a time) starts as many threads as the machine has CPUs, and N of them oversubscribe it, as
+        Ray's virtual clients (``OMP_NUM_THREADS`` = their ``num_cpus``) never do."""
+        return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.nodes))}
 
     # ------------------------------------------------------------------ the run
 
@@ -296,6 +310,18 @@ class LocalCluster:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^(?:\[\s*[\d.]+ s\] )?([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
+def _server_error(log: Path) -> str:
+    """``": <the exception the ServerApp raised>"`` (the last exception line of the run's streamed log,
+    e.g. a node's failed device query naming the node and its node-config key), or ``""``."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [m for ln in lines if (m := _EXCEPTION_LINE.match(_strip_ansi(ln).strip()))]
+    return f": {found[-1][1].rsplit('.', 1)[-1]}: {found[-1][2]}" if found else ""
 
 
 def _strip_ansi(text: str) -> str:
@@ -371,8 +397,15 @@ def deploy_local(out: Path, scenario: str = "default", sets: Sequence[str] = (),
             report = cluster.stop()
             echo(f"stopped {len(report['terminated'])} processes by PID"
                  + (f" ({len(report['killed'])} needed SIGKILL)" if report["killed"] else ""))
+    return check_result(result)
+
+
+def check_result(result: RunResult) -> RunResult:
+    """``result`` if the run completed and wrote its metrics; else a one-line :class:`DeployError` with the
+    exception the ServerApp raised (e.g. which node failed the device query and why) and the log's path."""
     if result.status != "finished:completed":
-        raise DeployError(f"run {result.run_id} ended with status {result.status!r}; see {result.log}")
+        raise DeployError(f"run {result.run_id} ended with status {result.status!r}"
+                          f"{_server_error(result.log)}; see {result.log}")
     if not (result.run_dir / "metrics.json").is_file():
         raise DeployError(f"run {result.run_id} completed but wrote no {result.run_dir / 'metrics.json'}")
     return result

@@ -8,7 +8,10 @@ but the config it receives in a message and its partition id.
 
 Device ``k``'s data are built lazily (:func:`fedmoe.data.partition.make_device_partition`;
 with ``data.input``, its part of the dataset file, :mod:`fedmoe.data.file_split`) and kept
-in a small per-process LRU cache (``federated.partition_cache`` entries). The cache holds
+in a small per-process LRU cache (``federated.partition_cache`` entries). A ClientApp on a
+SuperNode with a state folder sets :attr:`ScenarioWorld.prepared`: generated data and the
+experts' counted costs are then read from that folder when an earlier message of the same
+scenario left them there, and written there otherwise (:mod:`fedmoe.federated.prepared`). The cache holds
 *derived* data only — the same for every virtual client that asks — so sharing it
 between the virtual clients of one Ray worker is safe; per-client state lives in
 Flower's ``context.state``.
@@ -34,11 +37,13 @@ from fedmoe.data.partition import (
     device_degradation,
     device_modalities,
     device_rng,
+    local_size,
     make_device_partition,
 )
 from fedmoe.data.samples import ISACSamples
 from fedmoe.data.trace_formats import load_trace
 from fedmoe.federated.parameters import PackedLayout
+from fedmoe.federated.prepared import PreparedCache, check_expert_members, experts_key, partition_extra, partition_key
 from fedmoe.federated.update_codec import UpdateCodec
 from fedmoe.models.builder import build_moe
 from fedmoe.models.cost import ExpertCost, expert_costs
@@ -133,6 +138,8 @@ class ScenarioWorld:
         self.shapes: dict[str, tuple[int, ...]] = probe.input_shapes
         self.bits_per_sample: dict[str, int] = dict(probe.bits_per_sample)
         self._partitions: OrderedDict[int, DevicePartition] = OrderedDict()
+        self.prepared: PreparedCache | None = None
+        """A device's cache of generated data and expert costs on its disk (module docstring); ``None``: none."""
 
     # ------------------------------------------------------------------ model
 
@@ -161,8 +168,23 @@ class ScenarioWorld:
 
     @cached_property
     def expert_costs(self) -> list[ExpertCost]:
-        """Counted FLOPs per sample, parameters and input bits of every expert."""
-        return expert_costs(self.template.experts, bits_per_sample=self.bits_per_sample)
+        """Counted FLOPs per sample, parameters and input bits of every expert (from :attr:`prepared`
+        when it holds them for this model)."""
+        cache = self.prepared
+        if cache is None:
+            return expert_costs(self.template.experts, bits_per_sample=self.bits_per_sample)
+        key = experts_key(self.cfg, self.shapes, self.bits_per_sample)
+        num_experts = len(self.template.experts)
+        got = cache.load("experts", key, check_expert_members(num_experts))
+        if got is not None:
+            return [ExpertCost(int(f), int(p), int(b), str(n)) for n, f, p, b in
+                    zip(got["experts/names"], got["experts/flops"], got["experts/params"], got["experts/input_bits"])]
+        costs = expert_costs(self.template.experts, bits_per_sample=self.bits_per_sample)
+        cache.save("experts", key, {"experts/names": np.array([c.name for c in costs], dtype=str),
+                                    "experts/flops": np.array([c.flops_per_sample for c in costs], dtype=np.int64),
+                                    "experts/params": np.array([c.params for c in costs], dtype=np.int64),
+                                    "experts/input_bits": np.array([c.input_bits for c in costs], dtype=np.int64)})
+        return costs
 
     @cached_property
     def expert_flops(self) -> np.ndarray:
@@ -225,13 +247,35 @@ class ScenarioWorld:
             self._partitions.move_to_end(key)
             return part
         if self.file is None:
-            part = make_device_partition(self.source, self.cfg.partition, self.cfg.data.seed, key, self.num_beams)
+            part = self._generated_partition(key)
         else:
             part = self._file_partition(key)
         if self.cfg.federated.partition_cache > 0:
             self._partitions[key] = part
             while len(self._partitions) > self.cfg.federated.partition_cache:
                 self._partitions.popitem(last=False)
+        return part
+
+    def _generated_partition(self, device_id: int) -> DevicePartition:
+        """Device ``device_id``'s generated data: from :attr:`prepared` when it holds them, else generated
+        (and then kept there)."""
+        pcfg, seed = self.cfg.partition, self.cfg.data.seed
+        cache = self.prepared
+        if cache is None:
+            return make_device_partition(self.source, pcfg, seed, device_id, self.num_beams)
+        key, name = partition_key(self.cfg, device_id), f"partition-{device_id}"
+        got = cache.load_samples(name, key, local_size(pcfg, seed, device_id), self.shapes,
+                                 partition_extra(len(MODALITIES), self.num_beams))
+        if got is not None and "partition/dropped" in got[1]:
+            samples, extra = got
+            return DevicePartition(device_id, samples, device_modalities(pcfg, seed, device_id),
+                                   device_degradation(pcfg, seed, device_id), extra["partition/dropped"],
+                                   extra.get("partition/proportions"))
+        part = make_device_partition(self.source, pcfg, seed, device_id, self.num_beams)
+        extra = {"partition/dropped": np.asarray(part.dropped, dtype=np.int64)}
+        if part.label_proportions is not None:
+            extra["partition/proportions"] = np.asarray(part.label_proportions, dtype=np.float64)
+        cache.save_samples(name, key, part.samples, extra)
         return part
 
     def _file_partition(self, device_id: int) -> DevicePartition:
@@ -261,9 +305,23 @@ class ScenarioWorld:
         if self.file_split is not None:
             samples = self.file.subset(self.file_split.evaluation[int(device_id)])  # type: ignore[union-attr]
         else:
-            samples = self.source(self.evaluation_size(device_id), device_rng(seed, int(device_id), "evaluation"))
+            samples = self._generated_evaluation(int(device_id))
         samples = apply_modality_mask(samples, device_modalities(pcfg, seed, int(device_id)))
         samples, _ = apply_degradation(samples, device_degradation(pcfg, seed, int(device_id)), seed, int(device_id))
+        return samples
+
+    def _generated_evaluation(self, device_id: int) -> ISACSamples:
+        """Device ``device_id``'s fresh held-out samples (stream ``evaluation``), through :attr:`prepared`."""
+        n, cache = self.evaluation_size(device_id), self.prepared
+        draw = lambda: self.source(n, device_rng(self.cfg.data.seed, device_id, "evaluation"))  # noqa: E731
+        if cache is None:
+            return draw()
+        key, name = partition_key(self.cfg, device_id), f"evaluation-{device_id}"
+        got = cache.load_samples(name, key, n, self.shapes)
+        if got is not None:
+            return got[0]
+        samples = draw()
+        cache.save_samples(name, key, samples)
         return samples
 
     def server_test_set(self) -> ISACSamples:

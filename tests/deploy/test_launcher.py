@@ -164,3 +164,41 @@ def test_a_channel_trace_is_read_before_any_process_starts_and_sent_with_its_abs
         validate_run("default", [*base, f"wireless.trace.path={bad}"], None)
     _, plain, _ = validate_run("default", base, None)
     assert plain == base
+
+
+@pytest.mark.parametrize("cpus, nodes, threads", [(2, 3, "1"), (8, 3, "2"), (16, 4, "4"), (None, 2, "1")])
+def test_each_supernode_gets_its_share_of_the_cpus_as_torch_threads(tmp_path, monkeypatch, cpus, nodes, threads):
+    """Three ClientApps training at once with a thread per core each oversubscribe the machine (Ray's virtual
+    clients run OMP_NUM_THREADS = their num_cpus): each SuperNode's processes get CPUs / SuperNodes threads."""
+    import os
+
+    from fedmoe.deploy.local import LocalCluster
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    cluster = LocalCluster(tmp_path / "deploy", nodes=nodes)
+    started = {}
+    monkeypatch.setattr(cluster.procs, "start", lambda name, argv, env=None, cwd=None: started.update(env=env))
+    cluster.start_supernode(0, 9999)
+    assert started["env"]["OMP_NUM_THREADS"] == threads and started["env"]["FLWR_HOME"].endswith("supernode-0")
+
+
+def test_the_error_of_a_failed_run_is_found_in_its_log(tmp_path):
+    from fedmoe.deploy.local import DeployError, RunResult, check_result
+
+    log = tmp_path / "flwr-run.log"
+    log.write_text("[    30.1 s] INFO :      [ROUND 1/3]\n"
+                   "[    31.0 s] ERROR :     ServerApp raised an exception\n"
+                   "[    31.0 s] Traceback (most recent call last):\n"
+                   "[    31.0 s]   File \"x.py\", line 1, in <module>\n"
+                   "[    31.0 s] RuntimeError: node 42 failed the device query: ValueError: node config partition-id 5 "
+                   "is outside [0, 2)\n")
+    result = RunResult(7, "finished:failed", 1, 40.0, log, tmp_path / "run")
+    with pytest.raises(DeployError) as err:
+        check_result(result)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert "run 7 ended with status 'finished:failed': RuntimeError: node 42 failed the device query" in message
+    assert "partition-id 5 is outside [0, 2)" in message and str(log) in message
+    log.write_text("[    31.0 s] nothing useful\n")
+    with pytest.raises(DeployError, match=r"^run 7 ended with status 'finished:failed'; see "):
+        check_result(result)
