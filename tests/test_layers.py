@@ -20,10 +20,11 @@ import still makes the lower layer depend on the higher one. Lowest first:
  6   modes                         ``fedmoe.strategies.modes``
  7   the Flower apps               ``fedmoe.strategies.server_app``, ``fedmoe.clients.app``
  8   simulation                    ``fedmoe.simulation``
- 9   benchmarks                    ``sims`` (``sims.bench``)
-10   deployment and entry points   ``fedmoe.deploy``; ``strategies`` and ``clients`` (the modules ``flwr run .``
+ 9   deployment and entry points   ``fedmoe.deploy``; ``strategies`` and ``clients`` (the modules ``flwr run .``
                                    loads, nothing else imports them)
-11   command line                  ``fedmoe.cli``
+10   command line                  ``fedmoe.cli``
+11   benchmarks                    ``sims`` (``sims.bench``: they measure everything, deployments included,
+                                   and nothing imports them)
 ===  ============================  ==========================================================
 
 A name stands for that module or package and everything under it, unless a longer name of
@@ -56,9 +57,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("modes", ("fedmoe.strategies.modes",)),
     ("the Flower apps", ("fedmoe.strategies.server_app", "fedmoe.clients.app")),
     ("simulation", ("fedmoe.simulation",)),
-    ("benchmarks", ("sims",)),
     ("deployment and entry points", ("fedmoe.deploy", "strategies", "clients")),
     ("command line", ("fedmoe.cli",)),
+    ("benchmarks", ("sims",)),
 ]
 """Layers, lowest first: (name, the modules and packages in it)."""
 
@@ -218,7 +219,7 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     graph = import_graph(found)
     assert graph["fedmoe.training"] == [(1, "fedmoe.config"), (2, "fedmoe.models.moe")]
     assert layer_violations(found, graph, tmp_path) == [
-        "fedmoe/config.py:2: fedmoe.config (layer 0, base) imports fedmoe.cli (layer 11, command line)",
+        "fedmoe/config.py:2: fedmoe.config (layer 0, base) imports fedmoe.cli (layer 10, command line)",
         "fedmoe/models/moe.py:1: fedmoe.models.moe (layer 2, data and models) imports fedmoe.training "
         "(layer 3, training)",
     ]

@@ -18,7 +18,8 @@ its ClientApp processes), :meth:`HostsCluster.restart_supernode` (same key and s
 the SuperLink lets the key in again),
 :meth:`HostsCluster.kill_superlink` / :meth:`HostsCluster.restart_superlink` (same database), and
 :meth:`fedmoe.deploy.hosts.EmulatedHosts.set_link` (a host's cable pulled and put back).
-The caller owns the :class:`~fedmoe.deploy.hosts.EmulatedHosts` and removes them after :meth:`stop`.
+The caller owns the :class:`~fedmoe.deploy.hosts.EmulatedHosts` and removes them after the cluster stops
+(:meth:`fedmoe.deploy.local.LocalCluster.stop`).
 """
 
 from __future__ import annotations
