@@ -50,7 +50,7 @@ def test_the_best_variant_is_chosen_on_validation_and_a_seed_that_never_gets_the
     assert out["best_variant"] == "b"
     t = out["targets"]
     assert t["accuracy_ratio"]["value"] == pytest.approx((0.73 + 0.69) / 2 / 0.75)
-    assert t["accuracy_ratio"]["std"] == pytest.approx(0.02 / 0.75)
+    assert t["accuracy_ratio"]["std"] == pytest.approx(0.04 / 0.75 / 2 ** 0.5)  # sample std over the two seeds
     assert not t["accuracy_ratio"]["met"]
     assert t["time_to_fedavg_ratio"]["value"] == pytest.approx(90 / 300)  # seed 1 never reaches 0.7
     assert t["time_to_fedavg_ratio"]["seeds_without_value"] == 1 and not t["time_to_fedavg_ratio"]["met"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sims.bench.semi_async import bench_config, compare, mean_std
+from sims.bench.common import mean_std
+from sims.bench.semi_async import bench_config, compare
 
 
 def curve(points):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +25,15 @@ def uplink_hz(per_round: int) -> float:
     """Uplink bandwidth with a 200 kHz resource block for each device of a round at least (20 MHz, the default, for
     up to 100 devices; 200 MHz, a 28 GHz FR2 carrier's width, for 1,000)."""
     return max(20e6, per_round * 200e3)
+
+
+def mean_std(values: list[float | None]) -> dict[str, Any]:
+    """Mean ± sample standard deviation (``ddof = 1``; 0 for one value) over seeds of the values that exist
+    (``None``: a seed without one), with how many there are (``n``) and are missing."""
+    got = [float(v) for v in values if v is not None]
+    return {"mean": statistics.fmean(got) if got else None,
+            "std": statistics.stdev(got) if len(got) > 1 else 0.0 if got else None, "n": len(got),
+            "missing": len(values) - len(got)}
 
 
 def target(value: Any, goal: str, met: bool, **extra: Any) -> dict[str, Any]:

@@ -23,12 +23,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
-from sims.bench.common import machine, target
+from sims.bench.common import machine, mean_std, target
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "compression.json"
 
@@ -63,9 +62,9 @@ def one_run(cfg, out: Path) -> dict:
             "failed_updates": s["failed_updates"], "wall_s": time.perf_counter() - t0}
 
 
-def mean_std(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "values": a.tolist()}
+def seeds_stat(values: list[float]) -> dict:
+    """:func:`sims.bench.common.mean_std` of one figure over the seeds, with the seeds' values."""
+    return {**mean_std(values), "values": [float(v) for v in values]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     raw = {name: [one_run(bench_config(comp, seed, *shape), runs / f"{name}_seed{seed}") for seed in args.seeds]
            for name, comp in VARIANTS.items()}
-    table = {name: {key: mean_std([r[key] for r in rs])
+    table = {name: {key: seeds_stat([r[key] for r in rs])
                     for key in ("accuracy", "upload_bits", "virtual_time_s", "energy_j")}
              for name, rs in raw.items()}
     for name, rs in raw.items():
-        table[name]["bits_ratio"] = mean_std([r["upload_bits"] / b["upload_bits"] for r, b in zip(rs, raw["none"])])
+        table[name]["bits_ratio"] = seeds_stat([r["upload_bits"] / b["upload_bits"] for r, b in zip(rs, raw["none"])])
     ratio = table["qsgd4"]["bits_ratio"]["mean"]
     drop = table["none"]["accuracy"]["mean"] - table["qsgd4"]["accuracy"]["mean"]
     doc = {

@@ -52,7 +52,7 @@ from fedmoe.federated.world import world_for
 from fedmoe.overrides import parse_overrides
 from fedmoe.scenarios import load_scenario
 from fedmoe.simulation import run_federated
-from sims.bench.common import machine, target
+from sims.bench.common import machine, mean_std, target
 from sims.bench.compression import VARIANTS as COMPRESSIONS
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "federated_quality.json"
@@ -174,13 +174,6 @@ def against_fedavg(moe: dict[str, Any], base: dict[str, Any], central: dict[str,
         ratios["time_to_fedavg_ratio"] = moe_cost[0] / base_cost[0] if base_cost[0] > 0 else math.inf
         ratios["energy_to_fedavg_ratio"] = moe_cost[1] / base_cost[1] if base_cost[1] > 0 else math.inf
     return ratios
-
-
-def mean_std(values: list[float | None]) -> dict[str, Any]:
-    """Mean ± std (population) of the values that exist, and how many are missing."""
-    have = [float(v) for v in values if v is not None]
-    return {"mean": float(np.mean(have)) if have else None, "std": float(np.std(have)) if have else None,
-            "n": len(have), "missing": len(values) - len(have)}
 
 
 GOALS = {"accuracy_ratio": (">= 0.97", lambda v: v >= 0.97),

@@ -34,14 +34,13 @@ Writes the JSON (and a PNG of accuracy against virtual time) beside it; run fold
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from fedmoe.federated.report import time_to_accuracy
 from fedmoe.scenarios import load_scenario
-from sims.bench.common import machine, target, write_report
+from sims.bench.common import machine, mean_std, target, write_report
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "semi_async.json"
 TARGET_SHARE = 0.95
@@ -94,13 +93,6 @@ def compare(sync: dict[str, Any], buff: dict[str, Any]) -> dict[str, Any]:
             "time_ratio": t_buff / t_sync if (t_sync and t_buff is not None) else None,
             "sync_energy_j": energy_to(sync["curve"], t_sync), "fedbuff_energy_j": energy_to(buff["curve"], t_buff),
             "final_accuracy_ratio": buff["final_accuracy"] / max(sync["final_accuracy"], 1e-12)}
-
-
-def mean_std(values: list[float | None]) -> dict[str, Any]:
-    got = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(got) if got else None,
-            "std": statistics.stdev(got) if len(got) > 1 else 0.0 if got else None, "n": len(got),
-            "missing": len(values) - len(got)}
 
 
 def plot(doc: dict, path: Path) -> list[Path]:
