@@ -234,16 +234,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def with_input(cfg: FedMoEConfig, path: str) -> FedMoEConfig:
-    """``cfg`` with ``data.input`` set to the dataset file ``path`` (made absolute: every process of the
-    run opens it, whatever its working folder)."""
+    """``cfg`` with ``data.input`` set to the dataset file ``path``, made absolute with the other file settings
+    (:func:`fedmoe.config.with_absolute_files`: every process of the run opens it, whatever its working folder)."""
     from fedmoe.config import parse_config
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such dataset file (--input)")
     data = cfg.model_dump(mode="json")
-    data["data"]["input"] = str(file.resolve())
-    return parse_config(data, source="--input")
+    data["data"]["input"] = str(file)
+    return with_absolute_files(parse_config(data, source="--input"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
